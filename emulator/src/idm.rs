@@ -1,0 +1,1 @@
+//! Placeholder: users, workspaces and rights.

@@ -1,0 +1,121 @@
+//! cells-emu: an emulator of a Pydio Cells v4.4 server, faithful on the wire to what
+//! `shared/cells-api.md` and the official swagger describe: REST v1 under `/a`, the S3
+//! gateway under `/io`, OIDC under `/oidc` (plus the `/oauth2/*` pages), and the change-event
+//! websocket at `/ws/event`. Tests, benchmarks and `cec mount --demo` start it in-process
+//! with [`start`]; the `cells-emu` binary serves it for manual use.
+//!
+//! Invariants:
+//! - The emulator never offers a shortcut the real server lacks: a client that works here
+//!   must work against a real server.
+//! - Everything it stores lives under the data directory; a restart keeps it all, and a
+//!   crash mid-write never leaves a torn file visible.
+//! - Fault injection exists only when the server was started with `faults: true`.
+
+pub mod auth;
+pub mod config;
+pub mod events;
+pub mod faults;
+pub mod idm;
+pub mod jobs;
+pub mod oidc;
+pub mod rest;
+pub mod s3;
+pub mod store;
+
+use std::net::SocketAddr;
+use std::sync::Arc;
+
+use axum::Router;
+pub use config::EmuConfig;
+
+/// Everything the handlers share.
+pub struct AppState {
+    pub config: EmuConfig,
+    pub store: Arc<store::Store>,
+    pub auth: Arc<auth::Auth>,
+    pub jobs: Arc<jobs::Jobs>,
+    pub events: Arc<events::EventHub>,
+    pub faults: Arc<faults::Faults>,
+}
+
+pub type SharedState = Arc<AppState>;
+
+/// The whole server as one router.
+pub fn router(state: SharedState) -> Router {
+    let mut app = Router::new()
+        .nest("/a", rest::router())
+        .merge(oidc::router())
+        .merge(events::router())
+        .merge(s3::router());
+    if state.config.faults {
+        app = app.merge(faults::control_router());
+    }
+    faults::layer(app, state.clone()).with_state(state)
+}
+
+/// A running emulator: its base URL (`http://127.0.0.1:PORT`, no trailing slash) and state.
+pub struct RunningEmulator {
+    pub url: String,
+    pub addr: SocketAddr,
+    pub state: SharedState,
+    shutdown: Option<tokio::sync::oneshot::Sender<()>>,
+    task: Option<tokio::task::JoinHandle<()>>,
+}
+
+impl RunningEmulator {
+    /// Stop serving and wait until the listener is closed.
+    pub async fn stop(mut self) {
+        if let Some(tx) = self.shutdown.take() {
+            let _ = tx.send(());
+        }
+        if let Some(task) = self.task.take() {
+            let _ = task.await;
+        }
+    }
+}
+
+/// Open (or create) the data directory, bind the listener and serve in a background task.
+pub async fn start(config: EmuConfig) -> anyhow::Result<RunningEmulator> {
+    let state = Arc::new(AppState::open(config)?);
+    let listener = tokio::net::TcpListener::bind(state.config.listen).await?;
+    let addr = listener.local_addr()?;
+    let url = format!("http://{addr}");
+    let app = router(state.clone());
+    let (tx, rx) = tokio::sync::oneshot::channel::<()>();
+    let task = tokio::spawn(async move {
+        let _ = axum::serve(
+            listener,
+            app.into_make_service_with_connect_info::<SocketAddr>(),
+        )
+        .with_graceful_shutdown(async move {
+            let _ = rx.await;
+        })
+        .await;
+    });
+    Ok(RunningEmulator {
+        url,
+        addr,
+        state,
+        shutdown: Some(tx),
+        task: Some(task),
+    })
+}
+
+impl AppState {
+    /// Build the state from a configuration, opening the on-disk store.
+    pub fn open(config: EmuConfig) -> anyhow::Result<AppState> {
+        let store = Arc::new(store::Store::open(&config)?);
+        let auth = Arc::new(auth::Auth::new(&config, store.clone())?);
+        let jobs = Arc::new(jobs::Jobs::new(&config));
+        let events = Arc::new(events::EventHub::new(store.clone()));
+        let faults = Arc::new(faults::Faults::default());
+        Ok(AppState {
+            config,
+            store,
+            auth,
+            jobs,
+            events,
+            faults,
+        })
+    }
+}

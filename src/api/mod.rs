@@ -1,0 +1,256 @@
+//! The Cells API as the rest of `cec` sees it: one [`CellsApi`] trait over the REST v1 API
+//! (`/a`) and the S3 gateway (`/io`), the node types it returns, and the typed error every
+//! caller maps from (the mount maps it to errno in `fs::error`, the CLI to a sentence and an
+//! exit code).
+//!
+//! Invariants:
+//! - Paths are user-space paths `<workspace-slug>/<path in workspace>` with no leading or
+//!   trailing slash, NFC-normalised. The virtual root is `""`.
+//! - Every job-based call (move, copy, delete, restore) returns only once the server's job
+//!   has finished (or failed), so callers can treat them as synchronous.
+//! - Nothing here holds a whole file in memory: downloads are streams, uploads read from a file.
+//! - Errors keep the HTTP status and the server's message, never a token.
+
+use std::collections::BTreeMap;
+use std::path::Path;
+use std::pin::Pin;
+
+use async_trait::async_trait;
+use bytes::Bytes;
+use futures::Stream;
+
+/// What a node is.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum NodeKind {
+    File,
+    Folder,
+}
+
+/// One node of the tree, decoded from the server's `treeNode` (REST) or an S3 listing.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Node {
+    /// Stable id; survives renames. Empty when the source (an S3 listing) does not give it.
+    pub uuid: String,
+    /// User-space path, `<ws-slug>/<path>`; a workspace root is its slug.
+    pub path: String,
+    pub kind: NodeKind,
+    /// Bytes; for folders the server's (lagging, indicative) aggregate.
+    pub size: u64,
+    /// Unix seconds, assigned by the server.
+    pub mtime: i64,
+    /// Content hash for files; `"temporary"` while an upload is in flight.
+    pub etag: String,
+    /// `MetaStore`, each value already JSON-decoded (`"\"a.txt\""` becomes `"a.txt"`).
+    pub meta: BTreeMap<String, serde_json::Value>,
+}
+
+impl Node {
+    /// The last path segment (the workspace slug for a workspace root).
+    pub fn name(&self) -> &str {
+        self.path.rsplit('/').next().unwrap_or(&self.path)
+    }
+
+    pub fn is_folder(&self) -> bool {
+        self.kind == NodeKind::Folder
+    }
+
+    /// Cells' own content hash (`x-cells-hash`), when the server gave it.
+    pub fn cells_hash(&self) -> Option<&str> {
+        self.meta.get("x-cells-hash").and_then(|v| v.as_str())
+    }
+
+    /// True while an upload is in flight on this node.
+    pub fn is_temporary(&self) -> bool {
+        self.etag == "temporary"
+    }
+}
+
+/// A workspace the user can see: a child of the virtual root.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Workspace {
+    pub slug: String,
+    pub uuid: String,
+    pub label: String,
+    pub description: String,
+    /// `ws_scope`: `"ADMIN"` for a workspace, `"ROOM"` for a Cell.
+    pub scope: String,
+    pub can_read: bool,
+    pub can_write: bool,
+    /// `ws_skip_recycle`: deletes are permanent in this workspace.
+    pub skip_recycle: bool,
+    /// The workspace root as a node.
+    pub root: Node,
+}
+
+/// Metadata of an object as the S3 gateway reports it (HEAD or a listing).
+#[derive(Debug, Clone, PartialEq)]
+pub struct ObjectInfo {
+    pub path: String,
+    pub size: u64,
+    pub etag: String,
+    /// Unix seconds.
+    pub mtime: i64,
+    pub content_type: Option<String>,
+}
+
+/// One entry of a folder listing through the S3 gateway (ListObjectsV2), which, unlike the
+/// REST listing, shows names starting with a dot.
+#[derive(Debug, Clone, PartialEq)]
+pub enum S3Entry {
+    Object(ObjectInfo),
+    /// A sub-folder, as a user-space path without the trailing slash.
+    Folder(String),
+}
+
+/// A byte range of an object. `len: None` reads to the end.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct ByteRange {
+    pub offset: u64,
+    pub len: Option<u64>,
+}
+
+/// A streamed download body.
+pub type ByteStream = Pin<Box<dyn Stream<Item = Result<Bytes, ApiError>> + Send + 'static>>;
+
+/// How an upload should be performed; `Default` gives the official client's behaviour.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct UploadOptions {
+    /// Files larger than this go through a multipart upload.
+    pub multipart_threshold: u64,
+    /// Part size; always a multiple of 10 MiB (the client rounds up).
+    pub part_size: u64,
+    /// Parts uploaded at once.
+    pub parts_concurrency: usize,
+    /// At most this many parts; the part size grows to fit.
+    pub max_parts: u64,
+    pub content_type: Option<String>,
+}
+
+impl Default for UploadOptions {
+    fn default() -> Self {
+        UploadOptions {
+            multipart_threshold: 100 * MIB,
+            part_size: 50 * MIB,
+            parts_concurrency: 3,
+            max_parts: 5000,
+            content_type: None,
+        }
+    }
+}
+
+pub const MIB: u64 = 1024 * 1024;
+
+/// Everything that can go wrong talking to Cells. Each variant keeps what the server said
+/// (status and message); none ever contains a token.
+#[derive(Debug, Clone, thiserror::Error, PartialEq)]
+pub enum ApiError {
+    #[error("not found: {0}")]
+    NotFound(String),
+    /// The token was refused even after one refresh.
+    #[error("not authenticated: {0}")]
+    Unauthorized(String),
+    #[error("permission denied: {0}")]
+    Forbidden(String),
+    #[error("already exists: {0}")]
+    AlreadyExists(String),
+    /// A file stands where a folder is needed, or the reverse.
+    #[error("type conflict: {0}")]
+    TypeConflict(String),
+    #[error("locked: {0}")]
+    Locked(String),
+    #[error("invalid request: {0}")]
+    InvalidRequest(String),
+    /// Any other HTTP status, after retries for the retryable ones.
+    #[error("server error {status}: {message}")]
+    Server { status: u16, message: String },
+    /// Could not reach the server (refused, reset, timeout, TLS), after retries.
+    #[error("cannot reach the server: {0}")]
+    Network(String),
+    /// The server answered something that is not what the API promises.
+    #[error("unexpected answer from the server: {0}")]
+    InvalidResponse(String),
+    /// A move, copy, delete or restore job ended in error.
+    #[error("server job failed: {0}")]
+    JobFailed(String),
+    /// Authentication is impossible without the user (revoked refresh token, expired PAT):
+    /// the message says what to run.
+    #[error("{0}")]
+    Auth(String),
+    /// A local file error (reading an upload source, ...).
+    #[error("local I/O error: {0}")]
+    Local(String),
+}
+
+impl ApiError {
+    /// Whether retrying the same request later could succeed.
+    pub fn is_transient(&self) -> bool {
+        match self {
+            ApiError::Network(_) => true,
+            ApiError::Server { status, .. } => *status == 429 || *status >= 500,
+            _ => false,
+        }
+    }
+}
+
+pub type ApiResult<T> = Result<T, ApiError>;
+
+/// The server as the CLI and the mount use it. Implemented over HTTP by the REST + S3 client,
+/// and in memory / with injected faults by tests.
+#[async_trait]
+pub trait CellsApi: Send + Sync + 'static {
+    /// The workspaces (and Cells) the user can see, in the server's order.
+    async fn list_workspaces(&self) -> ApiResult<Vec<Workspace>>;
+
+    /// The children of a folder through REST, all pages, folders first, dotfiles not shown
+    /// (the server hides them). `NotFound` when the folder does not exist.
+    async fn list_folder(&self, path: &str) -> ApiResult<Vec<Node>>;
+
+    /// The children of a folder through the S3 gateway's ListObjectsV2, dotfiles included,
+    /// no Uuids. An empty vector when the folder does not exist (the gateway's quirk).
+    async fn list_folder_s3(&self, path: &str) -> ApiResult<Vec<S3Entry>>;
+
+    /// One node; `Ok(None)` when it does not exist.
+    async fn stat(&self, path: &str) -> ApiResult<Option<Node>>;
+
+    /// Create folders (missing parents are created too). Returns the created folders.
+    async fn create_folders(&self, paths: &[String]) -> ApiResult<Vec<Node>>;
+
+    /// Move `sources` to `target` and wait for the job. `target_is_parent`: `target` is an
+    /// existing folder that receives the sources under their names; otherwise `target` is
+    /// the full new path of the single source.
+    async fn move_nodes(&self, sources: &[String], target: &str, target_is_parent: bool)
+    -> ApiResult<()>;
+
+    /// Copy, with the same rules as [`CellsApi::move_nodes`], and wait for the job.
+    async fn copy_nodes(&self, sources: &[String], target: &str, target_is_parent: bool)
+    -> ApiResult<()>;
+
+    /// Delete (to the workspace recycle bin, or permanently) and wait for the jobs.
+    async fn delete_nodes(&self, paths: &[String], permanently: bool) -> ApiResult<()>;
+
+    /// Restore nodes from the recycle bin (paths inside `<ws>/recycle_bin`) and wait.
+    async fn restore_nodes(&self, paths: &[String]) -> ApiResult<()>;
+
+    /// HEAD of an object through the gateway.
+    async fn head_object(&self, path: &str) -> ApiResult<ObjectInfo>;
+
+    /// A streamed (ranged) GET of a file's content.
+    async fn get_object(&self, path: &str, range: Option<ByteRange>) -> ApiResult<ByteStream>;
+
+    /// Upload `size` bytes read from the local file `source` to `path` (single PUT below the
+    /// threshold, parallel multipart above). Returns the new ETag. Missing parent folders are
+    /// created by the server.
+    async fn put_object_from_file(
+        &self,
+        path: &str,
+        source: &Path,
+        size: u64,
+        options: &UploadOptions,
+    ) -> ApiResult<String>;
+
+    /// Server-side copy of one file through the gateway.
+    async fn copy_object(&self, source: &str, target: &str) -> ApiResult<()>;
+
+    /// Permanent delete of one file through the gateway (bypasses the recycle bin).
+    async fn delete_object(&self, path: &str) -> ApiResult<()>;
+}

@@ -1,0 +1,1 @@
+//! Placeholder: OAuth2, PAT and login; the TokenSource that refreshes.

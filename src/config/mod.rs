@@ -1,0 +1,1 @@
+//! Placeholder: profiles (official-client compatible) and secrets.

@@ -1,0 +1,1 @@
+//! Placeholder: the filesystem core (no fuser types).

@@ -1,0 +1,1 @@
+//! Placeholder: the only module that knows fuser.
