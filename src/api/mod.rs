@@ -11,6 +11,7 @@
 //! - Nothing here holds a whole file in memory: downloads are streams, uploads read from a file.
 //! - Errors keep the HTTP status and the server's message, never a token.
 
+pub mod events;
 use std::collections::BTreeMap;
 use std::path::Path;
 use std::pin::Pin;
