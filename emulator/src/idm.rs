@@ -106,7 +106,6 @@ pub fn derived_uuid(seed: &str) -> String {
     uuid::Uuid::from_bytes(bytes).to_string()
 }
 
-
 /// The fixed workspace list.
 pub fn default_workspaces() -> Vec<WorkspaceDef> {
     vec![
@@ -238,9 +237,7 @@ impl Idm {
 
     /// Check a login/password pair.
     pub fn authenticate(&self, login: &str, password: &str) -> Option<&User> {
-        self.users
-            .get(login)
-            .filter(|u| u.check_password(password))
+        self.users.get(login).filter(|u| u.check_password(password))
     }
 
     /// All workspace definitions.

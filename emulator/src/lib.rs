@@ -20,6 +20,7 @@ pub mod jobs;
 pub mod oidc;
 pub mod rest;
 pub mod s3;
+pub mod sample;
 pub mod store;
 
 use std::net::SocketAddr;

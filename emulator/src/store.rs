@@ -192,7 +192,10 @@ impl WorkspaceView {
         let mut m = BTreeMap::new();
         m.insert("ws_scope".into(), Value::String(self.scope.clone()));
         m.insert("ws_label".into(), Value::String(self.label.clone()));
-        m.insert("ws_description".into(), Value::String(self.description.clone()));
+        m.insert(
+            "ws_description".into(),
+            Value::String(self.description.clone()),
+        );
         m.insert("ws_slug".into(), Value::String(self.slug.clone()));
         m.insert("ws_uuid".into(), Value::String(self.uuid.clone()));
         m.insert(
@@ -378,12 +381,438 @@ pub struct Store {
     changes: tokio::sync::broadcast::Sender<TreeChange>,
 }
 
+/// A user path resolved to the datasource.
+struct Resolved {
+    /// None for the virtual root `""`.
+    ws: Option<(WorkspaceDef, Permission)>,
+    /// Internal path of the workspace root for this user.
+    root: String,
+    /// Internal path of the target (`root` itself for the workspace root).
+    internal: String,
+}
+
+impl Resolved {
+    fn user_path(&self, internal: &str) -> String {
+        match &self.ws {
+            None => String::new(),
+            Some((ws, _)) => user_path_in(&ws.slug, &self.root, internal),
+        }
+    }
+
+    fn require_write(&self, path: &str) -> Result<(), StoreError> {
+        match &self.ws {
+            Some((_, perm)) if perm.can_write() => Ok(()),
+            _ => Err(StoreError::Forbidden(format!("{path} is not writable"))),
+        }
+    }
+
+    fn is_ws_root(&self) -> bool {
+        self.ws.is_some() && self.internal == self.root
+    }
+}
+
+fn user_path_in(slug: &str, root: &str, internal: &str) -> String {
+    if internal == root {
+        slug.to_string()
+    } else {
+        format!("{slug}{}", &internal[root.len()..])
+    }
+}
+
+/// True if `path` is `ancestor` or lies under it.
+fn is_within(path: &str, ancestor: &str) -> bool {
+    path == ancestor
+        || (path.len() > ancestor.len()
+            && path.starts_with(ancestor)
+            && path.as_bytes()[ancestor.len()] == b'/')
+}
+
+fn parent_of(internal: &str) -> &str {
+    internal.rsplit_once('/').map(|(p, _)| p).unwrap_or("")
+}
+
+/// Trim slashes, NFC-normalise, drop empty segments; refuse `.` and `..` segments.
+pub fn normalize_path(path: &str) -> Result<String, StoreError> {
+    use unicode_normalization::UnicodeNormalization;
+    let nfc: String = path.nfc().collect();
+    let mut segs = Vec::new();
+    for seg in nfc.split('/') {
+        match seg {
+            "" => {}
+            "." | ".." => return Err(StoreError::Invalid(format!("bad path segment in {path}"))),
+            s => segs.push(s),
+        }
+    }
+    Ok(segs.join("/"))
+}
+
+/// A MIME type from a file name's extension.
+pub fn guess_mime(name: &str) -> String {
+    let ext = name
+        .rsplit_once('.')
+        .map(|(_, e)| e.to_ascii_lowercase())
+        .unwrap_or_default();
+    match ext.as_str() {
+        "txt" | "log" => "text/plain",
+        "md" => "text/markdown",
+        "html" | "htm" => "text/html",
+        "css" => "text/css",
+        "csv" => "text/csv",
+        "json" => "application/json",
+        "xml" => "application/xml",
+        "js" => "application/javascript",
+        "pdf" => "application/pdf",
+        "zip" => "application/zip",
+        "gz" => "application/gzip",
+        "tar" => "application/x-tar",
+        "png" => "image/png",
+        "jpg" | "jpeg" => "image/jpeg",
+        "gif" => "image/gif",
+        "svg" => "image/svg+xml",
+        "mp3" => "audio/mpeg",
+        "mp4" => "video/mp4",
+        _ => "application/octet-stream",
+    }
+    .to_string()
+}
+
+fn now_secs() -> i64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.as_secs() as i64)
+        .unwrap_or(0)
+}
+
+fn internal_err(e: impl std::fmt::Display) -> StoreError {
+    StoreError::Internal(anyhow::anyhow!("{e}"))
+}
+
+impl From<rusqlite::Error> for StoreError {
+    fn from(e: rusqlite::Error) -> Self {
+        internal_err(e)
+    }
+}
+
+impl From<std::io::Error> for StoreError {
+    fn from(e: std::io::Error) -> Self {
+        internal_err(e)
+    }
+}
+
+const NODE_COLS: &str = "uuid, ipath, kind, size, mtime, etag, mime, cells_hash, meta, content_id";
+
+fn row_to_record(row: &rusqlite::Row<'_>) -> rusqlite::Result<NodeRecord> {
+    let kind: i64 = row.get(2)?;
+    let meta: String = row.get(8)?;
+    Ok(NodeRecord {
+        uuid: row.get(0)?,
+        path: String::new(),
+        internal_path: row.get(1)?,
+        kind: if kind == 0 {
+            NodeKind::Leaf
+        } else {
+            NodeKind::Collection
+        },
+        size: row.get::<_, i64>(3)? as u64,
+        mtime: row.get(4)?,
+        etag: row.get(5)?,
+        mime: row.get(6)?,
+        cells_hash: row.get(7)?,
+        meta: serde_json::from_str(&meta).unwrap_or_default(),
+        content_id: row.get(9)?,
+    })
+}
+
+/// Descendants range: every `P/...` path is in [`P/`, `P0`) since '0' follows '/'.
+fn desc_bounds(ipath: &str) -> (String, String) {
+    (format!("{ipath}/"), format!("{ipath}0"))
+}
+
+fn get_node(db: &rusqlite::Connection, ipath: &str) -> Result<Option<NodeRecord>, StoreError> {
+    use rusqlite::OptionalExtension;
+    Ok(db
+        .query_row(
+            &format!("SELECT {NODE_COLS} FROM nodes WHERE ipath = ?1"),
+            [ipath],
+            row_to_record,
+        )
+        .optional()?)
+}
+
+fn children(db: &rusqlite::Connection, ipath: &str) -> Result<Vec<NodeRecord>, StoreError> {
+    let mut stmt = db.prepare_cached(&format!(
+        "SELECT {NODE_COLS} FROM nodes WHERE parent = ?1 ORDER BY ipath"
+    ))?;
+    let rows = stmt.query_map([ipath], row_to_record)?;
+    Ok(rows.collect::<Result<Vec<_>, _>>()?)
+}
+
+fn descendants(db: &rusqlite::Connection, ipath: &str) -> Result<Vec<NodeRecord>, StoreError> {
+    let (lo, hi) = desc_bounds(ipath);
+    let mut stmt = db.prepare_cached(&format!(
+        "SELECT {NODE_COLS} FROM nodes WHERE ipath >= ?1 AND ipath < ?2 ORDER BY ipath"
+    ))?;
+    let rows = stmt.query_map([lo, hi], row_to_record)?;
+    Ok(rows.collect::<Result<Vec<_>, _>>()?)
+}
+
+fn folder_size(db: &rusqlite::Connection, ipath: &str) -> Result<u64, StoreError> {
+    let (lo, hi) = desc_bounds(ipath);
+    let n: i64 = db.query_row(
+        "SELECT COALESCE(SUM(size), 0) FROM nodes WHERE kind = 0 AND ipath >= ?1 AND ipath < ?2",
+        [lo, hi],
+        |r| r.get(0),
+    )?;
+    Ok(n as u64)
+}
+
+fn insert_node(db: &rusqlite::Connection, n: &NodeRecord) -> Result<(), StoreError> {
+    db.execute(
+        "INSERT INTO nodes (uuid, ipath, parent, kind, size, mtime, etag, mime, cells_hash, meta, content_id)
+         VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11)",
+        rusqlite::params![
+            n.uuid,
+            n.internal_path,
+            parent_of(&n.internal_path),
+            if n.is_leaf() { 0 } else { 1 },
+            n.size as i64,
+            n.mtime,
+            n.etag,
+            n.mime,
+            n.cells_hash,
+            serde_json::to_string(&n.meta).map_err(internal_err)?,
+            n.content_id,
+        ],
+    )?;
+    Ok(())
+}
+
+fn update_node(db: &rusqlite::Connection, n: &NodeRecord) -> Result<(), StoreError> {
+    db.execute(
+        "UPDATE nodes SET kind = ?2, size = ?3, mtime = ?4, etag = ?5, mime = ?6, cells_hash = ?7,
+         meta = ?8, content_id = ?9 WHERE uuid = ?1",
+        rusqlite::params![
+            n.uuid,
+            if n.is_leaf() { 0 } else { 1 },
+            n.size as i64,
+            n.mtime,
+            n.etag,
+            n.mime,
+            n.cells_hash,
+            serde_json::to_string(&n.meta).map_err(internal_err)?,
+            n.content_id,
+        ],
+    )?;
+    Ok(())
+}
+
+fn new_folder(ipath: &str) -> NodeRecord {
+    NodeRecord {
+        uuid: uuid::Uuid::new_v4().to_string(),
+        path: String::new(),
+        internal_path: ipath.to_string(),
+        kind: NodeKind::Collection,
+        size: 0,
+        mtime: now_secs(),
+        etag: String::new(),
+        mime: None,
+        cells_hash: None,
+        meta: BTreeMap::new(),
+        content_id: None,
+    }
+}
+
 impl Store {
     /// Open (or create) the store under `config.data_dir`, create the users of the config and
     /// their workspace roots, and seed sample content if `config.sample` and the store is new.
     pub fn open(config: &EmuConfig) -> anyhow::Result<Store> {
-        let _ = config;
-        todo!()
+        use anyhow::Context;
+        let data_dir = config.data_dir.clone();
+        for sub in ["", "blobs", "tmp"] {
+            std::fs::create_dir_all(data_dir.join(sub))
+                .with_context(|| format!("creating {}", data_dir.join(sub).display()))?;
+        }
+        // Uploads interrupted by a crash are garbage.
+        if let Ok(rd) = std::fs::read_dir(data_dir.join("tmp")) {
+            for e in rd.flatten() {
+                let _ = std::fs::remove_file(e.path());
+            }
+        }
+        let db = rusqlite::Connection::open(data_dir.join("index.sqlite"))
+            .context("opening the index")?;
+        db.busy_timeout(std::time::Duration::from_secs(10))?;
+        db.pragma_update(None, "journal_mode", "WAL")?;
+        db.pragma_update(None, "synchronous", "NORMAL")?;
+        db.execute_batch(
+            "CREATE TABLE IF NOT EXISTS nodes (
+                uuid TEXT PRIMARY KEY,
+                ipath TEXT NOT NULL UNIQUE,
+                parent TEXT NOT NULL,
+                kind INTEGER NOT NULL,
+                size INTEGER NOT NULL,
+                mtime INTEGER NOT NULL,
+                etag TEXT NOT NULL,
+                mime TEXT,
+                cells_hash TEXT,
+                meta TEXT NOT NULL,
+                content_id TEXT
+            );
+            CREATE INDEX IF NOT EXISTS nodes_parent ON nodes(parent);
+            CREATE TABLE IF NOT EXISTS users (
+                login TEXT PRIMARY KEY, admin INTEGER NOT NULL, salt TEXT NOT NULL, hash TEXT NOT NULL
+            );
+            CREATE TABLE IF NOT EXISTS kv (k TEXT PRIMARY KEY, v TEXT NOT NULL);",
+        )?;
+        // Users: the config's users are (re)created with the config's passwords.
+        for (login, password) in &config.users {
+            let login = normalize_path(login).map_err(|e| anyhow::anyhow!("{e}"))?;
+            anyhow::ensure!(
+                !login.is_empty() && !login.contains('/'),
+                "invalid login {login:?}"
+            );
+            let user = crate::idm::User::new(&login, password, config.admins.contains(&login));
+            let (salt, hash) = user.secret_parts();
+            db.execute(
+                "INSERT INTO users (login, admin, salt, hash) VALUES (?1, ?2, ?3, ?4)
+                 ON CONFLICT(login) DO UPDATE SET admin = ?2, salt = ?3, hash = ?4",
+                rusqlite::params![login, user.admin as i64, salt, hash],
+            )?;
+        }
+        let users = {
+            let mut stmt = db.prepare("SELECT login, admin, salt, hash FROM users")?;
+            stmt.query_map([], |r| {
+                Ok(crate::idm::User::from_parts(
+                    r.get(0)?,
+                    r.get::<_, i64>(1)? != 0,
+                    r.get(2)?,
+                    r.get(3)?,
+                ))
+            })?
+            .collect::<Result<Vec<_>, _>>()?
+        };
+        let idm = Idm::new(users);
+        let fresh = {
+            use rusqlite::OptionalExtension;
+            db.query_row("SELECT v FROM kv WHERE k = 'initialized'", [], |r| {
+                r.get::<_, String>(0)
+            })
+            .optional()?
+            .is_none()
+        };
+        let (changes, _) = tokio::sync::broadcast::channel(4096);
+        let store = Store {
+            data_dir,
+            idm,
+            db: Mutex::new(db),
+            changes,
+        };
+        // Workspace roots.
+        {
+            let db = store.lock();
+            for ws in store.idm.all_workspaces() {
+                let roots: Vec<String> = match &ws.root {
+                    crate::idm::WorkspaceRoot::Shared(p) => vec![p.clone()],
+                    crate::idm::WorkspaceRoot::PerUser(_) => store
+                        .idm
+                        .users()
+                        .map(|u| ws.root_internal(&u.login))
+                        .collect(),
+                };
+                for root in roots {
+                    ensure_folders_internal(&db, &root, &mut Vec::new())
+                        .map_err(|e| anyhow::anyhow!("{e}"))?;
+                }
+            }
+            db.execute(
+                "INSERT OR REPLACE INTO kv (k, v) VALUES ('initialized', ?1)",
+                [now_secs().to_string()],
+            )?;
+        }
+        if fresh && config.sample {
+            crate::sample::seed(&store)?;
+        }
+        Ok(store)
+    }
+
+    fn lock(&self) -> std::sync::MutexGuard<'_, rusqlite::Connection> {
+        self.db.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    fn emit(&self, kind: ChangeKind, source: Option<NodeRecord>, target: Option<NodeRecord>) {
+        let _ = self.changes.send(TreeChange {
+            kind,
+            source,
+            target,
+        });
+    }
+
+    fn blob_path(&self, content_id: &str) -> PathBuf {
+        self.data_dir
+            .join("blobs")
+            .join(&content_id[..2.min(content_id.len())])
+            .join(content_id)
+    }
+
+    fn resolve(&self, login: &str, path: &str) -> Result<Resolved, StoreError> {
+        let path = normalize_path(path)?;
+        if path.is_empty() {
+            if self.idm.user(login).is_none() {
+                return Err(StoreError::Forbidden(format!("unknown user {login}")));
+            }
+            return Ok(Resolved {
+                ws: None,
+                root: String::new(),
+                internal: String::new(),
+            });
+        }
+        let (slug, rest) = path.split_once('/').unwrap_or((&path, ""));
+        let (ws, perm) = self
+            .idm
+            .workspaces_of(login)
+            .into_iter()
+            .find(|(w, _)| w.slug == slug)
+            .ok_or_else(|| StoreError::NotFound(path.clone()))?;
+        let root = ws.root_internal(login);
+        let internal = if rest.is_empty() {
+            root.clone()
+        } else {
+            format!("{root}/{rest}")
+        };
+        Ok(Resolved {
+            ws: Some((ws, perm)),
+            root,
+            internal,
+        })
+    }
+
+    fn virtual_root(&self) -> NodeRecord {
+        NodeRecord {
+            uuid: crate::idm::derived_uuid("virtual-root"),
+            path: String::new(),
+            internal_path: String::new(),
+            kind: NodeKind::Collection,
+            size: 0,
+            mtime: 0,
+            etag: String::new(),
+            mime: None,
+            cells_hash: None,
+            meta: BTreeMap::new(),
+            content_id: None,
+        }
+    }
+
+    /// A record for output: user path and folder size filled in.
+    fn present(
+        &self,
+        db: &rusqlite::Connection,
+        r: &Resolved,
+        mut n: NodeRecord,
+    ) -> Result<NodeRecord, StoreError> {
+        n.path = r.user_path(&n.internal_path);
+        if n.kind == NodeKind::Collection {
+            n.size = folder_size(db, &n.internal_path)?;
+        }
+        Ok(n)
     }
 
     /// The identity and workspace definitions.
@@ -398,21 +827,57 @@ impl Store {
 
     /// The workspaces `login` can see, in a stable order.
     pub fn workspaces(&self, login: &str) -> Vec<WorkspaceView> {
-        let _ = login;
-        todo!()
+        let db = self.lock();
+        let mut out = Vec::new();
+        for (ws, perm) in self.idm.workspaces_of(login) {
+            let root = ws.root_internal(login);
+            let Ok(Some(mut node)) = get_node(&db, &root) else {
+                continue;
+            };
+            node.path = ws.slug.clone();
+            node.size = folder_size(&db, &root).unwrap_or(0);
+            out.push(WorkspaceView {
+                uuid: ws.uuid(),
+                slug: ws.slug.clone(),
+                label: ws.label.clone(),
+                description: ws.description.clone(),
+                scope: ws.scope.clone(),
+                permission: perm,
+                skip_recycle: ws.skip_recycle,
+                root: node,
+            });
+        }
+        out
     }
 
     /// The node at a user path. `""` is the virtual root (a synthetic COLLECTION).
     pub fn stat(&self, login: &str, path: &str) -> Result<NodeRecord, StoreError> {
-        let _ = (login, path);
-        todo!()
+        let r = self.resolve(login, path)?;
+        if r.ws.is_none() {
+            return Ok(self.virtual_root());
+        }
+        let db = self.lock();
+        let n = get_node(&db, &r.internal)?.ok_or_else(|| StoreError::NotFound(path.into()))?;
+        self.present(&db, &r, n)
     }
 
     /// All children of a folder (dotfiles and the recycle bin included), sorted by name.
     /// `""` lists the workspace roots. NotFound if missing, NotAFolder on a file.
     pub fn list(&self, login: &str, folder_path: &str) -> Result<Vec<NodeRecord>, StoreError> {
-        let _ = (login, folder_path);
-        todo!()
+        let r = self.resolve(login, folder_path)?;
+        if r.ws.is_none() {
+            return Ok(self.workspaces(login).into_iter().map(|w| w.root).collect());
+        }
+        let db = self.lock();
+        let n =
+            get_node(&db, &r.internal)?.ok_or_else(|| StoreError::NotFound(folder_path.into()))?;
+        if n.is_leaf() {
+            return Err(StoreError::NotAFolder(folder_path.into()));
+        }
+        children(&db, &r.internal)?
+            .into_iter()
+            .map(|c| self.present(&db, &r, c))
+            .collect()
     }
 
     /// All descendants of a folder (not the folder itself), sorted by path.
@@ -421,20 +886,108 @@ impl Store {
         login: &str,
         folder_path: &str,
     ) -> Result<Vec<NodeRecord>, StoreError> {
-        let _ = (login, folder_path);
-        todo!()
+        let r = self.resolve(login, folder_path)?;
+        if r.ws.is_none() {
+            let mut out = Vec::new();
+            for ws in self.workspaces(login) {
+                let slug = ws.slug.clone();
+                out.push(ws.root);
+                out.extend(self.list_recursive(login, &slug)?);
+            }
+            return Ok(out);
+        }
+        let db = self.lock();
+        let n =
+            get_node(&db, &r.internal)?.ok_or_else(|| StoreError::NotFound(folder_path.into()))?;
+        if n.is_leaf() {
+            return Err(StoreError::NotAFolder(folder_path.into()));
+        }
+        descendants(&db, &r.internal)?
+            .into_iter()
+            .map(|c| self.present(&db, &r, c))
+            .collect()
     }
 
     /// Create a folder and its missing parents. Returns the folder. AlreadyExists when a
     /// folder is there already; NotAFolder when a file stands in the way.
     pub fn create_folders(&self, login: &str, path: &str) -> Result<NodeRecord, StoreError> {
-        let _ = (login, path);
-        todo!()
+        let r = self.resolve(login, path)?;
+        if r.ws.is_none() || r.is_ws_root() {
+            return Err(StoreError::AlreadyExists(path.into()));
+        }
+        r.require_write(path)?;
+        let mut created = Vec::new();
+        let node = {
+            let db = self.lock();
+            if let Some(existing) = get_node(&db, &r.internal)? {
+                return Err(if existing.is_leaf() {
+                    StoreError::NotAFolder(path.into())
+                } else {
+                    StoreError::AlreadyExists(path.into())
+                });
+            }
+            let n = ensure_folders_internal(&db, &r.internal, &mut created)?;
+            self.present(&db, &r, n)?
+        };
+        for c in created {
+            self.emit(ChangeKind::Create, None, Some(c));
+        }
+        Ok(node)
     }
 
     /// A new temp file for an upload.
     pub fn tmp_file(&self) -> Result<TempBlob, StoreError> {
-        todo!()
+        let path = self
+            .data_dir
+            .join("tmp")
+            .join(uuid::Uuid::new_v4().to_string());
+        let file = std::fs::OpenOptions::new()
+            .write(true)
+            .create_new(true)
+            .open(&path)?;
+        Ok(TempBlob {
+            path,
+            file: Some(file),
+            md5: md5::Md5::default(),
+            block: CellsHasher::new(),
+            written: 0,
+            etag_override: None,
+        })
+    }
+
+    /// Seal a temp blob into `blobs/`: returns (content id, size, md5 hex, cells hash, etag).
+    fn seal(&self, mut blob: TempBlob) -> Result<(String, u64, String, String), StoreError> {
+        use std::io::Write;
+        let file = blob
+            .file
+            .take()
+            .ok_or_else(|| internal_err("temp blob already sealed"))?;
+        let mut file = file;
+        file.flush()?;
+        file.sync_all()?;
+        let len = file.metadata()?.len();
+        drop(file);
+        let (md5hex, cells) = if len == blob.written {
+            (
+                hex::encode(std::mem::take(&mut blob.md5).finalize()),
+                std::mem::take(&mut blob.block).finish(),
+            )
+        } else {
+            hash_file(&blob.path)?
+        };
+        let etag = blob.etag_override.take().unwrap_or(md5hex);
+        let content_id = uuid::Uuid::new_v4().simple().to_string();
+        let dest = self.blob_path(&content_id);
+        if let Some(dir) = dest.parent() {
+            std::fs::create_dir_all(dir)?;
+        }
+        std::fs::rename(&blob.path, &dest)?;
+        if let Some(dir) = dest.parent()
+            && let Ok(d) = std::fs::File::open(dir)
+        {
+            let _ = d.sync_all();
+        }
+        Ok((content_id, len, etag, cells))
     }
 
     /// Make `blob` the content of the file at `path`: parents are created, a folder at `path`
@@ -449,8 +1002,105 @@ impl Store {
         mime: Option<String>,
         meta: BTreeMap<String, Value>,
     ) -> Result<NodeRecord, StoreError> {
-        let _ = (login, path, blob, mime, meta);
-        todo!()
+        let r = self.resolve(login, path)?;
+        if r.ws.is_none() || r.is_ws_root() {
+            return Err(StoreError::IsAFolder(path.into()));
+        }
+        r.require_write(path)?;
+        let (content_id, size, etag, cells_hash) = self.seal(blob)?;
+        let result = self.index_content(&r, path, &content_id, size, etag, cells_hash, mime, meta);
+        if result.is_err() {
+            let _ = std::fs::remove_file(self.blob_path(&content_id));
+        }
+        result
+    }
+
+    #[allow(clippy::too_many_arguments)]
+    fn index_content(
+        &self,
+        r: &Resolved,
+        path: &str,
+        content_id: &str,
+        size: u64,
+        etag: String,
+        cells_hash: String,
+        mime: Option<String>,
+        meta: BTreeMap<String, Value>,
+    ) -> Result<NodeRecord, StoreError> {
+        let mut created = Vec::new();
+        let (node, old_blob, is_new) = {
+            let db = self.lock();
+            let existing = get_node(&db, &r.internal)?;
+            if existing.as_ref().is_some_and(|e| !e.is_leaf()) {
+                return Err(StoreError::IsAFolder(path.into()));
+            }
+            ensure_folders_internal(&db, parent_of(&r.internal), &mut created)?;
+            let name = r.internal.rsplit('/').next().unwrap_or("");
+            let mime = mime
+                .filter(|m| !m.is_empty())
+                .unwrap_or_else(|| guess_mime(name));
+            let (node, old_blob, is_new) = match existing {
+                Some(mut n) => {
+                    let is_placeholder = n.content_id.is_none();
+                    let old = n.content_id.take();
+                    n.size = size;
+                    n.mtime = now_secs();
+                    n.etag = etag;
+                    n.mime = Some(mime);
+                    n.cells_hash = Some(cells_hash);
+                    n.content_id = Some(content_id.to_string());
+                    merge_meta(&mut n.meta, meta);
+                    update_node(&db, &n)?;
+                    let _ = is_placeholder;
+                    (n, old, false)
+                }
+                None => {
+                    let mut n = new_folder(&r.internal);
+                    n.kind = NodeKind::Leaf;
+                    n.size = size;
+                    n.etag = etag;
+                    n.mime = Some(mime);
+                    n.cells_hash = Some(cells_hash);
+                    n.content_id = Some(content_id.to_string());
+                    merge_meta(&mut n.meta, meta);
+                    insert_node(&db, &n)?;
+                    (n, None, true)
+                }
+            };
+            (self.present(&db, r, node)?, old_blob, is_new)
+        };
+        if let Some(old) = old_blob {
+            let _ = std::fs::remove_file(self.blob_path(&old));
+        }
+        for c in created {
+            self.emit(ChangeKind::Create, None, Some(c));
+        }
+        let mut ev = node.clone();
+        ev.path.clear();
+        self.emit(
+            if is_new {
+                ChangeKind::Create
+            } else {
+                ChangeKind::UpdateContent
+            },
+            None,
+            Some(ev),
+        );
+        Ok(node)
+    }
+
+    /// Write a whole small content (helper for REST LEAF creation, samples and tests).
+    pub fn put_bytes(
+        &self,
+        login: &str,
+        path: &str,
+        bytes: &[u8],
+        mime: Option<String>,
+    ) -> Result<NodeRecord, StoreError> {
+        use std::io::Write;
+        let mut blob = self.tmp_file()?;
+        blob.write_all(bytes)?;
+        self.commit_file(login, path, blob, mime, BTreeMap::new())
     }
 
     /// Index an upload in flight at `path` (Etag `"temporary"`, size `clear_size`) unless a
@@ -461,14 +1111,75 @@ impl Store {
         path: &str,
         clear_size: u64,
     ) -> Result<NodeRecord, StoreError> {
-        let _ = (login, path, clear_size);
-        todo!()
+        let r = self.resolve(login, path)?;
+        if r.ws.is_none() || r.is_ws_root() {
+            return Err(StoreError::IsAFolder(path.into()));
+        }
+        r.require_write(path)?;
+        let mut created = Vec::new();
+        let (node, is_new) = {
+            let db = self.lock();
+            match get_node(&db, &r.internal)? {
+                Some(n) if !n.is_leaf() => return Err(StoreError::IsAFolder(path.into())),
+                Some(n) => (self.present(&db, &r, n)?, false),
+                None => {
+                    ensure_folders_internal(&db, parent_of(&r.internal), &mut created)?;
+                    let mut n = new_folder(&r.internal);
+                    n.kind = NodeKind::Leaf;
+                    n.size = clear_size;
+                    n.etag = TEMPORARY_ETAG.into();
+                    n.mime = Some(guess_mime(n.name()));
+                    insert_node(&db, &n)?;
+                    (self.present(&db, &r, n)?, true)
+                }
+            }
+        };
+        for c in created {
+            self.emit(ChangeKind::Create, None, Some(c));
+        }
+        if is_new {
+            let mut ev = node.clone();
+            ev.path.clear();
+            self.emit(ChangeKind::Create, None, Some(ev));
+        }
+        Ok(node)
     }
 
     /// Remove the placeholder at `path` if it is still one (aborted upload). Emits DELETE.
     pub fn drop_placeholder(&self, login: &str, path: &str) -> Result<(), StoreError> {
-        let _ = (login, path);
-        todo!()
+        let r = self.resolve(login, path)?;
+        let removed = {
+            let db = self.lock();
+            match get_node(&db, &r.internal)? {
+                Some(n) if n.is_leaf() && n.content_id.is_none() => {
+                    db.execute("DELETE FROM nodes WHERE uuid = ?1", [&n.uuid])?;
+                    Some(n)
+                }
+                _ => None,
+            }
+        };
+        if let Some(n) = removed {
+            self.emit(ChangeKind::Delete, Some(n), None);
+        }
+        Ok(())
+    }
+
+    fn content_record(
+        &self,
+        db: &rusqlite::Connection,
+        r: &Resolved,
+        path: &str,
+    ) -> Result<(NodeRecord, PathBuf), StoreError> {
+        let n = get_node(db, &r.internal)?.ok_or_else(|| StoreError::NotFound(path.into()))?;
+        if !n.is_leaf() {
+            return Err(StoreError::IsAFolder(path.into()));
+        }
+        let cid = n
+            .content_id
+            .clone()
+            .ok_or_else(|| StoreError::NotFound(format!("{path} (upload in progress)")))?;
+        let n = self.present(db, r, n)?;
+        Ok((n, self.blob_path(&cid)))
     }
 
     /// The file at `path` and the path of its immutable blob. Open it promptly: an overwrite
@@ -479,8 +1190,12 @@ impl Store {
         login: &str,
         path: &str,
     ) -> Result<(NodeRecord, PathBuf), StoreError> {
-        let _ = (login, path);
-        todo!()
+        let r = self.resolve(login, path)?;
+        if r.ws.is_none() {
+            return Err(StoreError::IsAFolder(path.into()));
+        }
+        let db = self.lock();
+        self.content_record(&db, &r, path)
     }
 
     /// Like [`Store::open_content`], with the blob already opened (under the index lock, so
@@ -490,23 +1205,173 @@ impl Store {
         login: &str,
         path: &str,
     ) -> Result<(NodeRecord, std::fs::File), StoreError> {
-        let _ = (login, path);
-        todo!()
+        let r = self.resolve(login, path)?;
+        if r.ws.is_none() {
+            return Err(StoreError::IsAFolder(path.into()));
+        }
+        let db = self.lock();
+        let (n, p) = self.content_record(&db, &r, path)?;
+        let f = std::fs::File::open(p)?;
+        Ok((n, f))
+    }
+
+    /// Rewrite the internal path of a node and its subtree (under the lock).
+    fn relocate(&self, db: &rusqlite::Connection, from: &str, to: &str) -> Result<(), StoreError> {
+        let (lo, hi) = desc_bounds(from);
+        let from_len = from.chars().count() as i64;
+        db.execute(
+            "UPDATE nodes SET ipath = ?1 || substr(ipath, ?2 + 1),
+                              parent = ?1 || substr(parent, ?2 + 1)
+             WHERE ipath >= ?3 AND ipath < ?4",
+            rusqlite::params![to, from_len, lo, hi],
+        )?;
+        db.execute(
+            "UPDATE nodes SET ipath = ?1, parent = ?2 WHERE ipath = ?3",
+            rusqlite::params![to, parent_of(to), from],
+        )?;
+        Ok(())
     }
 
     /// Move/rename `src` to `dst` (the full new path; its parent is created if missing).
     /// Uuids are kept. Refuses workspace roots, moving a folder into itself, and an existing
     /// `dst` (AlreadyExists). Needs write permission on both sides. Emits UPDATE_PATH.
     pub fn move_node(&self, login: &str, src: &str, dst: &str) -> Result<NodeRecord, StoreError> {
-        let _ = (login, src, dst);
-        todo!()
+        let rs = self.resolve(login, src)?;
+        let rd = self.resolve(login, dst)?;
+        self.move_resolved(&rs, src, &rd, dst, None)
+    }
+
+    fn move_resolved(
+        &self,
+        rs: &Resolved,
+        src: &str,
+        rd: &Resolved,
+        dst: &str,
+        meta_edit: Option<&dyn Fn(&mut BTreeMap<String, Value>)>,
+    ) -> Result<NodeRecord, StoreError> {
+        if rs.ws.is_none() || rs.is_ws_root() {
+            return Err(StoreError::Forbidden(format!("cannot move {src}")));
+        }
+        if rd.ws.is_none() || rd.is_ws_root() {
+            return Err(StoreError::AlreadyExists(dst.into()));
+        }
+        rs.require_write(src)?;
+        rd.require_write(dst)?;
+        let mut created = Vec::new();
+        let (before, after) = {
+            let mut db = self.lock();
+            let n = get_node(&db, &rs.internal)?.ok_or_else(|| StoreError::NotFound(src.into()))?;
+            if rs.internal == rd.internal {
+                return Err(StoreError::AlreadyExists(dst.into()));
+            }
+            if is_within(&rd.internal, &rs.internal) {
+                return Err(StoreError::Invalid(format!(
+                    "cannot move {src} into itself"
+                )));
+            }
+            if get_node(&db, &rd.internal)?.is_some() {
+                return Err(StoreError::AlreadyExists(dst.into()));
+            }
+            let tx = db.transaction()?;
+            ensure_folders_internal(&tx, parent_of(&rd.internal), &mut created)?;
+            self.relocate(&tx, &rs.internal, &rd.internal)?;
+            let mut moved =
+                get_node(&tx, &rd.internal)?.ok_or_else(|| internal_err("moved node vanished"))?;
+            if let Some(edit) = meta_edit {
+                edit(&mut moved.meta);
+                update_node(&tx, &moved)?;
+            }
+            tx.commit()?;
+            let after = self.present(&db, rd, moved)?;
+            let mut before = n;
+            before.path = rs.user_path(&before.internal_path);
+            (before, after)
+        };
+        for c in created {
+            self.emit(ChangeKind::Create, None, Some(c));
+        }
+        let (mut s, mut t) = (before, after.clone());
+        s.path.clear();
+        t.path.clear();
+        self.emit(ChangeKind::UpdatePath, Some(s), Some(t));
+        Ok(after)
     }
 
     /// Copy `src` (file or whole folder) to `dst` (full new path). New Uuids. Emits CREATE for
     /// each created node.
     pub fn copy_node(&self, login: &str, src: &str, dst: &str) -> Result<NodeRecord, StoreError> {
-        let _ = (login, src, dst);
-        todo!()
+        let rs = self.resolve(login, src)?;
+        let rd = self.resolve(login, dst)?;
+        if rs.ws.is_none() {
+            return Err(StoreError::Forbidden(format!("cannot copy {src}")));
+        }
+        if rd.ws.is_none() || rd.is_ws_root() {
+            return Err(StoreError::AlreadyExists(dst.into()));
+        }
+        rd.require_write(dst)?;
+        let mut created = Vec::new();
+        let top = {
+            let mut db = self.lock();
+            let n = get_node(&db, &rs.internal)?.ok_or_else(|| StoreError::NotFound(src.into()))?;
+            if is_within(&rd.internal, &rs.internal) {
+                return Err(StoreError::Invalid(format!(
+                    "cannot copy {src} into itself"
+                )));
+            }
+            if get_node(&db, &rd.internal)?.is_some() {
+                return Err(StoreError::AlreadyExists(dst.into()));
+            }
+            let mut nodes = vec![n];
+            if nodes[0].kind == NodeKind::Collection {
+                nodes.extend(descendants(&db, &rs.internal)?);
+            }
+            let tx = db.transaction()?;
+            ensure_folders_internal(&tx, parent_of(&rd.internal), &mut created)?;
+            let now = now_secs();
+            let mut new_blobs = Vec::new();
+            let mut result = Ok(());
+            for mut c in nodes {
+                let rel = &c.internal_path[rs.internal.len()..];
+                c.internal_path = format!("{}{rel}", rd.internal);
+                c.uuid = uuid::Uuid::new_v4().to_string();
+                c.mtime = now;
+                c.meta.remove(RECYCLE_RESTORE_META);
+                if let Some(cid) = c.content_id.take() {
+                    let new_cid = uuid::Uuid::new_v4().simple().to_string();
+                    let (from, to) = (self.blob_path(&cid), self.blob_path(&new_cid));
+                    if let Some(dir) = to.parent() {
+                        std::fs::create_dir_all(dir)?;
+                    }
+                    if std::fs::hard_link(&from, &to).is_err()
+                        && let Err(e) = std::fs::copy(&from, &to)
+                    {
+                        result = Err(StoreError::from(e));
+                        break;
+                    }
+                    new_blobs.push(to);
+                    c.content_id = Some(new_cid);
+                }
+                if let Err(e) = insert_node(&tx, &c) {
+                    result = Err(e);
+                    break;
+                }
+                created.push(c);
+            }
+            if let Err(e) = result {
+                drop(tx);
+                for b in new_blobs {
+                    let _ = std::fs::remove_file(b);
+                }
+                return Err(e);
+            }
+            tx.commit()?;
+            let top = get_node(&db, &rd.internal)?.ok_or_else(|| internal_err("copy vanished"))?;
+            self.present(&db, &rd, top)?
+        };
+        for c in created {
+            self.emit(ChangeKind::Create, None, Some(c));
+        }
+        Ok(top)
     }
 
     /// Delete a node (and its subtree). `permanently = false` moves it into its workspace's
@@ -521,21 +1386,128 @@ impl Store {
         path: &str,
         permanently: bool,
     ) -> Result<NodeRecord, StoreError> {
-        let _ = (login, path, permanently);
-        todo!()
+        let r = self.resolve(login, path)?;
+        let Some((ws, _)) = &r.ws else {
+            return Err(StoreError::Forbidden("cannot delete the root".into()));
+        };
+        if r.is_ws_root() {
+            return Err(StoreError::Forbidden(format!(
+                "cannot delete workspace root {path}"
+            )));
+        }
+        r.require_write(path)?;
+        let bin = format!("{}/{RECYCLE_BIN}", r.root);
+        if r.internal == bin {
+            return Err(StoreError::Forbidden(
+                "cannot delete the recycle bin".into(),
+            ));
+        }
+        let permanent = permanently || ws.skip_recycle || is_within(&r.internal, &bin);
+        if !permanent {
+            let n = self.stat(login, path)?;
+            let bin_path = r.user_path(&bin);
+            {
+                let db = self.lock();
+                if get_node(&db, &bin)?.is_none() {
+                    let mut created = Vec::new();
+                    ensure_folders_internal(&db, &bin, &mut created)?;
+                    let mut b = get_node(&db, &bin)?.ok_or_else(|| internal_err("no bin"))?;
+                    b.meta.insert("recycle_bin".into(), Value::Bool(true));
+                    update_node(&db, &b)?;
+                }
+            }
+            // A free name in the bin.
+            let name = n.name().to_string();
+            let (stem, ext) = match name.rsplit_once('.') {
+                Some((s, e)) if !s.is_empty() => (s.to_string(), format!(".{e}")),
+                _ => (name.clone(), String::new()),
+            };
+            let mut candidate = format!("{bin_path}/{name}");
+            let mut i = 1;
+            while self.stat(login, &candidate).is_ok() {
+                candidate = format!("{bin_path}/{stem}-{i}{ext}");
+                i += 1;
+            }
+            let rd = self.resolve(login, &candidate)?;
+            let original = r.internal.clone();
+            return self.move_resolved(
+                &r,
+                path,
+                &rd,
+                &candidate,
+                Some(&move |m: &mut BTreeMap<String, Value>| {
+                    m.insert(RECYCLE_RESTORE_META.into(), Value::String(original.clone()));
+                }),
+            );
+        }
+        let (node, blobs) = {
+            let mut db = self.lock();
+            let n = get_node(&db, &r.internal)?.ok_or_else(|| StoreError::NotFound(path.into()))?;
+            let mut blobs: Vec<String> = n.content_id.iter().cloned().collect();
+            let tx = db.transaction()?;
+            if !n.is_leaf() {
+                for d in descendants(&tx, &r.internal)? {
+                    blobs.extend(d.content_id);
+                }
+                let (lo, hi) = desc_bounds(&r.internal);
+                tx.execute(
+                    "DELETE FROM nodes WHERE ipath >= ?1 AND ipath < ?2",
+                    [lo, hi],
+                )?;
+            }
+            tx.execute("DELETE FROM nodes WHERE uuid = ?1", [&n.uuid])?;
+            tx.commit()?;
+            let mut n = n;
+            n.path = r.user_path(&n.internal_path);
+            (n, blobs)
+        };
+        for b in blobs {
+            let _ = std::fs::remove_file(self.blob_path(&b));
+        }
+        let mut ev = node.clone();
+        ev.path.clear();
+        self.emit(ChangeKind::Delete, Some(ev), None);
+        Ok(node)
     }
 
     /// Move a node out of the recycle bin to its recorded original path (parents recreated).
     /// Invalid when the node has no restore record. Emits UPDATE_PATH.
     pub fn restore_node(&self, login: &str, path: &str) -> Result<NodeRecord, StoreError> {
-        let _ = (login, path);
-        todo!()
+        let r = self.resolve(login, path)?;
+        if r.ws.is_none() {
+            return Err(StoreError::Invalid("cannot restore the root".into()));
+        }
+        let n = self.stat(login, path)?;
+        let Some(Value::String(original)) = n.meta.get(RECYCLE_RESTORE_META).cloned() else {
+            return Err(StoreError::Invalid(format!(
+                "{path} is not in a recycle bin"
+            )));
+        };
+        if !is_within(&original, &r.root) {
+            return Err(StoreError::Invalid(format!(
+                "{path} cannot be restored here"
+            )));
+        }
+        let dst = r.user_path(&original);
+        let rd = self.resolve(login, &dst)?;
+        self.move_resolved(
+            &r,
+            path,
+            &rd,
+            &dst,
+            Some(&|m: &mut BTreeMap<String, Value>| {
+                m.remove(RECYCLE_RESTORE_META);
+            }),
+        )
     }
 
     /// Permanently delete a file (S3 DELETE). IsAFolder on a folder. Emits DELETE.
     pub fn delete_file(&self, login: &str, path: &str) -> Result<NodeRecord, StoreError> {
-        let _ = (login, path);
-        todo!()
+        let n = self.stat(login, path)?;
+        if !n.is_leaf() {
+            return Err(StoreError::IsAFolder(path.into()));
+        }
+        self.delete_node(login, path, true)
     }
 
     /// Merge metadata into a node (`Value::Null` removes a key). Emits UPDATE_META.
@@ -545,8 +1517,23 @@ impl Store {
         path: &str,
         meta: BTreeMap<String, Value>,
     ) -> Result<NodeRecord, StoreError> {
-        let _ = (login, path, meta);
-        todo!()
+        let r = self.resolve(login, path)?;
+        if r.ws.is_none() {
+            return Err(StoreError::Forbidden("cannot edit the root".into()));
+        }
+        r.require_write(path)?;
+        let node = {
+            let db = self.lock();
+            let mut n =
+                get_node(&db, &r.internal)?.ok_or_else(|| StoreError::NotFound(path.into()))?;
+            merge_meta(&mut n.meta, meta);
+            update_node(&db, &n)?;
+            self.present(&db, &r, n)?
+        };
+        let mut ev = node.clone();
+        ev.path.clear();
+        self.emit(ChangeKind::UpdateMeta, None, Some(ev));
+        Ok(node)
     }
 
     /// Every mutation from now on.
@@ -557,14 +1544,77 @@ impl Store {
     /// Where `login` sees `node` (located by its internal path): one entry per workspace of
     /// theirs whose root contains it (empty if none).
     pub fn visible_paths(&self, login: &str, node: &NodeRecord) -> Vec<VisiblePath> {
-        let _ = (login, node);
-        todo!()
+        self.idm
+            .workspaces_of(login)
+            .into_iter()
+            .filter_map(|(ws, _)| {
+                let root = ws.root_internal(login);
+                is_within(&node.internal_path, &root).then(|| VisiblePath {
+                    ws_uuid: ws.uuid(),
+                    path: user_path_in(&ws.slug, &root, &node.internal_path),
+                    ws_slug: ws.slug,
+                })
+            })
+            .collect()
     }
 
     /// The workspaces `login` can see together with whether they can write there; same as
     /// [`Store::workspaces`] without the root records (cheap).
     pub fn workspace_defs(&self, login: &str) -> Vec<(WorkspaceDef, Permission)> {
-        let _ = login;
-        todo!()
+        self.idm.workspaces_of(login)
     }
+}
+
+fn merge_meta(into: &mut BTreeMap<String, Value>, from: BTreeMap<String, Value>) {
+    for (k, v) in from {
+        if v.is_null() {
+            into.remove(&k);
+        } else {
+            into.insert(k, v);
+        }
+    }
+}
+
+/// Create the folder at `ipath` and its missing ancestors (internal paths, no rights check).
+/// Pushes created folders to `created`. NotAFolder when a file is in the way.
+fn ensure_folders_internal(
+    db: &rusqlite::Connection,
+    ipath: &str,
+    created: &mut Vec<NodeRecord>,
+) -> Result<NodeRecord, StoreError> {
+    if ipath.is_empty() {
+        return Err(StoreError::Invalid("empty path".into()));
+    }
+    if let Some(n) = get_node(db, ipath)? {
+        if n.is_leaf() {
+            return Err(StoreError::NotAFolder(ipath.into()));
+        }
+        return Ok(n);
+    }
+    let parent = parent_of(ipath);
+    if !parent.is_empty() {
+        ensure_folders_internal(db, parent, created)?;
+    }
+    let n = new_folder(ipath);
+    insert_node(db, &n)?;
+    created.push(n.clone());
+    Ok(n)
+}
+
+/// MD5 hex and `x-cells-hash` of a file, read from disk.
+fn hash_file(path: &Path) -> Result<(String, String), StoreError> {
+    use std::io::Read;
+    let mut f = std::fs::File::open(path)?;
+    let mut md5 = md5::Md5::default();
+    let mut cells = CellsHasher::new();
+    let mut buf = vec![0u8; 1 << 20];
+    loop {
+        let n = f.read(&mut buf)?;
+        if n == 0 {
+            break;
+        }
+        md5.update(&buf[..n]);
+        cells.update(&buf[..n]);
+    }
+    Ok((hex::encode(md5.finalize()), cells.finish()))
 }
