@@ -1,1 +1,835 @@
-//! Placeholder: the only module that knows fuser.
+//! The kernel adapter: the only module that knows fuser. Each FUSE request becomes one call
+//! to the filesystem core ([`CellsFs`]) in three beats: open a span, run the core's method
+//! on the tokio runtime, reply (or map the core's error with [`FsError::errno`], the mount's
+//! single errno policy).
+//!
+//! Invariants:
+//! - No request is answered on fuser's dispatch thread after awaiting anything: every method
+//!   that can touch the network moves its reply (fuser replies are `Send + 'static`) into a
+//!   tokio task, so a slow upload or listing never stalls other requests.
+//! - Nothing here decides semantics: attributes, TTLs, errors and cache flags all come from
+//!   the core; this file only converts types.
+//! - Kernel cache invalidations requested by the core go through [`FuseNotifier`], which is
+//!   never called from inside a request handler (the core calls it from the events task).
+
+use std::ffi::OsStr;
+use std::io;
+use std::path::Path;
+use std::sync::Arc;
+use std::time::SystemTime;
+
+use fuser::{
+    AccessFlags, BsdFileFlags, Config, CopyFileRangeFlags, Errno, FileAttr, FileHandle, FileType,
+    Filesystem, FopenFlags, Generation, INodeNo, InitFlags, IoctlFlags, KernelConfig, LockOwner,
+    MountOption, OpenFlags, RenameFlags, ReplyAttr, ReplyBmap, ReplyCreate, ReplyData,
+    ReplyDirectory, ReplyDirectoryPlus, ReplyEmpty, ReplyEntry, ReplyIoctl, ReplyLock, ReplyLseek,
+    ReplyOpen, ReplyStatfs, ReplyWrite, ReplyXattr, Request, SessionACL, WriteFlags,
+};
+use tracing::Instrument;
+
+use crate::fs::{self, CellsFs, FsError, KernelNotifier};
+
+/// Largest write request asked of the kernel (the kernel caps requests at 1 MiB here).
+const MAX_WRITE: u32 = 1024 * 1024;
+
+/// The fuser [`Filesystem`] over the core.
+pub struct CellsFuse {
+    fs: CellsFs,
+    runtime: tokio::runtime::Handle,
+}
+
+impl CellsFuse {
+    pub fn new(fs: CellsFs, runtime: tokio::runtime::Handle) -> CellsFuse {
+        CellsFuse { fs, runtime }
+    }
+
+    /// Run `work` on the runtime inside `span`.
+    fn spawn<F>(&self, span: tracing::Span, work: F)
+    where
+        F: std::future::Future<Output = ()> + Send + 'static,
+    {
+        self.runtime.spawn(work.instrument(span));
+    }
+}
+
+/// Map a core error to the kernel's errno, logging it once (expected outcomes quietly).
+fn errno(op: &str, err: &FsError) -> Errno {
+    let code = err.errno();
+    match code {
+        libc::ENOENT
+        | libc::EEXIST
+        | libc::ENOTEMPTY
+        | libc::ENODATA
+        | libc::ENOTDIR
+        | libc::EISDIR
+        | libc::ENAMETOOLONG => {
+            tracing::debug!(op, errno = code, "{err}")
+        }
+        _ => tracing::warn!(op, errno = code, "{err}"),
+    }
+    Errno::from_i32(code)
+}
+
+fn file_type(kind: fs::FileKind) -> FileType {
+    match kind {
+        fs::FileKind::File => FileType::RegularFile,
+        fs::FileKind::Directory => FileType::Directory,
+    }
+}
+
+fn file_attr(attr: &fs::Attr) -> FileAttr {
+    FileAttr {
+        ino: INodeNo(attr.ino),
+        size: attr.size,
+        blocks: attr.blocks,
+        atime: attr.atime,
+        mtime: attr.mtime,
+        ctime: attr.ctime,
+        crtime: attr.mtime,
+        kind: file_type(attr.kind),
+        perm: attr.perm,
+        nlink: attr.nlink,
+        uid: attr.uid,
+        gid: attr.gid,
+        rdev: 0,
+        blksize: attr.blksize,
+        flags: 0,
+    }
+}
+
+fn open_flags(reply: &fs::OpenReply) -> FopenFlags {
+    let mut flags = FopenFlags::empty();
+    if reply.keep_cache {
+        flags |= FopenFlags::FOPEN_KEEP_CACHE;
+    }
+    if reply.direct_io {
+        flags |= FopenFlags::FOPEN_DIRECT_IO;
+    }
+    flags
+}
+
+fn time_or_now(t: fuser::TimeOrNow) -> fs::TimeOrNow {
+    match t {
+        fuser::TimeOrNow::Now => fs::TimeOrNow::Now,
+        fuser::TimeOrNow::SpecificTime(at) => fs::TimeOrNow::At(at),
+    }
+}
+
+impl Filesystem for CellsFuse {
+    fn init(&mut self, _req: &Request, config: &mut KernelConfig) -> io::Result<()> {
+        let _ = config.set_max_write(MAX_WRITE);
+        let _ = config.set_max_readahead(MAX_WRITE);
+        let _ = config.set_max_background(64);
+        for flag in [
+            InitFlags::FUSE_DO_READDIRPLUS,
+            InitFlags::FUSE_READDIRPLUS_AUTO,
+            InitFlags::FUSE_PARALLEL_DIROPS,
+            InitFlags::FUSE_ATOMIC_O_TRUNC,
+        ] {
+            if config.add_capabilities(flag).is_err() {
+                tracing::debug!(?flag, "kernel lacks FUSE capability");
+            }
+        }
+        Ok(())
+    }
+
+    fn lookup(&self, _req: &Request, parent: INodeNo, name: &OsStr, reply: ReplyEntry) {
+        let fs = self.fs.clone();
+        let name = name.to_owned();
+        let span = tracing::debug_span!("lookup", parent = parent.0, name = ?name);
+        self.spawn(span, async move {
+            match fs.lookup(parent.0, &name).await {
+                Ok(e) => reply.entry(&e.ttl, &file_attr(&e.attr), Generation(e.generation)),
+                Err(err) => reply.error(errno("lookup", &err)),
+            }
+        });
+    }
+
+    fn forget(&self, _req: &Request, ino: INodeNo, nlookup: u64) {
+        self.fs.forget(ino.0, nlookup);
+    }
+
+    fn getattr(&self, _req: &Request, ino: INodeNo, fh: Option<FileHandle>, reply: ReplyAttr) {
+        let fs = self.fs.clone();
+        let span = tracing::debug_span!("getattr", ino = ino.0);
+        self.spawn(span, async move {
+            match fs.getattr(ino.0, fh.map(|f| f.0)).await {
+                Ok(a) => reply.attr(&a.ttl, &file_attr(&a.attr)),
+                Err(err) => reply.error(errno("getattr", &err)),
+            }
+        });
+    }
+
+    fn setattr(
+        &self,
+        _req: &Request,
+        ino: INodeNo,
+        mode: Option<u32>,
+        uid: Option<u32>,
+        gid: Option<u32>,
+        size: Option<u64>,
+        atime: Option<fuser::TimeOrNow>,
+        mtime: Option<fuser::TimeOrNow>,
+        _ctime: Option<SystemTime>,
+        fh: Option<FileHandle>,
+        _crtime: Option<SystemTime>,
+        _chgtime: Option<SystemTime>,
+        _bkuptime: Option<SystemTime>,
+        _flags: Option<BsdFileFlags>,
+        reply: ReplyAttr,
+    ) {
+        let fs = self.fs.clone();
+        let changes = fs::SetAttr {
+            size,
+            atime: atime.map(time_or_now),
+            mtime: mtime.map(time_or_now),
+            mode,
+            uid,
+            gid,
+            fh: fh.map(|f| f.0),
+        };
+        let span = tracing::debug_span!("setattr", ino = ino.0, ?size);
+        self.spawn(span, async move {
+            match fs.setattr(ino.0, changes).await {
+                Ok(a) => reply.attr(&a.ttl, &file_attr(&a.attr)),
+                Err(err) => reply.error(errno("setattr", &err)),
+            }
+        });
+    }
+
+    fn readlink(&self, _req: &Request, _ino: INodeNo, reply: ReplyData) {
+        // Cells stores no symlinks, so nothing here is one.
+        reply.error(Errno::EINVAL);
+    }
+
+    fn mknod(
+        &self,
+        _req: &Request,
+        parent: INodeNo,
+        name: &OsStr,
+        mode: u32,
+        _umask: u32,
+        _rdev: u32,
+        reply: ReplyEntry,
+    ) {
+        let fs = self.fs.clone();
+        let name = name.to_owned();
+        let span = tracing::debug_span!("mknod", parent = parent.0, name = ?name);
+        self.spawn(span, async move {
+            match fs.mknod(parent.0, &name, mode).await {
+                Ok(e) => reply.entry(&e.ttl, &file_attr(&e.attr), Generation(e.generation)),
+                Err(err) => reply.error(errno("mknod", &err)),
+            }
+        });
+    }
+
+    fn mkdir(
+        &self,
+        _req: &Request,
+        parent: INodeNo,
+        name: &OsStr,
+        mode: u32,
+        _umask: u32,
+        reply: ReplyEntry,
+    ) {
+        let fs = self.fs.clone();
+        let name = name.to_owned();
+        let span = tracing::debug_span!("mkdir", parent = parent.0, name = ?name);
+        self.spawn(span, async move {
+            match fs.mkdir(parent.0, &name, mode).await {
+                Ok(e) => reply.entry(&e.ttl, &file_attr(&e.attr), Generation(e.generation)),
+                Err(err) => reply.error(errno("mkdir", &err)),
+            }
+        });
+    }
+
+    fn unlink(&self, _req: &Request, parent: INodeNo, name: &OsStr, reply: ReplyEmpty) {
+        let fs = self.fs.clone();
+        let name = name.to_owned();
+        let span = tracing::debug_span!("unlink", parent = parent.0, name = ?name);
+        self.spawn(span, async move {
+            match fs.unlink(parent.0, &name).await {
+                Ok(()) => reply.ok(),
+                Err(err) => reply.error(errno("unlink", &err)),
+            }
+        });
+    }
+
+    fn rmdir(&self, _req: &Request, parent: INodeNo, name: &OsStr, reply: ReplyEmpty) {
+        let fs = self.fs.clone();
+        let name = name.to_owned();
+        let span = tracing::debug_span!("rmdir", parent = parent.0, name = ?name);
+        self.spawn(span, async move {
+            match fs.rmdir(parent.0, &name).await {
+                Ok(()) => reply.ok(),
+                Err(err) => reply.error(errno("rmdir", &err)),
+            }
+        });
+    }
+
+    fn symlink(
+        &self,
+        _req: &Request,
+        parent: INodeNo,
+        link_name: &OsStr,
+        target: &Path,
+        reply: ReplyEntry,
+    ) {
+        let fs = self.fs.clone();
+        let name = link_name.to_owned();
+        let target = target.as_os_str().to_owned();
+        let span = tracing::debug_span!("symlink", parent = parent.0, name = ?name);
+        self.spawn(span, async move {
+            match fs.symlink(parent.0, &name, &target).await {
+                Ok(e) => reply.entry(&e.ttl, &file_attr(&e.attr), Generation(e.generation)),
+                Err(err) => reply.error(errno("symlink", &err)),
+            }
+        });
+    }
+
+    fn rename(
+        &self,
+        _req: &Request,
+        parent: INodeNo,
+        name: &OsStr,
+        newparent: INodeNo,
+        newname: &OsStr,
+        flags: RenameFlags,
+        reply: ReplyEmpty,
+    ) {
+        let fs = self.fs.clone();
+        let name = name.to_owned();
+        let newname = newname.to_owned();
+        let span = tracing::debug_span!("rename", parent = parent.0, name = ?name,
+            newparent = newparent.0, newname = ?newname);
+        self.spawn(span, async move {
+            match fs
+                .rename(parent.0, &name, newparent.0, &newname, flags.bits())
+                .await
+            {
+                Ok(()) => reply.ok(),
+                Err(err) => reply.error(errno("rename", &err)),
+            }
+        });
+    }
+
+    fn link(
+        &self,
+        _req: &Request,
+        ino: INodeNo,
+        newparent: INodeNo,
+        newname: &OsStr,
+        reply: ReplyEntry,
+    ) {
+        let fs = self.fs.clone();
+        let newname = newname.to_owned();
+        let span = tracing::debug_span!("link", ino = ino.0, newparent = newparent.0);
+        self.spawn(span, async move {
+            match fs.link(ino.0, newparent.0, &newname).await {
+                Ok(e) => reply.entry(&e.ttl, &file_attr(&e.attr), Generation(e.generation)),
+                Err(err) => reply.error(errno("link", &err)),
+            }
+        });
+    }
+
+    fn open(&self, _req: &Request, ino: INodeNo, flags: OpenFlags, reply: ReplyOpen) {
+        let fs = self.fs.clone();
+        let span = tracing::debug_span!("open", ino = ino.0, flags = flags.0);
+        self.spawn(span, async move {
+            match fs.open(ino.0, flags.0).await {
+                Ok(o) => reply.opened(FileHandle(o.fh), open_flags(&o)),
+                Err(err) => reply.error(errno("open", &err)),
+            }
+        });
+    }
+
+    fn read(
+        &self,
+        _req: &Request,
+        ino: INodeNo,
+        fh: FileHandle,
+        offset: u64,
+        size: u32,
+        _flags: OpenFlags,
+        _lock_owner: Option<LockOwner>,
+        reply: ReplyData,
+    ) {
+        let fs = self.fs.clone();
+        let span = tracing::trace_span!("read", ino = ino.0, fh = fh.0, offset, size);
+        self.spawn(span, async move {
+            match fs.read(ino.0, fh.0, offset, size).await {
+                Ok(data) => reply.data(&data),
+                Err(err) => reply.error(errno("read", &err)),
+            }
+        });
+    }
+
+    fn write(
+        &self,
+        _req: &Request,
+        ino: INodeNo,
+        fh: FileHandle,
+        offset: u64,
+        data: &[u8],
+        _write_flags: WriteFlags,
+        _flags: OpenFlags,
+        _lock_owner: Option<LockOwner>,
+        reply: ReplyWrite,
+    ) {
+        let fs = self.fs.clone();
+        // The request buffer is reused by fuser as soon as we return: copy once.
+        let data = data.to_vec();
+        let span = tracing::trace_span!("write", ino = ino.0, fh = fh.0, offset, len = data.len());
+        self.spawn(span, async move {
+            match fs.write(ino.0, fh.0, offset, &data).await {
+                Ok(n) => reply.written(n),
+                Err(err) => reply.error(errno("write", &err)),
+            }
+        });
+    }
+
+    fn flush(
+        &self,
+        _req: &Request,
+        ino: INodeNo,
+        fh: FileHandle,
+        _lock_owner: LockOwner,
+        reply: ReplyEmpty,
+    ) {
+        let fs = self.fs.clone();
+        let span = tracing::debug_span!("flush", ino = ino.0, fh = fh.0);
+        self.spawn(span, async move {
+            match fs.flush(ino.0, fh.0).await {
+                Ok(()) => reply.ok(),
+                Err(err) => reply.error(errno("flush", &err)),
+            }
+        });
+    }
+
+    fn release(
+        &self,
+        _req: &Request,
+        ino: INodeNo,
+        fh: FileHandle,
+        _flags: OpenFlags,
+        _lock_owner: Option<LockOwner>,
+        _flush: bool,
+        reply: ReplyEmpty,
+    ) {
+        let fs = self.fs.clone();
+        let span = tracing::debug_span!("release", ino = ino.0, fh = fh.0);
+        self.spawn(span, async move {
+            match fs.release(ino.0, fh.0).await {
+                Ok(()) => reply.ok(),
+                Err(err) => reply.error(errno("release", &err)),
+            }
+        });
+    }
+
+    fn fsync(
+        &self,
+        _req: &Request,
+        ino: INodeNo,
+        fh: FileHandle,
+        datasync: bool,
+        reply: ReplyEmpty,
+    ) {
+        let fs = self.fs.clone();
+        let span = tracing::debug_span!("fsync", ino = ino.0, fh = fh.0);
+        self.spawn(span, async move {
+            match fs.fsync(ino.0, fh.0, datasync).await {
+                Ok(()) => reply.ok(),
+                Err(err) => reply.error(errno("fsync", &err)),
+            }
+        });
+    }
+
+    fn opendir(&self, _req: &Request, ino: INodeNo, flags: OpenFlags, reply: ReplyOpen) {
+        let fs = self.fs.clone();
+        let span = tracing::debug_span!("opendir", ino = ino.0);
+        self.spawn(span, async move {
+            match fs.opendir(ino.0, flags.0).await {
+                Ok(fh) => reply.opened(FileHandle(fh), FopenFlags::empty()),
+                Err(err) => reply.error(errno("opendir", &err)),
+            }
+        });
+    }
+
+    fn readdir(
+        &self,
+        _req: &Request,
+        ino: INodeNo,
+        fh: FileHandle,
+        offset: u64,
+        mut reply: ReplyDirectory,
+    ) {
+        let fs = self.fs.clone();
+        let span = tracing::debug_span!("readdir", ino = ino.0, offset);
+        self.spawn(span, async move {
+            let result = fs
+                .readdir(ino.0, fh.0, offset, false, |e| {
+                    reply.add(INodeNo(e.ino), e.offset, file_type(e.kind), &e.name)
+                })
+                .await;
+            match result {
+                Ok(()) => reply.ok(),
+                Err(err) => reply.error(errno("readdir", &err)),
+            }
+        });
+    }
+
+    fn readdirplus(
+        &self,
+        _req: &Request,
+        ino: INodeNo,
+        fh: FileHandle,
+        offset: u64,
+        mut reply: ReplyDirectoryPlus,
+    ) {
+        let fs = self.fs.clone();
+        let span = tracing::debug_span!("readdirplus", ino = ino.0, offset);
+        self.spawn(span, async move {
+            let result = fs
+                .readdir(ino.0, fh.0, offset, true, |e| {
+                    reply.add(
+                        INodeNo(e.ino),
+                        e.offset,
+                        &e.name,
+                        &e.entry.ttl,
+                        &file_attr(&e.entry.attr),
+                        Generation(e.entry.generation),
+                    )
+                })
+                .await;
+            match result {
+                Ok(()) => reply.ok(),
+                Err(err) => reply.error(errno("readdirplus", &err)),
+            }
+        });
+    }
+
+    fn releasedir(
+        &self,
+        _req: &Request,
+        ino: INodeNo,
+        fh: FileHandle,
+        _flags: OpenFlags,
+        reply: ReplyEmpty,
+    ) {
+        let fs = self.fs.clone();
+        let span = tracing::debug_span!("releasedir", ino = ino.0);
+        self.spawn(span, async move {
+            match fs.releasedir(ino.0, fh.0).await {
+                Ok(()) => reply.ok(),
+                Err(err) => reply.error(errno("releasedir", &err)),
+            }
+        });
+    }
+
+    fn fsyncdir(
+        &self,
+        _req: &Request,
+        _ino: INodeNo,
+        _fh: FileHandle,
+        _datasync: bool,
+        reply: ReplyEmpty,
+    ) {
+        // Folder operations are synchronous on the server already.
+        reply.ok();
+    }
+
+    fn statfs(&self, _req: &Request, ino: INodeNo, reply: ReplyStatfs) {
+        let fs = self.fs.clone();
+        let span = tracing::debug_span!("statfs");
+        self.spawn(span, async move {
+            match fs.statfs(ino.0).await {
+                Ok(s) => reply.statfs(
+                    s.blocks, s.bfree, s.bavail, s.files, s.ffree, s.bsize, s.namelen, s.frsize,
+                ),
+                Err(err) => reply.error(errno("statfs", &err)),
+            }
+        });
+    }
+
+    fn setxattr(
+        &self,
+        _req: &Request,
+        ino: INodeNo,
+        name: &OsStr,
+        _value: &[u8],
+        _flags: i32,
+        _position: u32,
+        reply: ReplyEmpty,
+    ) {
+        match self.fs.setxattr(ino.0, name) {
+            Ok(()) => reply.ok(),
+            Err(err) => reply.error(errno("setxattr", &err)),
+        }
+    }
+
+    fn getxattr(&self, _req: &Request, ino: INodeNo, name: &OsStr, size: u32, reply: ReplyXattr) {
+        let fs = self.fs.clone();
+        let name = name.to_owned();
+        let span = tracing::debug_span!("getxattr", ino = ino.0, name = ?name);
+        self.spawn(span, async move {
+            match fs.getxattr(ino.0, &name).await {
+                Ok(value) => xattr_reply(reply, &value, size),
+                Err(err) => reply.error(errno("getxattr", &err)),
+            }
+        });
+    }
+
+    fn listxattr(&self, _req: &Request, ino: INodeNo, size: u32, reply: ReplyXattr) {
+        let fs = self.fs.clone();
+        let span = tracing::debug_span!("listxattr", ino = ino.0);
+        self.spawn(span, async move {
+            match fs.listxattr(ino.0).await {
+                Ok(value) => xattr_reply(reply, &value, size),
+                Err(err) => reply.error(errno("listxattr", &err)),
+            }
+        });
+    }
+
+    fn removexattr(&self, _req: &Request, ino: INodeNo, name: &OsStr, reply: ReplyEmpty) {
+        match self.fs.setxattr(ino.0, name) {
+            Ok(()) => reply.ok(),
+            Err(err) => reply.error(errno("removexattr", &err)),
+        }
+    }
+
+    fn access(&self, _req: &Request, _ino: INodeNo, _mask: AccessFlags, reply: ReplyEmpty) {
+        // `default_permissions` makes the kernel check modes itself.
+        reply.ok();
+    }
+
+    fn create(
+        &self,
+        _req: &Request,
+        parent: INodeNo,
+        name: &OsStr,
+        mode: u32,
+        _umask: u32,
+        flags: i32,
+        reply: ReplyCreate,
+    ) {
+        let fs = self.fs.clone();
+        let name = name.to_owned();
+        let span = tracing::debug_span!("create", parent = parent.0, name = ?name);
+        self.spawn(span, async move {
+            match fs.create(parent.0, &name, mode, flags).await {
+                Ok((e, o)) => reply.created(
+                    &e.ttl,
+                    &file_attr(&e.attr),
+                    Generation(e.generation),
+                    FileHandle(o.fh),
+                    open_flags(&o),
+                ),
+                Err(err) => reply.error(errno("create", &err)),
+            }
+        });
+    }
+
+    // Below: operations Cells has no use for. They are answered quietly (fuser's defaults
+    // log a warning per call) with the errno that makes the kernel fall back sensibly.
+
+    fn getlk(
+        &self,
+        _req: &Request,
+        _ino: INodeNo,
+        _fh: FileHandle,
+        _lock_owner: LockOwner,
+        _start: u64,
+        _end: u64,
+        _typ: i32,
+        _pid: u32,
+        reply: ReplyLock,
+    ) {
+        // ENOSYS: the kernel keeps POSIX locks locally.
+        reply.error(Errno::ENOSYS);
+    }
+
+    fn setlk(
+        &self,
+        _req: &Request,
+        _ino: INodeNo,
+        _fh: FileHandle,
+        _lock_owner: LockOwner,
+        _start: u64,
+        _end: u64,
+        _typ: i32,
+        _pid: u32,
+        _sleep: bool,
+        reply: ReplyEmpty,
+    ) {
+        reply.error(Errno::ENOSYS);
+    }
+
+    fn bmap(&self, _req: &Request, _ino: INodeNo, _blocksize: u32, _idx: u64, reply: ReplyBmap) {
+        reply.error(Errno::ENOSYS);
+    }
+
+    fn ioctl(
+        &self,
+        _req: &Request,
+        _ino: INodeNo,
+        _fh: FileHandle,
+        _flags: IoctlFlags,
+        _cmd: u32,
+        _in_data: &[u8],
+        _out_size: u32,
+        reply: ReplyIoctl,
+    ) {
+        reply.error(Errno::from_i32(libc::ENOTTY));
+    }
+
+    fn fallocate(
+        &self,
+        _req: &Request,
+        _ino: INodeNo,
+        _fh: FileHandle,
+        _offset: u64,
+        _length: u64,
+        _mode: i32,
+        reply: ReplyEmpty,
+    ) {
+        reply.error(Errno::from_i32(libc::EOPNOTSUPP));
+    }
+
+    fn lseek(
+        &self,
+        _req: &Request,
+        _ino: INodeNo,
+        _fh: FileHandle,
+        _offset: i64,
+        _whence: i32,
+        reply: ReplyLseek,
+    ) {
+        // ENOSYS: the kernel's generic lseek applies (no SEEK_DATA/SEEK_HOLE knowledge).
+        reply.error(Errno::ENOSYS);
+    }
+
+    fn copy_file_range(
+        &self,
+        _req: &Request,
+        _ino_in: INodeNo,
+        _fh_in: FileHandle,
+        _offset_in: u64,
+        _ino_out: INodeNo,
+        _fh_out: FileHandle,
+        _offset_out: u64,
+        _len: u64,
+        _flags: CopyFileRangeFlags,
+        reply: ReplyWrite,
+    ) {
+        // ENOSYS: the kernel falls back to read + write.
+        reply.error(Errno::ENOSYS);
+    }
+}
+
+/// Answer a getxattr/listxattr: the size when asked (`size == 0`), ERANGE when too small.
+fn xattr_reply(reply: ReplyXattr, value: &[u8], size: u32) {
+    if size == 0 {
+        reply.size(value.len() as u32);
+    } else if value.len() > size as usize {
+        reply.error(Errno::from_i32(libc::ERANGE));
+    } else {
+        reply.data(value);
+    }
+}
+
+/// The core's window on the kernel caches.
+pub struct FuseNotifier {
+    notifier: fuser::Notifier,
+}
+
+impl KernelNotifier for FuseNotifier {
+    fn invalidate_entry(&self, parent: u64, name: &OsStr) {
+        if let Err(err) = self.notifier.inval_entry(INodeNo(parent), name) {
+            tracing::debug!(parent, ?name, error = %err, "kernel entry invalidation failed");
+        }
+    }
+
+    fn invalidate_inode(&self, ino: u64) {
+        if let Err(err) = self.notifier.inval_inode(INodeNo(ino), 0, 0) {
+            tracing::debug!(ino, error = %err, "kernel inode invalidation failed");
+        }
+    }
+}
+
+/// How to mount (the kernel-facing part of the mount options).
+#[derive(Debug, Clone)]
+pub struct FuseMountOptions {
+    pub read_only: bool,
+    /// Let other users use the mount (`allow_other`; needs `user_allow_other` unless root).
+    pub allow_other: bool,
+    /// Ask fusermount3 to unmount when this process dies, however it dies.
+    pub auto_unmount: bool,
+    /// Source name shown in `mount`/`df` (e.g. `cells:alice@host`).
+    pub fs_name: String,
+    /// fuser dispatch threads (requests are served concurrently on tokio regardless).
+    pub threads: usize,
+}
+
+/// A live mount: the fuser session running on its own threads.
+pub struct MountedSession {
+    session: fuser::BackgroundSession,
+}
+
+impl MountedSession {
+    /// Whether the session ended (unmounted from outside, or the kernel connection broke).
+    pub fn is_finished(&self) -> bool {
+        self.session.guard.is_finished()
+    }
+
+    /// Unmount and wait for the session threads.
+    pub fn unmount(self) -> io::Result<()> {
+        self.session.umount_and_join()
+    }
+
+    /// Wait for the session to end without unmounting (it was unmounted from outside).
+    pub fn join(self) -> io::Result<()> {
+        self.session.join()
+    }
+}
+
+/// Mount `fs` at `mountpoint`, give the core its kernel notifier and start serving.
+pub fn mount(
+    fs: CellsFs,
+    runtime: tokio::runtime::Handle,
+    mountpoint: &Path,
+    options: &FuseMountOptions,
+) -> io::Result<MountedSession> {
+    let mut config = Config::default();
+    config.mount_options = vec![
+        MountOption::FSName(options.fs_name.clone()),
+        MountOption::Subtype("cec".into()),
+        MountOption::DefaultPermissions,
+        MountOption::NoDev,
+        MountOption::NoSuid,
+        MountOption::NoAtime,
+        if options.read_only {
+            MountOption::RO
+        } else {
+            MountOption::RW
+        },
+    ];
+    config.acl = if options.allow_other {
+        SessionACL::All
+    } else if options.auto_unmount {
+        // auto_unmount needs allow_other or allow_root; allow_root keeps others out.
+        SessionACL::RootAndOwner
+    } else {
+        SessionACL::Owner
+    };
+    if options.auto_unmount {
+        config.mount_options.push(MountOption::AutoUnmount);
+    }
+    config.n_threads = Some(options.threads.max(1));
+    config.clone_fd = options.threads > 1;
+    let session = fuser::Session::new(CellsFuse::new(fs.clone(), runtime), mountpoint, &config)?;
+    fs.set_notifier(Arc::new(FuseNotifier {
+        notifier: session.notifier(),
+    }));
+    let session = session.spawn()?;
+    Ok(MountedSession { session })
+}

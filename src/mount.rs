@@ -1,1 +1,1033 @@
-//! Placeholder: the mount lifecycle.
+//! The mount's lifecycle, around the filesystem core and the kernel adapter: prepare the
+//! mountpoint (clear a dead mount left by a crash), mount, wait until the mount answers,
+//! report readiness (to systemd, and to the parent process of `--daemon`), serve the control
+//! socket of `cec mount --status`, and on SIGINT/SIGTERM, `cec unmount` or an external
+//! `umount`, finish or journal pending uploads and unmount cleanly.
+//!
+//! Invariants:
+//! - "Ready" is announced only after a `statfs` through the mountpoint answered with the FUSE
+//!   magic: a `--daemon` parent never reports success for a mount that does not work.
+//! - A mount that this process made is unmounted by this process on every exit path it
+//!   controls (signals, control socket, errors after mounting); `auto_unmount` (fusermount3)
+//!   covers the paths it does not (SIGKILL, panics).
+//! - The control socket lives in a 0700 directory owned by the user and answers only status
+//!   and unmount requests; it never carries a secret.
+
+use std::io::{BufRead, BufReader, Read, Write};
+use std::os::fd::{AsRawFd, FromRawFd, OwnedFd};
+use std::os::unix::fs::{DirBuilderExt, PermissionsExt};
+use std::os::unix::net::UnixStream;
+use std::path::{Path, PathBuf};
+use std::time::{Duration, Instant};
+
+use anyhow::{Context, anyhow, bail};
+use serde::{Deserialize, Serialize};
+use sha2::Digest;
+
+/// `f_type` of a FUSE filesystem in `statfs(2)`.
+pub const FUSE_SUPER_MAGIC: i64 = 0x6573_5546;
+
+/// Environment variable naming the file descriptor on which a `--daemon` child reports
+/// readiness (`READY\n`) or failure (`ERROR <message>\n`) to its parent.
+pub const READY_FD_ENV: &str = "CEC_MOUNT_READY_FD";
+
+/// What a mountpoint looks like before we mount on it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum MountpointState {
+    /// An existing directory with nothing mounted on it.
+    Free,
+    /// A FUSE mount whose daemon is gone ("Transport endpoint is not connected").
+    Dead,
+    /// A live mount (FUSE or not): refuse to stack on it.
+    Mounted,
+    Missing,
+    NotADirectory,
+}
+
+/// Look at a mountpoint without hanging on a dead FUSE mount.
+pub fn mountpoint_state(path: &Path) -> MountpointState {
+    match std::fs::metadata(path) {
+        Err(err) if err.raw_os_error() == Some(libc::ENOTCONN) => MountpointState::Dead,
+        Err(err) if err.kind() == std::io::ErrorKind::NotFound => MountpointState::Missing,
+        Err(_) => MountpointState::Dead,
+        Ok(meta) if !meta.is_dir() => MountpointState::NotADirectory,
+        Ok(_) => {
+            if is_mount_point(path) {
+                MountpointState::Mounted
+            } else {
+                MountpointState::Free
+            }
+        }
+    }
+}
+
+/// Whether `path` is listed as a mount point in `/proc/self/mountinfo`.
+pub fn is_mount_point(path: &Path) -> bool {
+    let Ok(canonical) = path.canonicalize().or_else(|_| absolute(path)) else {
+        return false;
+    };
+    let Ok(info) = std::fs::read_to_string("/proc/self/mountinfo") else {
+        return false;
+    };
+    let wanted = canonical.to_string_lossy().into_owned();
+    info.lines()
+        .filter_map(|line| line.split(' ').nth(4))
+        .any(|mp| unescape_mountinfo(mp) == wanted)
+}
+
+/// Whether a FUSE filesystem is mounted at `path` (per mountinfo), alive or dead.
+pub fn is_fuse_mount_point(path: &Path) -> bool {
+    let Ok(canonical) = absolute(path) else {
+        return false;
+    };
+    let wanted = canonical.to_string_lossy().into_owned();
+    let Ok(info) = std::fs::read_to_string("/proc/self/mountinfo") else {
+        return false;
+    };
+    info.lines().any(|line| {
+        let fields: Vec<&str> = line.split(' ').collect();
+        let Some(sep) = fields.iter().position(|f| *f == "-") else {
+            return false;
+        };
+        fields.get(4).map(|mp| unescape_mountinfo(mp)) == Some(wanted.clone())
+            && fields.get(sep + 1).is_some_and(|t| t.starts_with("fuse"))
+    })
+}
+
+fn unescape_mountinfo(field: &str) -> String {
+    field
+        .replace("\\040", " ")
+        .replace("\\011", "\t")
+        .replace("\\012", "\n")
+        .replace("\\134", "\\")
+}
+
+/// An absolute path without touching the filesystem beyond the current directory (a dead
+/// mount cannot be canonicalised).
+fn absolute(path: &Path) -> std::io::Result<PathBuf> {
+    let abs = std::path::absolute(path)?;
+    // Resolve the parent (alive) and keep the last component as is.
+    match (abs.parent(), abs.file_name()) {
+        (Some(parent), Some(name)) => Ok(parent
+            .canonicalize()
+            .unwrap_or_else(|_| parent.to_path_buf())
+            .join(name)),
+        _ => Ok(abs),
+    }
+}
+
+/// Detach whatever is mounted at `path` (lazy unmount), as root directly, otherwise through
+/// `fusermount3 -u -z`.
+pub fn force_unmount(path: &Path) -> anyhow::Result<()> {
+    let target = absolute(path)?;
+    match nix::mount::umount2(&target, nix::mount::MntFlags::MNT_DETACH) {
+        Ok(()) => return Ok(()),
+        Err(nix::errno::Errno::EINVAL) if !is_mount_point(&target) => return Ok(()),
+        Err(err) => tracing::debug!(error = %err, "umount2 failed; trying fusermount3"),
+    }
+    let Some(fusermount) = find_fusermount() else {
+        bail!(
+            "cannot unmount {}: not permitted, and fusermount3 is not installed (Debian: apt install fuse3)",
+            target.display()
+        );
+    };
+    let output = std::process::Command::new(fusermount)
+        .arg("-u")
+        .arg("-z")
+        .arg("--")
+        .arg(&target)
+        .output()
+        .context("running fusermount3")?;
+    if !output.status.success() {
+        bail!(
+            "cannot unmount {}: {}",
+            target.display(),
+            String::from_utf8_lossy(&output.stderr).trim()
+        );
+    }
+    Ok(())
+}
+
+/// Make `path` usable as a mountpoint: clear a dead FUSE mount, refuse a live one.
+pub fn prepare_mountpoint(path: &Path) -> anyhow::Result<()> {
+    match mountpoint_state(path) {
+        MountpointState::Free => Ok(()),
+        MountpointState::Dead => {
+            tracing::warn!(
+                mountpoint = %path.display(),
+                "a dead mount (Transport endpoint is not connected) was left here; clearing it"
+            );
+            force_unmount(path)?;
+            match mountpoint_state(path) {
+                MountpointState::Free => Ok(()),
+                other => bail!(
+                    "{} still unusable after clearing a dead mount ({other:?})",
+                    path.display()
+                ),
+            }
+        }
+        MountpointState::Mounted => bail!(
+            "{} is already a mount point (another `cec mount`?); unmount it first with `cec unmount {}`",
+            path.display(),
+            path.display()
+        ),
+        MountpointState::Missing => bail!(
+            "mountpoint {} does not exist (create the directory first)",
+            path.display()
+        ),
+        MountpointState::NotADirectory => bail!("mountpoint {} is not a directory", path.display()),
+    }
+}
+
+/// `fusermount3` (or `fusermount`) on `PATH`, honouring `FUSERMOUNT_PATH` like fuser does.
+pub fn find_fusermount() -> Option<PathBuf> {
+    if let Some(explicit) = std::env::var_os("FUSERMOUNT_PATH") {
+        let p = PathBuf::from(explicit);
+        return p.exists().then_some(p);
+    }
+    let path = std::env::var_os("PATH").unwrap_or_else(|| "/usr/bin:/bin".into());
+    for name in ["fusermount3", "fusermount"] {
+        for dir in std::env::split_paths(&path) {
+            let candidate = dir.join(name);
+            if candidate.is_file() {
+                return Some(candidate);
+            }
+        }
+    }
+    None
+}
+
+/// Whether `auto_unmount` can be used: fusermount3 is installed, and we are root or
+/// `/etc/fuse.conf` has `user_allow_other` (fuser needs `allow_other`/`allow_root` with it).
+pub fn auto_unmount_possible() -> bool {
+    if find_fusermount().is_none() {
+        return false;
+    }
+    nix::unistd::geteuid().is_root()
+        || std::fs::read_to_string("/etc/fuse.conf")
+            .map(|c| {
+                c.lines()
+                    .any(|l| l.trim_start().starts_with("user_allow_other"))
+            })
+            .unwrap_or(false)
+}
+
+/// Wait until a `statfs` through `path` reports a FUSE filesystem (the mount answers).
+/// The probe runs on its own thread so a hung mount cannot block the caller past `timeout`.
+pub fn wait_until_answers(path: &Path, timeout: Duration) -> anyhow::Result<()> {
+    let deadline = Instant::now() + timeout;
+    let path = path.to_path_buf();
+    loop {
+        let (tx, rx) = std::sync::mpsc::channel();
+        let probe_path = path.clone();
+        std::thread::spawn(move || {
+            let result = nix::sys::statfs::statfs(&probe_path)
+                .map(|s| s.filesystem_type().0 as i64 == FUSE_SUPER_MAGIC);
+            let _ = tx.send(result);
+        });
+        let remaining = deadline.saturating_duration_since(Instant::now());
+        match rx.recv_timeout(remaining) {
+            Ok(Ok(true)) => return Ok(()),
+            Ok(Ok(false)) | Ok(Err(_)) => {}
+            Err(_) => bail!(
+                "the mount at {} did not answer within {:?}",
+                path.display(),
+                timeout
+            ),
+        }
+        if Instant::now() >= deadline {
+            bail!(
+                "the mount at {} did not answer within {:?}",
+                path.display(),
+                timeout
+            );
+        }
+        std::thread::sleep(Duration::from_millis(20));
+    }
+}
+
+// ---------------------------------------------------------------------------------------
+// Control socket
+// ---------------------------------------------------------------------------------------
+
+/// What `cec mount --status` shows.
+#[derive(Debug, Clone, Default, Serialize, Deserialize, PartialEq)]
+pub struct MountStatus {
+    pub mountpoint: String,
+    pub server: String,
+    pub pid: u32,
+    pub uptime_secs: u64,
+    pub read_only: bool,
+    pub write_back_secs: Option<u64>,
+    /// Uploads not yet on the server (path and bytes).
+    pub pending_uploads: Vec<PendingUploadStatus>,
+    pub cache_dir: String,
+    pub cache_used_bytes: u64,
+    pub cache_limit_bytes: u64,
+    /// Most recent errors, newest last, each with its path (never a token).
+    pub recent_errors: Vec<String>,
+    /// `None` with `--no-events`.
+    pub events_connected: Option<bool>,
+    pub events_received: u64,
+}
+
+#[derive(Debug, Clone, Default, Serialize, Deserialize, PartialEq)]
+pub struct PendingUploadStatus {
+    pub path: String,
+    pub bytes: u64,
+}
+
+impl std::fmt::Display for MountStatus {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        writeln!(f, "mountpoint:      {}", self.mountpoint)?;
+        writeln!(f, "server:          {}", self.server)?;
+        writeln!(f, "pid:             {}", self.pid)?;
+        writeln!(f, "uptime:          {}s", self.uptime_secs)?;
+        writeln!(
+            f,
+            "mode:            {}{}",
+            if self.read_only {
+                "read-only"
+            } else {
+                "read-write"
+            },
+            match self.write_back_secs {
+                Some(s) => format!(", write-back {s}s"),
+                None => String::new(),
+            }
+        )?;
+        match self.events_connected {
+            None => writeln!(f, "events:          off (TTLs only)")?,
+            Some(c) => writeln!(
+                f,
+                "events:          {} ({} received)",
+                if c { "connected" } else { "disconnected" },
+                self.events_received
+            )?,
+        }
+        writeln!(
+            f,
+            "cache:           {} used of {} in {}",
+            human_bytes(self.cache_used_bytes),
+            human_bytes(self.cache_limit_bytes),
+            self.cache_dir
+        )?;
+        writeln!(f, "pending uploads: {}", self.pending_uploads.len())?;
+        for p in &self.pending_uploads {
+            writeln!(f, "  {} ({})", p.path, human_bytes(p.bytes))?;
+        }
+        writeln!(f, "recent errors:   {}", self.recent_errors.len())?;
+        for e in &self.recent_errors {
+            writeln!(f, "  {e}")?;
+        }
+        Ok(())
+    }
+}
+
+pub fn human_bytes(n: u64) -> String {
+    const UNITS: [&str; 5] = ["B", "KiB", "MiB", "GiB", "TiB"];
+    let mut value = n as f64;
+    let mut unit = 0;
+    while value >= 1024.0 && unit < UNITS.len() - 1 {
+        value /= 1024.0;
+        unit += 1;
+    }
+    if unit == 0 {
+        format!("{n} B")
+    } else {
+        format!("{value:.1} {}", UNITS[unit])
+    }
+}
+
+/// The directory holding control sockets and daemon logs: `$XDG_RUNTIME_DIR/cec`, else
+/// `/run/cec` for root, else `$TMPDIR/cec-<uid>`. Created 0700.
+pub fn runtime_dir() -> anyhow::Result<PathBuf> {
+    let uid = nix::unistd::getuid();
+    let dir = if let Some(xdg) = std::env::var_os("XDG_RUNTIME_DIR").filter(|v| !v.is_empty()) {
+        PathBuf::from(xdg).join("cec")
+    } else if uid.is_root() && Path::new("/run").is_dir() {
+        PathBuf::from("/run/cec")
+    } else {
+        std::env::temp_dir().join(format!("cec-{uid}"))
+    };
+    std::fs::DirBuilder::new()
+        .recursive(true)
+        .mode(0o700)
+        .create(&dir)
+        .with_context(|| format!("creating {}", dir.display()))?;
+    let meta = std::fs::symlink_metadata(&dir)?;
+    use std::os::unix::fs::MetadataExt;
+    if meta.uid() != uid.as_raw() || !meta.is_dir() {
+        bail!("{} is not a directory owned by you", dir.display());
+    }
+    std::fs::set_permissions(&dir, std::fs::Permissions::from_mode(0o700))?;
+    Ok(dir)
+}
+
+/// A stable key for a mountpoint (its absolute path, hashed).
+fn mountpoint_key(mountpoint: &Path) -> anyhow::Result<String> {
+    let abs = absolute(mountpoint)?;
+    let digest = sha2::Sha256::digest(abs.as_os_str().as_encoded_bytes());
+    Ok(hex::encode(&digest[..8]))
+}
+
+/// The control socket of the mount at `mountpoint`.
+pub fn control_socket_path(mountpoint: &Path) -> anyhow::Result<PathBuf> {
+    Ok(runtime_dir()?.join(format!("mount-{}.sock", mountpoint_key(mountpoint)?)))
+}
+
+/// The log file of a `--daemon` mount at `mountpoint`.
+pub fn daemon_log_path(mountpoint: &Path) -> anyhow::Result<PathBuf> {
+    Ok(runtime_dir()?.join(format!("mount-{}.log", mountpoint_key(mountpoint)?)))
+}
+
+/// A request on the control socket (one line).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ControlRequest {
+    Status,
+    Unmount,
+}
+
+/// Ask the mount at `mountpoint` for its status.
+pub fn query_status(mountpoint: &Path) -> anyhow::Result<MountStatus> {
+    let reply = control_request(mountpoint, "status")?;
+    serde_json::from_str(&reply).context("unreadable status from the mount")
+}
+
+/// Ask the mount at `mountpoint` to finish its uploads and unmount. Returns once the
+/// request was accepted (the mount then exits on its own).
+pub fn request_unmount(mountpoint: &Path) -> anyhow::Result<()> {
+    let reply = control_request(mountpoint, "unmount")?;
+    if reply.trim() == "ok" {
+        Ok(())
+    } else {
+        bail!("the mount refused to unmount: {}", reply.trim())
+    }
+}
+
+fn control_request(mountpoint: &Path, command: &str) -> anyhow::Result<String> {
+    let path = control_socket_path(mountpoint)?;
+    let mut stream = UnixStream::connect(&path).map_err(|err| {
+        anyhow!(
+            "no cec mount answers for {} ({}: {err})",
+            mountpoint.display(),
+            path.display()
+        )
+    })?;
+    stream.set_read_timeout(Some(Duration::from_secs(30)))?;
+    stream.write_all(format!("{command}\n").as_bytes())?;
+    let mut reply = String::new();
+    BufReader::new(stream).read_line(&mut reply)?;
+    if reply.is_empty() {
+        bail!(
+            "the mount at {} closed the control socket",
+            mountpoint.display()
+        );
+    }
+    Ok(reply)
+}
+
+/// Serve the control socket until `cancel` fires. `status` builds the status on demand;
+/// an `unmount` request is forwarded on `unmount_tx`.
+pub async fn serve_control_socket(
+    path: PathBuf,
+    status: std::sync::Arc<dyn Fn() -> MountStatus + Send + Sync>,
+    unmount_tx: tokio::sync::mpsc::Sender<()>,
+    cancel: tokio_util::sync::CancellationToken,
+) -> anyhow::Result<()> {
+    use tokio::io::{AsyncBufReadExt, AsyncWriteExt};
+    // A stale socket from a crashed mount: nobody answers it, so it can go.
+    if path.exists() {
+        if std::os::unix::net::UnixStream::connect(&path).is_ok() {
+            bail!("another mount already serves {}", path.display());
+        }
+        let _ = std::fs::remove_file(&path);
+    }
+    let listener = tokio::net::UnixListener::bind(&path)
+        .with_context(|| format!("binding {}", path.display()))?;
+    std::fs::set_permissions(&path, std::fs::Permissions::from_mode(0o600))?;
+    loop {
+        let (stream, _) = tokio::select! {
+            _ = cancel.cancelled() => break,
+            accepted = listener.accept() => match accepted {
+                Ok(s) => s,
+                Err(err) => {
+                    tracing::warn!(error = %err, "control socket accept failed");
+                    continue;
+                }
+            },
+        };
+        let status = status.clone();
+        let unmount_tx = unmount_tx.clone();
+        tokio::spawn(async move {
+            let (read, mut write) = stream.into_split();
+            let mut line = String::new();
+            let mut reader = tokio::io::BufReader::new(read);
+            if reader.read_line(&mut line).await.is_err() {
+                return;
+            }
+            let reply = match line.trim() {
+                "status" => {
+                    let status = tokio::task::spawn_blocking(move || status()).await;
+                    match status {
+                        Ok(s) => serde_json::to_string(&s).unwrap_or_default(),
+                        Err(_) => "error status unavailable".into(),
+                    }
+                }
+                "unmount" => {
+                    let _ = unmount_tx.send(()).await;
+                    "ok".into()
+                }
+                other => format!("error unknown request {other:?}"),
+            };
+            let _ = write.write_all(format!("{reply}\n").as_bytes()).await;
+        });
+    }
+    let _ = std::fs::remove_file(&path);
+    Ok(())
+}
+
+// ---------------------------------------------------------------------------------------
+// Readiness: systemd and the --daemon parent
+// ---------------------------------------------------------------------------------------
+
+/// Where readiness goes: systemd's notify socket (if any) and the `--daemon` parent's pipe.
+pub struct Readiness {
+    pipe: Option<std::fs::File>,
+}
+
+impl Readiness {
+    /// Pick up the parent's pipe from [`READY_FD_ENV`] (and forget the variable so children
+    /// of ours do not inherit it).
+    pub fn from_env() -> Readiness {
+        let fd = std::env::var(READY_FD_ENV)
+            .ok()
+            .and_then(|v| v.parse::<i32>().ok());
+        // SAFETY: the variable is only set by `spawn_daemon`, which passes the write end of a
+        // pipe it created under exactly that number; nothing else in this process owns it.
+        let pipe = fd
+            .filter(|fd| *fd > 2)
+            .map(|fd| unsafe { std::fs::File::from_raw_fd(fd) });
+        Readiness { pipe }
+    }
+
+    pub fn is_daemon_child(&self) -> bool {
+        self.pipe.is_some()
+    }
+
+    /// The mount answers: tell systemd and the parent.
+    pub fn ready(&mut self, mountpoint: &Path) {
+        let _ = sd_notify::notify(&[
+            sd_notify::NotifyState::Ready,
+            sd_notify::NotifyState::Status(&format!("mounted at {}", mountpoint.display())),
+        ]);
+        if let Some(mut pipe) = self.pipe.take() {
+            let _ = pipe.write_all(b"READY\n");
+        }
+    }
+
+    /// Mounting failed: tell the parent why (one line).
+    pub fn failed(&mut self, error: &str) {
+        if let Some(mut pipe) = self.pipe.take() {
+            let line = error.replace('\n', " ");
+            let _ = pipe.write_all(format!("ERROR {line}\n").as_bytes());
+        }
+    }
+
+    pub fn stopping() {
+        let _ = sd_notify::notify(&[sd_notify::NotifyState::Stopping]);
+    }
+}
+
+/// `--daemon`: start this same command again without `--daemon`, detached (new session,
+/// stdin from /dev/null, output to the daemon log), and wait until it reports that the mount
+/// answers. Returns the child's pid, or the child's own error message.
+pub fn spawn_daemon(mountpoint: &Path, timeout: Duration) -> anyhow::Result<u32> {
+    use std::os::unix::process::CommandExt;
+    let exe = std::env::current_exe().context("locating the cec executable")?;
+    let args: Vec<std::ffi::OsString> = std::env::args_os()
+        .skip(1)
+        .filter(|a| a != "--daemon" && a != "-d")
+        .collect();
+    let (read_end, write_end) =
+        nix::unistd::pipe2(nix::fcntl::OFlag::O_CLOEXEC).context("creating a pipe")?;
+    let log_path = daemon_log_path(mountpoint)?;
+    let log = std::fs::OpenOptions::new()
+        .create(true)
+        .append(true)
+        .mode_0600()
+        .open(&log_path)
+        .with_context(|| format!("opening {}", log_path.display()))?;
+    let write_raw = write_end.as_raw_fd();
+    let mut command = std::process::Command::new(exe);
+    command
+        .args(&args)
+        .env(READY_FD_ENV, write_raw.to_string())
+        .stdin(std::process::Stdio::null())
+        .stdout(log.try_clone()?)
+        .stderr(log);
+    // SAFETY: only async-signal-safe calls between fork and exec: setsid and fcntl.
+    unsafe {
+        command.pre_exec(move || {
+            nix::unistd::setsid().map_err(std::io::Error::from)?;
+            // Keep the readiness pipe across exec.
+            let flags = libc::fcntl(write_raw, libc::F_GETFD);
+            if flags < 0 || libc::fcntl(write_raw, libc::F_SETFD, flags & !libc::FD_CLOEXEC) < 0 {
+                return Err(std::io::Error::last_os_error());
+            }
+            Ok(())
+        });
+    }
+    let mut child = command.spawn().context("starting the mount daemon")?;
+    drop(write_end);
+    let pid = child.id();
+    let (tx, rx) = std::sync::mpsc::channel();
+    let read_file = std::fs::File::from(OwnedFd::from(read_end));
+    std::thread::spawn(move || {
+        let mut line = String::new();
+        let _ = BufReader::new(read_file).read_line(&mut line);
+        let _ = tx.send(line);
+    });
+    let line = match rx.recv_timeout(timeout) {
+        Ok(line) => line,
+        Err(_) => {
+            let _ = child.kill();
+            let _ = child.wait();
+            bail!(
+                "the mount did not become ready within {timeout:?}; see {}",
+                log_path.display()
+            );
+        }
+    };
+    if line.trim() == "READY" {
+        return Ok(pid);
+    }
+    let status = child.wait().ok();
+    if let Some(message) = line.trim().strip_prefix("ERROR ") {
+        bail!("{message}");
+    }
+    let mut tail = String::new();
+    if let Ok(mut f) = std::fs::File::open(&log_path) {
+        let _ = f.read_to_string(&mut tail);
+    }
+    let tail: Vec<&str> = tail.lines().rev().take(5).collect();
+    bail!(
+        "the mount daemon exited ({}) before the mount was ready; last log lines ({}):\n{}",
+        status
+            .map(|s| s.to_string())
+            .unwrap_or_else(|| "unknown".into()),
+        log_path.display(),
+        tail.into_iter().rev().collect::<Vec<_>>().join("\n")
+    )
+}
+
+trait OpenOptionsExt0600 {
+    fn mode_0600(&mut self) -> &mut Self;
+}
+
+impl OpenOptionsExt0600 for std::fs::OpenOptions {
+    fn mode_0600(&mut self) -> &mut Self {
+        use std::os::unix::fs::OpenOptionsExt;
+        self.mode(0o600)
+    }
+}
+
+/// `cec unmount`: ask the mount's daemon to finish and unmount; if nobody answers, detach
+/// the mount directly. Waits until the mountpoint is free (at most `timeout`).
+pub fn unmount(mountpoint: &Path, timeout: Duration) -> anyhow::Result<()> {
+    let asked = request_unmount(mountpoint).is_ok();
+    if !asked {
+        if !is_mount_point(mountpoint) && mountpoint_state(mountpoint) != MountpointState::Dead {
+            bail!("{} is not mounted", mountpoint.display());
+        }
+        force_unmount(mountpoint)?;
+    }
+    let deadline = Instant::now() + timeout;
+    while Instant::now() < deadline {
+        if !is_fuse_mount_point(mountpoint) {
+            return Ok(());
+        }
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    bail!(
+        "{} is still mounted after {timeout:?} (uploads still running?)",
+        mountpoint.display()
+    )
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_plain_directory_is_free_and_a_file_is_not_a_mountpoint() {
+        let dir = tempfile::tempdir().unwrap();
+        assert_eq!(mountpoint_state(dir.path()), MountpointState::Free);
+        let file = dir.path().join("f");
+        std::fs::write(&file, b"x").unwrap();
+        assert_eq!(mountpoint_state(&file), MountpointState::NotADirectory);
+        assert_eq!(
+            mountpoint_state(&dir.path().join("missing")),
+            MountpointState::Missing
+        );
+        assert!(is_mount_point(Path::new("/proc")));
+        assert!(!is_mount_point(dir.path()));
+    }
+
+    #[test]
+    fn status_renders_every_section() {
+        let status = MountStatus {
+            mountpoint: "/mnt/cells".into(),
+            pending_uploads: vec![PendingUploadStatus {
+                path: "personal-files/a.bin".into(),
+                bytes: 3 * 1024 * 1024,
+            }],
+            recent_errors: vec!["upload failed: personal-files/b".into()],
+            events_connected: Some(true),
+            ..Default::default()
+        };
+        let text = status.to_string();
+        assert!(text.contains("personal-files/a.bin (3.0 MiB)"), "{text}");
+        assert!(text.contains("upload failed: personal-files/b"), "{text}");
+        assert!(text.contains("events:          connected"), "{text}");
+    }
+}
+
+// ---------------------------------------------------------------------------------------
+// The lifecycle
+// ---------------------------------------------------------------------------------------
+
+/// Everything a mount needs, assembled by `cec mount` (or a test).
+pub struct MountPlan {
+    pub mountpoint: PathBuf,
+    /// Server base URL (display, and the events URL).
+    pub server: String,
+    pub api: std::sync::Arc<dyn crate::api::CellsApi>,
+    pub tokens: std::sync::Arc<dyn crate::auth::TokenSource>,
+    pub fs_options: crate::fs::FsOptions,
+    pub allow_other: bool,
+    /// Listen to `/ws/event` (otherwise TTLs only).
+    pub events: bool,
+    /// `ENDPOINT_WEBSOCKET` from bootconf, when known.
+    pub websocket_endpoint: Option<String>,
+    /// Source name shown by `mount` and `df`.
+    pub fs_name: String,
+    /// How long to wait for the mount to answer.
+    pub ready_timeout: Duration,
+}
+
+/// Turns event frames into the core's invalidations.
+struct CoreEventSink {
+    fs: crate::fs::CellsFs,
+}
+
+impl crate::api::events::EventSink for CoreEventSink {
+    fn tree_event(&self, event: &crate::api::events::TreeEvent) {
+        for change in remote_changes(event) {
+            self.fs.invalidate(change);
+        }
+    }
+
+    fn connection_changed(&self, _connected: bool) {
+        // Events may have been missed while the socket was down (or before it came up).
+        self.fs.bump_generation();
+    }
+
+    fn workspaces_changed(&self) {
+        self.fs.bump_generation();
+    }
+}
+
+/// The core's view of one tree event (cells-events.md §7.5).
+pub fn remote_changes(event: &crate::api::events::TreeEvent) -> Vec<crate::fs::RemoteChange> {
+    use crate::api::events::ChangeKind;
+    use crate::fs::RemoteChange;
+    let source = event
+        .source
+        .as_ref()
+        .map(|n| n.path.clone())
+        .filter(|p| !p.is_empty());
+    let target = event
+        .target
+        .as_ref()
+        .map(|n| n.path.clone())
+        .filter(|p| !p.is_empty());
+    match (event.kind, source, target) {
+        (ChangeKind::UpdatePath, Some(from), Some(to)) => vec![RemoteChange::Moved { from, to }],
+        (ChangeKind::UpdatePath, None, Some(path)) | (ChangeKind::Create, _, Some(path)) => {
+            vec![RemoteChange::Created { path }]
+        }
+        (ChangeKind::UpdatePath, Some(path), None) | (ChangeKind::Delete, Some(path), _) => {
+            vec![RemoteChange::Deleted { path }]
+        }
+        (ChangeKind::UpdateContent, _, Some(path)) => {
+            let etag = event
+                .target
+                .as_ref()
+                .map(|n| n.etag.clone())
+                .filter(|e| !e.is_empty() && e != "temporary");
+            vec![RemoteChange::ContentChanged { path, etag }]
+        }
+        (ChangeKind::UpdateMeta | ChangeKind::UpdateUserMeta, _, Some(path)) => {
+            vec![RemoteChange::MetaChanged { path }]
+        }
+        (_, Some(path), None) => vec![RemoteChange::Deleted { path }],
+        _ => Vec::new(),
+    }
+}
+
+/// Build the status the control socket serves.
+fn build_status(
+    plan_view: &StatusContext,
+    fs: &crate::fs::CellsFs,
+    events: Option<&std::sync::Arc<crate::api::events::EventsStats>>,
+) -> MountStatus {
+    use std::sync::atomic::Ordering;
+    let core = fs.status();
+    MountStatus {
+        mountpoint: plan_view.mountpoint.clone(),
+        server: plan_view.server.clone(),
+        pid: std::process::id(),
+        uptime_secs: plan_view.started.elapsed().as_secs(),
+        read_only: plan_view.read_only,
+        write_back_secs: plan_view.write_back_secs,
+        pending_uploads: core
+            .pending_uploads
+            .iter()
+            .map(|p| PendingUploadStatus {
+                path: p.path.clone(),
+                bytes: p.size,
+            })
+            .collect(),
+        cache_dir: plan_view.cache_dir.clone(),
+        cache_used_bytes: core.cache_bytes,
+        cache_limit_bytes: core.cache_capacity,
+        recent_errors: core
+            .recent_errors
+            .iter()
+            .map(|e| e.message.clone())
+            .chain(
+                core.recovered_files
+                    .iter()
+                    .map(|p| format!("kept after a failed upload: {}", p.display())),
+            )
+            .collect(),
+        events_connected: events.map(|s| s.connected.load(Ordering::Relaxed)),
+        events_received: events
+            .map(|s| s.tree_events.load(Ordering::Relaxed))
+            .unwrap_or(0),
+    }
+}
+
+struct StatusContext {
+    mountpoint: String,
+    server: String,
+    started: Instant,
+    read_only: bool,
+    write_back_secs: Option<u64>,
+    cache_dir: String,
+}
+
+/// Why the mount is stopping.
+#[derive(Debug)]
+enum StopReason {
+    Signal(&'static str),
+    ControlSocket,
+    UnmountedFromOutside,
+}
+
+/// Mount, serve until asked to stop, then finish uploads and unmount. Reports readiness
+/// (or the failure) through `readiness`. Runs on a multi-threaded tokio runtime.
+pub async fn run(plan: MountPlan, readiness: &mut Readiness) -> anyhow::Result<()> {
+    match mount_and_serve(plan, readiness).await {
+        Ok(()) => Ok(()),
+        Err(err) => {
+            readiness.failed(&format!("{err:#}"));
+            Err(err)
+        }
+    }
+}
+
+async fn mount_and_serve(plan: MountPlan, readiness: &mut Readiness) -> anyhow::Result<()> {
+    use std::sync::Arc;
+    use tokio::signal::unix::{SignalKind, signal};
+
+    let mountpoint = plan.mountpoint.clone();
+    {
+        let mp = mountpoint.clone();
+        tokio::task::spawn_blocking(move || prepare_mountpoint(&mp)).await??;
+    }
+    // Signals are caught from here on, so a SIGTERM during start-up still ends cleanly.
+    let mut sigint = signal(SignalKind::interrupt())?;
+    let mut sigterm = signal(SignalKind::terminate())?;
+
+    let status_context = StatusContext {
+        mountpoint: absolute(&mountpoint)?.display().to_string(),
+        server: plan.server.clone(),
+        started: Instant::now(),
+        read_only: plan.fs_options.read_only,
+        write_back_secs: plan.fs_options.write_back.map(|d| d.as_secs()),
+        cache_dir: plan.fs_options.cache_dir.display().to_string(),
+    };
+    let read_only = plan.fs_options.read_only;
+    let write_back = plan.fs_options.write_back.is_some();
+    let fs = crate::fs::CellsFs::new(plan.api.clone(), plan.fs_options)
+        .await
+        .map_err(|e| anyhow!("cannot prepare the filesystem: {e}"))?;
+
+    let auto_unmount = auto_unmount_possible();
+    let mut fuse_options = crate::fuse::FuseMountOptions {
+        read_only,
+        allow_other: plan.allow_other,
+        auto_unmount,
+        fs_name: plan.fs_name.clone(),
+        threads: 2,
+    };
+    let runtime = tokio::runtime::Handle::current();
+    let mounted = {
+        let (fs, mp, opts, rt) = (
+            fs.clone(),
+            mountpoint.clone(),
+            fuse_options.clone(),
+            runtime.clone(),
+        );
+        tokio::task::spawn_blocking(move || crate::fuse::mount(fs, rt, &mp, &opts)).await?
+    };
+    let mounted = match mounted {
+        Ok(m) => m,
+        Err(err) if fuse_options.auto_unmount => {
+            tracing::warn!(error = %err, "mounting with auto_unmount failed; retrying without");
+            fuse_options.auto_unmount = false;
+            let (fs, mp, opts, rt) = (
+                fs.clone(),
+                mountpoint.clone(),
+                fuse_options.clone(),
+                runtime,
+            );
+            tokio::task::spawn_blocking(move || crate::fuse::mount(fs, rt, &mp, &opts))
+                .await?
+                .map_err(|e| mount_error(&mountpoint, e))?
+        }
+        Err(err) => return Err(mount_error(&mountpoint, err)),
+    };
+    if !fuse_options.auto_unmount {
+        tracing::info!(
+            "auto_unmount unavailable (needs fusermount3): a killed mount leaves a dead mountpoint, cleared at the next mount"
+        );
+    }
+
+    // From here on, every exit path unmounts.
+    let answered = {
+        let mp = mountpoint.clone();
+        let timeout = plan.ready_timeout;
+        tokio::task::spawn_blocking(move || wait_until_answers(&mp, timeout)).await?
+    };
+    if let Err(err) = answered {
+        let _ = tokio::task::spawn_blocking(move || mounted.unmount()).await;
+        return Err(err);
+    }
+
+    let events = if plan.events {
+        let url =
+            crate::api::events::websocket_url(&plan.server, plan.websocket_endpoint.as_deref());
+        let sink = Arc::new(CoreEventSink { fs: fs.clone() });
+        Some(crate::api::events::EventsClient::spawn(
+            crate::api::events::EventsConfig::new(url),
+            plan.tokens.clone(),
+            sink,
+        ))
+    } else {
+        None
+    };
+
+    let cancel = tokio_util::sync::CancellationToken::new();
+    let (unmount_tx, mut unmount_rx) = tokio::sync::mpsc::channel::<()>(1);
+    let control_path = control_socket_path(&mountpoint)?;
+    let status_fn: Arc<dyn Fn() -> MountStatus + Send + Sync> = {
+        let fs = fs.clone();
+        let events_stats = events.as_ref().map(|e| e.stats.clone());
+        Arc::new(move || build_status(&status_context, &fs, events_stats.as_ref()))
+    };
+    let control = tokio::spawn(serve_control_socket(
+        control_path,
+        status_fn,
+        unmount_tx,
+        cancel.clone(),
+    ));
+
+    readiness.ready(&mountpoint);
+    tracing::info!(mountpoint = %mountpoint.display(), server = %plan.server, "mounted");
+    eprintln!(
+        "cec: {} mounted at {} (stop with Ctrl-C or `cec unmount {}`)",
+        plan.server,
+        mountpoint.display(),
+        mountpoint.display()
+    );
+
+    let mut poll = tokio::time::interval(Duration::from_millis(250));
+    let reason = loop {
+        tokio::select! {
+            _ = sigint.recv() => break StopReason::Signal("SIGINT"),
+            _ = sigterm.recv() => break StopReason::Signal("SIGTERM"),
+            _ = unmount_rx.recv() => break StopReason::ControlSocket,
+            _ = poll.tick() => if mounted.is_finished() { break StopReason::UnmountedFromOutside },
+        }
+    };
+    let why = match &reason {
+        StopReason::Signal(name) => *name,
+        StopReason::ControlSocket => "cec unmount",
+        StopReason::UnmountedFromOutside => "unmounted from outside",
+    };
+    tracing::info!(reason = why, "stopping");
+    Readiness::stopping();
+    if let Some(events) = events {
+        events.stop().await;
+    }
+
+    // Finish (or journal, with write-back) what is pending; a second signal skips the wait.
+    let synced = tokio::select! {
+        r = fs.sync_all() => r.map_err(|e| e.to_string()),
+        _ = sigint.recv() => Err("interrupted by a second SIGINT".to_string()),
+        _ = sigterm.recv() => Err("interrupted by a second SIGTERM".to_string()),
+    };
+    if let Err(err) = &synced {
+        eprintln!(
+            "cec: not every pending upload finished ({err}); {}",
+            if write_back {
+                "they stay in the write-back journal and resume at the next mount"
+            } else {
+                "see `cec mount --status` of the next mount and the recovery folder"
+            }
+        );
+    }
+
+    let unmounted = match reason {
+        StopReason::UnmountedFromOutside => {
+            tokio::task::spawn_blocking(move || mounted.join()).await?
+        }
+        _ => tokio::task::spawn_blocking(move || mounted.unmount()).await?,
+    };
+    if let Err(err) = unmounted {
+        tracing::warn!(error = %err, "clean unmount failed; detaching lazily");
+        let mp = mountpoint.clone();
+        tokio::task::spawn_blocking(move || force_unmount(&mp)).await??;
+    }
+    cancel.cancel();
+    let _ = control.await;
+    eprintln!("cec: unmounted {}", mountpoint.display());
+    Ok(())
+}
+
+fn mount_error(mountpoint: &Path, err: std::io::Error) -> anyhow::Error {
+    let hint = match err.raw_os_error() {
+        Some(libc::EPERM) | Some(libc::EACCES) => {
+            " (mounting needs root, or fusermount3 and access to /dev/fuse)"
+        }
+        Some(libc::ENOENT) if !Path::new("/dev/fuse").exists() => {
+            " (/dev/fuse is missing: load the fuse module or run with --device /dev/fuse)"
+        }
+        Some(libc::ENOENT) => " (is fusermount3 installed? Debian: apt install fuse3)",
+        _ => "",
+    };
+    anyhow!("cannot mount at {}: {err}{hint}", mountpoint.display())
+}

@@ -115,7 +115,12 @@ pub fn parse_frame(text: &str) -> Result<Frame, serde_json::Error> {
 /// Decode a protojson `tree.Node` (int64 as strings, zero values omitted).
 fn parse_node(value: &Value) -> Option<EventNode> {
     let map = value.as_object()?;
-    let text = |key: &str| map.get(key).and_then(Value::as_str).unwrap_or("").to_string();
+    let text = |key: &str| {
+        map.get(key)
+            .and_then(Value::as_str)
+            .unwrap_or("")
+            .to_string()
+    };
     let number = |key: &str| -> i64 {
         match map.get(key) {
             Some(Value::String(s)) => s.trim().parse().unwrap_or(0),
@@ -250,7 +255,9 @@ impl EventsClient {
 enum Ended {
     Cancelled,
     /// Closed by the peer or broken; `Instant` of the last subscribe.
-    Lost { subscribed_at: Instant },
+    Lost {
+        subscribed_at: Instant,
+    },
     ConnectFailed,
 }
 
@@ -429,9 +436,18 @@ mod tests {
     #[test]
     fn parses_the_frame_kinds() {
         assert_eq!(parse_frame("\"dump\"").unwrap(), Frame::Dump);
-        assert_eq!(parse_frame(r#"{"@type":"idm","Type":"UPDATE"}"#).unwrap(), Frame::Idm);
-        assert_eq!(parse_frame(r#"{"@type":"activity"}"#).unwrap(), Frame::Ignored);
-        assert_eq!(parse_frame(r#"{"TaskUpdated":{},"Job":{}}"#).unwrap(), Frame::Task);
+        assert_eq!(
+            parse_frame(r#"{"@type":"idm","Type":"UPDATE"}"#).unwrap(),
+            Frame::Idm
+        );
+        assert_eq!(
+            parse_frame(r#"{"@type":"activity"}"#).unwrap(),
+            Frame::Ignored
+        );
+        assert_eq!(
+            parse_frame(r#"{"TaskUpdated":{},"Job":{}}"#).unwrap(),
+            Frame::Task
+        );
         assert!(parse_frame("not json").is_err());
     }
 
@@ -463,7 +479,8 @@ mod tests {
         assert_eq!(event.kind, ChangeKind::UpdatePath);
         assert_eq!(event.source.unwrap().path, "a/x");
         assert_eq!(event.target.unwrap().kind, Some(NodeKind::Folder));
-        let Frame::Tree(event) = parse_frame(r#"{"Type":"DELETE","Source":{"Path":"w/b"}}"#).unwrap()
+        let Frame::Tree(event) =
+            parse_frame(r#"{"Type":"DELETE","Source":{"Path":"w/b"}}"#).unwrap()
         else {
             panic!()
         };
@@ -473,7 +490,10 @@ mod tests {
 
     #[test]
     fn websocket_urls_follow_the_scheme() {
-        assert_eq!(websocket_url("http://127.0.0.1:8080/", None), "ws://127.0.0.1:8080/ws/event");
+        assert_eq!(
+            websocket_url("http://127.0.0.1:8080/", None),
+            "ws://127.0.0.1:8080/ws/event"
+        );
         assert_eq!(
             websocket_url("https://cells.example.com", Some("/ws/event")),
             "wss://cells.example.com/ws/event"

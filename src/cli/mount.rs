@@ -1,0 +1,368 @@
+//! `cec mount` and `cec unmount`: parse the mount options, pick the server (a profile, the
+//! non-persistent flags, or `--demo`'s in-process emulator), then hand over to
+//! [`crate::mount`] which owns the lifecycle.
+//!
+//! Invariants:
+//! - `--daemon` returns only once the mount answers (exit 0) or with the daemon's own error
+//!   (exit 1); it never leaves a half-started daemon behind.
+//! - The cache directory defaults to one per (server, login, mountpoint), so a remount at
+//!   the same place finds its write-back journal, data cache and mtime overlay again.
+
+use std::path::{Path, PathBuf};
+use std::process::ExitCode;
+use std::sync::Arc;
+use std::time::Duration;
+
+use clap::Args;
+use sha2::Digest;
+
+use super::{CliError, GlobalArgs};
+use crate::api::CellsApi;
+use crate::fs::FsOptions;
+use crate::mount::{self, MountPlan, Readiness};
+
+/// Arguments of `cec mount`.
+#[derive(Debug, Clone, Args)]
+pub struct MountArgs {
+    /// Where to mount (an existing, empty directory)
+    pub mountpoint: PathBuf,
+    /// Detach once the mount answers (fails with the reason otherwise)
+    #[arg(long, short = 'd')]
+    pub daemon: bool,
+    /// Show the pending uploads, cache use and recent errors of the mount at MOUNTPOINT
+    #[arg(long, conflicts_with_all = ["daemon", "demo"])]
+    pub status: bool,
+    /// Start a local Cells emulator with sample content and mount it (no server needed)
+    #[arg(long)]
+    pub demo: bool,
+    /// Refuse every change
+    #[arg(long)]
+    pub read_only: bool,
+    /// Let other users use the mount (non-root: needs user_allow_other in /etc/fuse.conf)
+    #[arg(long)]
+    pub allow_other: bool,
+    /// Delete permanently instead of moving to the workspace's recycle bin
+    #[arg(long)]
+    pub permanent_delete: bool,
+    /// Owner shown for every file (default: you)
+    #[arg(long)]
+    pub uid: Option<u32>,
+    /// Group shown for every file (default: your group)
+    #[arg(long)]
+    pub gid: Option<u32>,
+    /// Permission bits of files, in octal
+    #[arg(long, default_value = "644", value_parser = parse_mode)]
+    pub file_mode: u16,
+    /// Permission bits of folders, in octal
+    #[arg(long, default_value = "755", value_parser = parse_mode)]
+    pub dir_mode: u16,
+    /// How long attributes are trusted (e.g. 1s, 500ms)
+    #[arg(long, default_value = "1s", value_parser = humantime::parse_duration)]
+    pub attr_timeout: Duration,
+    /// How long a folder listing is trusted (e.g. 5s, 1m)
+    #[arg(long, default_value = "5s", value_parser = humantime::parse_duration)]
+    pub dir_cache_time: Duration,
+    /// Do not listen to the server's change events (rely on the TTLs only)
+    #[arg(long)]
+    pub no_events: bool,
+    /// Where staging files, the data cache and the write-back journal live
+    #[arg(long, value_name = "DIR")]
+    pub cache_dir: Option<PathBuf>,
+    /// Hard cap of the on-disk data cache (e.g. 10G, 500M, 0 to disable)
+    #[arg(long, default_value = "1G", value_parser = parse_size)]
+    pub cache_size: u64,
+    /// Return from close at once and upload after SECONDS (journalled: survives crashes)
+    #[arg(long, value_name = "SECONDS")]
+    pub write_back: Option<u64>,
+}
+
+/// Arguments of `cec unmount`.
+#[derive(Debug, Clone, Args)]
+pub struct UnmountArgs {
+    /// The mountpoint to unmount
+    pub mountpoint: PathBuf,
+    /// How long to wait for pending uploads before giving up (e.g. 10m)
+    #[arg(long, default_value = "10m", value_parser = humantime::parse_duration)]
+    pub timeout: Duration,
+}
+
+fn parse_mode(text: &str) -> Result<u16, String> {
+    let digits = text.trim_start_matches("0o");
+    match u16::from_str_radix(digits, 8) {
+        Ok(mode) if mode <= 0o7777 => Ok(mode),
+        _ => Err(format!("{text:?} is not an octal mode such as 644")),
+    }
+}
+
+/// `10G`, `500M`, `64k`, `1024` (bytes; powers of 1024).
+pub fn parse_size(text: &str) -> Result<u64, String> {
+    let t = text.trim();
+    let split = t.find(|c: char| !c.is_ascii_digit()).unwrap_or(t.len());
+    let (number, unit) = t.split_at(split);
+    let number: u64 = number
+        .parse()
+        .map_err(|_| format!("{text:?} is not a size such as 10G or 500M"))?;
+    let factor: u64 = match unit.trim().to_ascii_lowercase().as_str() {
+        "" | "b" => 1,
+        "k" | "kb" | "kib" => 1 << 10,
+        "m" | "mb" | "mib" => 1 << 20,
+        "g" | "gb" | "gib" => 1 << 30,
+        "t" | "tb" | "tib" => 1 << 40,
+        _ => return Err(format!("{text:?}: unknown unit (use K, M, G or T)")),
+    };
+    number
+        .checked_mul(factor)
+        .ok_or_else(|| format!("{text:?} is too large"))
+}
+
+pub fn run_mount(args: MountArgs, global: &GlobalArgs) -> ExitCode {
+    if args.status {
+        return super::report(show_status(&args.mountpoint));
+    }
+    let mut readiness = Readiness::from_env();
+    if args.daemon && !readiness.is_daemon_child() {
+        return super::report(start_daemon(&args));
+    }
+    let runtime = match tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(std::thread::available_parallelism().map_or(2, |n| n.get().max(2)))
+        .enable_all()
+        .thread_name("cec-mount")
+        .build()
+    {
+        Ok(rt) => rt,
+        Err(e) => {
+            let message = format!("cannot start the async runtime: {e}");
+            readiness.failed(&message);
+            return super::report(Err(CliError::failure(message)));
+        }
+    };
+    let result = runtime.block_on(async {
+        if args.demo {
+            run_demo(&args, &mut readiness).await
+        } else {
+            let plan = match plan_for_profile(&args, global).await {
+                Ok(plan) => plan,
+                Err(e) => {
+                    readiness.failed(&e.message);
+                    return Err(e);
+                }
+            };
+            mount::run(plan, &mut readiness)
+                .await
+                .map_err(|e| CliError::failure(format!("{e:#}")))
+        }
+    });
+    // Uploads and the emulator are done; do not wait for stray blocking tasks.
+    runtime.shutdown_timeout(Duration::from_secs(2));
+    super::report(result)
+}
+
+pub fn run_unmount(args: UnmountArgs, _global: &GlobalArgs) -> ExitCode {
+    let result = mount::unmount(&args.mountpoint, args.timeout)
+        .map(|()| eprintln!("cec: unmounted {}", args.mountpoint.display()))
+        .map_err(|e| CliError::failure(format!("{e:#}")));
+    super::report(result)
+}
+
+fn show_status(mountpoint: &Path) -> Result<(), CliError> {
+    let status =
+        mount::query_status(mountpoint).map_err(|e| CliError::failure(format!("{e:#}")))?;
+    print!("{status}");
+    Ok(())
+}
+
+fn start_daemon(args: &MountArgs) -> Result<(), CliError> {
+    if !args.mountpoint.is_dir() {
+        // The daemon would fail the same way; say it before forking.
+        mount::prepare_mountpoint(&args.mountpoint)
+            .map_err(|e| CliError::failure(format!("{e:#}")))?;
+    }
+    let pid = mount::spawn_daemon(&args.mountpoint, Duration::from_secs(120))
+        .map_err(|e| CliError::failure(format!("{e:#}")))?;
+    let log = mount::daemon_log_path(&args.mountpoint)
+        .map(|p| p.display().to_string())
+        .unwrap_or_default();
+    eprintln!(
+        "cec: mounted at {} (daemon pid {pid}, log {log}); stop with `cec unmount {}`",
+        args.mountpoint.display(),
+        args.mountpoint.display()
+    );
+    Ok(())
+}
+
+/// The core's options from the command line.
+fn fs_options(args: &MountArgs, cache_dir: PathBuf) -> FsOptions {
+    let mut options = FsOptions::new(cache_dir);
+    options.uid = args.uid.unwrap_or_else(|| nix::unistd::geteuid().as_raw());
+    options.gid = args.gid.unwrap_or_else(|| nix::unistd::getegid().as_raw());
+    options.file_mode = args.file_mode;
+    options.dir_mode = args.dir_mode;
+    options.read_only = args.read_only;
+    options.permanent_delete = args.permanent_delete;
+    options.attr_timeout = args.attr_timeout;
+    options.dir_cache_time = args.dir_cache_time;
+    options.cache_size = args.cache_size;
+    options.write_back = args.write_back.map(Duration::from_secs);
+    options
+}
+
+/// `~/.cache/cec/mounts/<host>-<hash of server, login, mountpoint>` unless `--cache-dir`.
+fn default_cache_dir(server: &str, login: &str, mountpoint: &Path) -> Result<PathBuf, CliError> {
+    let base = directories::ProjectDirs::from("com", "pydio", "cec")
+        .map(|d| d.cache_dir().to_path_buf())
+        .ok_or_else(|| {
+            CliError::failure("cannot find a cache directory (no home?): pass --cache-dir")
+        })?;
+    let abs = std::path::absolute(mountpoint).unwrap_or_else(|_| mountpoint.to_path_buf());
+    let mut hasher = sha2::Sha256::new();
+    hasher.update(server.as_bytes());
+    hasher.update([0]);
+    hasher.update(login.as_bytes());
+    hasher.update([0]);
+    hasher.update(abs.as_os_str().as_encoded_bytes());
+    let host: String = server
+        .split("://")
+        .nth(1)
+        .unwrap_or(server)
+        .chars()
+        .map(|c| if c.is_ascii_alphanumeric() { c } else { '_' })
+        .collect();
+    Ok(base
+        .join("mounts")
+        .join(format!("{host}-{}", hex::encode(&hasher.finalize()[..6]))))
+}
+
+fn fs_name(login: &str, server: &str) -> String {
+    let host = server.split("://").nth(1).unwrap_or(server);
+    if login.is_empty() {
+        format!("cells:{host}")
+    } else {
+        format!("cells:{login}@{host}")
+    }
+}
+
+async fn plan_for_profile(args: &MountArgs, global: &GlobalArgs) -> Result<MountPlan, CliError> {
+    let session = super::connect(global).await?;
+    let websocket_endpoint = match session.api.bootconf(false).await {
+        Ok(conf) => conf
+            .get("ENDPOINT_WEBSOCKET")
+            .and_then(|v| v.as_str())
+            .map(str::to_string),
+        Err(_) => None,
+    };
+    let cache_dir = match &args.cache_dir {
+        Some(dir) => dir.clone(),
+        None => default_cache_dir(&session.base_url, &session.login, &args.mountpoint)?,
+    };
+    let api: Arc<dyn CellsApi> = session.api.clone();
+    Ok(MountPlan {
+        mountpoint: args.mountpoint.clone(),
+        server: session.base_url.clone(),
+        api,
+        tokens: session.tokens.clone(),
+        fs_options: fs_options(args, cache_dir),
+        allow_other: args.allow_other,
+        events: !args.no_events,
+        websocket_endpoint,
+        fs_name: fs_name(&session.login, &session.base_url),
+        ready_timeout: Duration::from_secs(30),
+    })
+}
+
+/// The login `--demo` mounts as.
+pub const DEMO_LOGIN: &str = "alice";
+
+/// `--demo`: an in-process cells-emu on loopback with sample content (kept in the cache
+/// directory, so changes survive), a fresh token, and a mount of it.
+async fn run_demo(args: &MountArgs, readiness: &mut Readiness) -> Result<(), CliError> {
+    let fail = |readiness: &mut Readiness, message: String| {
+        readiness.failed(&message);
+        CliError::failure(message)
+    };
+    let base = match &args.cache_dir {
+        Some(dir) => dir.clone(),
+        None => directories::ProjectDirs::from("com", "pydio", "cec")
+            .map(|d| d.cache_dir().join("demo"))
+            .ok_or_else(|| {
+                fail(
+                    readiness,
+                    "cannot find a cache directory: pass --cache-dir".into(),
+                )
+            })?,
+    };
+    let mut config = cells_emu::EmuConfig::for_tests(base.join("server"));
+    config.sample = true;
+    config.faults = false;
+    let emulator = cells_emu::start(config)
+        .await
+        .map_err(|e| fail(readiness, format!("cannot start the demo server: {e:#}")))?;
+    let token = emulator
+        .state
+        .auth
+        .mint_pat(
+            DEMO_LOGIN,
+            cells_emu::auth::PatExpiry::AutoRefresh(Duration::from_secs(24 * 3600)),
+        )
+        .map_err(|e| fail(readiness, format!("cannot create a demo token: {e:#}")))?;
+    let tokens: Arc<dyn crate::auth::TokenSource> = Arc::new(crate::auth::StaticToken::new(
+        token,
+        "restart `cec mount --demo`",
+    ));
+    let api = crate::api::http::HttpCellsApi::new(
+        &emulator.url,
+        tokens.clone(),
+        crate::api::http::HttpOptions::default(),
+    )
+    .map_err(|e| fail(readiness, format!("cannot build the HTTP client: {e}")))?;
+    let api: Arc<dyn CellsApi> = Arc::new(api);
+    eprintln!(
+        "cec: demo server at {} (user {DEMO_LOGIN}, data in {})",
+        emulator.url,
+        base.join("server").display()
+    );
+    let plan = MountPlan {
+        mountpoint: args.mountpoint.clone(),
+        server: emulator.url.clone(),
+        api,
+        tokens,
+        fs_options: fs_options(args, base.join("cache")),
+        allow_other: args.allow_other,
+        events: !args.no_events,
+        websocket_endpoint: None,
+        fs_name: fs_name(DEMO_LOGIN, "demo"),
+        ready_timeout: Duration::from_secs(30),
+    };
+    let result = mount::run(plan, readiness).await;
+    emulator.stop().await;
+    result.map_err(|e| CliError::failure(format!("{e:#}")))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn sizes_and_modes_parse() {
+        assert_eq!(parse_size("10G").unwrap(), 10 << 30);
+        assert_eq!(parse_size("500M").unwrap(), 500 << 20);
+        assert_eq!(parse_size("0").unwrap(), 0);
+        assert!(parse_size("ten").is_err());
+        assert!(parse_size("5X").is_err());
+        assert_eq!(parse_mode("644").unwrap(), 0o644);
+        assert_eq!(parse_mode("0o750").unwrap(), 0o750);
+        assert!(parse_mode("9").is_err());
+    }
+
+    #[test]
+    fn cache_dirs_differ_per_mountpoint_and_user() {
+        let a = default_cache_dir("https://h:443", "alice", Path::new("/mnt/a")).unwrap();
+        let b = default_cache_dir("https://h:443", "alice", Path::new("/mnt/b")).unwrap();
+        let c = default_cache_dir("https://h:443", "bob", Path::new("/mnt/a")).unwrap();
+        assert_ne!(a, b);
+        assert_ne!(a, c);
+        assert_eq!(
+            a,
+            default_cache_dir("https://h:443", "alice", Path::new("/mnt/a")).unwrap()
+        );
+    }
+}
