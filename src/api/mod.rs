@@ -12,6 +12,7 @@
 //! - Errors keep the HTTP status and the server's message, never a token.
 
 pub mod events;
+pub mod memory;
 pub mod http;
 use std::collections::BTreeMap;
 use std::path::Path;

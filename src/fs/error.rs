@@ -105,7 +105,9 @@ fn api_errno(error: &ApiError) -> i32 {
         ApiError::Locked(_) => libc::EBUSY,
         ApiError::InvalidRequest(_) => libc::EINVAL,
         ApiError::Server { status: 404, .. } => libc::ENOENT,
-        ApiError::Server { status: 401 | 403, .. } => libc::EACCES,
+        ApiError::Server {
+            status: 401 | 403, ..
+        } => libc::EACCES,
         ApiError::Server { status: 409, .. } => libc::EEXIST,
         ApiError::Server { status: 423, .. } => libc::EBUSY,
         ApiError::Server { .. }

@@ -20,17 +20,28 @@
 //! - Data accepted by `write` is either on the server, in a staging file recorded in the
 //!   write-back journal, or in the recovery folder; it is never silently dropped.
 
+mod cache;
 pub mod error;
+mod journal;
+mod overlay;
 
+use std::collections::{BTreeMap, HashMap, HashSet, VecDeque};
 use std::ffi::{OsStr, OsString};
-use std::path::PathBuf;
-use std::sync::Arc;
-use std::time::{Duration, SystemTime};
+use std::num::NonZeroUsize;
+use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex, OnceLock};
+use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
-use bytes::Bytes;
+use bytes::{Bytes, BytesMut};
+use futures::StreamExt;
+use lru::LruCache;
 use serde::Serialize;
+use unicode_normalization::UnicodeNormalization;
 
-use crate::api::{CellsApi, UploadOptions};
+use crate::api::{
+    ApiError, ByteRange, CellsApi, Node, NodeKind, ObjectInfo, S3Entry, UploadOptions, Workspace,
+};
 pub use error::{FsError, FsResult};
 
 /// The inode number of the mount's root (the list of workspaces).
@@ -209,14 +220,26 @@ pub struct StatFs {
 /// decodes it. Paths are user-space paths `<ws-slug>/<path>` (the event's `Path`).
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum RemoteChange {
-    Created { path: String },
+    Created {
+        path: String,
+    },
     /// Content changed; `etag` is the new one when the event carries it (an echo of our own
     /// upload with the same Etag is then ignored).
-    ContentChanged { path: String, etag: Option<String> },
+    ContentChanged {
+        path: String,
+        etag: Option<String>,
+    },
     /// Metadata only.
-    MetaChanged { path: String },
-    Moved { from: String, to: String },
-    Deleted { path: String },
+    MetaChanged {
+        path: String,
+    },
+    Moved {
+        from: String,
+        to: String,
+    },
+    Deleted {
+        path: String,
+    },
 }
 
 /// What the core asks of the kernel when remote changes arrive. Implemented by the adapter
@@ -266,128 +289,2024 @@ pub struct CellsFs {
     inner: Arc<Inner>,
 }
 
-struct Inner {
-    _api: Arc<dyn CellsApi>,
-    _options: FsOptions,
+/// Server metadata of one node, as the cache keeps it.
+#[derive(Debug, Clone, PartialEq)]
+struct Meta {
+    /// Empty when only the S3 listing has been seen (dotfiles).
+    uuid: String,
+    kind: FileKind,
+    size: u64,
+    mtime: i64,
+    etag: String,
 }
 
-#[allow(unused_variables)]
+impl Meta {
+    fn from_node(node: &Node) -> Meta {
+        Meta {
+            uuid: node.uuid.clone(),
+            kind: match node.kind {
+                NodeKind::File => FileKind::File,
+                NodeKind::Folder => FileKind::Directory,
+            },
+            size: node.size,
+            mtime: node.mtime,
+            etag: node.etag.clone(),
+        }
+    }
+
+    fn from_object(object: &ObjectInfo) -> Meta {
+        Meta {
+            uuid: String::new(),
+            kind: FileKind::File,
+            size: object.size,
+            mtime: object.mtime,
+            etag: object.etag.clone(),
+        }
+    }
+
+    fn local_file() -> Meta {
+        Meta {
+            uuid: String::new(),
+            kind: FileKind::File,
+            size: 0,
+            mtime: unix_now(),
+            etag: String::new(),
+        }
+    }
+
+    fn folder() -> Meta {
+        Meta {
+            uuid: String::new(),
+            kind: FileKind::Directory,
+            size: 0,
+            mtime: unix_now(),
+            etag: String::new(),
+        }
+    }
+
+    /// The data-cache key of this content.
+    fn content_key(&self, path: &str) -> String {
+        if self.uuid.is_empty() {
+            format!("path:{path}:{}", self.etag)
+        } else {
+            format!("{}:{}", self.uuid, self.etag)
+        }
+    }
+}
+
+fn unix_now() -> i64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map(|d| d.as_secs() as i64)
+        .unwrap_or(0)
+}
+
+fn to_system_time(secs: i64, nanos: u32) -> SystemTime {
+    if secs >= 0 {
+        UNIX_EPOCH + Duration::new(secs as u64, nanos)
+    } else {
+        UNIX_EPOCH - Duration::from_secs(secs.unsigned_abs()) + Duration::from_nanos(nanos as u64)
+    }
+}
+
+fn to_stamp(time: SystemTime) -> overlay::Stamp {
+    match time.duration_since(UNIX_EPOCH) {
+        Ok(d) => (d.as_secs() as i64, d.subsec_nanos()),
+        Err(e) => {
+            let d = e.duration();
+            if d.subsec_nanos() == 0 {
+                (-(d.as_secs() as i64), 0)
+            } else {
+                (-(d.as_secs() as i64) - 1, 1_000_000_000 - d.subsec_nanos())
+            }
+        }
+    }
+}
+
+fn parent_path(path: &str) -> &str {
+    path.rsplit_once('/').map(|(p, _)| p).unwrap_or("")
+}
+
+fn base_name(path: &str) -> &str {
+    path.rsplit('/').next().unwrap_or(path)
+}
+
+fn join_path(parent: &str, name: &str) -> String {
+    if parent.is_empty() {
+        name.to_string()
+    } else {
+        format!("{parent}/{name}")
+    }
+}
+
+fn is_under_or_eq(path: &str, folder: &str) -> bool {
+    path == folder
+        || (path.len() > folder.len()
+            && path.starts_with(folder)
+            && path.as_bytes()[folder.len()] == b'/')
+}
+
+/// The recycle bin folder at a workspace root.
+const RECYCLE_BIN: &str = "recycle_bin";
+
+fn in_recycle_bin(path: &str) -> bool {
+    let mut parts = path.splitn(3, '/');
+    parts.next();
+    parts.next() == Some(RECYCLE_BIN)
+}
+
+/// Check and normalise (NFC) a name given by the kernel.
+fn valid_name(name: &OsStr) -> FsResult<String> {
+    let Some(name) = name.to_str() else {
+        return Err(FsError::InvalidArgument(format!(
+            "{} is not UTF-8",
+            name.to_string_lossy()
+        )));
+    };
+    if name.is_empty() || name == "." || name == ".." || name.contains('/') || name.contains('\0') {
+        return Err(FsError::InvalidArgument(name.to_string()));
+    }
+    let name: String = name.nfc().collect();
+    if name.len() > 255 {
+        return Err(FsError::NameTooLong(name));
+    }
+    Ok(name)
+}
+
+/// A folder listing, complete (REST listing plus the gateway's dotfiles).
+struct Listing {
+    children: BTreeMap<String, Meta>,
+    at: Instant,
+    generation: u64,
+}
+
+/// The staging file of a file opened for writing (shared by all its handles).
+struct Staging {
+    file: std::fs::File,
+    path: PathBuf,
+    size: u64,
+    /// Bumped by every change; the content is on the server when equal to `clean_version`.
+    version: u64,
+    clean_version: u64,
+    /// A journal record exists for this pending upload.
+    journaled: bool,
+    /// A write-back task is scheduled.
+    scheduled: bool,
+    attempts: u32,
+    modified: SystemTime,
+}
+
+impl Staging {
+    fn dirty(&self) -> bool {
+        self.version != self.clean_version
+    }
+}
+
+/// Per-file state shared by the handles of one inode.
+struct FileState {
+    /// Identifies the staging file and the journal record.
+    id: String,
+    staging: Mutex<Option<Staging>>,
+    /// Serialises staging creation and uploads of this file (held across awaits, per file).
+    io_lock: tokio::sync::Mutex<()>,
+}
+
+impl FileState {
+    fn dirty(&self) -> bool {
+        self.staging
+            .lock()
+            .unwrap()
+            .as_ref()
+            .is_some_and(Staging::dirty)
+    }
+}
+
+struct InodeData {
+    /// Mount path (`""` for the root). A detached inode keeps its last path.
+    path: String,
+    kind: FileKind,
+    meta: Meta,
+    /// When `meta` was last confirmed by the server, and under which generation.
+    validated: Option<(Instant, u64)>,
+    listing: Option<Listing>,
+    nlookup: u64,
+    handles: u32,
+    file: Option<Arc<FileState>>,
+    /// Created here, not yet on the server.
+    local: bool,
+    /// Unlinked or replaced: no longer reachable by path.
+    detached: bool,
+    /// Etag of the content when the kernel last opened it (for keep_cache).
+    kernel_etag: Option<String>,
+}
+
+#[derive(Default)]
+struct Table {
+    inodes: HashMap<u64, InodeData>,
+    by_path: HashMap<String, u64>,
+    next_ino: u64,
+}
+
+impl Table {
+    fn get(&self, ino: u64) -> FsResult<&InodeData> {
+        self.inodes
+            .get(&ino)
+            .ok_or_else(|| FsError::NotFound(format!("inode {ino}")))
+    }
+
+    fn get_mut(&mut self, ino: u64) -> FsResult<&mut InodeData> {
+        self.inodes
+            .get_mut(&ino)
+            .ok_or_else(|| FsError::NotFound(format!("inode {ino}")))
+    }
+
+    /// The inode of `path`, created when unknown; server metadata refreshes a clean inode.
+    fn intern(&mut self, path: &str, meta: Meta, validated: Option<(Instant, u64)>) -> u64 {
+        if let Some(&ino) = self.by_path.get(path) {
+            let data = self.inodes.get_mut(&ino).expect("by_path is consistent");
+            if data.kind == meta.kind {
+                let busy = data.local || data.file.as_ref().is_some_and(|f| f.dirty());
+                if !busy {
+                    data.meta = meta;
+                    data.validated = validated;
+                }
+                return ino;
+            }
+            // The node changed type on the server: the old inode is gone.
+            self.detach(ino);
+        }
+        self.next_ino += 1;
+        let ino = self.next_ino;
+        self.inodes.insert(
+            ino,
+            InodeData {
+                path: path.to_string(),
+                kind: meta.kind,
+                meta,
+                validated,
+                listing: None,
+                nlookup: 0,
+                handles: 0,
+                file: None,
+                local: false,
+                detached: false,
+                kernel_etag: None,
+            },
+        );
+        self.by_path.insert(path.to_string(), ino);
+        ino
+    }
+
+    fn detach(&mut self, ino: u64) {
+        if let Some(data) = self.inodes.get_mut(&ino) {
+            data.detached = true;
+            if self.by_path.get(&data.path) == Some(&ino) {
+                self.by_path.remove(&data.path);
+            }
+        }
+        self.maybe_drop(ino);
+    }
+
+    /// Remove an inode the kernel no longer references and nothing else uses.
+    fn maybe_drop(&mut self, ino: u64) {
+        if ino == ROOT_INO {
+            return;
+        }
+        let Some(data) = self.inodes.get(&ino) else {
+            return;
+        };
+        let pending = data.file.as_ref().is_some_and(|f| f.dirty());
+        if data.nlookup == 0 && data.handles == 0 && !pending && (data.detached || !data.local) {
+            let data = self.inodes.remove(&ino).expect("present");
+            if self.by_path.get(&data.path) == Some(&ino) {
+                self.by_path.remove(&data.path);
+            }
+        }
+    }
+
+    fn listing_mut(&mut self, dir_path: &str) -> Option<&mut Listing> {
+        let ino = *self.by_path.get(dir_path)?;
+        self.inodes.get_mut(&ino)?.listing.as_mut()
+    }
+
+    fn drop_listing(&mut self, dir_path: &str) {
+        if let Some(&ino) = self.by_path.get(dir_path)
+            && let Some(data) = self.inodes.get_mut(&ino)
+        {
+            data.listing = None;
+        }
+    }
+}
+
+/// Read state of one handle: the adaptive read-ahead window and its buffer.
+struct ReadState {
+    window: u64,
+    next_offset: u64,
+    /// `(content key, start offset, bytes)` of the last fetch.
+    buffer: Option<(String, u64, Bytes)>,
+    _permit: Option<tokio::sync::OwnedSemaphorePermit>,
+}
+
+struct Handle {
+    ino: u64,
+    writable: bool,
+    append: bool,
+    read: tokio::sync::Mutex<ReadState>,
+}
+
+struct DirHandle {
+    snapshot: Mutex<Option<Arc<Vec<(DirEntry, String)>>>>,
+}
+
+#[derive(Clone, Copy, PartialEq, Eq)]
+enum UploadMode {
+    /// `close`/`fsync` waits: retry, then keep the data in the recovery folder.
+    Sync,
+    /// Write-back: retry; a transient failure keeps the journal record for later.
+    Journaled,
+}
+
+struct Inner {
+    api: Arc<dyn CellsApi>,
+    options: FsOptions,
+    table: Mutex<Table>,
+    generation: AtomicU64,
+    next_fh: AtomicU64,
+    handles: Mutex<HashMap<u64, Arc<Handle>>>,
+    dir_handles: Mutex<HashMap<u64, Arc<DirHandle>>>,
+    negative: Mutex<LruCache<String, (Instant, u64)>>,
+    workspaces: Mutex<Option<(Arc<Vec<Workspace>>, Instant, u64)>>,
+    data_cache: Option<cache::DataCache>,
+    overlay: overlay::Overlay,
+    journal: journal::Journal,
+    staging_dir: PathBuf,
+    read_budget: Arc<tokio::sync::Semaphore>,
+    notifier: OnceLock<Arc<dyn KernelNotifier>>,
+    errors: Mutex<VecDeque<RecentError>>,
+}
+
+/// Read-ahead budget unit (semaphore permits are KiB).
+const BUDGET_UNIT: u64 = 1024;
+const RECENT_ERRORS: usize = 50;
+
 impl CellsFs {
     /// Build the filesystem: open (or create) the cache directory, load the data-cache index
     /// and the mtime overlay, and replay the write-back journal left by a previous mount
-    /// (those uploads restart in the background; see [`CellsFs::status`]).
+    /// (those uploads restart in the background; see [`CellsFs::status`] and
+    /// [`CellsFs::sync_all`]).
     pub async fn new(api: Arc<dyn CellsApi>, options: FsOptions) -> FsResult<CellsFs> {
-        Ok(CellsFs {
+        let cache_dir = options.cache_dir.clone();
+        std::fs::create_dir_all(&cache_dir)?;
+        let staging_dir = cache_dir.join("staging");
+        std::fs::create_dir_all(&staging_dir)?;
+        let data_cache = if options.cache_size > 0 {
+            Some(cache::DataCache::open(
+                &cache_dir.join("data"),
+                options.cache_size,
+            )?)
+        } else {
+            None
+        };
+        let journal = journal::Journal::open(&cache_dir)?;
+        let overlay = overlay::Overlay::open(cache_dir.join("times.json"));
+        let mut table = Table {
+            next_ino: ROOT_INO,
+            ..Table::default()
+        };
+        table.inodes.insert(
+            ROOT_INO,
+            InodeData {
+                path: String::new(),
+                kind: FileKind::Directory,
+                meta: Meta::folder(),
+                validated: None,
+                listing: None,
+                nlookup: 1,
+                handles: 0,
+                file: None,
+                local: false,
+                detached: false,
+                kernel_etag: None,
+            },
+        );
+        table.by_path.insert(String::new(), ROOT_INO);
+        let permits = (options.read_ahead_budget / BUDGET_UNIT).clamp(1, u32::MAX as u64 >> 3);
+        let negative_size =
+            NonZeroUsize::new(options.negative_cache_entries.max(1)).expect("non-zero");
+        let fs = CellsFs {
             inner: Arc::new(Inner {
-                _api: api,
-                _options: options,
+                api,
+                table: Mutex::new(table),
+                generation: AtomicU64::new(1),
+                next_fh: AtomicU64::new(1),
+                handles: Mutex::new(HashMap::new()),
+                dir_handles: Mutex::new(HashMap::new()),
+                negative: Mutex::new(LruCache::new(negative_size)),
+                workspaces: Mutex::new(None),
+                data_cache,
+                overlay,
+                journal,
+                staging_dir,
+                read_budget: Arc::new(tokio::sync::Semaphore::new(permits as usize)),
+                notifier: OnceLock::new(),
+                errors: Mutex::new(VecDeque::new()),
+                options,
             }),
-        })
+        };
+        fs.replay_journal()?;
+        fs.clean_orphan_staging();
+        Ok(fs)
+    }
+
+    fn replay_journal(&self) -> FsResult<()> {
+        for (id, record) in self.inner.journal.pending() {
+            let staging_path = self.inner.staging_dir.join(&record.staging);
+            let file = match std::fs::OpenOptions::new()
+                .read(true)
+                .write(true)
+                .open(&staging_path)
+            {
+                Ok(file) => file,
+                Err(e) => {
+                    self.record_error(format!(
+                        "write-back journal: staging file of {} is missing ({e})",
+                        record.path
+                    ));
+                    self.inner.journal.remove(&id);
+                    continue;
+                }
+            };
+            let size = file.metadata()?.len();
+            let state = Arc::new(FileState {
+                id: id.clone(),
+                staging: Mutex::new(Some(Staging {
+                    file,
+                    path: staging_path,
+                    size,
+                    version: 1,
+                    clean_version: 0,
+                    journaled: true,
+                    scheduled: false,
+                    attempts: 0,
+                    modified: SystemTime::now(),
+                })),
+                io_lock: tokio::sync::Mutex::new(()),
+            });
+            let ino = {
+                let mut table = self.inner.table.lock().unwrap();
+                let mut meta = Meta::local_file();
+                meta.size = size;
+                let ino = table.intern(&record.path, meta, None);
+                let data = table.inodes.get_mut(&ino).expect("interned");
+                data.file = Some(state.clone());
+                data.local = true;
+                ino
+            };
+            tracing::info!(path = %record.path, size, "replaying a pending upload from the write-back journal");
+            self.schedule_upload(ino, state, Duration::ZERO);
+        }
+        Ok(())
+    }
+
+    /// Staging files with no journal record belong to no pending upload.
+    fn clean_orphan_staging(&self) {
+        let table = self.inner.table.lock().unwrap();
+        let live: HashSet<String> = table
+            .inodes
+            .values()
+            .filter_map(|d| d.file.as_ref().map(|f| f.id.clone()))
+            .collect();
+        drop(table);
+        if let Ok(entries) = std::fs::read_dir(&self.inner.staging_dir) {
+            for entry in entries.flatten() {
+                let name = entry.file_name().to_string_lossy().into_owned();
+                if !live.contains(&name) {
+                    let _ = std::fs::remove_file(entry.path());
+                }
+            }
+        }
     }
 
     /// Give the core a way to invalidate kernel caches (once, after mounting).
     pub fn set_notifier(&self, notifier: Arc<dyn KernelNotifier>) {
-        todo!()
+        let _ = self.inner.notifier.set(notifier);
+    }
+
+    fn generation(&self) -> u64 {
+        self.inner.generation.load(Ordering::SeqCst)
+    }
+
+    fn fresh(&self, stamp: Option<(Instant, u64)>, ttl: Duration) -> bool {
+        stamp.is_some_and(|(at, generation)| generation == self.generation() && at.elapsed() < ttl)
+    }
+
+    fn stamp(&self) -> Option<(Instant, u64)> {
+        Some((Instant::now(), self.generation()))
+    }
+
+    fn record_error(&self, message: String) {
+        tracing::warn!("{message}");
+        let at = SystemTime::now()
+            .duration_since(UNIX_EPOCH)
+            .map(|d| d.as_secs())
+            .unwrap_or(0);
+        let mut errors = self.inner.errors.lock().unwrap();
+        errors.push_back(RecentError { at, message });
+        while errors.len() > RECENT_ERRORS {
+            errors.pop_front();
+        }
+    }
+
+    // ----- workspaces and permissions -----
+
+    async fn workspaces(&self) -> FsResult<Arc<Vec<Workspace>>> {
+        {
+            let cached = self.inner.workspaces.lock().unwrap();
+            if let Some((list, at, generation)) = cached.as_ref()
+                && self.fresh(Some((*at, *generation)), self.inner.options.dir_cache_time)
+            {
+                return Ok(list.clone());
+            }
+        }
+        match self.inner.api.list_workspaces().await {
+            Ok(list) => {
+                let list = Arc::new(list);
+                *self.inner.workspaces.lock().unwrap() =
+                    Some((list.clone(), Instant::now(), self.generation()));
+                Ok(list)
+            }
+            Err(e) => {
+                if let Some((list, _, _)) = self.inner.workspaces.lock().unwrap().as_ref() {
+                    return Ok(list.clone());
+                }
+                Err(FsError::api("listing workspaces", e))
+            }
+        }
+    }
+
+    async fn workspace_of(&self, path: &str) -> FsResult<Workspace> {
+        let slug = path.split('/').next().unwrap_or("");
+        self.workspaces()
+            .await?
+            .iter()
+            .find(|w| w.slug == slug)
+            .cloned()
+            .ok_or_else(|| FsError::NotFound(path.to_string()))
+    }
+
+    /// Whether `path` may be changed, as reported in mode bits (no server call when the
+    /// workspaces are cached).
+    fn writable_cached(&self, path: &str) -> bool {
+        if self.inner.options.read_only || in_recycle_bin(path) {
+            return false;
+        }
+        if path.is_empty() {
+            return false;
+        }
+        let slug = path.split('/').next().unwrap_or("");
+        let cached = self.inner.workspaces.lock().unwrap();
+        cached
+            .as_ref()
+            .and_then(|(list, _, _)| list.iter().find(|w| w.slug == slug).map(|w| w.can_write))
+            .unwrap_or(true)
+    }
+
+    /// Refuse changes to `path` (an entry being created, changed or removed) where the mount,
+    /// the workspace or the recycle bin is read-only.
+    async fn check_writable(&self, path: &str) -> FsResult<()> {
+        if self.inner.options.read_only {
+            return Err(FsError::ReadOnly(format!("{path} (read-only mount)")));
+        }
+        if !path.contains('/') {
+            return Err(FsError::PermissionDenied(format!(
+                "{path}: the mount root only lists workspaces"
+            )));
+        }
+        if in_recycle_bin(path) {
+            return Err(FsError::ReadOnly(format!(
+                "{path} (the recycle bin is read-only; restore with `cec`)"
+            )));
+        }
+        let ws = self.workspace_of(path).await?;
+        if !ws.can_write {
+            return Err(FsError::ReadOnly(format!(
+                "{path} (workspace {} is read-only)",
+                ws.slug
+            )));
+        }
+        Ok(())
+    }
+
+    // ----- metadata -----
+
+    fn attr_of(&self, ino: u64, data: &InodeData) -> Attr {
+        let options = &self.inner.options;
+        let (size, dirty, modified) = match data.file.as_ref().map(|f| f.staging.lock().unwrap()) {
+            Some(guard) => match guard.as_ref() {
+                Some(s) => (s.size, s.dirty(), Some(s.modified)),
+                None => (data.meta.size, false, None),
+            },
+            None => (data.meta.size, false, None),
+        };
+        let pending = dirty || data.local;
+        let etag = if pending {
+            None
+        } else {
+            Some(data.meta.etag.as_str())
+        };
+        let times = if data.path.is_empty() {
+            None
+        } else {
+            self.inner.overlay.get(&data.path, etag)
+        };
+        let server_mtime = if pending {
+            modified.unwrap_or_else(|| to_system_time(data.meta.mtime, 0))
+        } else {
+            to_system_time(data.meta.mtime, 0)
+        };
+        let mtime = times
+            .as_ref()
+            .and_then(|t| t.mtime)
+            .map(|(s, n)| to_system_time(s, n))
+            .unwrap_or(server_mtime);
+        let atime = times
+            .as_ref()
+            .and_then(|t| t.atime)
+            .map(|(s, n)| to_system_time(s, n))
+            .unwrap_or(mtime);
+        let writable = self.writable_cached(&data.path);
+        let (perm, nlink, size) = match data.kind {
+            FileKind::Directory => {
+                let root = data.path.is_empty();
+                let mode = if writable && !root {
+                    options.dir_mode
+                } else {
+                    options.dir_mode & !0o222
+                };
+                (mode, 2, 4096)
+            }
+            FileKind::File => {
+                let mode = if writable {
+                    options.file_mode
+                } else {
+                    options.file_mode & !0o222
+                };
+                (mode, if data.detached { 0 } else { 1 }, size)
+            }
+        };
+        Attr {
+            ino,
+            kind: data.kind,
+            size,
+            blocks: size.div_ceil(512),
+            atime,
+            mtime,
+            ctime: mtime,
+            perm,
+            nlink,
+            uid: options.uid,
+            gid: options.gid,
+            blksize: cache::BLOCK_SIZE as u32,
+        }
+    }
+
+    fn entry_for(&self, ino: u64) -> FsResult<Entry> {
+        let table = self.inner.table.lock().unwrap();
+        let data = table.get(ino)?;
+        Ok(Entry {
+            attr: self.attr_of(ino, data),
+            ttl: self.inner.options.attr_timeout,
+            generation: 0,
+        })
+    }
+
+    /// The complete listing of folder `path`, from the cache or the server.
+    async fn listing(&self, path: &str, force: bool) -> FsResult<BTreeMap<String, Meta>> {
+        if !force {
+            let table = self.inner.table.lock().unwrap();
+            if let Some(&ino) = table.by_path.get(path)
+                && let Some(listing) = table.inodes.get(&ino).and_then(|d| d.listing.as_ref())
+                && self.fresh(
+                    Some((listing.at, listing.generation)),
+                    self.inner.options.dir_cache_time,
+                )
+            {
+                return Ok(listing.children.clone());
+            }
+        }
+        let generation = self.generation();
+        let mut children = BTreeMap::new();
+        if path.is_empty() {
+            for ws in self.workspaces().await?.iter() {
+                if ws.can_read {
+                    children.insert(ws.slug.clone(), Meta::from_node(&ws.root));
+                }
+            }
+        } else {
+            let nodes = self
+                .inner
+                .api
+                .list_folder(path)
+                .await
+                .map_err(|e| FsError::api(format!("listing {path}"), e))?;
+            for node in &nodes {
+                let name = node.name().nfc().collect::<String>();
+                children.insert(name, Meta::from_node(node));
+            }
+            // The REST listing hides dotfiles: the gateway's listing shows them.
+            let objects = self
+                .inner
+                .api
+                .list_folder_s3(path)
+                .await
+                .map_err(|e| FsError::api(format!("listing {path} (gateway)"), e))?;
+            for entry in objects {
+                let (entry_path, meta) = match &entry {
+                    S3Entry::Object(object) => (object.path.as_str(), Meta::from_object(object)),
+                    S3Entry::Folder(folder) => (folder.as_str(), Meta::folder()),
+                };
+                if parent_path(entry_path) != path {
+                    continue;
+                }
+                let name: String = base_name(entry_path).nfc().collect();
+                if name.is_empty() || name == ".pydio" {
+                    continue;
+                }
+                children.entry(name).or_insert(meta);
+            }
+        }
+        let mut table = self.inner.table.lock().unwrap();
+        let at = Instant::now();
+        let stamp = Some((at, generation));
+        let mut result = children.clone();
+        for (name, meta) in &children {
+            let child = join_path(path, name);
+            if let Some(&ino) = table.by_path.get(&child) {
+                let data = table.inodes.get_mut(&ino).expect("consistent");
+                if data.kind == meta.kind
+                    && !data.local
+                    && !data.file.as_ref().is_some_and(|f| f.dirty())
+                {
+                    // Keep a Uuid learned from a stat when the gateway listing has none.
+                    let mut meta = meta.clone();
+                    if meta.uuid.is_empty() && data.meta.etag == meta.etag {
+                        meta.uuid = data.meta.uuid.clone();
+                    }
+                    data.meta = meta;
+                    data.validated = stamp;
+                }
+            }
+        }
+        // Files created here and not uploaded yet belong to the listing too.
+        let prefix_len = if path.is_empty() { 0 } else { path.len() + 1 };
+        for data in table.inodes.values() {
+            if data.local
+                && !data.detached
+                && parent_path(&data.path) == path
+                && !data.path.is_empty()
+            {
+                result
+                    .entry(data.path[prefix_len..].to_string())
+                    .or_insert_with(|| data.meta.clone());
+            }
+        }
+        if let Some(&ino) = table.by_path.get(path)
+            && let Some(data) = table.inodes.get_mut(&ino)
+        {
+            data.listing = Some(Listing {
+                children: result.clone(),
+                at,
+                generation,
+            });
+        }
+        Ok(result)
+    }
+
+    /// Server metadata of `path` (`None`: it does not exist), cached answers first.
+    async fn fetch_meta(&self, path: &str, use_cache: bool) -> FsResult<Option<Meta>> {
+        let name = base_name(path);
+        let parent = parent_path(path);
+        if use_cache {
+            let table = self.inner.table.lock().unwrap();
+            if let Some(&ino) = table.by_path.get(path)
+                && let Some(data) = table.inodes.get(&ino)
+            {
+                let busy = data.local || data.file.as_ref().is_some_and(|f| f.dirty());
+                if busy || self.fresh(data.validated, self.inner.options.attr_timeout) {
+                    return Ok(Some(data.meta.clone()));
+                }
+            }
+            if let Some(&ino) = table.by_path.get(parent)
+                && let Some(listing) = table.inodes.get(&ino).and_then(|d| d.listing.as_ref())
+                && self.fresh(
+                    Some((listing.at, listing.generation)),
+                    self.inner
+                        .options
+                        .attr_timeout
+                        .min(self.inner.options.dir_cache_time),
+                )
+            {
+                return Ok(listing.children.get(name).cloned());
+            }
+            drop(table);
+            let mut negative = self.inner.negative.lock().unwrap();
+            if let Some(&(at, generation)) = negative.get(path) {
+                if self.fresh(Some((at, generation)), self.inner.options.attr_timeout) {
+                    return Ok(None);
+                }
+                negative.pop(path);
+            }
+        }
+        let found = if parent.is_empty() || name.starts_with('.') {
+            // Workspaces come from their list; dotfiles only from the gateway's listing.
+            self.listing(parent, !use_cache)
+                .await
+                .map(|l| l.get(name).cloned())
+        } else {
+            match self.inner.api.stat(path).await {
+                Ok(node) => Ok(node.map(|n| Meta::from_node(&n))),
+                Err(e) => Err(FsError::api(path, e)),
+            }
+        };
+        let found = match found {
+            Ok(found) => found,
+            Err(e) if e.errno() == libc::ENOENT => None,
+            Err(e) => return Err(e),
+        };
+        if found.is_none() {
+            self.inner
+                .negative
+                .lock()
+                .unwrap()
+                .put(path.to_string(), (Instant::now(), self.generation()));
+        }
+        Ok(found)
+    }
+
+    fn path_of(&self, ino: u64) -> FsResult<(String, FileKind)> {
+        let table = self.inner.table.lock().unwrap();
+        let data = table.get(ino)?;
+        Ok((data.path.clone(), data.kind))
+    }
+
+    fn dir_path(&self, ino: u64) -> FsResult<String> {
+        let table = self.inner.table.lock().unwrap();
+        let data = table.get(ino)?;
+        if data.kind != FileKind::Directory {
+            return Err(FsError::NotADirectory(data.path.clone()));
+        }
+        if data.detached {
+            return Err(FsError::NotFound(data.path.clone()));
+        }
+        Ok(data.path.clone())
     }
 
     /// Find `name` in `parent`. Counts one kernel lookup on success.
     pub async fn lookup(&self, parent: u64, name: &OsStr) -> FsResult<Entry> {
-        todo!()
+        let parent_path = self.dir_path(parent)?;
+        let name = valid_name(name)?;
+        let path = join_path(&parent_path, &name);
+        let Some(meta) = self.fetch_meta(&path, true).await? else {
+            return Err(FsError::NotFound(path));
+        };
+        let mut table = self.inner.table.lock().unwrap();
+        let validated = self.stamp();
+        let ino = table.intern(&path, meta, validated);
+        let data = table.get_mut(ino)?;
+        data.nlookup += 1;
+        let data = table.get(ino)?;
+        Ok(Entry {
+            attr: self.attr_of(ino, data),
+            ttl: self.inner.options.attr_timeout,
+            generation: 0,
+        })
     }
 
     /// The kernel dropped `nlookup` references to `ino`.
     pub fn forget(&self, ino: u64, nlookup: u64) {
-        todo!()
+        let mut table = self.inner.table.lock().unwrap();
+        if let Some(data) = table.inodes.get_mut(&ino) {
+            data.nlookup = data.nlookup.saturating_sub(nlookup);
+            table.maybe_drop(ino);
+        }
     }
 
-    pub async fn getattr(&self, ino: u64, fh: Option<u64>) -> FsResult<AttrReply> {
-        todo!()
+    pub async fn getattr(&self, ino: u64, _fh: Option<u64>) -> FsResult<AttrReply> {
+        let (path, needs_check) = {
+            let table = self.inner.table.lock().unwrap();
+            let data = table.get(ino)?;
+            let busy = data.local
+                || data.detached
+                || data.file.as_ref().is_some_and(|f| f.dirty())
+                || ino == ROOT_INO;
+            let fresh = self.fresh(data.validated, self.inner.options.attr_timeout);
+            (data.path.clone(), !busy && !fresh)
+        };
+        if needs_check {
+            match self.fetch_meta(&path, true).await? {
+                Some(meta) => {
+                    let mut table = self.inner.table.lock().unwrap();
+                    let stamp = self.stamp();
+                    if table.by_path.get(&path) == Some(&ino) {
+                        table.intern(&path, meta, stamp);
+                    }
+                }
+                None => {
+                    let mut table = self.inner.table.lock().unwrap();
+                    let has_handles = table.get(ino)?.handles > 0;
+                    if !has_handles {
+                        table.detach(ino);
+                        return Err(FsError::NotFound(path));
+                    }
+                }
+            }
+        }
+        let table = self.inner.table.lock().unwrap();
+        let data = table.get(ino)?;
+        Ok(AttrReply {
+            attr: self.attr_of(ino, data),
+            ttl: self.inner.options.attr_timeout,
+        })
     }
 
     /// Truncate/extend, set times (kept in the local overlay); mode/uid/gid accepted without
     /// effect.
     pub async fn setattr(&self, ino: u64, changes: SetAttr) -> FsResult<AttrReply> {
-        todo!()
+        let (path, kind) = self.path_of(ino)?;
+        if let Some(size) = changes.size {
+            if kind == FileKind::Directory {
+                return Err(FsError::IsADirectory(path));
+            }
+            self.check_writable(&path).await?;
+            let file = self.ensure_staging(ino, size == 0).await?;
+            {
+                let mut guard = file.staging.lock().unwrap();
+                let staging = guard.as_mut().expect("staging exists");
+                staging.file.set_len(size)?;
+                staging.size = size;
+                staging.version += 1;
+                staging.modified = SystemTime::now();
+            }
+            self.inner.overlay.content_replaced(&path);
+            // truncate(2) has no handle: the change is committed now; ftruncate's at close.
+            let has_handles = self.inner.table.lock().unwrap().get(ino)?.handles > 0;
+            if !has_handles {
+                self.commit(ino, file).await?;
+            }
+        }
+        if changes.atime.is_some() || changes.mtime.is_some() {
+            if kind == FileKind::File || !path.is_empty() {
+                if self.inner.options.read_only {
+                    return Err(FsError::ReadOnly(path));
+                }
+                let stamp_of = |t: TimeOrNow| match t {
+                    TimeOrNow::Now => to_stamp(SystemTime::now()),
+                    TimeOrNow::At(time) => to_stamp(time),
+                };
+                let etag = {
+                    let table = self.inner.table.lock().unwrap();
+                    let data = table.get(ino)?;
+                    let pending = data.local || data.file.as_ref().is_some_and(|f| f.dirty());
+                    (!pending).then(|| data.meta.etag.clone())
+                };
+                self.inner.overlay.set(
+                    &path,
+                    etag.as_deref(),
+                    changes.mtime.map(stamp_of),
+                    changes.atime.map(stamp_of),
+                );
+            }
+        }
+        self.getattr(ino, changes.fh).await
     }
 
+    // ----- directories -----
+
     /// Open a folder; the listing is taken once per handle (consistent offsets).
-    pub async fn opendir(&self, ino: u64, flags: i32) -> FsResult<u64> {
-        todo!()
+    pub async fn opendir(&self, ino: u64, _flags: i32) -> FsResult<u64> {
+        self.dir_path(ino)?;
+        let fh = self.inner.next_fh.fetch_add(1, Ordering::SeqCst);
+        self.inner.dir_handles.lock().unwrap().insert(
+            fh,
+            Arc::new(DirHandle {
+                snapshot: Mutex::new(None),
+            }),
+        );
+        Ok(fh)
+    }
+
+    async fn dir_snapshot(&self, ino: u64) -> FsResult<Vec<(DirEntry, String)>> {
+        let path = self.dir_path(ino)?;
+        let children = self.listing(&path, false).await?;
+        let mut table = self.inner.table.lock().unwrap();
+        let ttl = self.inner.options.attr_timeout;
+        let parent_ino = table
+            .by_path
+            .get(parent_path(&path))
+            .copied()
+            .filter(|_| !path.is_empty())
+            .unwrap_or(ROOT_INO);
+        let mut out = Vec::with_capacity(children.len() + 2);
+        for (name, dot_ino) in [(".", ino), ("..", parent_ino)] {
+            let attr = match table.inodes.get(&dot_ino) {
+                Some(data) => self.attr_of(dot_ino, data),
+                None => continue,
+            };
+            out.push((
+                DirEntry {
+                    ino: dot_ino,
+                    offset: 0,
+                    kind: FileKind::Directory,
+                    name: OsString::from(name),
+                    entry: Entry {
+                        attr,
+                        ttl,
+                        generation: 0,
+                    },
+                },
+                String::new(),
+            ));
+        }
+        let stamp = self.stamp();
+        for (name, meta) in children {
+            let child = join_path(&path, &name);
+            let child_ino = table.intern(&child, meta, stamp);
+            let data = table.get(child_ino)?;
+            out.push((
+                DirEntry {
+                    ino: child_ino,
+                    offset: 0,
+                    kind: data.kind,
+                    name: OsString::from(name),
+                    entry: Entry {
+                        attr: self.attr_of(child_ino, data),
+                        ttl,
+                        generation: 0,
+                    },
+                },
+                child,
+            ));
+        }
+        for (i, (entry, _)) in out.iter_mut().enumerate() {
+            entry.offset = i as u64 + 1;
+        }
+        Ok(out)
     }
 
     /// Emit entries from `offset` (0 = start; `.` and `..` included) by calling `add` for each
     /// until it returns `true` (reply buffer full). With `plus`, each entry `add` accepted
     /// (except `.` and `..`) counts one kernel lookup, as readdirplus requires.
-    pub async fn readdir<F>(&self, ino: u64, fh: u64, offset: u64, plus: bool, add: F) -> FsResult<()>
+    pub async fn readdir<F>(
+        &self,
+        ino: u64,
+        fh: u64,
+        offset: u64,
+        plus: bool,
+        mut add: F,
+    ) -> FsResult<()>
     where
         F: FnMut(&DirEntry) -> bool + Send,
     {
-        todo!()
+        let handle = self
+            .inner
+            .dir_handles
+            .lock()
+            .unwrap()
+            .get(&fh)
+            .cloned()
+            .ok_or(FsError::BadHandle(fh))?;
+        let existing = handle.snapshot.lock().unwrap().clone();
+        let snapshot = match existing {
+            Some(s) if offset > 0 => s,
+            _ => {
+                let s = Arc::new(self.dir_snapshot(ino).await?);
+                *handle.snapshot.lock().unwrap() = Some(s.clone());
+                s
+            }
+        };
+        for (entry, path) in snapshot.iter().skip(offset as usize) {
+            if add(entry) {
+                break;
+            }
+            if plus && !path.is_empty() {
+                let mut table = self.inner.table.lock().unwrap();
+                match table.inodes.get_mut(&entry.ino) {
+                    Some(data) => data.nlookup += 1,
+                    None => {
+                        // Forgotten since the snapshot: bring the same number back.
+                        let meta = Meta {
+                            uuid: String::new(),
+                            kind: entry.kind,
+                            size: entry.entry.attr.size,
+                            mtime: to_stamp(entry.entry.attr.mtime).0,
+                            etag: String::new(),
+                        };
+                        if !table.by_path.contains_key(path) {
+                            table.by_path.insert(path.clone(), entry.ino);
+                        }
+                        table.inodes.insert(
+                            entry.ino,
+                            InodeData {
+                                path: path.clone(),
+                                kind: entry.kind,
+                                meta,
+                                validated: None,
+                                listing: None,
+                                nlookup: 1,
+                                handles: 0,
+                                file: None,
+                                local: false,
+                                detached: false,
+                                kernel_etag: None,
+                            },
+                        );
+                    }
+                }
+            }
+        }
+        Ok(())
     }
 
-    pub async fn releasedir(&self, ino: u64, fh: u64) -> FsResult<()> {
-        todo!()
+    pub async fn releasedir(&self, _ino: u64, fh: u64) -> FsResult<()> {
+        self.inner.dir_handles.lock().unwrap().remove(&fh);
+        Ok(())
+    }
+
+    // ----- files: open, read -----
+
+    /// The shared state of an open file, with a staging file holding its whole content
+    /// (downloaded once unless `truncate`).
+    async fn ensure_staging(&self, ino: u64, truncate: bool) -> FsResult<Arc<FileState>> {
+        let file = {
+            let mut table = self.inner.table.lock().unwrap();
+            let data = table.get_mut(ino)?;
+            data.file
+                .get_or_insert_with(|| {
+                    Arc::new(FileState {
+                        id: uuid::Uuid::new_v4().to_string(),
+                        staging: Mutex::new(None),
+                        io_lock: tokio::sync::Mutex::new(()),
+                    })
+                })
+                .clone()
+        };
+        let _io = file.io_lock.lock().await;
+        {
+            let mut guard = file.staging.lock().unwrap();
+            if let Some(staging) = guard.as_mut() {
+                if truncate && staging.size > 0 {
+                    staging.file.set_len(0)?;
+                    staging.size = 0;
+                    staging.version += 1;
+                    staging.modified = SystemTime::now();
+                }
+                return Ok(file.clone());
+            }
+        }
+        let (path, meta, local) = {
+            let table = self.inner.table.lock().unwrap();
+            let data = table.get(ino)?;
+            (data.path.clone(), data.meta.clone(), data.local)
+        };
+        let staging_path = self.inner.staging_dir.join(&file.id);
+        let mut staging_file = std::fs::OpenOptions::new()
+            .read(true)
+            .write(true)
+            .create(true)
+            .truncate(true)
+            .open(&staging_path)?;
+        let mut size = 0;
+        if !truncate && !local && meta.size > 0 {
+            let mut stream = self
+                .inner
+                .api
+                .get_object(&path, None)
+                .await
+                .map_err(|e| FsError::api(&path, e))?;
+            use std::io::Write;
+            while let Some(chunk) = stream.next().await {
+                let chunk = chunk.map_err(|e| FsError::api(&path, e))?;
+                staging_file.write_all(&chunk)?;
+                size += chunk.len() as u64;
+            }
+        }
+        let version = u64::from(truncate && meta.size > 0 || local);
+        *file.staging.lock().unwrap() = Some(Staging {
+            file: staging_file,
+            path: staging_path,
+            size,
+            version,
+            clean_version: 0,
+            journaled: false,
+            scheduled: false,
+            attempts: 0,
+            modified: SystemTime::now(),
+        });
+        Ok(file.clone())
+    }
+
+    fn new_handle(&self, ino: u64, writable: bool, append: bool) -> u64 {
+        let fh = self.inner.next_fh.fetch_add(1, Ordering::SeqCst);
+        let handle = Arc::new(Handle {
+            ino,
+            writable,
+            append,
+            read: tokio::sync::Mutex::new(ReadState {
+                window: self.inner.options.read_ahead_initial.max(cache::BLOCK_SIZE),
+                next_offset: 0,
+                buffer: None,
+                _permit: None,
+            }),
+        });
+        self.inner.handles.lock().unwrap().insert(fh, handle);
+        fh
+    }
+
+    fn handle(&self, fh: u64) -> FsResult<Arc<Handle>> {
+        self.inner
+            .handles
+            .lock()
+            .unwrap()
+            .get(&fh)
+            .cloned()
+            .ok_or(FsError::BadHandle(fh))
     }
 
     /// Open a file with the kernel's `flags` (`O_ACCMODE`, `O_TRUNC`, `O_APPEND` are honoured).
     pub async fn open(&self, ino: u64, flags: i32) -> FsResult<OpenReply> {
-        todo!()
+        let (path, kind) = self.path_of(ino)?;
+        if kind == FileKind::Directory {
+            return Err(FsError::IsADirectory(path));
+        }
+        let access = flags & libc::O_ACCMODE;
+        let writable = access == libc::O_WRONLY || access == libc::O_RDWR;
+        if writable {
+            self.check_writable(&path).await?;
+        } else {
+            // Close-to-open consistency: revalidate the attributes at open.
+            self.getattr(ino, None).await?;
+        }
+        self.inner.table.lock().unwrap().get_mut(ino)?.handles += 1;
+        if writable {
+            if let Err(e) = self.ensure_staging(ino, flags & libc::O_TRUNC != 0).await {
+                let mut table = self.inner.table.lock().unwrap();
+                if let Ok(data) = table.get_mut(ino) {
+                    data.handles -= 1;
+                }
+                return Err(e);
+            }
+            if flags & libc::O_TRUNC != 0 {
+                self.inner.overlay.content_replaced(&path);
+            }
+        }
+        let keep_cache = {
+            let mut table = self.inner.table.lock().unwrap();
+            let data = table.get_mut(ino)?;
+            let staged = data
+                .file
+                .as_ref()
+                .is_some_and(|f| f.staging.lock().unwrap().is_some());
+            let same = !staged && data.kernel_etag.as_deref() == Some(data.meta.etag.as_str());
+            data.kernel_etag = (!staged).then(|| data.meta.etag.clone());
+            same
+        };
+        let fh = self.new_handle(ino, writable, flags & libc::O_APPEND != 0);
+        Ok(OpenReply {
+            fh,
+            keep_cache,
+            direct_io: false,
+        })
     }
 
     /// Read up to `size` bytes at `offset` (fewer only at end of file).
     pub async fn read(&self, ino: u64, fh: u64, offset: u64, size: u32) -> FsResult<Bytes> {
-        todo!()
+        let handle = self.handle(fh)?;
+        let (file, path, meta) = {
+            let table = self.inner.table.lock().unwrap();
+            let data = table.get(ino)?;
+            (data.file.clone(), data.path.clone(), data.meta.clone())
+        };
+        if let Some(file) = file {
+            let guard = file.staging.lock().unwrap();
+            if let Some(staging) = guard.as_ref() {
+                use std::os::unix::fs::FileExt;
+                let end = (offset + size as u64).min(staging.size);
+                if offset >= end {
+                    return Ok(Bytes::new());
+                }
+                let mut buf = vec![0u8; (end - offset) as usize];
+                staging.file.read_exact_at(&mut buf, offset)?;
+                return Ok(Bytes::from(buf));
+            }
+        }
+        self.read_remote(&handle, &path, &meta, offset, size as u64)
+            .await
     }
+
+    /// A read from the server through the handle's read-ahead buffer and the data cache.
+    async fn read_remote(
+        &self,
+        handle: &Handle,
+        path: &str,
+        meta: &Meta,
+        offset: u64,
+        size: u64,
+    ) -> FsResult<Bytes> {
+        let end = (offset + size).min(meta.size);
+        if offset >= end {
+            return Ok(Bytes::new());
+        }
+        let key = meta.content_key(path);
+        let options = &self.inner.options;
+        let initial = options.read_ahead_initial.max(cache::BLOCK_SIZE);
+        let mut state = handle.read.lock().await;
+        let sequential = offset == state.next_offset;
+        if !sequential {
+            state.window = initial;
+        }
+        let mut out = BytesMut::with_capacity((end - offset) as usize);
+        let mut pos = offset;
+        while pos < end {
+            if let Some((buf_key, start, bytes)) = state.buffer.as_ref()
+                && *buf_key == key
+                && pos >= *start
+                && pos < start + bytes.len() as u64
+            {
+                let from = (pos - start) as usize;
+                let to = ((end - start) as usize).min(bytes.len());
+                out.extend_from_slice(&bytes[from..to]);
+                pos = start + to as u64;
+                continue;
+            }
+            let block = pos / cache::BLOCK_SIZE;
+            let block_start = block * cache::BLOCK_SIZE;
+            if let Some(cache) = &self.inner.data_cache
+                && let Some(bytes) = cache.get(&key, block)
+            {
+                let expected = (meta.size - block_start).min(cache::BLOCK_SIZE);
+                if bytes.len() as u64 == expected {
+                    state.buffer = Some((key.clone(), block_start, bytes));
+                    state._permit = None;
+                    continue;
+                }
+            }
+            // Fetch a window from the server, block-aligned, bounded by the budget.
+            let needed = (end - block_start).div_ceil(cache::BLOCK_SIZE) * cache::BLOCK_SIZE;
+            let mut want = state.window.max(needed).min(meta.size - block_start);
+            state.buffer = None;
+            state._permit = None;
+            let units = want.div_ceil(BUDGET_UNIT) as u32;
+            let permit = match self.inner.read_budget.clone().try_acquire_many_owned(units) {
+                Ok(permit) => Some(permit),
+                Err(_) => {
+                    want = needed.min(meta.size - block_start);
+                    None
+                }
+            };
+            let bytes = self.fetch_range(path, block_start, want).await?;
+            if bytes.len() as u64 != want {
+                self.mark_stale(path);
+                return Err(FsError::api(
+                    path,
+                    ApiError::InvalidResponse(format!(
+                        "expected {want} bytes at {block_start}, got {} (changed on the server?)",
+                        bytes.len()
+                    )),
+                ));
+            }
+            if let Some(cache) = &self.inner.data_cache {
+                let mut at = 0usize;
+                while at < bytes.len() {
+                    let stop = (at + cache::BLOCK_SIZE as usize).min(bytes.len());
+                    cache.insert(
+                        &key,
+                        (block_start + at as u64) / cache::BLOCK_SIZE,
+                        &bytes[at..stop],
+                    );
+                    at = stop;
+                }
+            }
+            state.buffer = Some((key.clone(), block_start, bytes));
+            state._permit = permit;
+            if sequential {
+                state.window = (state.window * 2).min(options.read_ahead_max.max(initial));
+            }
+        }
+        state.next_offset = end;
+        Ok(out.freeze())
+    }
+
+    async fn fetch_range(&self, path: &str, offset: u64, len: u64) -> FsResult<Bytes> {
+        let mut stream = self
+            .inner
+            .api
+            .get_object(
+                path,
+                Some(ByteRange {
+                    offset,
+                    len: Some(len),
+                }),
+            )
+            .await
+            .map_err(|e| FsError::api(path, e))?;
+        let mut out = BytesMut::with_capacity(len as usize);
+        while let Some(chunk) = stream.next().await {
+            out.extend_from_slice(&chunk.map_err(|e| FsError::api(path, e))?);
+        }
+        Ok(out.freeze())
+    }
+
+    fn mark_stale(&self, path: &str) {
+        let mut table = self.inner.table.lock().unwrap();
+        if let Some(&ino) = table.by_path.get(path)
+            && let Some(data) = table.inodes.get_mut(&ino)
+        {
+            data.validated = None;
+        }
+    }
+
+    // ----- files: write, flush, release -----
 
     /// Write `data` at `offset` into the file's staging file; returns the bytes written.
     pub async fn write(&self, ino: u64, fh: u64, offset: u64, data: &[u8]) -> FsResult<u32> {
-        todo!()
+        let handle = self.handle(fh)?;
+        if !handle.writable {
+            return Err(FsError::BadHandle(fh));
+        }
+        let (file, path) = {
+            let table = self.inner.table.lock().unwrap();
+            let d = table.get(ino)?;
+            (d.file.clone(), d.path.clone())
+        };
+        let file = match file {
+            Some(file) => file,
+            None => self.ensure_staging(ino, false).await?,
+        };
+        {
+            let mut guard = file.staging.lock().unwrap();
+            let staging = guard
+                .as_mut()
+                .ok_or_else(|| FsError::Local(format!("{path}: no staging file")))?;
+            let at = if handle.append { staging.size } else { offset };
+            use std::os::unix::fs::FileExt;
+            staging.file.write_all_at(data, at)?;
+            staging.size = staging.size.max(at + data.len() as u64);
+            staging.version += 1;
+            staging.modified = SystemTime::now();
+        }
+        self.inner.overlay.content_replaced(&path);
+        Ok(data.len() as u32)
+    }
+
+    /// Make the file's pending changes durable: upload now, or journal them in write-back.
+    async fn commit(&self, ino: u64, file: Arc<FileState>) -> FsResult<()> {
+        if !file.dirty() {
+            return Ok(());
+        }
+        match self.inner.options.write_back {
+            Some(delay) => {
+                self.journal_pending(ino, &file)?;
+                self.schedule_upload(ino, file, delay);
+                Ok(())
+            }
+            None => self.upload(ino, &file, UploadMode::Sync).await,
+        }
+    }
+
+    fn journal_pending(&self, ino: u64, file: &FileState) -> FsResult<()> {
+        let path = self.inner.table.lock().unwrap().get(ino)?.path.clone();
+        let mut guard = file.staging.lock().unwrap();
+        let Some(staging) = guard.as_mut() else {
+            return Ok(());
+        };
+        staging.file.sync_all()?;
+        if !staging.journaled {
+            self.inner.journal.record(
+                &file.id,
+                &journal::Record {
+                    path,
+                    staging: file.id.clone(),
+                },
+            )?;
+            staging.journaled = true;
+        }
+        Ok(())
+    }
+
+    fn schedule_upload(&self, ino: u64, file: Arc<FileState>, delay: Duration) {
+        {
+            let mut guard = file.staging.lock().unwrap();
+            match guard.as_mut() {
+                Some(staging) if !staging.scheduled => staging.scheduled = true,
+                _ => return,
+            }
+        }
+        let weak = Arc::downgrade(&self.inner);
+        tokio::spawn(async move {
+            let mut wait = delay;
+            loop {
+                tokio::time::sleep(wait).await;
+                let Some(inner) = weak.upgrade() else {
+                    return;
+                };
+                let fs = CellsFs { inner };
+                match fs.upload(ino, &file, UploadMode::Journaled).await {
+                    Ok(()) => break,
+                    Err(e) if file.dirty() => {
+                        let still_journaled = file
+                            .staging
+                            .lock()
+                            .unwrap()
+                            .as_ref()
+                            .is_some_and(|s| s.journaled);
+                        if !still_journaled {
+                            break;
+                        }
+                        tracing::warn!("write-back upload will be retried: {e}");
+                        wait = (wait * 2).clamp(Duration::from_secs(1), Duration::from_secs(60));
+                    }
+                    Err(_) => break,
+                }
+            }
+            if let Some(staging) = file.staging.lock().unwrap().as_mut() {
+                staging.scheduled = false;
+            }
+            if let Some(inner) = weak.upgrade() {
+                CellsFs { inner }.release_staging_if_idle(ino);
+            }
+        });
+    }
+
+    /// Upload the staging file of `ino` to its current path, retrying. On success the cache
+    /// holds the server's new metadata; on final failure the data goes to the recovery folder
+    /// (Sync, or Journaled with a non-transient error).
+    async fn upload(&self, ino: u64, file: &FileState, mode: UploadMode) -> FsResult<()> {
+        let _io = file.io_lock.lock().await;
+        let options = &self.inner.options;
+        let mut delay = options.upload_retry_delay;
+        let mut attempt = 0;
+        loop {
+            let (path, detached) = {
+                let table = self.inner.table.lock().unwrap();
+                match table.get(ino) {
+                    Ok(data) => (data.path.clone(), data.detached),
+                    Err(_) => (String::new(), true),
+                }
+            };
+            let snapshot = {
+                let mut guard = file.staging.lock().unwrap();
+                match guard.as_mut() {
+                    Some(s) if s.dirty() => {
+                        if detached {
+                            s.clean_version = s.version;
+                            None
+                        } else {
+                            Some((s.path.clone(), s.size, s.version))
+                        }
+                    }
+                    _ => None,
+                }
+            };
+            let Some((staging_path, size, version)) = snapshot else {
+                self.forget_journal(file);
+                return Ok(());
+            };
+            attempt += 1;
+            let result = self
+                .inner
+                .api
+                .put_object_from_file(&path, &staging_path, size, &options.upload_options)
+                .await;
+            match result {
+                Ok(etag) => {
+                    self.after_upload(ino, file, &path, etag, size, version)
+                        .await;
+                    if !file.dirty() {
+                        return Ok(());
+                    }
+                    // Written again during the upload: go on with the newer content.
+                    continue;
+                }
+                Err(e) => {
+                    if let Some(s) = file.staging.lock().unwrap().as_mut() {
+                        s.attempts += 1;
+                    }
+                    let retryable = e.is_transient() || matches!(e, ApiError::Local(_));
+                    if retryable && attempt < options.upload_attempts.max(1) {
+                        tracing::warn!(%path, attempt, "upload failed, retrying: {e}");
+                        tokio::time::sleep(delay).await;
+                        delay *= 2;
+                        continue;
+                    }
+                    if mode == UploadMode::Journaled && retryable {
+                        self.record_error(format!(
+                            "upload of {path} failed ({e}); kept in the write-back journal"
+                        ));
+                        return Err(FsError::api(&path, e));
+                    }
+                    return Err(self.keep_for_recovery(file, &path, &staging_path, version, e));
+                }
+            }
+        }
+    }
+
+    fn keep_for_recovery(
+        &self,
+        file: &FileState,
+        path: &str,
+        staging_path: &Path,
+        version: u64,
+        error: ApiError,
+    ) -> FsError {
+        let kept = self.inner.journal.keep_for_recovery(path, staging_path);
+        let kept_at = match &kept {
+            Ok(p) => p.display().to_string(),
+            Err(e) => format!(
+                "nowhere ({e}); the staging file {} stays",
+                staging_path.display()
+            ),
+        };
+        if kept.is_ok() {
+            if let Some(s) = file.staging.lock().unwrap().as_mut()
+                && s.version == version
+            {
+                s.clean_version = version;
+            }
+            self.forget_journal(file);
+        }
+        let failure = FsError::UploadFailed {
+            path: path.to_string(),
+            reason: error.to_string(),
+            kept_at,
+        };
+        self.record_error(failure.to_string());
+        failure
+    }
+
+    fn forget_journal(&self, file: &FileState) {
+        let mut guard = file.staging.lock().unwrap();
+        if let Some(s) = guard.as_mut()
+            && s.journaled
+            && !s.dirty()
+        {
+            self.inner.journal.remove(&file.id);
+            s.journaled = false;
+        }
+    }
+
+    async fn after_upload(
+        &self,
+        ino: u64,
+        file: &FileState,
+        path: &str,
+        etag: String,
+        size: u64,
+        version: u64,
+    ) {
+        let stat = if base_name(path).starts_with('.') {
+            None
+        } else {
+            self.inner.api.stat(path).await.ok().flatten()
+        };
+        let old_uuid = self
+            .inner
+            .table
+            .lock()
+            .unwrap()
+            .get(ino)
+            .map(|d| d.meta.uuid.clone())
+            .unwrap_or_default();
+        let meta = match stat {
+            Some(node) if node.kind == NodeKind::File && !node.is_temporary() => {
+                let mut meta = Meta::from_node(&node);
+                meta.etag = if node.etag.is_empty() {
+                    etag.clone()
+                } else {
+                    node.etag
+                };
+                meta
+            }
+            _ => Meta {
+                uuid: old_uuid,
+                kind: FileKind::File,
+                size,
+                mtime: unix_now(),
+                etag: etag.clone(),
+            },
+        };
+        self.inner.overlay.bind(path, &meta.etag);
+        if let Some(s) = file.staging.lock().unwrap().as_mut()
+            && s.version == version
+        {
+            s.clean_version = version;
+        }
+        let mut table = self.inner.table.lock().unwrap();
+        let stamp = self.stamp();
+        if let Ok(data) = table.get_mut(ino) {
+            data.meta = meta.clone();
+            data.validated = stamp;
+            data.local = false;
+            data.kernel_etag = None;
+        }
+        if let Some(listing) = table.listing_mut(parent_path(path)) {
+            listing.children.insert(base_name(path).to_string(), meta);
+        }
+        drop(table);
+        self.forget_journal(file);
+    }
+
+    /// Drop the staging file of a clean file no handle uses.
+    fn release_staging_if_idle(&self, ino: u64) {
+        let mut table = self.inner.table.lock().unwrap();
+        let Some(data) = table.inodes.get_mut(&ino) else {
+            return;
+        };
+        if data.handles > 0 {
+            return;
+        }
+        let Some(file) = data.file.clone() else {
+            return;
+        };
+        let mut guard = file.staging.lock().unwrap();
+        let idle = guard
+            .as_ref()
+            .is_none_or(|s| !s.dirty() && !s.journaled && !s.scheduled);
+        if idle {
+            if let Some(s) = guard.take() {
+                let _ = std::fs::remove_file(&s.path);
+            }
+            drop(guard);
+            data.file = None;
+            table.maybe_drop(ino);
+        }
     }
 
     /// `close` of one descriptor: uploads pending changes (or journals them in write-back).
     pub async fn flush(&self, ino: u64, fh: u64) -> FsResult<()> {
-        todo!()
+        let handle = self.handle(fh)?;
+        if !handle.writable {
+            return Ok(());
+        }
+        let file = self.inner.table.lock().unwrap().get(ino)?.file.clone();
+        match file {
+            Some(file) => self.commit(ino, file).await,
+            None => Ok(()),
+        }
     }
 
     /// Upload now, even in write-back mode; returns once the data is on the server.
-    pub async fn fsync(&self, ino: u64, fh: u64, datasync: bool) -> FsResult<()> {
-        todo!()
+    pub async fn fsync(&self, ino: u64, fh: u64, _datasync: bool) -> FsResult<()> {
+        self.handle(fh)?;
+        let file = self.inner.table.lock().unwrap().get(ino)?.file.clone();
+        match file {
+            Some(file) if file.dirty() => self.upload(ino, &file, UploadMode::Sync).await,
+            _ => Ok(()),
+        }
     }
 
     /// Last close of a handle: uploads what is still pending, frees the handle.
     pub async fn release(&self, ino: u64, fh: u64) -> FsResult<()> {
-        todo!()
+        let handle = self
+            .inner
+            .handles
+            .lock()
+            .unwrap()
+            .remove(&fh)
+            .ok_or(FsError::BadHandle(fh))?;
+        let result = if handle.writable {
+            let file = self.inner.table.lock().unwrap().get(ino)?.file.clone();
+            match file {
+                Some(file) => self.commit(ino, file).await,
+                None => Ok(()),
+            }
+        } else {
+            Ok(())
+        };
+        {
+            let mut table = self.inner.table.lock().unwrap();
+            if let Ok(data) = table.get_mut(handle.ino) {
+                data.handles = data.handles.saturating_sub(1);
+            }
+        }
+        self.release_staging_if_idle(ino);
+        result
     }
+
+    // ----- namespace -----
 
     /// Create and open a new file (created on the server at the first flush).
     pub async fn create(
         &self,
         parent: u64,
         name: &OsStr,
-        mode: u32,
+        _mode: u32,
         flags: i32,
     ) -> FsResult<(Entry, OpenReply)> {
-        todo!()
+        let parent_path = self.dir_path(parent)?;
+        let name = valid_name(name)?;
+        let path = join_path(&parent_path, &name);
+        self.check_writable(&path).await?;
+        if self.fetch_meta(&path, true).await?.is_some() {
+            return Err(FsError::Exists(path));
+        }
+        let ino = self.create_local(&path)?;
+        self.ensure_staging(ino, true).await?;
+        let access = flags & libc::O_ACCMODE;
+        let writable = access == libc::O_WRONLY || access == libc::O_RDWR || access == 0;
+        let fh = {
+            let mut table = self.inner.table.lock().unwrap();
+            let data = table.get_mut(ino)?;
+            data.handles += 1;
+            data.nlookup += 1;
+            self.new_handle(ino, writable || true, flags & libc::O_APPEND != 0)
+        };
+        let entry = self.entry_for(ino)?;
+        Ok((
+            entry,
+            OpenReply {
+                fh,
+                keep_cache: false,
+                direct_io: false,
+            },
+        ))
+    }
+
+    /// A file that exists only here until its first upload.
+    fn create_local(&self, path: &str) -> FsResult<u64> {
+        self.inner.negative.lock().unwrap().pop(path);
+        let mut table = self.inner.table.lock().unwrap();
+        let stamp = self.stamp();
+        let ino = table.intern(path, Meta::local_file(), stamp);
+        let data = table.get_mut(ino)?;
+        data.local = true;
+        if let Some(listing) = table.listing_mut(parent_path(path)) {
+            listing
+                .children
+                .insert(base_name(path).to_string(), Meta::local_file());
+        }
+        drop(table);
+        self.inner.overlay.remove(path);
+        Ok(ino)
     }
 
     /// `mknod`: regular files are created (empty); devices, fifos and sockets are refused.
     pub async fn mknod(&self, parent: u64, name: &OsStr, mode: u32) -> FsResult<Entry> {
-        todo!()
+        if mode & libc::S_IFMT != libc::S_IFREG && mode & libc::S_IFMT != 0 {
+            return Err(FsError::NotSupported(format!(
+                "{}: Cells stores only files and folders",
+                name.to_string_lossy()
+            )));
+        }
+        let (entry, open) = self.create(parent, name, mode, libc::O_WRONLY).await?;
+        self.release(entry.attr.ino, open.fh).await?;
+        self.entry_for(entry.attr.ino)
     }
 
-    pub async fn mkdir(&self, parent: u64, name: &OsStr, mode: u32) -> FsResult<Entry> {
-        todo!()
+    pub async fn mkdir(&self, parent: u64, name: &OsStr, _mode: u32) -> FsResult<Entry> {
+        let parent_path = self.dir_path(parent)?;
+        let name = valid_name(name)?;
+        let path = join_path(&parent_path, &name);
+        self.check_writable(&path).await?;
+        if self.fetch_meta(&path, true).await?.is_some() {
+            return Err(FsError::Exists(path));
+        }
+        let created = self
+            .inner
+            .api
+            .create_folders(std::slice::from_ref(&path))
+            .await
+            .map_err(|e| FsError::api(&path, e))?;
+        let meta = created
+            .iter()
+            .find(|n| n.path == path)
+            .map(Meta::from_node)
+            .unwrap_or_else(Meta::folder);
+        self.inner.negative.lock().unwrap().pop(&path);
+        let ino = {
+            let mut table = self.inner.table.lock().unwrap();
+            let stamp = self.stamp();
+            let ino = table.intern(&path, meta.clone(), stamp);
+            let data = table.get_mut(ino)?;
+            data.nlookup += 1;
+            data.listing = Some(Listing {
+                children: BTreeMap::new(),
+                at: Instant::now(),
+                generation: self.generation(),
+            });
+            if let Some(listing) = table.listing_mut(&parent_path) {
+                listing.children.insert(name, meta);
+            }
+            ino
+        };
+        self.entry_for(ino)
+    }
+
+    /// The node `name` in `parent`, required to exist: `(path, ino if known, meta)`.
+    async fn existing(&self, parent: u64, name: &OsStr) -> FsResult<(String, Meta)> {
+        let parent_path = self.dir_path(parent)?;
+        let name = valid_name(name)?;
+        let path = join_path(&parent_path, &name);
+        match self.fetch_meta(&path, true).await? {
+            Some(meta) => Ok((path, meta)),
+            None => Err(FsError::NotFound(path)),
+        }
+    }
+
+    /// The local side of a removal: the inode leaves the namespace (its handles still work).
+    fn removed_locally(&self, path: &str) {
+        let mut table = self.inner.table.lock().unwrap();
+        let victims: Vec<u64> = table
+            .by_path
+            .iter()
+            .filter(|(p, _)| is_under_or_eq(p, path))
+            .map(|(_, &ino)| ino)
+            .collect();
+        for ino in victims {
+            if let Some(file) = table.inodes.get(&ino).and_then(|d| d.file.clone()) {
+                let mut guard = file.staging.lock().unwrap();
+                if let Some(s) = guard.as_mut() {
+                    s.clean_version = s.version;
+                    if s.journaled {
+                        self.inner.journal.remove(&file.id);
+                        s.journaled = false;
+                    }
+                }
+            }
+            table.detach(ino);
+        }
+        if let Some(listing) = table.listing_mut(parent_path(path)) {
+            listing.children.remove(base_name(path));
+        }
+        drop(table);
+        self.inner.overlay.remove(path);
+        self.inner
+            .negative
+            .lock()
+            .unwrap()
+            .put(path.to_string(), (Instant::now(), self.generation()));
+    }
+
+    async fn delete_on_server(&self, path: &str, permanently: bool) -> FsResult<()> {
+        let permanent = permanently || self.inner.options.permanent_delete;
+        match self
+            .inner
+            .api
+            .delete_nodes(&[path.to_string()], permanent)
+            .await
+        {
+            Ok(()) | Err(ApiError::NotFound(_)) => Ok(()),
+            Err(e) => Err(FsError::api(path, e)),
+        }
     }
 
     /// Remove a file (to the recycle bin unless `permanent_delete`). An open file stays
     /// readable through its handles.
     pub async fn unlink(&self, parent: u64, name: &OsStr) -> FsResult<()> {
-        todo!()
+        let (path, meta) = self.existing(parent, name).await?;
+        if meta.kind == FileKind::Directory {
+            return Err(FsError::IsADirectory(path));
+        }
+        self.check_writable(&path).await?;
+        let (ino, local, open) = {
+            let table = self.inner.table.lock().unwrap();
+            match table
+                .by_path
+                .get(&path)
+                .and_then(|i| table.inodes.get(i).map(|d| (*i, d)))
+            {
+                Some((ino, d)) => (Some(ino), d.local, d.handles > 0),
+                None => (None, false, false),
+            }
+        };
+        if let (Some(ino), true) = (ino, open) {
+            // Keep the content for the open handles.
+            self.ensure_staging(ino, false).await?;
+        }
+        if !local {
+            self.delete_on_server(&path, false).await?;
+        }
+        self.removed_locally(&path);
+        Ok(())
     }
 
     /// Remove an empty folder (ENOTEMPTY otherwise).
     pub async fn rmdir(&self, parent: u64, name: &OsStr) -> FsResult<()> {
-        todo!()
+        let (path, meta) = self.existing(parent, name).await?;
+        if meta.kind != FileKind::Directory {
+            return Err(FsError::NotADirectory(path));
+        }
+        if !path.contains('/') {
+            return Err(FsError::PermissionDenied(format!(
+                "{path}: workspaces cannot be removed"
+            )));
+        }
+        self.check_writable(&path).await?;
+        if !self.listing(&path, true).await?.is_empty() {
+            return Err(FsError::NotEmpty(path));
+        }
+        self.delete_on_server(&path, false).await?;
+        self.removed_locally(&path);
+        Ok(())
     }
 
     /// Rename through the server's move. `flags`: `libc::RENAME_NOREPLACE` is honoured,
@@ -400,56 +2319,415 @@ impl CellsFs {
         new_name: &OsStr,
         flags: u32,
     ) -> FsResult<()> {
-        todo!()
+        if flags & libc::RENAME_EXCHANGE != 0 {
+            return Err(FsError::InvalidArgument(
+                "RENAME_EXCHANGE: Cells cannot swap two nodes atomically".into(),
+            ));
+        }
+        if flags & !(libc::RENAME_NOREPLACE) != 0 {
+            return Err(FsError::InvalidArgument(format!("rename flags {flags:#x}")));
+        }
+        let (from, meta) = self.existing(parent, name).await?;
+        let to_parent = self.dir_path(new_parent)?;
+        let to = join_path(&to_parent, &valid_name(new_name)?);
+        if !from.contains('/') {
+            return Err(FsError::PermissionDenied(format!(
+                "{from}: workspaces cannot be renamed"
+            )));
+        }
+        self.check_writable(&from).await?;
+        self.check_writable(&to).await?;
+        if from == to {
+            return Ok(());
+        }
+        if is_under_or_eq(&to, &from) {
+            return Err(FsError::InvalidArgument(format!(
+                "cannot move {from} into itself"
+            )));
+        }
+        let target = self.fetch_meta(&to, true).await?;
+        if let Some(target) = &target {
+            if flags & libc::RENAME_NOREPLACE != 0 {
+                return Err(FsError::Exists(to));
+            }
+            match (meta.kind, target.kind) {
+                (FileKind::Directory, FileKind::File) => return Err(FsError::NotADirectory(to)),
+                (FileKind::File, FileKind::Directory) => return Err(FsError::IsADirectory(to)),
+                (FileKind::Directory, FileKind::Directory) => {
+                    if !self.listing(&to, true).await?.is_empty() {
+                        return Err(FsError::NotEmpty(to));
+                    }
+                }
+                _ => {}
+            }
+        }
+        // A file whose content is only here moves locally; anything else moves on the server
+        // once its pending content is uploaded.
+        let (source_ino, source_file, local) = {
+            let table = self.inner.table.lock().unwrap();
+            match table
+                .by_path
+                .get(&from)
+                .and_then(|i| table.inodes.get(i).map(|d| (*i, d)))
+            {
+                Some((ino, d)) => (Some(ino), d.file.clone(), d.local),
+                None => (None, None, false),
+            }
+        };
+        if let (Some(ino), Some(file), false) = (source_ino, &source_file, local)
+            && file.dirty()
+        {
+            self.upload(ino, file, UploadMode::Sync).await?;
+        }
+        let _io = match &source_file {
+            Some(file) => Some(file.io_lock.lock().await),
+            None => None,
+        };
+        let local = source_ino.is_some_and(|ino| {
+            self.inner
+                .table
+                .lock()
+                .unwrap()
+                .inodes
+                .get(&ino)
+                .is_some_and(|d| d.local)
+        });
+        if let Some(target) = &target {
+            let target_local = {
+                let table = self.inner.table.lock().unwrap();
+                table
+                    .by_path
+                    .get(&to)
+                    .and_then(|i| table.inodes.get(i))
+                    .is_some_and(|d| d.local)
+            };
+            if !target_local {
+                let _ = target;
+                self.delete_on_server(&to, true).await?;
+            }
+            self.removed_locally(&to);
+        }
+        if !local {
+            self.inner
+                .api
+                .move_nodes(std::slice::from_ref(&from), &to, false)
+                .await
+                .map_err(|e| FsError::api(format!("{from} -> {to}"), e))?;
+        }
+        self.moved_locally(&from, &to, &meta);
+        Ok(())
+    }
+
+    /// The local side of a move: inodes of `from` and its subtree now live under `to`.
+    fn moved_locally(&self, from: &str, to: &str, meta: &Meta) {
+        let mut table = self.inner.table.lock().unwrap();
+        let moved: Vec<(String, u64)> = table
+            .by_path
+            .iter()
+            .filter(|(p, _)| is_under_or_eq(p, from))
+            .map(|(p, &i)| (p.clone(), i))
+            .collect();
+        let mut rejournal = Vec::new();
+        for (old, _) in &moved {
+            table.by_path.remove(old);
+        }
+        for (old, ino) in moved {
+            let new = format!("{to}{}", &old[from.len()..]);
+            if let Some(data) = table.inodes.get_mut(&ino) {
+                data.path = new.clone();
+                if let Some(file) = &data.file
+                    && file
+                        .staging
+                        .lock()
+                        .unwrap()
+                        .as_ref()
+                        .is_some_and(|s| s.journaled)
+                {
+                    rejournal.push((file.id.clone(), new.clone()));
+                }
+            }
+            table.by_path.insert(new, ino);
+        }
+        if let Some(listing) = table.listing_mut(parent_path(from)) {
+            listing.children.remove(base_name(from));
+        }
+        if let Some(listing) = table.listing_mut(parent_path(to)) {
+            listing
+                .children
+                .insert(base_name(to).to_string(), meta.clone());
+        }
+        if meta.kind == FileKind::Directory {
+            // Listings below carry their own paths implicitly; refresh them lazily.
+            let stale: Vec<u64> = table
+                .by_path
+                .iter()
+                .filter(|(p, _)| is_under_or_eq(p, to))
+                .map(|(_, &i)| i)
+                .collect();
+            for ino in stale {
+                if let Some(data) = table.inodes.get_mut(&ino) {
+                    data.validated = None;
+                }
+            }
+        }
+        drop(table);
+        for (id, path) in rejournal {
+            let _ = self.inner.journal.record(
+                &id,
+                &journal::Record {
+                    path,
+                    staging: id.clone(),
+                },
+            );
+        }
+        self.inner.overlay.rename(from, to);
+        let mut negative = self.inner.negative.lock().unwrap();
+        negative.pop(to);
+        negative.put(from.to_string(), (Instant::now(), self.generation()));
     }
 
     /// Symlinks cannot be stored by Cells: always refused.
-    pub async fn symlink(&self, parent: u64, name: &OsStr, target: &OsStr) -> FsResult<Entry> {
-        todo!()
+    pub async fn symlink(&self, _parent: u64, name: &OsStr, _target: &OsStr) -> FsResult<Entry> {
+        Err(FsError::NotSupported(format!(
+            "{}: Cells cannot store symbolic links",
+            name.to_string_lossy()
+        )))
     }
 
     /// Hard links cannot be stored by Cells: always refused.
-    pub async fn link(&self, ino: u64, new_parent: u64, new_name: &OsStr) -> FsResult<Entry> {
-        todo!()
+    pub async fn link(&self, _ino: u64, _new_parent: u64, new_name: &OsStr) -> FsResult<Entry> {
+        Err(FsError::NotSupported(format!(
+            "{}: Cells cannot store hard links",
+            new_name.to_string_lossy()
+        )))
     }
 
-    pub async fn statfs(&self, ino: u64) -> FsResult<StatFs> {
-        todo!()
+    pub async fn statfs(&self, _ino: u64) -> FsResult<StatFs> {
+        let bsize = cache::BLOCK_SIZE as u32;
+        let blocks = (1u64 << 50) / bsize as u64;
+        Ok(StatFs {
+            blocks,
+            bfree: blocks,
+            bavail: blocks,
+            files: 1 << 32,
+            ffree: 1 << 32,
+            bsize,
+            namelen: 255,
+            frsize: bsize,
+        })
     }
 
     /// The value of `user.cells.uuid` or `user.cells.etag`; ENODATA for anything else.
     pub async fn getxattr(&self, ino: u64, name: &OsStr) -> FsResult<Vec<u8>> {
-        todo!()
+        let (path, meta, pending) = {
+            let table = self.inner.table.lock().unwrap();
+            let data = table.get(ino)?;
+            let pending = data.local || data.file.as_ref().is_some_and(|f| f.dirty());
+            (data.path.clone(), data.meta.clone(), pending)
+        };
+        let missing = || FsError::NoAttribute(format!("{path}: {}", name.to_string_lossy()));
+        if path.is_empty() || pending {
+            return Err(missing());
+        }
+        match name.to_str() {
+            Some(XATTR_UUID) => {
+                let mut uuid = meta.uuid.clone();
+                if uuid.is_empty()
+                    && let Ok(Some(node)) = self.inner.api.stat(&path).await
+                {
+                    uuid = node.uuid;
+                    let mut table = self.inner.table.lock().unwrap();
+                    if let Ok(data) = table.get_mut(ino) {
+                        data.meta.uuid = uuid.clone();
+                    }
+                }
+                if uuid.is_empty() {
+                    return Err(missing());
+                }
+                Ok(uuid.into_bytes())
+            }
+            Some(XATTR_ETAG) if meta.kind == FileKind::File && !meta.etag.is_empty() => {
+                Ok(meta.etag.into_bytes())
+            }
+            _ => Err(missing()),
+        }
     }
 
     /// The attribute names, NUL-terminated and concatenated (the kernel's format).
     pub async fn listxattr(&self, ino: u64) -> FsResult<Vec<u8>> {
-        todo!()
+        let (path, kind) = self.path_of(ino)?;
+        let mut out = Vec::new();
+        if path.is_empty() {
+            return Ok(out);
+        }
+        out.extend_from_slice(XATTR_UUID.as_bytes());
+        out.push(0);
+        if kind == FileKind::File {
+            out.extend_from_slice(XATTR_ETAG.as_bytes());
+            out.push(0);
+        }
+        Ok(out)
     }
 
     /// `setxattr`/`removexattr`: refused (the attributes are read-only).
     pub fn setxattr(&self, ino: u64, name: &OsStr) -> FsResult<()> {
-        todo!()
+        let path = self.path_of(ino).map(|(p, _)| p).unwrap_or_default();
+        Err(FsError::NotSupported(format!(
+            "{path}: extended attribute {} cannot be set (Cells stores none; {XATTR_UUID} and {XATTR_ETAG} are read-only)",
+            name.to_string_lossy()
+        )))
     }
+
+    // ----- remote changes -----
 
     /// A remote change: drop what it makes stale and tell the kernel.
     pub fn invalidate(&self, change: RemoteChange) {
-        todo!()
+        let mut entries: Vec<(u64, String)> = Vec::new();
+        let mut inodes: Vec<u64> = Vec::new();
+        {
+            let mut table = self.inner.table.lock().unwrap();
+            let mut negative = self.inner.negative.lock().unwrap();
+            let mut touch_entry =
+                |table: &mut Table, path: &str, subtree: bool, inodes: &mut Vec<u64>| {
+                    negative.pop(path);
+                    table.drop_listing(parent_path(path));
+                    if let Some(&parent) = table.by_path.get(parent_path(path)) {
+                        entries.push((parent, base_name(path).to_string()));
+                    }
+                    let victims: Vec<u64> = table
+                        .by_path
+                        .iter()
+                        .filter(|(p, _)| {
+                            if subtree {
+                                is_under_or_eq(p, path)
+                            } else {
+                                *p == path
+                            }
+                        })
+                        .map(|(_, &i)| i)
+                        .collect();
+                    for ino in victims {
+                        if let Some(data) = table.inodes.get_mut(&ino) {
+                            let busy = data.local || data.file.as_ref().is_some_and(|f| f.dirty());
+                            if !busy {
+                                data.validated = None;
+                                data.listing = None;
+                                inodes.push(ino);
+                            }
+                        }
+                    }
+                };
+            match &change {
+                RemoteChange::Created { path } => touch_entry(&mut table, path, false, &mut inodes),
+                RemoteChange::ContentChanged { path, etag } => {
+                    let same = table
+                        .by_path
+                        .get(path)
+                        .and_then(|i| table.inodes.get(i))
+                        .is_some_and(|d| etag.as_deref() == Some(d.meta.etag.as_str()));
+                    if !same {
+                        touch_entry(&mut table, path, false, &mut inodes);
+                    }
+                }
+                RemoteChange::MetaChanged { path } => {
+                    if let Some(&ino) = table.by_path.get(path)
+                        && let Some(data) = table.inodes.get_mut(&ino)
+                    {
+                        data.validated = None;
+                        inodes.push(ino);
+                    }
+                }
+                RemoteChange::Moved { from, to } => {
+                    touch_entry(&mut table, from, true, &mut inodes);
+                    touch_entry(&mut table, to, true, &mut inodes);
+                }
+                RemoteChange::Deleted { path } => touch_entry(&mut table, path, true, &mut inodes),
+            }
+        }
+        let Some(notifier) = self.inner.notifier.get() else {
+            return;
+        };
+        for ino in inodes {
+            notifier.invalidate_inode(ino);
+        }
+        for (parent, name) in entries {
+            notifier.invalidate_entry(parent, OsStr::new(&name));
+        }
     }
 
     /// Consider every cached entry stale (after an events reconnect: events may be lost).
     pub fn bump_generation(&self) {
-        todo!()
+        self.inner.generation.fetch_add(1, Ordering::SeqCst);
     }
 
     /// Upload every pending change now (write-back included). Used at unmount; failures are
     /// kept in the journal (write-back) or the recovery folder, and returned.
     pub async fn sync_all(&self) -> FsResult<()> {
-        todo!()
+        let pending: Vec<(u64, Arc<FileState>)> = {
+            let table = self.inner.table.lock().unwrap();
+            table
+                .inodes
+                .iter()
+                .filter_map(|(&ino, d)| d.file.clone().map(|f| (ino, f)))
+                .filter(|(_, f)| f.dirty())
+                .collect()
+        };
+        let mode = if self.inner.options.write_back.is_some() {
+            UploadMode::Journaled
+        } else {
+            UploadMode::Sync
+        };
+        let mut first_error = None;
+        for (ino, file) in pending {
+            if let Err(e) = self.upload(ino, &file, mode).await {
+                first_error.get_or_insert(e);
+            }
+            self.release_staging_if_idle(ino);
+        }
+        match first_error {
+            Some(e) => Err(e),
+            None => Ok(()),
+        }
     }
 
     /// Pending uploads, cache use, recent errors.
     pub fn status(&self) -> FsStatus {
-        todo!()
+        let table = self.inner.table.lock().unwrap();
+        let mut pending_uploads = Vec::new();
+        for data in table.inodes.values() {
+            if let Some(file) = &data.file
+                && let Some(s) = file.staging.lock().unwrap().as_ref()
+                && s.dirty()
+                && !data.detached
+            {
+                pending_uploads.push(PendingUpload {
+                    path: data.path.clone(),
+                    size: s.size,
+                    attempts: s.attempts,
+                });
+            }
+        }
+        pending_uploads.sort_by(|a, b| a.path.cmp(&b.path));
+        let inodes = table.inodes.len();
+        drop(table);
+        let budget_total =
+            (self.inner.options.read_ahead_budget / BUDGET_UNIT).clamp(1, u32::MAX as u64 >> 3);
+        let available = self.inner.read_budget.available_permits() as u64;
+        FsStatus {
+            pending_uploads,
+            cache_bytes: self.inner.data_cache.as_ref().map_or(0, |c| c.used()),
+            cache_capacity: self.inner.data_cache.as_ref().map_or(0, |c| c.capacity()),
+            read_ahead_bytes: budget_total.saturating_sub(available) * BUDGET_UNIT,
+            recent_errors: self.inner.errors.lock().unwrap().iter().cloned().collect(),
+            recovered_files: self.inner.journal.recovered(),
+            inodes,
+            open_handles: self.inner.handles.lock().unwrap().len(),
+            generation: self.generation(),
+        }
     }
 }
+
+/// The read-only extended attribute holding the node's Uuid.
+pub const XATTR_UUID: &str = "user.cells.uuid";
+/// The read-only extended attribute holding the file's Etag.
+pub const XATTR_ETAG: &str = "user.cells.etag";
