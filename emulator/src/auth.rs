@@ -103,9 +103,18 @@ pub struct Auth {
     db: Mutex<rusqlite::Connection>,
     ttl: Duration,
     codes: Mutex<HashMap<String, PendingCode>>,
+    logins: Mutex<HashMap<String, PendingLogin>>,
     /// Tokens (other than refresh tokens) issued before this instant (Unix ms) are expired.
     expired_before: AtomicI64,
 }
+
+struct PendingLogin {
+    request: AuthorizationRequest,
+    state: String,
+    expires_ms: i64,
+}
+
+const LOGIN_CHALLENGE_TTL: Duration = Duration::from_secs(1800);
 
 struct PendingCode {
     login: String,
@@ -244,6 +253,7 @@ impl Auth {
             db: Mutex::new(db),
             ttl,
             codes: Mutex::new(HashMap::new()),
+            logins: Mutex::new(HashMap::new()),
             expired_before: AtomicI64::new(expired_before),
         })
     }
@@ -685,6 +695,42 @@ impl Auth {
             jwt,
             expire_time: exp,
         })
+    }
+
+    /// Remember a validated authorization request while the user logs in; returns the
+    /// login challenge (30 minutes).
+    pub fn begin_login(&self, request: AuthorizationRequest, state: &str) -> String {
+        let challenge = hex::encode(rand::random::<[u8; 16]>());
+        let mut logins = self.logins.lock().unwrap_or_else(|p| p.into_inner());
+        let now = now_ms();
+        logins.retain(|_, l| l.expires_ms > now);
+        logins.insert(
+            challenge.clone(),
+            PendingLogin {
+                request,
+                state: state.to_string(),
+                expires_ms: now + LOGIN_CHALLENGE_TTL.as_millis() as i64,
+            },
+        );
+        challenge
+    }
+
+    /// The pending authorization request and OAuth `state` of a login challenge.
+    pub fn login_request(&self, challenge: &str) -> Option<(AuthorizationRequest, String)> {
+        let logins = self.logins.lock().unwrap_or_else(|p| p.into_inner());
+        logins
+            .get(challenge)
+            .filter(|l| l.expires_ms > now_ms())
+            .map(|l| (l.request.clone(), l.state.clone()))
+    }
+
+    /// Consume a login challenge (after a successful login).
+    pub fn finish_login(&self, challenge: &str) -> Option<(AuthorizationRequest, String)> {
+        let mut logins = self.logins.lock().unwrap_or_else(|p| p.into_inner());
+        logins
+            .remove(challenge)
+            .filter(|l| l.expires_ms > now_ms())
+            .map(|l| (l.request, l.state))
     }
 
     /// Check a login/password pair (the OAuth login form).
