@@ -12,4 +12,6 @@ pub mod cli;
 pub mod config;
 pub mod fs;
 pub mod fuse;
+pub mod hash;
 pub mod mount;
+pub mod transfer;

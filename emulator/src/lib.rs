@@ -11,6 +11,7 @@
 //!   crash mid-write never leaves a torn file visible.
 //! - Fault injection exists only when the server was started with `faults: true`.
 
+pub mod admin;
 pub mod auth;
 pub mod config;
 pub mod events;

@@ -49,6 +49,7 @@ pub fn router() -> Router<SharedState> {
         .route("/tree/restore", post(restore_nodes))
         .route("/jobs/user", post(list_jobs).put(control_job))
         .route("/jobs/user/{job_name}", put(create_user_job))
+        .merge(crate::admin::router())
         .fallback(not_found)
 }
 

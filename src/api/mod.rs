@@ -14,6 +14,7 @@
 pub mod events;
 pub mod memory;
 pub mod http;
+pub mod http_extra;
 use std::collections::BTreeMap;
 use std::path::Path;
 use std::pin::Pin;

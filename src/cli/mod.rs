@@ -11,11 +11,15 @@
 //!
 //! Invariants: secrets never go to stdout/stderr or logs; [`GlobalArgs`]' `Debug` hides them.
 
+pub mod admin;
 pub mod completion;
 pub mod config;
 pub mod doc;
+pub mod files;
 pub mod info;
 pub mod mount;
+pub mod scp;
+pub mod tools;
 pub mod version;
 
 use std::path::PathBuf;
@@ -189,6 +193,26 @@ pub enum Command {
     Mount(mount::MountArgs),
     /// Unmount a mounted Cells filesystem
     Unmount(mount::UnmountArgs),
+    /// List files and folders on the server (workspaces at the root)
+    Ls(files::LsArgs),
+    /// Create folders on the server
+    Mkdir(files::MkdirArgs),
+    /// Move or rename files and folders on the server
+    Mv(files::MoveArgs),
+    /// Copy files and folders on the server
+    Cp(files::MoveArgs),
+    /// Delete files and folders (to the recycle bin unless -p)
+    Rm(files::RmArgs),
+    /// Restore files and folders from the recycle bin
+    Restore(files::RestoreArgs),
+    /// Copy files between this machine and the server (cells://workspace/path)
+    Scp(scp::ScpArgs),
+    /// Local helpers (hash)
+    Tools(tools::ToolsArgs),
+    /// Identity management (admin): users, groups, roles, workspaces, ACLs
+    Idm(admin::IdmArgs),
+    /// Storage management (admin): datasources
+    Storage(admin::StorageArgs),
 }
 
 /// A failure as the user sees it: one sentence and an exit code.
@@ -403,7 +427,9 @@ pub fn init_logging(level: &str) {
         "off" => "off",
         _ => "info",
     };
-    let filter = tracing_subscriber::EnvFilter::new(format!("warn,cec={level},cells_emu={level}"));
+    let filter = tracing_subscriber::EnvFilter::new(format!(
+        "warn,rustls=off,cec={level},cells_emu={level}"
+    ));
     let _ = tracing_subscriber::fmt()
         .with_env_filter(filter)
         .with_writer(std::io::stderr)
@@ -455,5 +481,15 @@ pub fn run(cli: Cli) -> ExitCode {
         Command::Doc(args) => report(doc::run_doc(args)),
         Command::Mount(args) => mount::run_mount(args, &global),
         Command::Unmount(args) => mount::run_unmount(args, &global),
+        Command::Ls(args) => report(block_on(files::run_ls(args, &global))),
+        Command::Mkdir(args) => report(block_on(files::run_mkdir(args, &global))),
+        Command::Mv(args) => report(block_on(files::run_mv(args, &global))),
+        Command::Cp(args) => report(block_on(files::run_cp(args, &global))),
+        Command::Rm(args) => report(block_on(files::run_rm(args, &global))),
+        Command::Restore(args) => report(block_on(files::run_restore(args, &global))),
+        Command::Scp(args) => report(block_on(scp::run_scp(args, &global))),
+        Command::Tools(args) => report(tools::run_tools(args)),
+        Command::Idm(args) => report(block_on(admin::run_idm(args, &global))),
+        Command::Storage(args) => report(block_on(admin::run_storage(args, &global))),
     }
 }

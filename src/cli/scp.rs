@@ -1,0 +1,216 @@
+//! `cec scp`: copy files and trees between this machine and the server, with the official
+//! client's target rules and flags (one side `cells://ws/path` or `cells//ws/path`; the
+//! source lands inside the target folder, which is created when its parent exists; an
+//! existing item of the same name stops the transfer unless `--force`), plus `--update`,
+//! `--preserve-mtime`, parallel files, ranged parallel downloads and a final summary.
+//!
+//! Invariants: Ctrl-C stops the transfer without leaving a partial file under a final name
+//! (the engine's temporary files are removed when its futures are dropped); exit code 1 when
+//! any file failed, 3 when the source does not exist.
+
+use std::path::PathBuf;
+use std::sync::Arc;
+
+use clap::Args;
+
+use super::{CliError, GlobalArgs, connect};
+use crate::api::{CellsApi, MIB, UploadOptions};
+use crate::transfer::progress::{Progress, ProgressMode};
+use crate::transfer::{self, TransferError, TransferOptions};
+
+const STANDARD_PREFIX: &str = "cells://";
+const COMPLETION_PREFIX: &str = "cells//";
+
+#[derive(Debug, Args)]
+pub struct ScpArgs {
+    /// Source: a local path, or cells://<workspace>/<path>
+    pub source: String,
+    /// Target folder: cells://<workspace>/<path>, or a local path
+    pub target: String,
+    /// *DANGER* overwrite mode: items of the same name on the target side are merged or replaced
+    #[arg(short = 'f', long)]
+    pub force: bool,
+    /// Do not show progress bars
+    #[arg(short = 'n', long = "no-progress")]
+    pub no_progress: bool,
+    /// Reduce the refresh frequency of the progress bars
+    #[arg(short = 'q', long)]
+    pub quiet: bool,
+    /// No progress bars, one log line per file
+    #[arg(short = 'v', long)]
+    pub verbose: bool,
+    /// As --verbose, with debug logs
+    #[arg(short = 'w', long = "very-verbose")]
+    pub very_verbose: bool,
+    /// Files bigger than this size (in MB) are uploaded with a multipart upload
+    #[arg(long = "multipart-threshold", default_value_t = 100, value_name = "MB")]
+    pub multipart_threshold: u64,
+    /// Part size (in MB) of multipart uploads; rounded up to a multiple of 10 MB
+    #[arg(long = "part-size", default_value_t = 50, value_name = "MB")]
+    pub part_size: u64,
+    /// Parts of one file uploaded at once
+    #[arg(long = "parts-concurrency", default_value_t = 3)]
+    pub parts_concurrency: usize,
+    /// Maximum number of parts of one upload (the part size grows to fit)
+    #[arg(long = "max-parts-number", default_value_t = 5000)]
+    pub max_parts_number: u64,
+    /// Attempts per file (or per chunk of a download) before giving up
+    #[arg(long = "retry-max-attempts", default_value_t = 5)]
+    pub retry_max_attempts: u32,
+    /// Accepted for compatibility (no effect: cec never sends whole-file MD5s)
+    #[arg(long = "skip-md5", hide = true)]
+    pub skip_md5: bool,
+    /// Skip files already identical on the target side (same size and Cells hash); merge
+    /// into existing folders
+    #[arg(long)]
+    pub update: bool,
+    /// On download, set local modification times to the server's
+    #[arg(long = "preserve-mtime")]
+    pub preserve_mtime: bool,
+    /// Files transferred at once
+    #[arg(long = "files-concurrency", default_value_t = 4)]
+    pub files_concurrency: usize,
+    /// Parallel ranged GETs for one large download (1 = a single stream)
+    #[arg(long = "download-concurrency", default_value_t = 4)]
+    pub download_concurrency: usize,
+}
+
+impl ScpArgs {
+    fn options(&self) -> Result<TransferOptions, CliError> {
+        if self.part_size == 0 || self.max_parts_number == 0 || self.parts_concurrency == 0 {
+            return Err(CliError::usage(
+                "--part-size, --max-parts-number and --parts-concurrency must be positive",
+            ));
+        }
+        let part = self.part_size.div_ceil(10) * 10 * MIB;
+        Ok(TransferOptions {
+            upload: UploadOptions {
+                multipart_threshold: self.multipart_threshold.saturating_mul(MIB),
+                part_size: part,
+                parts_concurrency: self.parts_concurrency,
+                max_parts: self.max_parts_number,
+                content_type: None,
+            },
+            force: self.force,
+            update: self.update,
+            preserve_mtime: self.preserve_mtime,
+            files_concurrency: self.files_concurrency.max(1),
+            range_concurrency: self.download_concurrency.max(1),
+            retry_max_attempts: self.retry_max_attempts.max(1),
+            ..TransferOptions::default()
+        })
+    }
+}
+
+/// Which way a transfer goes.
+#[derive(Debug, PartialEq, Eq)]
+pub enum Direction {
+    Upload { local: PathBuf, remote: String },
+    Download { remote: String, local: PathBuf },
+}
+
+/// Apply the official client's prefix rules: exactly one side is remote.
+pub fn direction(source: &str, target: &str) -> Result<Direction, CliError> {
+    let remote_of = |s: &str| {
+        s.strip_prefix(STANDARD_PREFIX)
+            .or_else(|| s.strip_prefix(COMPLETION_PREFIX))
+            .map(|p| p.trim_matches('/').to_string())
+    };
+    match (remote_of(source), remote_of(target)) {
+        (Some(_), Some(_)) => Err(CliError::usage(
+            "both sides are on the server: use `cec cp` to copy on the server side",
+        )),
+        (None, None) => Err(CliError::usage(
+            "both sides are local: prefix the server side with cells:// (or cells//)",
+        )),
+        (None, Some(remote)) => Ok(Direction::Upload {
+            local: PathBuf::from(source),
+            remote,
+        }),
+        (Some(remote), None) => Ok(Direction::Download {
+            remote,
+            local: PathBuf::from(target),
+        }),
+    }
+}
+
+pub async fn run_scp(args: ScpArgs, global: &GlobalArgs) -> Result<(), CliError> {
+    let dir = direction(&args.source, &args.target)?;
+    let options = args.options()?;
+    if let Direction::Upload { local, .. } = &dir
+        && !local.exists()
+    {
+        return Err(CliError::not_found(format!(
+            "{} does not exist",
+            local.display()
+        )));
+    }
+    let session = connect(global).await?;
+    let api: Arc<dyn CellsApi> = session.api.clone();
+    let verbose = args.verbose || args.very_verbose;
+    let progress = Progress::new(ProgressMode::choose(args.no_progress, args.quiet, verbose));
+    let work = async {
+        match &dir {
+            Direction::Upload { local, remote } => {
+                if verbose {
+                    eprintln!("Uploading {} to cells://{remote}", local.display());
+                }
+                transfer::upload(api.clone(), local, remote, &options, &progress).await
+            }
+            Direction::Download { remote, local } => {
+                if verbose {
+                    eprintln!("Downloading cells://{remote} to {}", local.display());
+                }
+                transfer::download(api.clone(), remote, local, &options, &progress).await
+            }
+        }
+    };
+    let result = tokio::select! {
+        r = work => r,
+        _ = tokio::signal::ctrl_c() => {
+            return Err(CliError::failure("interrupted: partial files were removed"));
+        }
+    };
+    let summary = result.map_err(|e| match e {
+        TransferError::NotFound(m) => CliError::not_found(m),
+        TransferError::Api(a) => CliError::from(a),
+        other => CliError::failure(other.to_string()),
+    })?;
+    for f in &summary.failures {
+        eprintln!("Failed: {f}");
+    }
+    eprintln!("{}", summary.line());
+    if summary.failures.is_empty() {
+        Ok(())
+    } else {
+        Err(CliError::failure(format!(
+            "{} file(s) could not be transferred",
+            summary.failures.len()
+        )))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn exactly_one_side_is_remote() {
+        assert_eq!(
+            direction("./a", "cells://ws/x/").unwrap(),
+            Direction::Upload {
+                local: "./a".into(),
+                remote: "ws/x".into()
+            }
+        );
+        assert_eq!(
+            direction("cells//ws/f.txt", "/tmp").unwrap(),
+            Direction::Download {
+                remote: "ws/f.txt".into(),
+                local: "/tmp".into()
+            }
+        );
+        assert_eq!(direction("a", "b").unwrap_err().code, 2);
+        assert_eq!(direction("cells://a", "cells//b").unwrap_err().code, 2);
+    }
+}
