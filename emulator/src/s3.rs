@@ -86,6 +86,7 @@ fn s3s_service() -> &'static S3Service {
         builder.set_auth(GatewayAuth);
         builder.set_access(GatewayAccess);
         builder.set_validation(CellsBucketNames);
+        builder.set_route(CopyObjectRoute);
         builder.build()
     })
 }
@@ -906,61 +907,6 @@ impl S3 for Gateway {
         }))
     }
 
-    async fn copy_object(
-        &self,
-        req: S3Request<CopyObjectInput>,
-    ) -> S3Result<S3Response<CopyObjectOutput>> {
-        let who = caller(&req)?;
-        let input = req.input;
-        check_bucket(&input.bucket)?;
-        let (src_bucket, src_key, src_version) = match &input.copy_source {
-            CopySource::Bucket {
-                bucket,
-                key,
-                version_id,
-            } => (bucket.to_string(), key.to_string(), version_id.clone()),
-            _ => {
-                return Err(S3Error::with_message(
-                    S3ErrorCode::NotImplemented,
-                    "A header you provided implies functionality that is not implemented",
-                ));
-            }
-        };
-        check_bucket(&src_bucket)?;
-        let src = key_path(&src_key);
-        let dst = key_path(&input.key);
-        if src == dst && src_version.is_none() {
-            // The real gateway cannot rewrite an object in place (no metadata-only copy).
-            return Err(S3Error::with_message(
-                S3ErrorCode::NotImplemented,
-                "A header you provided implies functionality that is not implemented",
-            ));
-        }
-        let store = who.state.store.clone();
-        let login = who.login.clone();
-        let record = blocking(move || {
-            let (src_record, file) =
-                store.open_content_file(&login, &src).map_err(|e| match e {
-                    StoreError::IsAFolder(_) => folder_object_error(),
-                    e => store_error(e),
-                })?;
-            let mut tmp = store.tmp_file().map_err(store_error)?;
-            copy_into(file, &mut tmp).map_err(internal)?;
-            store
-                .commit_file(&login, &dst, tmp, src_record.mime.clone(), BTreeMap::new())
-                .map_err(store_error)
-        })
-        .await?;
-        Ok(S3Response::new(CopyObjectOutput {
-            copy_object_result: Some(CopyObjectResult {
-                e_tag: Some(strong_etag(&record.etag)),
-                last_modified: Some(timestamp(record.mtime)),
-                ..Default::default()
-            }),
-            ..Default::default()
-        }))
-    }
-
     async fn delete_object(
         &self,
         req: S3Request<DeleteObjectInput>,
@@ -1180,16 +1126,14 @@ impl S3 for Gateway {
         let record = blocking(move || {
             let (dir, manifest) = owned_upload(&store, &upload_id, &login, &key)?;
             let stored = list_part_records(&dir);
+            if requested.windows(2).any(|w| w[0].0 >= w[1].0) {
+                return Err(S3Error::with_message(
+                    S3ErrorCode::InvalidPartOrder,
+                    "The list of parts was not in ascending order.",
+                ));
+            }
             let mut chosen = Vec::with_capacity(requested.len());
-            let mut previous = 0;
             for (i, (n, etag)) in requested.iter().enumerate() {
-                if *n <= previous {
-                    return Err(S3Error::with_message(
-                        S3ErrorCode::InvalidPartOrder,
-                        "The list of parts was not in ascending order.",
-                    ));
-                }
-                previous = *n;
                 let part = stored
                     .iter()
                     .find(|p| p.part_number == *n && p.etag == *etag)
@@ -1361,6 +1305,119 @@ impl S3 for Gateway {
             ..Default::default()
         }))
     }
+}
+
+/// CopyObject is served by this custom route (after s3s verified the signature) because
+/// s3s's `x-amz-copy-source` parser refuses the bucket name `io` (too short for AWS).
+struct CopyObjectRoute;
+
+#[async_trait::async_trait]
+impl s3s::route::S3Route for CopyObjectRoute {
+    fn is_match(
+        &self,
+        method: &http::Method,
+        uri: &http::Uri,
+        headers: &HeaderMap,
+        _extensions: &mut http::Extensions,
+    ) -> bool {
+        method == http::Method::PUT
+            && headers.contains_key("x-amz-copy-source")
+            && !uri.query().unwrap_or("").contains("uploadId=")
+    }
+
+    async fn check_access(&self, req: &mut S3Request<s3s::Body>) -> S3Result<()> {
+        caller(req).map(|_| ())
+    }
+
+    async fn call(&self, req: S3Request<s3s::Body>) -> S3Result<S3Response<s3s::Body>> {
+        let who = caller(&req)?;
+        let (dst_bucket, dst_key) = bucket_and_key(req.uri.path())?;
+        let source = req
+            .headers
+            .get("x-amz-copy-source")
+            .and_then(|v| v.to_str().ok())
+            .unwrap_or("")
+            .to_owned();
+        let (src_path, src_version) = match source.split_once("?versionId=") {
+            Some((p, v)) => (p, Some(v.to_owned())),
+            None => (source.as_str(), None),
+        };
+        let (src_bucket, src_key) = bucket_and_key(src_path)?;
+        let record = copy_object(
+            &who,
+            &dst_bucket,
+            &dst_key,
+            &src_bucket,
+            &src_key,
+            src_version,
+        )
+        .await?;
+        let modified = time::OffsetDateTime::from_unix_timestamp(record.mtime)
+            .unwrap_or(time::OffsetDateTime::UNIX_EPOCH)
+            .format(&time::format_description::well_known::Rfc3339)
+            .map_err(internal)?;
+        let xml = format!(
+            "<?xml version=\"1.0\" encoding=\"UTF-8\"?>\n<CopyObjectResult xmlns=\"http://s3.amazonaws.com/doc/2006-03-01/\"><LastModified>{}</LastModified><ETag>&quot;{}&quot;</ETag></CopyObjectResult>",
+            xml_escape(&modified),
+            xml_escape(&record.etag)
+        );
+        let mut resp = S3Response::new(s3s::Body::from(xml));
+        resp.headers.insert(
+            header::CONTENT_TYPE,
+            http::HeaderValue::from_static("application/xml"),
+        );
+        Ok(resp)
+    }
+}
+
+/// `/<bucket>/<percent-encoded key>` (leading slash optional) → `(bucket, decoded key)`.
+fn bucket_and_key(path: &str) -> S3Result<(String, String)> {
+    let decoded = percent_encoding::percent_decode_str(path.trim_start_matches('/'))
+        .decode_utf8()
+        .map_err(|_| S3Error::with_message(S3ErrorCode::InvalidArgument, "invalid key encoding"))?;
+    let (bucket, key) = decoded.split_once('/').ok_or_else(|| {
+        S3Error::with_message(
+            S3ErrorCode::InvalidArgument,
+            "Copy Source must mention the source bucket and key: sourcebucket/sourcekey",
+        )
+    })?;
+    Ok((bucket.to_owned(), key.to_owned()))
+}
+
+/// Server-side copy of one file: the content is copied into a new upload of `dst`.
+async fn copy_object(
+    who: &Caller,
+    dst_bucket: &str,
+    dst_key: &str,
+    src_bucket: &str,
+    src_key: &str,
+    src_version: Option<String>,
+) -> S3Result<NodeRecord> {
+    check_bucket(dst_bucket)?;
+    check_bucket(src_bucket)?;
+    let src = key_path(src_key);
+    let dst = key_path(dst_key);
+    if src == dst && src_version.is_none() {
+        // The real gateway cannot rewrite an object in place (no metadata-only copy).
+        return Err(S3Error::with_message(
+            S3ErrorCode::NotImplemented,
+            "A header you provided implies functionality that is not implemented",
+        ));
+    }
+    let store = who.state.store.clone();
+    let login = who.login.clone();
+    blocking(move || {
+        let (src_record, file) = store.open_content_file(&login, &src).map_err(|e| match e {
+            StoreError::IsAFolder(_) => folder_object_error(),
+            e => store_error(e),
+        })?;
+        let mut tmp = store.tmp_file().map_err(store_error)?;
+        copy_into(file, &mut tmp).map_err(internal)?;
+        store
+            .commit_file(&login, &dst, tmp, src_record.mime.clone(), BTreeMap::new())
+            .map_err(store_error)
+    })
+    .await
 }
 
 /// HEAD/GET of a folder: the real gateway fails with a plain error (an internal error).
