@@ -1,0 +1,296 @@
+//! `cec ls / mkdir / mv / cp / rm / restore / tools hash` against cells-emu, through the real
+//! binary with a PAT in `CEC_TOKEN` (never on the command line): outputs, JSON, exit codes
+//! (0 ok, 1 error, 2 usage, 3 not found), recycle bin and restore, `%` wildcard deletes,
+//! folder copy and move.
+
+mod common;
+
+use std::path::Path;
+
+use cec::api::CellsApi;
+use common::*;
+
+struct Ctx {
+    server: TestServer,
+    token: String,
+    home: tempfile::TempDir,
+}
+
+impl Ctx {
+    async fn new() -> Ctx {
+        let server = spawn_emulator().await;
+        let token = mint_pat(&server, "alice");
+        Ctx {
+            server,
+            token,
+            home: tempfile::tempdir().expect("home"),
+        }
+    }
+
+    fn cmd(&self, args: &[&str]) -> std::process::Command {
+        let mut c = cec_cmd(self.home.path());
+        c.env("CEC_URL", &self.server.url)
+            .env("CEC_TOKEN", &self.token)
+            .args(args);
+        c
+    }
+
+    async fn cec(&self, args: &[&str]) -> Run {
+        run(self.cmd(args)).await
+    }
+
+    async fn ok(&self, args: &[&str]) -> Run {
+        let r = self.cec(args).await;
+        assert_eq!(r.code(), 0, "cec {args:?} failed: {}", r.all());
+        r
+    }
+
+    fn api(&self) -> std::sync::Arc<cec::api::http::HttpCellsApi> {
+        api_with_token(&self.server, &self.token)
+    }
+
+    async fn put(&self, path: &str, content: &[u8]) {
+        let f = self.home.path().join("upload.tmp");
+        std::fs::write(&f, content).unwrap();
+        self.api()
+            .put_object_from_file(path, &f, content.len() as u64, &Default::default())
+            .await
+            .expect("put");
+    }
+
+    async fn exists(&self, path: &str) -> bool {
+        self.api().stat(path).await.expect("stat").is_some()
+    }
+}
+
+fn no_token_in(ctx: &Ctx, r: &Run) {
+    assert!(
+        !r.all().contains(&ctx.token),
+        "the token leaked in the output"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn ls_lists_workspaces_folders_and_checks_existence() {
+    let ctx = Ctx::new().await;
+    ctx.put("personal-files/docs/a.txt", b"hello").await;
+    ctx.put("personal-files/docs/été.md", b"").await;
+
+    let r = ctx.ok(&["ls"]).await;
+    assert!(r.stdout.contains("personal-files"), "{}", r.stdout);
+    assert!(r.stdout.contains("common-files"), "{}", r.stdout);
+    assert!(r.stdout.starts_with("Listing "), "{}", r.stdout);
+    no_token_in(&ctx, &r);
+
+    let r = ctx.ok(&["ls", "--json"]).await;
+    let v: serde_json::Value = serde_json::from_str(&r.stdout).expect("json");
+    let names: Vec<&str> = v
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|w| w["name"].as_str().unwrap())
+        .collect();
+    assert!(names.contains(&"personal-files") && names.contains(&"scratch"));
+
+    let r = ctx.ok(&["ls", "cells://personal-files/docs"]).await;
+    assert!(
+        r.stdout.contains("Found 3 nodes at personal-files/docs"),
+        "{}",
+        r.stdout
+    );
+    assert!(r.stdout.contains("a.txt") && r.stdout.contains("été.md"));
+
+    let r = ctx.ok(&["ls", "-r", "personal-files"]).await;
+    assert_eq!(r.stdout.trim(), "personal-files/docs/");
+
+    let r = ctx.ok(&["ls", "--json", "personal-files/docs"]).await;
+    let v: serde_json::Value = serde_json::from_str(&r.stdout).expect("json");
+    let file = v
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|n| n["name"] == "a.txt")
+        .expect("a.txt listed");
+    assert_eq!(file["size"], 5);
+    assert_eq!(file["type"], "File");
+    assert_eq!(
+        file["hash"].as_str().unwrap(),
+        cec::hash::block_hash(b"hello")
+    );
+    assert!(!file["uuid"].as_str().unwrap().is_empty());
+
+    let r = ctx.ok(&["ls", "-d", "personal-files/docs/a.txt"]).await;
+    assert!(
+        r.stdout.contains(&cec::hash::block_hash(b"hello")),
+        "{}",
+        r.stdout
+    );
+    assert!(r.stdout.contains("INTERNAL HASH"), "{}", r.stdout);
+
+    let r = ctx
+        .ok(&[
+            "ls",
+            "--format",
+            "{{.Name}};{{.SizeBytes}};{{.Type}}",
+            "personal-files/docs",
+        ])
+        .await;
+    let mut lines: Vec<&str> = r.stdout.lines().collect();
+    lines.sort();
+    assert_eq!(lines, vec!["a.txt;5;File", "été.md;0;File"]);
+
+    let r = ctx.ok(&["ls", "-f", "personal-files/docs/a.txt"]).await;
+    assert_eq!(r.stdout.trim(), "true");
+    let r = ctx.cec(&["ls", "-f", "personal-files/nope"]).await;
+    assert_eq!(r.stdout.trim(), "false");
+    assert_eq!(r.code(), 3);
+    let r = ctx.cec(&["ls", "personal-files/nope"]).await;
+    assert_eq!(r.code(), 3, "{}", r.all());
+    let r = ctx.cec(&["ls", "-d", "-r", "personal-files"]).await;
+    assert_eq!(r.code(), 2, "{}", r.all());
+    let r = ctx.cec(&["ls", "--bogus"]).await;
+    assert_eq!(r.code(), 2);
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn mkdir_creates_folders_and_parents() {
+    let ctx = Ctx::new().await;
+    ctx.ok(&["mkdir", "personal-files/one"]).await;
+    assert!(ctx.exists("personal-files/one").await);
+    let r = ctx.cec(&["mkdir", "personal-files/one"]).await;
+    assert_eq!(r.code(), 1, "existing folder without -p: {}", r.all());
+    ctx.ok(&["mkdir", "-p", "personal-files/one"]).await;
+    let r = ctx.cec(&["mkdir", "personal-files/x/y/z"]).await;
+    assert_eq!(r.code(), 3, "missing parent without -p: {}", r.all());
+    assert!(!ctx.exists("personal-files/x").await);
+    ctx.ok(&[
+        "mkdir",
+        "-p",
+        "cells//personal-files/x/y/z",
+        "personal-files/ü/ñ",
+    ])
+    .await;
+    for p in ["personal-files/x/y/z", "personal-files/ü/ñ"] {
+        let n = ctx.api().stat(p).await.unwrap().expect("created");
+        assert!(n.is_folder());
+    }
+    let r = ctx.cec(&["mkdir", "nosuchws/a"]).await;
+    assert_eq!(r.code(), 3, "{}", r.all());
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn mv_and_cp_handle_files_and_folders() {
+    let ctx = Ctx::new().await;
+    ctx.put("personal-files/src/f1.txt", b"one").await;
+    ctx.put("personal-files/src/sub/f2.txt", b"two").await;
+    ctx.ok(&["mkdir", "personal-files/dest"]).await;
+
+    // Copy a folder into an existing folder.
+    ctx.ok(&["cp", "personal-files/src", "personal-files/dest"])
+        .await;
+    assert!(ctx.exists("personal-files/dest/src/sub/f2.txt").await);
+    assert!(ctx.exists("personal-files/src/sub/f2.txt").await);
+    // Copy a file to a new name.
+    ctx.ok(&["cp", "personal-files/src/f1.txt", "personal-files/copy.txt"])
+        .await;
+    assert!(ctx.exists("personal-files/copy.txt").await);
+    // Rename a folder.
+    ctx.ok(&["mv", "personal-files/src", "personal-files/renamed"])
+        .await;
+    assert!(!ctx.exists("personal-files/src").await);
+    assert!(ctx.exists("personal-files/renamed/sub/f2.txt").await);
+    // Move a file into a folder.
+    ctx.ok(&["mv", "personal-files/copy.txt", "personal-files/dest"])
+        .await;
+    assert!(ctx.exists("personal-files/dest/copy.txt").await);
+    assert!(!ctx.exists("personal-files/copy.txt").await);
+    // Missing source: exit 3; existing file target: exit 1.
+    let r = ctx
+        .cec(&["mv", "personal-files/ghost", "personal-files/dest"])
+        .await;
+    assert_eq!(r.code(), 3, "{}", r.all());
+    let r = ctx
+        .cec(&[
+            "cp",
+            "personal-files/renamed/f1.txt",
+            "personal-files/dest/copy.txt",
+        ])
+        .await;
+    assert_eq!(r.code(), 1, "{}", r.all());
+    let r = ctx.cec(&["mv", "personal-files/renamed"]).await;
+    assert_eq!(r.code(), 2);
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn rm_uses_the_recycle_bin_wildcards_and_restore() {
+    let ctx = Ctx::new().await;
+    ctx.put("personal-files/trash/keep.txt", b"k").await;
+    ctx.put("personal-files/trash/a.txt", b"a").await;
+    ctx.put("personal-files/w/1.txt", b"1").await;
+    ctx.put("personal-files/w/2.txt", b"2").await;
+    ctx.put("personal-files/w/d/3.txt", b"3").await;
+
+    // Default: to the recycle bin, restorable.
+    ctx.ok(&["rm", "-f", "personal-files/trash/a.txt"]).await;
+    assert!(!ctx.exists("personal-files/trash/a.txt").await);
+    assert!(ctx.exists("personal-files/recycle_bin/a.txt").await);
+    ctx.ok(&["restore", "personal-files/recycle_bin/a.txt"])
+        .await;
+    assert!(ctx.exists("personal-files/trash/a.txt").await);
+    assert!(!ctx.exists("personal-files/recycle_bin/a.txt").await);
+
+    // Wildcard: every child, the folder itself stays.
+    ctx.ok(&["rm", "-f", "personal-files/w/%"]).await;
+    assert!(ctx.exists("personal-files/w").await);
+    let children = ctx.api().list_folder("personal-files/w").await.unwrap();
+    assert!(children.is_empty(), "{children:?}");
+    assert!(ctx.exists("personal-files/recycle_bin/d/3.txt").await);
+    // Restore by original path.
+    ctx.ok(&["restore", "personal-files/w/d"]).await;
+    assert!(ctx.exists("personal-files/w/d/3.txt").await);
+
+    // Permanently: not in the bin.
+    ctx.ok(&["rm", "-f", "-p", "personal-files/trash/keep.txt"])
+        .await;
+    assert!(!ctx.exists("personal-files/trash/keep.txt").await);
+    assert!(!ctx.exists("personal-files/recycle_bin/keep.txt").await);
+
+    // A wildcard at the workspace root never deletes the recycle bin.
+    ctx.ok(&["rm", "-f", "personal-files/%"]).await;
+    assert!(ctx.exists("personal-files/recycle_bin").await);
+    assert!(!ctx.exists("personal-files/trash").await);
+
+    // Not found: exit 3, nothing else happens.
+    let r = ctx.cec(&["rm", "-f", "personal-files/nothing-here"]).await;
+    assert_eq!(r.code(), 3, "{}", r.all());
+    let r = ctx
+        .cec(&["restore", "personal-files/recycle_bin/never"])
+        .await;
+    assert_eq!(r.code(), 3, "{}", r.all());
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn tools_hash_matches_the_servers_internal_hash() {
+    let ctx = Ctx::new().await;
+    let data: Vec<u8> = (0..(10 * 1024 * 1024 + 4321))
+        .map(|i| (i % 253) as u8)
+        .collect();
+    let local = ctx.home.path().join("big.bin");
+    std::fs::write(&local, &data).unwrap();
+    ctx.put("personal-files/big.bin", &data).await;
+    let r = ctx
+        .ok(&["tools", "hash", "--file", local.to_str().unwrap()])
+        .await;
+    let node = ctx
+        .api()
+        .stat("personal-files/big.bin")
+        .await
+        .unwrap()
+        .unwrap();
+    assert_eq!(Some(r.stdout.trim()), node.cells_hash());
+    let r = ctx
+        .cec(&["tools", "hash", "--file", "/definitely/not/here"])
+        .await;
+    assert_eq!(r.code(), 3);
+    let _ = Path::new("/");
+}
