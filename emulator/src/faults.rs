@@ -24,6 +24,7 @@
 //! - `POST /_faults/expire-tokens`, `POST /_faults/drop-websockets`,
 //!   `POST /_faults/unsubscribe-websockets`, `POST /_faults/clear`, `GET /_faults` (list).
 
+use std::future::Future;
 use std::pin::Pin;
 use std::sync::Mutex;
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -244,6 +245,7 @@ async fn apply_faults(State(state): State<SharedState>, request: Request, next: 
                 inner: body.into_data_stream(),
                 remaining: after,
                 done: false,
+                flush_pause: None,
             };
             Response::from_parts(parts, Body::from_stream(cut))
         }
@@ -275,6 +277,7 @@ struct CutBody {
     inner: axum::body::BodyDataStream,
     remaining: u64,
     done: bool,
+    flush_pause: Option<Pin<Box<tokio::time::Sleep>>>,
 }
 
 impl Stream for CutBody {
@@ -285,6 +288,14 @@ impl Stream for CutBody {
             return Poll::Ready(None);
         }
         if self.remaining == 0 {
+            // Pause first so the bytes already produced are flushed to the client, then fail
+            // (hyper drops the connection on a body error).
+            let flush_pause = self
+                .flush_pause
+                .get_or_insert_with(|| Box::pin(tokio::time::sleep(Duration::from_millis(50))));
+            if flush_pause.as_mut().poll(cx).is_pending() {
+                return Poll::Pending;
+            }
             self.done = true;
             return Poll::Ready(Some(Err(std::io::Error::new(
                 std::io::ErrorKind::ConnectionAborted,
