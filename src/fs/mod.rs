@@ -1251,7 +1251,9 @@ impl CellsFs {
             // truncate(2) has no handle: the change is committed now; ftruncate's at close.
             let has_handles = self.inner.table.lock().unwrap().get(ino)?.handles > 0;
             if !has_handles {
-                self.commit(ino, file).await?;
+                let committed = self.commit(ino, file).await;
+                self.release_staging_if_idle(ino);
+                committed?;
             }
         }
         if changes.atime.is_some() || changes.mtime.is_some() {
@@ -2643,6 +2645,10 @@ impl CellsFs {
                 }
                 RemoteChange::Deleted { path } => touch_entry(&mut table, path, true, &mut inodes),
             }
+        }
+        // A clean staging copy no handle uses is now possibly stale.
+        for &ino in &inodes {
+            self.release_staging_if_idle(ino);
         }
         let Some(notifier) = self.inner.notifier.get() else {
             return;
