@@ -153,3 +153,107 @@ pub fn fast_options() -> cec::api::http::HttpOptions {
 pub fn keyring_required() -> bool {
     std::env::var("CEC_TEST_REQUIRE_KEYRING").is_ok_and(|v| !v.is_empty() && v != "0")
 }
+
+/// Play the browser's part of an OAuth login: follow the authorize URL to the login form,
+/// submit `login`/`password`, and return where the server redirects (the client's
+/// `redirect_uri` with `code` and `state`).
+pub async fn browser_login(
+    server_url: &str,
+    authorize_url: &str,
+    login: &str,
+    password: &str,
+) -> String {
+    let http = reqwest::Client::builder()
+        .redirect(reqwest::redirect::Policy::none())
+        .build()
+        .unwrap();
+    let absolute = |loc: &str| {
+        if loc.starts_with("http") {
+            loc.to_string()
+        } else {
+            format!("{server_url}{loc}")
+        }
+    };
+    let r = http.get(authorize_url).send().await.expect("authorize");
+    assert!(
+        r.status().is_redirection(),
+        "authorize answered {}",
+        r.status()
+    );
+    let form_url = absolute(r.headers()["location"].to_str().unwrap());
+    let page = http
+        .get(&form_url)
+        .send()
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
+    let marker = "name=\"login_challenge\" value=\"";
+    let start = page.find(marker).expect("login form with a challenge") + marker.len();
+    let challenge = &page[start..start + page[start..].find('"').unwrap()];
+    let r = http
+        .post(format!("{server_url}/oauth2/login"))
+        .form(&[
+            ("login_challenge", challenge),
+            ("login", login),
+            ("password", password),
+        ])
+        .send()
+        .await
+        .unwrap();
+    assert!(r.status().is_redirection(), "login answered {}", r.status());
+    absolute(r.headers()["location"].to_str().unwrap())
+}
+
+/// Read the code the server's `/oauth2/oob` page shows.
+pub async fn oob_code(oob_url: &str) -> String {
+    let page = reqwest::get(oob_url).await.unwrap().text().await.unwrap();
+    let marker = "<code id=\"code\">";
+    let start = page.find(marker).expect("OOB page shows a code") + marker.len();
+    page[start..start + page[start..].find("</code>").unwrap()].to_string()
+}
+
+/// A stored OAuth profile (secrets in the file) for `login`, obtained through the real OOB
+/// flow. Returns the config store and the profile id.
+pub async fn oauth_profile(
+    server: &TestServer,
+    home: &Path,
+    login: &str,
+) -> (cec::config::ConfigStore, String) {
+    use cec::auth::oauth::{PendingAuthorization, oob_redirect};
+    let pending = PendingAuthorization::new(&server.url, &oob_redirect(&server.url)).unwrap();
+    let location =
+        browser_login(&server.url, &pending.url, login, &format!("secret-{login}")).await;
+    let code = oob_code(&location).await;
+    let http = reqwest::Client::new();
+    let set = pending
+        .exchange(&http, &server.url, &code)
+        .await
+        .expect("code exchange");
+    let store = cec::config::ConfigStore::new(config_path(home), true);
+    let profile = cec::config::Profile {
+        auth_type: "oauth2".into(),
+        url: server.url.clone(),
+        user: login.into(),
+        id_token: set.access_token,
+        refresh_token: set.refresh_token,
+        token_expires_at: std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .unwrap()
+            .as_secs() as i64
+            + set.expires_in,
+        use_token_cache: true,
+        skip_keyring: true,
+        label: format!("{login}@127.0.0.1"),
+        ..Default::default()
+    };
+    let (id, _) = tokio::task::spawn_blocking({
+        let store = store.clone();
+        move || store.store_profile(&profile, true, None)
+    })
+    .await
+    .unwrap()
+    .unwrap();
+    (store, id)
+}
