@@ -73,6 +73,12 @@ pub struct ScpArgs {
     /// Parallel ranged GETs for one large download (1 = a single stream)
     #[arg(long = "download-concurrency", default_value_t = 4)]
     pub download_concurrency: usize,
+    /// Downloads bigger than this (in MB) use parallel ranged GETs
+    #[arg(long = "ranged-threshold", default_value_t = 64, value_name = "MB", hide = true)]
+    pub ranged_threshold: u64,
+    /// Size (in MB) of one ranged GET of a parallel download
+    #[arg(long = "download-chunk-size", default_value_t = 16, value_name = "MB", hide = true)]
+    pub download_chunk_size: u64,
 }
 
 impl ScpArgs {
@@ -96,6 +102,8 @@ impl ScpArgs {
             preserve_mtime: self.preserve_mtime,
             files_concurrency: self.files_concurrency.max(1),
             range_concurrency: self.download_concurrency.max(1),
+            ranged_threshold: self.ranged_threshold.saturating_mul(MIB),
+            range_chunk: self.download_chunk_size.max(1).saturating_mul(MIB),
             retry_max_attempts: self.retry_max_attempts.max(1),
             ..TransferOptions::default()
         })

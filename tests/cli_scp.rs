@@ -1,0 +1,409 @@
+//! `cec scp` against cells-emu through the real binary: round trips of trees with unicode
+//! names, empty files and folders and a multipart-sized file (SHA-256 compared), the target
+//! rules (`--force`), `--update` skipping identical files, downloads cut by an emulator fault
+//! resumed without corrupt output (and, when retries are exhausted, nothing left under the
+//! final name), progress bars on a pseudo-terminal and none without one, `--preserve-mtime`.
+
+mod common;
+
+use std::path::{Path, PathBuf};
+
+use cec::api::CellsApi;
+use cells_emu::faults::RequestMatch;
+use common::*;
+use sha2::{Digest, Sha256};
+
+struct Ctx {
+    server: TestServer,
+    token: String,
+    home: tempfile::TempDir,
+}
+
+impl Ctx {
+    async fn new() -> Ctx {
+        let server = spawn_emulator().await;
+        let token = mint_pat(&server, "alice");
+        Ctx {
+            server,
+            token,
+            home: tempfile::tempdir().expect("home"),
+        }
+    }
+
+    fn cmd(&self, args: &[&str]) -> std::process::Command {
+        let mut c = cec_cmd(self.home.path());
+        c.env("CEC_URL", &self.server.url)
+            .env("CEC_TOKEN", &self.token)
+            .args(args);
+        c
+    }
+
+    async fn cec(&self, args: &[&str]) -> Run {
+        run(self.cmd(args)).await
+    }
+
+    async fn ok(&self, args: &[&str]) -> Run {
+        let r = self.cec(args).await;
+        assert_eq!(r.code(), 0, "cec {args:?} failed: {}", r.all());
+        assert!(!r.all().contains(&self.token), "token leaked");
+        r
+    }
+
+    fn api(&self) -> std::sync::Arc<cec::api::http::HttpCellsApi> {
+        api_with_token(&self.server, &self.token)
+    }
+
+    fn dir(&self, name: &str) -> PathBuf {
+        self.home.path().join(name)
+    }
+}
+
+fn s(p: &Path) -> &str {
+    p.to_str().unwrap()
+}
+
+fn pattern(len: usize, seed: u8) -> Vec<u8> {
+    let mut x: u32 = 0x9e37_79b9 ^ seed as u32;
+    (0..len)
+        .map(|_| {
+            x ^= x << 13;
+            x ^= x >> 17;
+            x ^= x << 5;
+            (x >> 7) as u8
+        })
+        .collect()
+}
+
+fn sha(p: &Path) -> String {
+    hex::encode(Sha256::digest(std::fs::read(p).unwrap()))
+}
+
+/// Every file under `root` (relative path -> sha256) and every folder.
+fn tree(root: &Path) -> (Vec<(String, String)>, Vec<String>) {
+    let mut files = Vec::new();
+    let mut dirs = Vec::new();
+    let mut stack = vec![root.to_path_buf()];
+    while let Some(d) = stack.pop() {
+        for e in std::fs::read_dir(&d).unwrap() {
+            let p = e.unwrap().path();
+            let rel = p.strip_prefix(root).unwrap().to_string_lossy().into_owned();
+            if p.is_dir() {
+                dirs.push(rel);
+                stack.push(p);
+            } else {
+                files.push((rel, sha(&p)));
+            }
+        }
+    }
+    files.sort();
+    dirs.sort();
+    (files, dirs)
+}
+
+fn no_temp_files(root: &Path) {
+    let mut stack = vec![root.to_path_buf()];
+    while let Some(d) = stack.pop() {
+        for e in std::fs::read_dir(&d).unwrap() {
+            let p = e.unwrap().path();
+            let name = p.file_name().unwrap().to_string_lossy().into_owned();
+            assert!(!name.contains(".cec-part-"), "temporary file left: {p:?}");
+            if p.is_dir() {
+                stack.push(p);
+            }
+        }
+    }
+}
+
+const BIG: usize = 12 * 1024 * 1024 + 7;
+
+fn make_tree(root: &Path) {
+    let src = root.join("src");
+    std::fs::create_dir_all(src.join("naïve café")).unwrap();
+    std::fs::create_dir_all(src.join("empty-folder")).unwrap();
+    std::fs::write(src.join("naïve café").join("日本語.txt"), "konnichiwa").unwrap();
+    std::fs::write(src.join("naïve café").join("empty.txt"), b"").unwrap();
+    std::fs::write(src.join("big.bin"), pattern(BIG, 1)).unwrap();
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn tree_round_trip_with_unicode_empty_and_multipart() {
+    let ctx = Ctx::new().await;
+    make_tree(ctx.home.path());
+    let src = ctx.dir("src");
+    // Upload into a folder that does not exist yet (its parent does): created.
+    let r = ctx
+        .ok(&[
+            "scp",
+            "--no-progress",
+            "--multipart-threshold",
+            "1",
+            "--part-size",
+            "10",
+            "--parts-concurrency",
+            "2",
+            s(&src),
+            "cells://personal-files/up",
+        ])
+        .await;
+    assert!(r.stderr.contains("3 files transferred"), "{}", r.stderr);
+    let api = ctx.api();
+    let big = api
+        .stat("personal-files/up/src/big.bin")
+        .await
+        .unwrap()
+        .expect("big uploaded");
+    assert_eq!(big.size, BIG as u64);
+    assert_eq!(
+        big.cells_hash(),
+        Some(cec::hash::block_hash(&pattern(BIG, 1)).as_str())
+    );
+    let empty_dir = api
+        .stat("personal-files/up/src/empty-folder")
+        .await
+        .unwrap()
+        .expect("empty folder uploaded");
+    assert!(empty_dir.is_folder());
+    let empty = api
+        .stat("personal-files/up/src/naïve café/empty.txt")
+        .await
+        .unwrap()
+        .expect("empty file uploaded");
+    assert_eq!(empty.size, 0);
+
+    // Download with the completion prefix into a new local folder.
+    let out = ctx.dir("out");
+    let r = ctx
+        .ok(&["scp", "--no-progress", "cells//personal-files/up/src", s(&out)])
+        .await;
+    assert!(r.stderr.contains("3 files transferred"), "{}", r.stderr);
+    assert_eq!(tree(&src), tree(&out.join("src")));
+    no_temp_files(&out);
+
+    // Same again with parallel ranged downloads of 1 MiB chunks.
+    let out2 = ctx.dir("out2");
+    ctx.ok(&[
+        "scp",
+        "--no-progress",
+        "--ranged-threshold",
+        "1",
+        "--download-chunk-size",
+        "1",
+        "--download-concurrency",
+        "4",
+        "cells://personal-files/up/src/big.bin",
+        s(&out2),
+    ])
+    .await;
+    assert_eq!(sha(&out2.join("big.bin")), sha(&src.join("big.bin")));
+
+    // The item exists at the target: refused without --force, replaced with it.
+    let r = ctx
+        .cec(&["scp", "--no-progress", s(&src), "cells://personal-files/up"])
+        .await;
+    assert_eq!(r.code(), 1, "{}", r.all());
+    assert!(r.stderr.contains("already exists"), "{}", r.stderr);
+    let r = ctx
+        .cec(&["scp", "--no-progress", "cells://personal-files/up/src", s(&out)])
+        .await;
+    assert_eq!(r.code(), 1, "{}", r.all());
+    std::fs::write(src.join("naïve café").join("日本語.txt"), "changed").unwrap();
+    ctx.ok(&["scp", "-n", "--force", s(&src), "cells://personal-files/up"])
+        .await;
+    ctx.ok(&["scp", "-n", "-f", "cells://personal-files/up/src", s(&out)])
+        .await;
+    assert_eq!(
+        std::fs::read_to_string(out.join("src/naïve café/日本語.txt")).unwrap(),
+        "changed"
+    );
+
+    // Usage errors and missing sources.
+    let r = ctx.cec(&["scp", s(&src), s(&out)]).await;
+    assert_eq!(r.code(), 2);
+    let r = ctx
+        .cec(&["scp", "cells://personal-files/a", "cells://personal-files/b"])
+        .await;
+    assert_eq!(r.code(), 2);
+    let r = ctx
+        .cec(&["scp", "-n", "cells://personal-files/missing", s(&out)])
+        .await;
+    assert_eq!(r.code(), 3, "{}", r.all());
+    let r = ctx
+        .cec(&["scp", "-n", "/no/such/local", "cells://personal-files"])
+        .await;
+    assert_eq!(r.code(), 3, "{}", r.all());
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn update_skips_identical_files_both_ways() {
+    let ctx = Ctx::new().await;
+    make_tree(ctx.home.path());
+    let src = ctx.dir("src");
+    ctx.ok(&["scp", "-n", s(&src), "cells://personal-files"]).await;
+    let r = ctx
+        .ok(&["scp", "-n", "--update", s(&src), "cells://personal-files"])
+        .await;
+    assert!(r.stderr.contains("0 files transferred"), "{}", r.stderr);
+    assert!(r.stderr.contains("3 skipped"), "{}", r.stderr);
+    // One changed file (same size, other content) and one new file.
+    std::fs::write(src.join("naïve café").join("日本語.txt"), "KONNICHIWA").unwrap();
+    std::fs::write(src.join("new.txt"), "new").unwrap();
+    let r = ctx
+        .ok(&["scp", "-n", "--update", s(&src), "cells://personal-files"])
+        .await;
+    assert!(r.stderr.contains("2 files transferred"), "{}", r.stderr);
+    assert!(r.stderr.contains("2 skipped"), "{}", r.stderr);
+    let node = ctx
+        .api()
+        .stat("personal-files/src/naïve café/日本語.txt")
+        .await
+        .unwrap()
+        .unwrap();
+    assert_eq!(node.cells_hash(), Some(cec::hash::block_hash(b"KONNICHIWA").as_str()));
+
+    // Download side.
+    let out = ctx.dir("out");
+    std::fs::create_dir(&out).unwrap();
+    ctx.ok(&["scp", "-n", "cells://personal-files/src", s(&out)]).await;
+    let r = ctx
+        .ok(&["scp", "-n", "--update", "cells://personal-files/src", s(&out)])
+        .await;
+    assert!(r.stderr.contains("0 files transferred"), "{}", r.stderr);
+    assert!(r.stderr.contains("4 skipped"), "{}", r.stderr);
+    std::fs::write(out.join("src/new.txt"), "old").unwrap();
+    let r = ctx
+        .ok(&["scp", "-n", "--update", "cells://personal-files/src", s(&out)])
+        .await;
+    assert!(r.stderr.contains("1 file transferred"), "{}", r.stderr);
+    assert_eq!(std::fs::read_to_string(out.join("src/new.txt")).unwrap(), "new");
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn cut_downloads_are_resumed_or_leave_nothing_behind() {
+    let ctx = Ctx::new().await;
+    let data = pattern(3 * 1024 * 1024 + 11, 2);
+    let local = ctx.dir("cut.bin");
+    std::fs::write(&local, &data).unwrap();
+    // An upload whose first PUT fails with 503 is retried.
+    ctx.server
+        .state()
+        .faults
+        .fail_next(RequestMatch::new(Some("PUT"), "/io/"), 503, 1);
+    ctx.ok(&["scp", "-n", s(&local), "cells://personal-files"]).await;
+    assert!(ctx.server.state().faults.rules().is_empty(), "the fault was not hit");
+
+    // Single-stream download cut twice: resumed from where it stopped.
+    let out = ctx.dir("out");
+    std::fs::create_dir(&out).unwrap();
+    ctx.server
+        .state()
+        .faults
+        .cut_body_after(RequestMatch::new(Some("GET"), "/io/"), 1024 * 1024, 2);
+    ctx.ok(&["scp", "-n", "cells://personal-files/cut.bin", s(&out)])
+        .await;
+    assert!(ctx.server.state().faults.rules().is_empty(), "the cut was not hit");
+    assert_eq!(sha(&out.join("cut.bin")), sha(&local));
+    no_temp_files(&out);
+
+    // Ranged download with cuts.
+    let out2 = ctx.dir("out2");
+    ctx.server
+        .state()
+        .faults
+        .cut_body_after(RequestMatch::new(Some("GET"), "/io/"), 300_000, 3);
+    ctx.ok(&[
+        "scp",
+        "-n",
+        "--ranged-threshold",
+        "1",
+        "--download-chunk-size",
+        "1",
+        "cells://personal-files/cut.bin",
+        s(&out2),
+    ])
+    .await;
+    assert!(ctx.server.state().faults.rules().is_empty(), "the cuts were not hit");
+    assert_eq!(sha(&out2.join("cut.bin")), sha(&local));
+    no_temp_files(&out2);
+
+    // Retries exhausted: failure, and no file under its final name, no temporary file.
+    let out3 = ctx.dir("out3");
+    std::fs::create_dir(&out3).unwrap();
+    ctx.server
+        .state()
+        .faults
+        .cut_body_after(RequestMatch::new(Some("GET"), "/io/"), 1000, 50);
+    let r = ctx
+        .cec(&[
+            "scp",
+            "-n",
+            "--retry-max-attempts",
+            "2",
+            "cells://personal-files/cut.bin",
+            s(&out3),
+        ])
+        .await;
+    ctx.server.state().faults.clear();
+    assert_eq!(r.code(), 1, "{}", r.all());
+    assert!(r.stderr.contains("1 failed"), "{}", r.stderr);
+    assert!(!out3.join("cut.bin").exists(), "a partial file has the final name");
+    no_temp_files(&out3);
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn progress_bars_only_on_a_terminal_and_mtime_preserved() {
+    let ctx = Ctx::new().await;
+    let local = ctx.dir("p.bin");
+    std::fs::write(&local, pattern(4 * 1024 * 1024, 3)).unwrap();
+    // No terminal: no bar, no control characters, just the summary.
+    let r = ctx
+        .ok(&["scp", s(&local), "cells://personal-files/p"])
+        .await;
+    assert!(!r.stderr.contains("total:"), "{}", r.stderr);
+    assert!(!r.stderr.contains('\r') && !r.stderr.contains('\u{1b}'), "{:?}", r.stderr);
+    assert!(r.stderr.contains("1 file transferred"), "{}", r.stderr);
+    assert!(r.stdout.is_empty(), "{}", r.stdout);
+
+    // A pseudo-terminal (script(1)): bars are drawn. Wait so that the download's own write
+    // time differs from the server's mtime.
+    tokio::time::sleep(std::time::Duration::from_millis(1100)).await;
+    let out = ctx.dir("out");
+    let line = format!(
+        "{} scp --preserve-mtime cells://personal-files/p/p.bin {}",
+        cec_bin().display(),
+        out.display()
+    );
+    let mut c = ctx.cmd(&[]);
+    let mut script = std::process::Command::new("script");
+    script
+        .args(["-qec", &line, "/dev/null"])
+        .env_clear()
+        .envs(c.get_envs().filter_map(|(k, v)| v.map(|v| (k.to_owned(), v.to_owned()))))
+        .env("PATH", std::env::var("PATH").unwrap_or_default())
+        .env("TERM", "xterm")
+        .stdin(std::process::Stdio::null());
+    let _ = &mut c;
+    let r = run(script).await;
+    assert_eq!(r.code(), 0, "{}", r.all());
+    assert!(r.stdout.contains("total:"), "no progress bar on a pty: {:?}", r.stdout);
+    assert_eq!(sha(&out.join("p.bin")), sha(&local));
+    let node = ctx
+        .api()
+        .stat("personal-files/p/p.bin")
+        .await
+        .unwrap()
+        .unwrap();
+    let mtime = std::fs::metadata(out.join("p.bin"))
+        .unwrap()
+        .modified()
+        .unwrap()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .as_secs() as i64;
+    assert_eq!(mtime, node.mtime);
+
+    // --verbose: one line per file, no bars even on a terminal.
+    let r = ctx
+        .ok(&["scp", "-v", "-f", s(&local), "cells://personal-files/p"])
+        .await;
+    assert!(r.stderr.contains("p.bin: done"), "{}", r.stderr);
+}
