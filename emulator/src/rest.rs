@@ -837,6 +837,9 @@ async fn create_user_job(
     ok(json!({"JobUuid": id}))
 }
 
+/// Nodes going to each workspace's recycle bin, and nodes deleted permanently.
+type DeleteGroups = (BTreeMap<String, Vec<String>>, Vec<String>);
+
 #[derive(Debug, Deserialize)]
 #[serde(deny_unknown_fields, rename_all = "PascalCase")]
 struct DeleteNodesRequest {
@@ -868,7 +871,7 @@ async fn delete_nodes(
     let groups = {
         let state = state.clone();
         let login = p.login.clone();
-        move || -> Result<(BTreeMap<String, Vec<String>>, Vec<String>), RestError> {
+        move || -> Result<DeleteGroups, RestError> {
             let mut to_bin: BTreeMap<String, Vec<String>> = BTreeMap::new();
             let mut permanent = Vec::new();
             for path in paths {

@@ -381,6 +381,9 @@ pub struct Store {
     changes: tokio::sync::broadcast::Sender<TreeChange>,
 }
 
+/// An edit applied to a node's metadata as part of a move.
+type MetaEdit = dyn Fn(&mut BTreeMap<String, Value>);
+
 /// A user path resolved to the datasource.
 struct Resolved {
     /// None for the virtual root `""`.
@@ -1247,7 +1250,7 @@ impl Store {
         src: &str,
         rd: &Resolved,
         dst: &str,
-        meta_edit: Option<&dyn Fn(&mut BTreeMap<String, Value>)>,
+        meta_edit: Option<&MetaEdit>,
     ) -> Result<NodeRecord, StoreError> {
         if rs.ws.is_none() || rs.is_ws_root() {
             return Err(StoreError::Forbidden(format!("cannot move {src}")));
