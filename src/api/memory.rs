@@ -78,6 +78,7 @@ pub struct MemoryCellsApi {
     state: Mutex<State>,
     faults: Mutex<Vec<Fault>>,
     delay: Mutex<Duration>,
+    operation_delays: Mutex<HashMap<String, Duration>>,
     calls: Mutex<HashMap<String, u64>>,
 }
 
@@ -305,6 +306,7 @@ impl MemoryCellsApi {
             state: Mutex::new(state),
             faults: Mutex::new(Vec::new()),
             delay: Mutex::new(Duration::ZERO),
+            operation_delays: Mutex::new(HashMap::new()),
             calls: Mutex::new(HashMap::new()),
         }
     }
@@ -327,6 +329,14 @@ impl MemoryCellsApi {
     /// Delay every trait call by `delay`.
     pub fn set_delay(&self, delay: Duration) {
         *self.delay.lock().unwrap() = delay;
+    }
+
+    /// Delay every call of the trait method `operation` by `delay` (on top of `set_delay`).
+    pub fn set_operation_delay(&self, operation: &str, delay: Duration) {
+        self.operation_delays
+            .lock()
+            .unwrap()
+            .insert(operation.to_string(), delay);
     }
 
     /// Fix the server clock (Unix seconds) or let it follow the real one (`None`).
@@ -408,7 +418,14 @@ impl MemoryCellsApi {
             .unwrap()
             .entry(operation.to_string())
             .or_default() += 1;
-        let delay = *self.delay.lock().unwrap();
+        let delay = *self.delay.lock().unwrap()
+            + self
+                .operation_delays
+                .lock()
+                .unwrap()
+                .get(operation)
+                .copied()
+                .unwrap_or_default();
         if !delay.is_zero() {
             tokio::time::sleep(delay).await;
         }

@@ -1,0 +1,580 @@
+//! Kernel-free tests of the filesystem core's mechanisms, each quoting the contract in
+//! docs/SEMANTICS.md: read-ahead, listing cost, the data cache cap, write-back journal replay
+//! after a crash, the mtime overlay, upload retries and the recovery folder, dotfiles,
+//! read-only places, unlink of an open file, and concurrency.
+
+use std::ffi::OsStr;
+use std::sync::Arc;
+use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+
+use cec::api::ApiError;
+use cec::api::memory::{MemoryCellsApi, MemoryWorkspace};
+use cec::fs::{CellsFs, FsOptions, ROOT_INO, RemoteChange, SetAttr, TimeOrNow};
+
+const WS: &str = "personal-files";
+
+fn options(cache: &std::path::Path) -> FsOptions {
+    let mut options = FsOptions::new(cache);
+    options.upload_retry_delay = Duration::from_millis(1);
+    options
+}
+
+async fn mount(api: &Arc<MemoryCellsApi>, options: FsOptions) -> CellsFs {
+    CellsFs::new(api.clone(), options).await.unwrap()
+}
+
+async fn resolve(fs: &CellsFs, path: &str) -> Result<u64, i32> {
+    let mut ino = ROOT_INO;
+    for part in path.split('/') {
+        ino = fs
+            .lookup(ino, OsStr::new(part))
+            .await
+            .map_err(|e| e.errno())?
+            .attr
+            .ino;
+    }
+    Ok(ino)
+}
+
+async fn write_new(fs: &CellsFs, dir: &str, name: &str, data: &[u8]) -> Result<u64, i32> {
+    let parent = resolve(fs, dir).await?;
+    let (entry, open) = fs
+        .create(parent, OsStr::new(name), 0o644, libc::O_WRONLY)
+        .await
+        .map_err(|e| e.errno())?;
+    let ino = entry.attr.ino;
+    fs.write(ino, open.fh, 0, data)
+        .await
+        .map_err(|e| e.errno())?;
+    fs.flush(ino, open.fh).await.map_err(|e| e.errno())?;
+    fs.release(ino, open.fh).await.map_err(|e| e.errno())?;
+    Ok(ino)
+}
+
+async fn read_all(fs: &CellsFs, path: &str, chunk: u32) -> Vec<u8> {
+    let ino = resolve(fs, path).await.unwrap();
+    let open = fs.open(ino, libc::O_RDONLY).await.unwrap();
+    let mut out = Vec::new();
+    loop {
+        let data = fs
+            .read(ino, open.fh, out.len() as u64, chunk)
+            .await
+            .unwrap();
+        if data.is_empty() {
+            break;
+        }
+        out.extend_from_slice(&data);
+    }
+    fs.release(ino, open.fh).await.unwrap();
+    out
+}
+
+fn pattern(len: usize) -> Vec<u8> {
+    (0..len).map(|i| (i * 7 % 251) as u8).collect()
+}
+
+/// SEMANTICS: "sequential reads grow the read-ahead window (128 KiB, doubling); a seek resets it".
+#[tokio::test]
+async fn read_ahead_doubles_while_sequential_and_resets_on_seek() {
+    let api = Arc::new(MemoryCellsApi::default());
+    let content = pattern(8 * 1024 * 1024);
+    api.put_file(&format!("{WS}/big.bin"), &content);
+    let cache = tempfile::tempdir().unwrap();
+    let mut opts = options(cache.path());
+    opts.cache_size = 0;
+    let fs = mount(&api, opts).await;
+    let got = read_all(&fs, &format!("{WS}/big.bin"), 128 * 1024).await;
+    assert_eq!(got, content);
+    // 128K, 256K, 512K, 1M, 2M, 4M cover 8 MiB in 7 requests instead of 64.
+    let sequential_gets = api.calls("get_object");
+    assert!(
+        (5..=8).contains(&sequential_gets),
+        "{sequential_gets} GETs for 64 sequential reads"
+    );
+    // Random reads: each one fetches only the initial window.
+    let ino = resolve(&fs, &format!("{WS}/big.bin")).await.unwrap();
+    let open = fs.open(ino, libc::O_RDONLY).await.unwrap();
+    api.reset_calls();
+    for offset in [5_000_000u64, 1_000_000, 7_000_000, 3_000_000] {
+        let data = fs.read(ino, open.fh, offset, 4096).await.unwrap();
+        assert_eq!(&data[..], &content[offset as usize..offset as usize + 4096]);
+    }
+    assert_eq!(api.calls("get_object"), 4);
+    fs.release(ino, open.fh).await.unwrap();
+    assert_eq!(
+        fs.status().read_ahead_bytes,
+        0,
+        "budget returned at release"
+    );
+}
+
+/// SEMANTICS: "`ls -l` of a folder costs one listing, no per-file stat".
+#[tokio::test]
+async fn listing_a_folder_fills_attributes_without_per_file_stats() {
+    let api = Arc::new(MemoryCellsApi::default());
+    for i in 0..300 {
+        api.put_file(&format!("{WS}/many/f{i:03}"), &pattern(i));
+    }
+    api.put_file(&format!("{WS}/many/.hidden"), b"dot");
+    let cache = tempfile::tempdir().unwrap();
+    let fs = mount(&api, options(cache.path())).await;
+    let dir = resolve(&fs, &format!("{WS}/many")).await.unwrap();
+    api.reset_calls();
+    let fh = fs.opendir(dir, 0).await.unwrap();
+    let mut entries = Vec::new();
+    fs.readdir(dir, fh, 0, false, |e| {
+        entries.push((e.name.clone(), e.ino, e.entry.attr.size));
+        false
+    })
+    .await
+    .unwrap();
+    fs.releasedir(dir, fh).await.unwrap();
+    assert_eq!(entries.len(), 2 + 301);
+    for (name, _, _) in &entries {
+        if name == "." || name == ".." {
+            continue;
+        }
+        let entry = fs.lookup(dir, name).await.unwrap();
+        let attr = fs.getattr(entry.attr.ino, None).await.unwrap().attr;
+        if let Some(i) = name.to_str().unwrap().strip_prefix('f') {
+            assert_eq!(attr.size, i.parse::<u64>().unwrap());
+        }
+    }
+    assert_eq!(api.calls("list_folder"), 1);
+    assert_eq!(
+        api.calls("list_folder_s3"),
+        1,
+        "dotfiles come from the gateway listing"
+    );
+    assert_eq!(api.calls("stat"), 0);
+    assert!(entries.iter().any(|(n, _, s)| n == ".hidden" && *s == 3));
+}
+
+/// SEMANTICS: "the data cache never exceeds --cache-size, and survives a remount".
+#[tokio::test]
+async fn data_cache_respects_its_cap_and_survives_remount() {
+    let api = Arc::new(MemoryCellsApi::default());
+    let big = pattern(3 * 1024 * 1024);
+    let small = pattern(200 * 1024);
+    api.put_file(&format!("{WS}/big"), &big);
+    api.put_file(&format!("{WS}/small"), &small);
+    let cache = tempfile::tempdir().unwrap();
+    let cap = 1024 * 1024;
+    let mut opts = options(cache.path());
+    opts.cache_size = cap;
+    let fs = mount(&api, opts.clone()).await;
+    assert_eq!(read_all(&fs, &format!("{WS}/big"), 64 * 1024).await, big);
+    assert_eq!(
+        read_all(&fs, &format!("{WS}/small"), 64 * 1024).await,
+        small
+    );
+    let status = fs.status();
+    assert!(status.cache_bytes <= cap, "{status:?}");
+    assert!(status.cache_bytes >= small.len() as u64);
+    let on_disk: u64 = std::fs::read_dir(cache.path().join("data"))
+        .unwrap()
+        .map(|e| e.unwrap().metadata().unwrap().len())
+        .sum();
+    assert!(on_disk <= cap, "{on_disk} bytes on disk");
+    drop(fs);
+    let fs = mount(&api, opts).await;
+    api.reset_calls();
+    assert_eq!(
+        read_all(&fs, &format!("{WS}/small"), 64 * 1024).await,
+        small
+    );
+    assert_eq!(
+        api.calls("get_object"),
+        0,
+        "served from the cache after remount"
+    );
+    // A changed file (new Etag) is never served from the old blocks.
+    let changed = pattern(200 * 1024)
+        .iter()
+        .map(|b| b ^ 0xff)
+        .collect::<Vec<_>>();
+    api.put_file(&format!("{WS}/small"), &changed);
+    fs.invalidate(RemoteChange::ContentChanged {
+        path: format!("{WS}/small"),
+        etag: None,
+    });
+    assert_eq!(
+        read_all(&fs, &format!("{WS}/small"), 64 * 1024).await,
+        changed
+    );
+}
+
+/// SEMANTICS: "with --write-back, close returns at once; a crash loses nothing: the next
+/// mount replays the journal".
+#[tokio::test]
+async fn write_back_journal_is_replayed_after_a_crash() {
+    let api = Arc::new(MemoryCellsApi::default());
+    let cache = tempfile::tempdir().unwrap();
+    let mut opts = options(cache.path());
+    opts.write_back = Some(Duration::from_secs(3600));
+    let fs = mount(&api, opts.clone()).await;
+    let data = pattern(300_000);
+    write_new(&fs, WS, "pending.bin", &data).await.unwrap();
+    write_new(&fs, WS, ".dotpending", b"dot").await.unwrap();
+    assert_eq!(
+        api.read_file(&format!("{WS}/pending.bin")),
+        None,
+        "not uploaded yet"
+    );
+    assert_eq!(fs.status().pending_uploads.len(), 2);
+    // The pending file is visible in the mount meanwhile.
+    assert_eq!(
+        read_all(&fs, &format!("{WS}/pending.bin"), 65536).await,
+        data
+    );
+    // Crash: no flush, no unmount.
+    drop(fs);
+    assert_eq!(api.read_file(&format!("{WS}/pending.bin")), None);
+    opts.write_back = None;
+    let fs = mount(&api, opts).await;
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while api.read_file(&format!("{WS}/pending.bin")).is_none() && Instant::now() < deadline {
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    fs.sync_all().await.unwrap();
+    assert_eq!(api.read_file(&format!("{WS}/pending.bin")), Some(data));
+    assert_eq!(
+        api.read_file(&format!("{WS}/.dotpending")),
+        Some(b"dot".to_vec())
+    );
+    assert!(fs.status().pending_uploads.is_empty());
+    let journal_left = std::fs::read_dir(cache.path().join("journal"))
+        .unwrap()
+        .count();
+    assert_eq!(journal_left, 0);
+}
+
+/// SEMANTICS: "write-back: fsync uploads now; sync_all (unmount) uploads everything".
+#[tokio::test]
+async fn write_back_uploads_on_fsync_and_sync_all() {
+    let api = Arc::new(MemoryCellsApi::default());
+    let cache = tempfile::tempdir().unwrap();
+    let mut opts = options(cache.path());
+    opts.write_back = Some(Duration::from_secs(3600));
+    let fs = mount(&api, opts).await;
+    let parent = resolve(&fs, WS).await.unwrap();
+    let (entry, open) = fs
+        .create(parent, OsStr::new("synced"), 0o644, libc::O_WRONLY)
+        .await
+        .unwrap();
+    fs.write(entry.attr.ino, open.fh, 0, b"now").await.unwrap();
+    fs.fsync(entry.attr.ino, open.fh, false).await.unwrap();
+    assert_eq!(
+        api.read_file(&format!("{WS}/synced")),
+        Some(b"now".to_vec())
+    );
+    fs.release(entry.attr.ino, open.fh).await.unwrap();
+    write_new(&fs, WS, "later", b"later").await.unwrap();
+    assert_eq!(api.read_file(&format!("{WS}/later")), None);
+    fs.sync_all().await.unwrap();
+    assert_eq!(
+        api.read_file(&format!("{WS}/later")),
+        Some(b"later".to_vec())
+    );
+}
+
+/// SEMANTICS: "times set by the user are kept locally, survive remounts, and are dropped
+/// when the content changes on the server".
+#[tokio::test]
+async fn mtime_overlay_survives_remount_and_yields_to_server_changes() {
+    let api = Arc::new(MemoryCellsApi::default());
+    let cache = tempfile::tempdir().unwrap();
+    let fs = mount(&api, options(cache.path())).await;
+    let ino = write_new(&fs, WS, "dated", b"v1").await.unwrap();
+    let when = UNIX_EPOCH + Duration::new(978_307_200, 123_000_000); // 2001-01-01
+    let attr = fs
+        .setattr(
+            ino,
+            SetAttr {
+                mtime: Some(TimeOrNow::At(when)),
+                atime: Some(TimeOrNow::At(when)),
+                ..SetAttr::default()
+            },
+        )
+        .await
+        .unwrap()
+        .attr;
+    assert_eq!(attr.mtime, when);
+    // A rename keeps the times (rsync: temp file, utimes, rename).
+    let root = resolve(&fs, WS).await.unwrap();
+    fs.rename(root, OsStr::new("dated"), root, OsStr::new("renamed"), 0)
+        .await
+        .unwrap();
+    drop(fs);
+    let fs = mount(&api, options(cache.path())).await;
+    let ino = resolve(&fs, &format!("{WS}/renamed")).await.unwrap();
+    assert_eq!(fs.getattr(ino, None).await.unwrap().attr.mtime, when);
+    api.put_file(&format!("{WS}/renamed"), b"v2 from elsewhere");
+    fs.invalidate(RemoteChange::ContentChanged {
+        path: format!("{WS}/renamed"),
+        etag: None,
+    });
+    let mtime = fs.getattr(ino, None).await.unwrap().attr.mtime;
+    assert!(
+        mtime > SystemTime::now() - Duration::from_secs(60),
+        "{mtime:?}"
+    );
+}
+
+/// SEMANTICS: "a failed upload is retried".
+#[tokio::test]
+async fn transient_upload_failures_are_retried() {
+    let api = Arc::new(MemoryCellsApi::default());
+    let cache = tempfile::tempdir().unwrap();
+    let fs = mount(&api, options(cache.path())).await;
+    api.fail_next(
+        2,
+        Some("put_object_from_file"),
+        ApiError::Server {
+            status: 503,
+            message: "busy".into(),
+        },
+    );
+    write_new(&fs, WS, "retried", b"content").await.unwrap();
+    assert_eq!(api.calls("put_object_from_file"), 3);
+    assert_eq!(
+        api.read_file(&format!("{WS}/retried")),
+        Some(b"content".to_vec())
+    );
+}
+
+/// SEMANTICS: "when an upload fails for good, close fails with EIO and the data is kept in
+/// the recovery folder".
+#[tokio::test]
+async fn failed_uploads_land_in_the_recovery_folder() {
+    let api = Arc::new(MemoryCellsApi::default());
+    let cache = tempfile::tempdir().unwrap();
+    let mut opts = options(cache.path());
+    opts.upload_attempts = 3;
+    let fs = mount(&api, opts).await;
+    api.fail_next(
+        100,
+        Some("put_object_from_file"),
+        ApiError::Network("connection reset".into()),
+    );
+    let result = write_new(&fs, WS, "doomed", b"precious bytes").await;
+    assert_eq!(result, Err(libc::EIO));
+    assert_eq!(api.calls("put_object_from_file"), 3);
+    let status = fs.status();
+    assert_eq!(status.recovered_files.len(), 1, "{status:?}");
+    assert_eq!(
+        std::fs::read(&status.recovered_files[0]).unwrap(),
+        b"precious bytes"
+    );
+    assert!(
+        status
+            .recent_errors
+            .iter()
+            .any(|e| e.message.contains("doomed"))
+    );
+    api.clear_faults();
+}
+
+/// SEMANTICS: "dotfiles are listed and found (through the gateway listing)".
+#[tokio::test]
+async fn dotfiles_are_visible_and_count_for_rmdir() {
+    let api = Arc::new(MemoryCellsApi::default());
+    api.put_file(&format!("{WS}/repo/.git/config"), b"[core]");
+    api.put_file(&format!("{WS}/repo/.gitignore"), b"target");
+    api.put_file(&format!("{WS}/only-dot/.keep"), b"");
+    let cache = tempfile::tempdir().unwrap();
+    let fs = mount(&api, options(cache.path())).await;
+    assert_eq!(
+        read_all(&fs, &format!("{WS}/repo/.git/config"), 4096).await,
+        b"[core]"
+    );
+    assert_eq!(
+        read_all(&fs, &format!("{WS}/repo/.gitignore"), 4096).await,
+        b"target"
+    );
+    let ws = resolve(&fs, WS).await.unwrap();
+    let err = fs.rmdir(ws, OsStr::new("only-dot")).await.unwrap_err();
+    assert_eq!(err.errno(), libc::ENOTEMPTY);
+}
+
+/// SEMANTICS: "read-only workspaces and the recycle bin refuse changes with EROFS; symlinks,
+/// hard links and devices are refused with EPERM; RENAME_EXCHANGE with EINVAL".
+#[tokio::test]
+async fn refusals_use_the_documented_errnos() {
+    let api = Arc::new(MemoryCellsApi::new(vec![
+        MemoryWorkspace::new(WS, true),
+        MemoryWorkspace::new("readonly", false),
+    ]));
+    api.put_file("readonly/doc.txt", b"ro");
+    api.put_file(&format!("{WS}/a"), b"a");
+    api.put_file(&format!("{WS}/b"), b"b");
+    let cache = tempfile::tempdir().unwrap();
+    let fs = mount(&api, options(cache.path())).await;
+    let ro = resolve(&fs, "readonly").await.unwrap();
+    let err = fs
+        .create(ro, OsStr::new("new"), 0o644, libc::O_WRONLY)
+        .await
+        .unwrap_err();
+    assert_eq!(err.errno(), libc::EROFS);
+    let doc = resolve(&fs, "readonly/doc.txt").await.unwrap();
+    assert_eq!(
+        fs.open(doc, libc::O_RDWR).await.unwrap_err().errno(),
+        libc::EROFS
+    );
+    assert_eq!(fs.getattr(doc, None).await.unwrap().attr.perm & 0o222, 0);
+    assert_eq!(read_all(&fs, "readonly/doc.txt", 10).await, b"ro");
+    let ws = resolve(&fs, WS).await.unwrap();
+    fs.unlink(ws, OsStr::new("a")).await.unwrap();
+    assert_eq!(
+        api.read_file(&format!("{WS}/recycle_bin/a")),
+        Some(b"a".to_vec()),
+        "unlink goes to the recycle bin"
+    );
+    let bin = resolve(&fs, &format!("{WS}/recycle_bin")).await.unwrap();
+    assert_eq!(
+        fs.unlink(bin, OsStr::new("a")).await.unwrap_err().errno(),
+        libc::EROFS
+    );
+    assert_eq!(
+        fs.rename(
+            ws,
+            OsStr::new("b"),
+            ws,
+            OsStr::new("c"),
+            libc::RENAME_EXCHANGE
+        )
+        .await
+        .unwrap_err()
+        .errno(),
+        libc::EINVAL
+    );
+    assert_eq!(
+        fs.symlink(ws, OsStr::new("l"), OsStr::new("b"))
+            .await
+            .unwrap_err()
+            .errno(),
+        libc::EPERM
+    );
+    let b = resolve(&fs, &format!("{WS}/b")).await.unwrap();
+    assert_eq!(
+        fs.link(b, ws, OsStr::new("h")).await.unwrap_err().errno(),
+        libc::EPERM
+    );
+    assert_eq!(
+        fs.mknod(ws, OsStr::new("fifo"), libc::S_IFIFO | 0o644)
+            .await
+            .unwrap_err()
+            .errno(),
+        libc::EPERM
+    );
+    assert_eq!(
+        fs.mkdir(ROOT_INO, OsStr::new("newws"), 0o755)
+            .await
+            .unwrap_err()
+            .errno(),
+        libc::EACCES
+    );
+    let mut opts = options(cache.path());
+    opts.read_only = true;
+    let fs = mount(&api, opts).await;
+    let ws = resolve(&fs, WS).await.unwrap();
+    assert_eq!(
+        fs.mkdir(ws, OsStr::new("d"), 0o755)
+            .await
+            .unwrap_err()
+            .errno(),
+        libc::EROFS
+    );
+}
+
+/// SEMANTICS: "an unlinked file stays readable through the handles open on it".
+#[tokio::test]
+async fn unlinked_open_file_stays_readable() {
+    let api = Arc::new(MemoryCellsApi::default());
+    api.put_file(&format!("{WS}/open.txt"), b"still here");
+    let cache = tempfile::tempdir().unwrap();
+    let fs = mount(&api, options(cache.path())).await;
+    let ino = resolve(&fs, &format!("{WS}/open.txt")).await.unwrap();
+    let open = fs.open(ino, libc::O_RDONLY).await.unwrap();
+    let ws = resolve(&fs, WS).await.unwrap();
+    fs.unlink(ws, OsStr::new("open.txt")).await.unwrap();
+    assert_eq!(
+        fs.lookup(ws, OsStr::new("open.txt"))
+            .await
+            .unwrap_err()
+            .errno(),
+        libc::ENOENT
+    );
+    let data = fs.read(ino, open.fh, 0, 100).await.unwrap();
+    assert_eq!(&data[..], b"still here");
+    fs.release(ino, open.fh).await.unwrap();
+    assert_eq!(api.read_file(&format!("{WS}/open.txt")), None);
+}
+
+/// SEMANTICS: "two handles on one file see each other's writes" and "xattrs".
+#[tokio::test]
+async fn handles_share_writes_and_xattrs_show_uuid_and_etag() {
+    let api = Arc::new(MemoryCellsApi::default());
+    api.put_file(&format!("{WS}/shared"), b"0123456789");
+    let cache = tempfile::tempdir().unwrap();
+    let fs = mount(&api, options(cache.path())).await;
+    let ino = resolve(&fs, &format!("{WS}/shared")).await.unwrap();
+    let reader = fs.open(ino, libc::O_RDONLY).await.unwrap();
+    let writer = fs.open(ino, libc::O_RDWR).await.unwrap();
+    fs.write(ino, writer.fh, 2, b"ab").await.unwrap();
+    assert_eq!(
+        &fs.read(ino, reader.fh, 0, 100).await.unwrap()[..],
+        b"01ab456789"
+    );
+    fs.release(ino, writer.fh).await.unwrap();
+    fs.release(ino, reader.fh).await.unwrap();
+    let node = api.node(&format!("{WS}/shared")).unwrap();
+    assert_eq!(
+        fs.getxattr(ino, OsStr::new("user.cells.uuid"))
+            .await
+            .unwrap(),
+        node.uuid.as_bytes()
+    );
+    assert_eq!(
+        fs.getxattr(ino, OsStr::new("user.cells.etag"))
+            .await
+            .unwrap(),
+        node.etag.as_bytes()
+    );
+    assert_eq!(
+        fs.getxattr(ino, OsStr::new("user.other"))
+            .await
+            .unwrap_err()
+            .errno(),
+        libc::ENODATA
+    );
+    let list = fs.listxattr(ino).await.unwrap();
+    assert_eq!(list, b"user.cells.uuid\0user.cells.etag\0");
+}
+
+/// SEMANTICS: "a slow upload never blocks other operations".
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_slow_upload_does_not_block_other_operations() {
+    let api = Arc::new(MemoryCellsApi::default());
+    api.put_file(&format!("{WS}/other"), b"other");
+    let cache = tempfile::tempdir().unwrap();
+    let fs = mount(&api, options(cache.path())).await;
+    api.set_operation_delay("put_object_from_file", Duration::from_secs(2));
+    let slow = {
+        let fs = fs.clone();
+        tokio::spawn(async move { write_new(&fs, WS, "slow", b"slow").await })
+    };
+    tokio::time::sleep(Duration::from_millis(100)).await;
+    let started = Instant::now();
+    assert_eq!(read_all(&fs, &format!("{WS}/other"), 100).await, b"other");
+    let ws = resolve(&fs, WS).await.unwrap();
+    fs.mkdir(ws, OsStr::new("meanwhile"), 0o755).await.unwrap();
+    assert!(
+        started.elapsed() < Duration::from_millis(1000),
+        "blocked for {:?}",
+        started.elapsed()
+    );
+    assert!(!slow.is_finished());
+    slow.await.unwrap().unwrap();
+    assert_eq!(api.read_file(&format!("{WS}/slow")), Some(b"slow".to_vec()));
+}
