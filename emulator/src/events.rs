@@ -14,6 +14,9 @@
 //!   `pydio:` metadata stripped), then the JSON string `"dump"`. UPDATE_PATH is rewritten per
 //!   workspace to CREATE (source invisible) or DELETE (target invisible). Nodes whose base
 //!   name starts with `.` never produce frames.
+//! - CREATE / UPDATE_CONTENT / UPDATE_META of one node are merged until the node has been
+//!   quiet for [`DEFAULT_MERGE_WINDOW`] (configurable), so an upload usually yields one CREATE
+//!   with its final Etag; UPDATE_PATH and DELETE go at once (ordering is not preserved).
 //! - A websocket ping every [`DEFAULT_PING_INTERVAL`] (configurable for tests).
 //! - Each session's outgoing queue holds [`QUEUE_LENGTH`] frames; when it is full the session
 //!   is silently unsubscribed (socket left open), as the real server does.
@@ -42,6 +45,8 @@ use crate::store::{ChangeKind, NodeRecord, Store, TreeChange};
 pub const DEFAULT_PING_INTERVAL: Duration = Duration::from_secs(55);
 /// Per-session outgoing queue (melody's `MessageBufferSize`).
 pub const QUEUE_LENGTH: usize = 256;
+/// Quiet time after which the merged events of one node are sent (`events-batch.go`).
+pub const DEFAULT_MERGE_WINDOW: Duration = Duration::from_secs(1);
 /// Largest client frame accepted (`MaxMessageSize`).
 pub const MAX_CLIENT_FRAME: usize = 2048;
 
@@ -67,6 +72,7 @@ pub struct EventHub {
     ping_interval_ms: AtomicU64,
     pump_started: AtomicBool,
     dropped_events: AtomicU64,
+    merge_window_ms: AtomicU64,
 }
 
 impl EventHub {
@@ -78,6 +84,7 @@ impl EventHub {
             ping_interval_ms: AtomicU64::new(DEFAULT_PING_INTERVAL.as_millis() as u64),
             pump_started: AtomicBool::new(false),
             dropped_events: AtomicU64::new(0),
+            merge_window_ms: AtomicU64::new(DEFAULT_MERGE_WINDOW.as_millis() as u64),
         }
     }
 
@@ -195,19 +202,44 @@ impl EventHub {
         let mut changes = self.store.subscribe_changes();
         let hub: Weak<EventHub> = Arc::downgrade(self);
         tokio::spawn(async move {
+            let mut merger = Merger::default();
             loop {
-                let change = match changes.recv().await {
-                    Ok(c) => c,
-                    Err(tokio::sync::broadcast::error::RecvError::Lagged(n)) => {
-                        tracing::warn!(lost = n, "event pump lagged: some events were dropped");
-                        continue;
-                    }
-                    Err(tokio::sync::broadcast::error::RecvError::Closed) => return,
+                let next_flush = merger.next_deadline();
+                let received = tokio::select! {
+                    r = changes.recv() => Some(r),
+                    _ = sleep_until_opt(next_flush) => None,
                 };
                 let Some(hub) = hub.upgrade() else { return };
-                hub.broadcast(&change);
+                match received {
+                    None => {
+                        for change in merger.take_due(tokio::time::Instant::now()) {
+                            hub.broadcast(&change);
+                        }
+                    }
+                    Some(Ok(change)) => {
+                        let window = hub.merge_window();
+                        if let Some(change) = merger.offer(change, window) {
+                            hub.broadcast(&change);
+                        }
+                    }
+                    Some(Err(tokio::sync::broadcast::error::RecvError::Lagged(n))) => {
+                        tracing::warn!(lost = n, "event pump lagged: some events were dropped");
+                    }
+                    Some(Err(tokio::sync::broadcast::error::RecvError::Closed)) => return,
+                }
             }
         });
+    }
+
+    /// Set how long CREATE / UPDATE_CONTENT / UPDATE_META events of one node are merged
+    /// before being sent (the real server: 1 s of quiet per node). Zero sends at once.
+    pub fn set_merge_window(&self, window: Duration) {
+        let ms = u64::try_from(window.as_millis()).unwrap_or(u64::MAX);
+        self.merge_window_ms.store(ms, Ordering::Relaxed);
+    }
+
+    fn merge_window(&self) -> Duration {
+        Duration::from_millis(self.merge_window_ms.load(Ordering::Relaxed))
     }
 
     /// Deliver one change to every subscribed session.
@@ -314,6 +346,106 @@ impl EventHub {
             frames.push((ws, frame.to_string()));
         }
         frames
+    }
+}
+
+async fn sleep_until_opt(deadline: Option<tokio::time::Instant>) {
+    match deadline {
+        Some(d) => tokio::time::sleep_until(d).await,
+        None => std::future::pending().await,
+    }
+}
+
+/// Per-node merging of CREATE / UPDATE_CONTENT / UPDATE_META (cells-events.md §3.3): events
+/// of one node are held until the node has been quiet for the merge window; the merged event
+/// is a CREATE if any was, else UPDATE_CONTENT if any was, else the last type; it carries the
+/// latest node, with a `"temporary"` Etag replaced by the last real one seen. Other kinds
+/// (UPDATE_PATH, DELETE) pass at once, so ordering is not preserved, as on the real server.
+#[derive(Default)]
+struct Merger {
+    pending: HashMap<String, PendingNode>,
+}
+
+struct PendingNode {
+    created: bool,
+    content: bool,
+    last_kind: ChangeKind,
+    target: NodeRecord,
+    real_etag: Option<String>,
+    deadline: tokio::time::Instant,
+}
+
+impl Merger {
+    /// Take a change: returns it if it must be sent now, else holds it.
+    fn offer(&mut self, change: TreeChange, window: Duration) -> Option<TreeChange> {
+        let mergeable = matches!(
+            change.kind,
+            ChangeKind::Create | ChangeKind::UpdateContent | ChangeKind::UpdateMeta
+        );
+        let target = match (&change.target, mergeable && !window.is_zero()) {
+            (Some(t), true) => t.clone(),
+            _ => return Some(change),
+        };
+        let deadline = tokio::time::Instant::now() + window;
+        let real_etag = (target.etag != crate::store::TEMPORARY_ETAG && !target.etag.is_empty())
+            .then(|| target.etag.clone());
+        let entry = self
+            .pending
+            .entry(target.uuid.clone())
+            .or_insert_with(|| PendingNode {
+                created: false,
+                content: false,
+                last_kind: change.kind,
+                target: target.clone(),
+                real_etag: None,
+                deadline,
+            });
+        entry.created |= change.kind == ChangeKind::Create;
+        entry.content |= change.kind == ChangeKind::UpdateContent;
+        entry.last_kind = change.kind;
+        entry.target = target;
+        if real_etag.is_some() {
+            entry.real_etag = real_etag;
+        }
+        entry.deadline = deadline;
+        None
+    }
+
+    fn next_deadline(&self) -> Option<tokio::time::Instant> {
+        self.pending.values().map(|p| p.deadline).min()
+    }
+
+    /// The merged events whose node has been quiet long enough.
+    fn take_due(&mut self, now: tokio::time::Instant) -> Vec<TreeChange> {
+        let due: Vec<String> = self
+            .pending
+            .iter()
+            .filter(|(_, p)| p.deadline <= now)
+            .map(|(k, _)| k.clone())
+            .collect();
+        due.into_iter()
+            .filter_map(|k| self.pending.remove(&k))
+            .map(|p| {
+                let kind = if p.created {
+                    ChangeKind::Create
+                } else if p.content {
+                    ChangeKind::UpdateContent
+                } else {
+                    p.last_kind
+                };
+                let mut target = p.target;
+                if target.etag == crate::store::TEMPORARY_ETAG
+                    && let Some(etag) = p.real_etag
+                {
+                    target.etag = etag;
+                }
+                TreeChange {
+                    kind,
+                    source: None,
+                    target: Some(target),
+                }
+            })
+            .collect()
     }
 }
 

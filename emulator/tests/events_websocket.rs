@@ -338,6 +338,8 @@ async fn moves_across_workspaces_and_visibility_per_user() {
 #[tokio::test]
 async fn unsubscribe_and_resubscribe() {
     let (emu, _dir) = start().await;
+    // No merging here: an event held back while unsubscribed would be sent after resubscribe.
+    emu.state.events.set_merge_window(Duration::ZERO);
     let token = pat(&emu, "alice");
     let mut socket = subscribe(&emu, &token).await;
     let s3 = S3Client::new(&emu.url, &token);
@@ -456,5 +458,52 @@ async fn pings_and_task_frames() {
         "bob's task must not reach alice: {frame}"
     );
     assert_eq!(frame["Job"]["ID"], "copy-move-1");
+    emu.stop().await;
+}
+
+#[tokio::test]
+async fn events_of_one_node_are_merged_and_may_be_reordered() {
+    let (emu, _dir) = start().await;
+    let token = pat(&emu, "alice");
+    let mut socket = subscribe(&emu, &token).await;
+    let s3 = S3Client::new(&emu.url, &token);
+
+    // An upload (temporary node, then content) is one CREATE carrying the final Etag, sent
+    // after a second of quiet.
+    let t = std::time::Instant::now();
+    assert_eq!(
+        s3.put("personal-files/merged.txt", b"final").await.status(),
+        200
+    );
+    let frames = next_event(&mut socket).await;
+    assert!(
+        t.elapsed() >= Duration::from_millis(900),
+        "{:?}",
+        t.elapsed()
+    );
+    assert_eq!(frames.len(), 1, "{frames:?}");
+    assert!(frames[0].get("Type").is_none(), "{frames:?}");
+    assert_eq!(frames[0]["Target"]["Etag"], json!(md5_of(b"final")));
+
+    // Created then renamed within the second: the UPDATE_PATH comes first, then the CREATE
+    // that still carries the old path (cells-events.md §3.3).
+    assert_eq!(s3.put("personal-files/early.txt", b"e").await.status(), 200);
+    let store = emu.state.store.clone();
+    tokio::task::spawn_blocking(move || {
+        store.move_node(
+            "alice",
+            "personal-files/early.txt",
+            "personal-files/late.txt",
+        )
+    })
+    .await
+    .unwrap()
+    .expect("move");
+    let first = next_event(&mut socket).await;
+    assert_eq!(first[0]["Type"], "UPDATE_PATH", "{first:?}");
+    assert_eq!(first[0]["Target"]["Path"], "personal-files/late.txt");
+    let second = next_event(&mut socket).await;
+    assert!(second[0].get("Type").is_none(), "{second:?}");
+    assert_eq!(second[0]["Target"]["Path"], "personal-files/early.txt");
     emu.stop().await;
 }
