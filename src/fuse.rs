@@ -781,12 +781,8 @@ impl MountedSession {
         self.session.guard.is_finished()
     }
 
-    /// Unmount and wait for the session threads.
-    pub fn unmount(self) -> io::Result<()> {
-        self.session.umount_and_join()
-    }
-
-    /// Wait for the session to end without unmounting (it was unmounted from outside).
+    /// Wait for the session to end (after the filesystem was unmounted). fuser's own
+    /// unmount is not used: with `auto_unmount` it leaves a live mount in place.
     pub fn join(self) -> io::Result<()> {
         self.session.join()
     }

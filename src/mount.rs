@@ -148,6 +148,40 @@ pub fn force_unmount(path: &Path) -> anyhow::Result<()> {
     Ok(())
 }
 
+/// Unmount the mount at `path` now: a plain unmount, lazily when busy; through
+/// `fusermount3 -u` when not root. Nothing mounted there is not an error.
+pub fn unmount_now(path: &Path) -> anyhow::Result<()> {
+    let target = absolute(path)?;
+    match nix::mount::umount2(&target, nix::mount::MntFlags::empty()) {
+        Ok(()) => Ok(()),
+        Err(nix::errno::Errno::EINVAL) if !is_mount_point(&target) => Ok(()),
+        Err(nix::errno::Errno::EBUSY) => {
+            tracing::warn!(mountpoint = %target.display(), "mount busy (open files or a shell inside?): detaching lazily");
+            force_unmount(&target)
+        }
+        Err(nix::errno::Errno::EPERM) => {
+            let Some(fusermount) = find_fusermount() else {
+                bail!(
+                    "cannot unmount {}: not permitted and fusermount3 is missing",
+                    target.display()
+                );
+            };
+            let status = std::process::Command::new(fusermount)
+                .arg("-u")
+                .arg("--")
+                .arg(&target)
+                .status()
+                .context("running fusermount3 -u")?;
+            if status.success() {
+                Ok(())
+            } else {
+                force_unmount(&target)
+            }
+        }
+        Err(err) => bail!("cannot unmount {}: {err}", target.display()),
+    }
+}
+
 /// Make `path` usable as a mountpoint: clear a dead FUSE mount, refuse a live one.
 pub fn prepare_mountpoint(path: &Path) -> anyhow::Result<()> {
     match mountpoint_state(path) {
@@ -923,7 +957,9 @@ async fn mount_and_serve(plan: MountPlan, readiness: &mut Readiness) -> anyhow::
         tokio::task::spawn_blocking(move || wait_until_answers(&mp, timeout)).await?
     };
     if let Err(err) = answered {
-        let _ = tokio::task::spawn_blocking(move || mounted.unmount()).await;
+        let mp = mountpoint.clone();
+        let _ = tokio::task::spawn_blocking(move || unmount_now(&mp)).await;
+        drop(mounted);
         return Err(err);
     }
 
@@ -1001,16 +1037,25 @@ async fn mount_and_serve(plan: MountPlan, readiness: &mut Readiness) -> anyhow::
         );
     }
 
-    let unmounted = match reason {
-        StopReason::UnmountedFromOutside => {
-            tokio::task::spawn_blocking(move || mounted.join()).await?
-        }
-        _ => tokio::task::spawn_blocking(move || mounted.unmount()).await?,
-    };
-    if let Err(err) = unmounted {
-        tracing::warn!(error = %err, "clean unmount failed; detaching lazily");
+    // Unmount ourselves: fuser's own unmount leaves an `auto_unmount` mount in place
+    // (fusermount3 only unmounts a filesystem whose daemon died), so it cannot be trusted.
+    if !matches!(reason, StopReason::UnmountedFromOutside) {
         let mp = mountpoint.clone();
-        tokio::task::spawn_blocking(move || force_unmount(&mp)).await??;
+        tokio::task::spawn_blocking(move || unmount_now(&mp)).await??;
+    }
+    // The session threads end once the kernel connection is gone.
+    let joined = tokio::time::timeout(
+        Duration::from_secs(10),
+        tokio::task::spawn_blocking(move || mounted.join()),
+    )
+    .await;
+    match joined {
+        Ok(Ok(Ok(()))) => {}
+        Ok(Ok(Err(err))) => tracing::warn!(error = %err, "the FUSE session ended with an error"),
+        Ok(Err(err)) => tracing::warn!(error = %err, "the FUSE session thread panicked"),
+        Err(_) => tracing::warn!(
+            "files are still open on the detached mount; exiting anyway (their users get errors)"
+        ),
     }
     cancel.cancel();
     let _ = control.await;
