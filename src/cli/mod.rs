@@ -14,12 +14,15 @@
 pub mod admin;
 pub mod completion;
 pub mod config;
+pub mod credentials;
 pub mod doc;
 pub mod files;
 pub mod info;
 pub mod mount;
+pub mod mount_helper;
 pub mod scp;
 pub mod tools;
+pub mod update;
 pub mod version;
 
 use std::path::PathBuf;
@@ -96,6 +99,9 @@ pub struct GlobalArgs {
     /// Location of the config directory (holding config.json), or of the config file itself
     #[arg(long, global = true, env = "CEC_CONFIG", value_name = "PATH")]
     pub config: Option<PathBuf>,
+    /// Use this stored profile (its id, `user@host:port`) instead of the active one
+    #[arg(long, global = true, env = "CEC_PROFILE", value_name = "ID")]
+    pub profile: Option<String>,
     /// Skip TLS certificate verification (not recommended)
     #[arg(long, global = true, env = "CEC_SKIP_VERIFY")]
     pub skip_verify: bool,
@@ -125,6 +131,7 @@ impl std::fmt::Debug for GlobalArgs {
             .field("login", &self.login)
             .field("password", &self.password.as_ref().map(|_| "<hidden>"))
             .field("config", &self.config)
+            .field("profile", &self.profile)
             .field("skip_verify", &self.skip_verify)
             .field("skip_keyring", &self.skip_keyring)
             .field("no_cache", &self.no_cache)
@@ -168,7 +175,8 @@ impl GlobalArgs {
             }
             return Ok(Some(token));
         }
-        Ok(None)
+        // Under systemd, a token handed over with `LoadCredential=cec-token:...`.
+        credentials::token_from_credentials()
     }
 }
 
@@ -213,6 +221,8 @@ pub enum Command {
     Idm(admin::IdmArgs),
     /// Storage management (admin): datasources
     Storage(admin::StorageArgs),
+    /// Replace this binary with the newest release (checks its SHA-256; --check only reports)
+    Update(update::UpdateArgs),
 }
 
 /// A failure as the user sees it: one sentence and an exit code.
@@ -369,7 +379,8 @@ pub async fn connect_with(
         let store = global.config_store();
         let profile = tokio::task::spawn_blocking({
             let store = store.clone();
-            move || store.load_profile(None)
+            let id = global.profile.clone();
+            move || store.load_profile(id.as_deref())
         })
         .await
         .map_err(|e| CliError::failure(e.to_string()))??;
@@ -491,5 +502,6 @@ pub fn run(cli: Cli) -> ExitCode {
         Command::Tools(args) => report(tools::run_tools(args)),
         Command::Idm(args) => report(block_on(admin::run_idm(args, &global))),
         Command::Storage(args) => report(block_on(admin::run_storage(args, &global))),
+        Command::Update(args) => report(block_on(update::run_update(args))),
     }
 }
