@@ -28,6 +28,7 @@ use base64::engine::general_purpose::URL_SAFE_NO_PAD;
 use hmac::{Hmac, Mac};
 use sha2::{Digest, Sha256};
 
+use crate::idm::Idm;
 use crate::{EmuConfig, store::Store};
 
 /// Who a valid token belongs to.
@@ -98,7 +99,7 @@ pub struct SessionToken {
 
 /// The token authority. Shared as `Arc<Auth>`.
 pub struct Auth {
-    store: Arc<Store>,
+    idm: Idm,
     secret: [u8; 32],
     db: Mutex<rusqlite::Connection>,
     ttl: Duration,
@@ -170,20 +171,25 @@ struct TokenRow {
 impl Auth {
     /// Open the token database under `config.data_dir`.
     pub fn new(config: &EmuConfig, store: Arc<Store>) -> anyhow::Result<Auth> {
-        Auth::open_with(&config.data_dir, store, config.access_token_ttl)
+        Auth::open_with(
+            &config.data_dir,
+            store.idm().clone(),
+            config.access_token_ttl,
+        )
     }
 
     /// Open the token database of a data directory without a running server (admin CLI).
     /// `access_token_ttl` only matters for OAuth grants.
     pub fn open_data_dir(data_dir: &Path) -> anyhow::Result<Auth> {
-        let mut config = EmuConfig::for_tests(data_dir);
-        config.users.clear();
-        config.admins.clear();
-        let store = Arc::new(Store::open(&config)?);
-        Auth::open_with(data_dir, store, config.access_token_ttl)
+        let idm = crate::store::load_idm(data_dir)?;
+        Auth::open_with(
+            data_dir,
+            idm,
+            EmuConfig::for_tests(data_dir).access_token_ttl,
+        )
     }
 
-    fn open_with(data_dir: &Path, store: Arc<Store>, ttl: Duration) -> anyhow::Result<Auth> {
+    fn open_with(data_dir: &Path, idm: Idm, ttl: Duration) -> anyhow::Result<Auth> {
         use anyhow::Context;
         std::fs::create_dir_all(data_dir)?;
         let secret_path = data_dir.join("auth.secret");
@@ -248,7 +254,7 @@ impl Auth {
             .unwrap_or(0)
         };
         Ok(Auth {
-            store,
+            idm,
             secret,
             db: Mutex::new(db),
             ttl,
@@ -347,7 +353,7 @@ impl Auth {
     }
 
     fn principal(&self, login: &str) -> Result<Principal, AuthError> {
-        let user = self.store.idm().user(login).ok_or(AuthError::Invalid)?;
+        let user = self.idm.user(login).ok_or(AuthError::Invalid)?;
         Ok(Principal {
             login: user.login.clone(),
             admin: user.admin,
@@ -439,10 +445,7 @@ impl Auth {
 
     /// Mint a Personal Access Token for an existing user.
     pub fn mint_pat(&self, login: &str, expiry: PatExpiry) -> anyhow::Result<String> {
-        anyhow::ensure!(
-            self.store.idm().user(login).is_some(),
-            "no such user: {login}"
-        );
+        anyhow::ensure!(self.idm.user(login).is_some(), "no such user: {login}");
         let token = self.new_raw_token();
         let (expires, window) = match expiry {
             PatExpiry::Fixed(d) => (now_ms() + d.as_millis() as i64, 0),
@@ -652,7 +655,7 @@ impl Auth {
                 return Err(invalid());
             }
         }
-        if self.store.idm().user(&row.login).is_none() {
+        if self.idm.user(&row.login).is_none() {
             return Err(invalid());
         }
         let _ = row.issued_ms;
@@ -735,7 +738,7 @@ impl Auth {
 
     /// Check a login/password pair (the OAuth login form).
     pub fn check_password(&self, login: &str, password: &str) -> Option<Principal> {
-        let u = self.store.idm().authenticate(login, password)?;
+        let u = self.idm.authenticate(login, password)?;
         Some(Principal {
             login: u.login.clone(),
             admin: u.admin,

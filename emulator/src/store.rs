@@ -681,19 +681,7 @@ impl Store {
                 rusqlite::params![login, user.admin as i64, salt, hash],
             )?;
         }
-        let users = {
-            let mut stmt = db.prepare("SELECT login, admin, salt, hash FROM users")?;
-            stmt.query_map([], |r| {
-                Ok(crate::idm::User::from_parts(
-                    r.get(0)?,
-                    r.get::<_, i64>(1)? != 0,
-                    r.get(2)?,
-                    r.get(3)?,
-                ))
-            })?
-            .collect::<Result<Vec<_>, _>>()?
-        };
-        let idm = Idm::new(users);
+        let idm = Idm::new(read_users(&db)?);
         let fresh = {
             use rusqlite::OptionalExtension;
             db.query_row("SELECT v FROM kv WHERE k = 'initialized'", [], |r| {
@@ -1602,6 +1590,38 @@ fn ensure_folders_internal(
     insert_node(db, &n)?;
     created.push(n.clone());
     Ok(n)
+}
+
+fn read_users(db: &rusqlite::Connection) -> anyhow::Result<Vec<crate::idm::User>> {
+    let mut stmt = db.prepare("SELECT login, admin, salt, hash FROM users")?;
+    let users = stmt
+        .query_map([], |r| {
+            Ok(crate::idm::User::from_parts(
+                r.get(0)?,
+                r.get::<_, i64>(1)? != 0,
+                r.get(2)?,
+                r.get(3)?,
+            ))
+        })?
+        .collect::<Result<Vec<_>, _>>()?;
+    Ok(users)
+}
+
+/// The users of an existing data directory, read without opening the store (no side
+/// effects: safe while a server runs on it). Used by the admin CLI.
+pub fn load_idm(data_dir: &Path) -> anyhow::Result<Idm> {
+    use anyhow::Context;
+    let path = data_dir.join("index.sqlite");
+    anyhow::ensure!(
+        path.exists(),
+        "{} is not a cells-emu data directory (no index.sqlite)",
+        data_dir.display()
+    );
+    let db =
+        rusqlite::Connection::open_with_flags(&path, rusqlite::OpenFlags::SQLITE_OPEN_READ_ONLY)
+            .context("opening the index")?;
+    db.busy_timeout(std::time::Duration::from_secs(10))?;
+    Ok(Idm::new(read_users(&db)?))
 }
 
 /// MD5 hex and `x-cells-hash` of a file, read from disk.
