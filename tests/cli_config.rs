@@ -625,3 +625,57 @@ async fn completion_and_doc_are_generated_from_the_cli_definition() {
     assert_eq!(bad.code(), 2);
     let _ = std::io::stdout().flush();
 }
+
+#[tokio::test(flavor = "multi_thread")]
+async fn relog_replaces_a_revoked_token_of_the_same_profile() {
+    let server = spawn_emulator().await;
+    let home = tempfile::tempdir().unwrap();
+    let old = mint_pat(&server, "alice");
+    let add = run({
+        let mut c = cec_cmd(home.path());
+        c.args([
+            "config",
+            "add",
+            "token",
+            "--skip-keyring",
+            "--url",
+            &server.url,
+        ])
+        .env("CEC_TOKEN", &old);
+        c
+    })
+    .await;
+    assert_eq!(add.code(), 0, "{}", add.all());
+    let id = read_config(home.path())["ActiveConfigID"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    server.state().auth.revoke(&old);
+    let info = run({
+        let mut c = cec_cmd(home.path());
+        c.arg("info");
+        c
+    })
+    .await;
+    assert_ne!(info.code(), 0);
+    let new = mint_pat(&server, "alice");
+    let relog = run({
+        let mut c = cec_cmd(home.path());
+        c.args(["config", "relog", &id]).env("CEC_TOKEN", &new);
+        c
+    })
+    .await;
+    assert_eq!(relog.code(), 0, "{}", relog.all());
+    let cfg = read_config(home.path());
+    assert_eq!(cfg["ActiveConfigID"], json!(id));
+    assert_eq!(cfg["Configs"][&id]["idToken"], json!(new));
+    assert_eq!(cfg["Configs"].as_object().unwrap().len(), 1);
+    let info = run({
+        let mut c = cec_cmd(home.path());
+        c.arg("info");
+        c
+    })
+    .await;
+    assert_eq!(info.code(), 0, "{}", info.all());
+    server.stop().await;
+}

@@ -6,6 +6,7 @@ mod common;
 
 use std::io::Write;
 use std::process::{Command, Stdio};
+use std::time::Duration;
 
 use common::*;
 use serde_json::json;
@@ -143,5 +144,87 @@ async fn the_keyring_holds_secrets_in_the_official_formats() {
     })
     .await;
     assert_eq!(secret_tool_lookup(&bob_account), None);
+    server.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn oauth_tokens_live_in_the_keyring_and_refreshes_update_it() {
+    use tokio::io::{AsyncBufReadExt, AsyncWriteExt, BufReader};
+    let server = spawn_emulator_with(|c| c.access_token_ttl = Duration::from_secs(2)).await;
+    let home = tempfile::tempdir().unwrap();
+    let mut cmd = cec_cmd(home.path());
+    cmd.args([
+        "config",
+        "add",
+        "oauth",
+        "--no-browser",
+        "--url",
+        &server.url,
+    ])
+    .stdin(Stdio::piped())
+    .stdout(Stdio::piped())
+    .stderr(Stdio::piped());
+    let mut child = tokio::process::Command::from(cmd).spawn().unwrap();
+    let mut lines = BufReader::new(child.stderr.take().unwrap()).lines();
+    let url = loop {
+        let line = lines.next_line().await.unwrap().expect("authorization URL");
+        if line.starts_with("http") {
+            break line;
+        }
+    };
+    let location = browser_login(&server.url, &url, "alice", "secret-alice").await;
+    let code = oob_code(&location).await;
+    let mut stdin = child.stdin.take().unwrap();
+    stdin
+        .write_all(format!("{code}\n").as_bytes())
+        .await
+        .unwrap();
+    drop(stdin);
+    let mut rest = String::new();
+    while let Ok(Some(l)) = lines.next_line().await {
+        rest.push_str(&l);
+    }
+    assert!(child.wait().await.unwrap().success(), "{rest}");
+    assert!(
+        !rest.contains("clear text"),
+        "the keyring must be usable: {rest}"
+    );
+
+    let account = format!("{}::alice", server.url);
+    let value = secret_tool_lookup(&account).expect("OAuth secrets in the keyring");
+    let (access, refresh) = value.split_once("__//__").expect("<access>__//__<refresh>");
+    assert!(!access.is_empty() && !refresh.is_empty());
+    let cfg: serde_json::Value =
+        serde_json::from_slice(&std::fs::read(config_path(home.path())).unwrap()).unwrap();
+    let id = cfg["ActiveConfigID"].as_str().unwrap().to_string();
+    assert!(cfg["Configs"][&id].get("refreshToken").is_none());
+    assert!(cfg["Configs"][&id].get("idToken").is_none());
+
+    // The access token expires; `cec info` refreshes and the rotated pair lands in the keyring.
+    tokio::time::sleep(Duration::from_millis(2300)).await;
+    let info = run({
+        let mut c = cec_cmd(home.path());
+        c.arg("info");
+        c
+    })
+    .await;
+    assert_eq!(info.code(), 0, "{}", info.all());
+    let after = secret_tool_lookup(&account).unwrap();
+    let (access2, refresh2) = after.split_once("__//__").unwrap();
+    assert_ne!(refresh2, refresh, "rotated refresh token persisted");
+    assert_ne!(access2, access);
+    let cfg: serde_json::Value =
+        serde_json::from_slice(&std::fs::read(config_path(home.path())).unwrap()).unwrap();
+    assert!(
+        cfg["Configs"][&id].get("refreshToken").is_none(),
+        "still no secret in the file"
+    );
+    let _ = run({
+        let mut c = cec_cmd(home.path());
+        c.args(["clear", "--yes"]);
+        c
+    })
+    .await;
+    assert_eq!(secret_tool_lookup(&account), None);
     server.stop().await;
 }

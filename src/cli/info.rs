@@ -7,8 +7,10 @@ pub async fn run_info(global: &GlobalArgs) -> Result<(), CliError> {
     let store = global.config_store();
     let path = store.path().display().to_string();
     let session = connect(global).await?;
+    // Checks the token too (bootconf alone answers anonymous callers).
+    let login = session.api.session_login().await?;
     println!("Server:       {}", session.base_url);
-    println!("User:         {}", session.login);
+    println!("User:         {login}");
     match &session.profile_id {
         Some(id) => {
             let profile = tokio::task::spawn_blocking(move || store.load())
