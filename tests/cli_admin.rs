@@ -27,7 +27,13 @@ async fn admin_commands_list_for_an_admin() {
     for u in ["alice", "bob", "admin"] {
         assert!(r.stdout.contains(&format!("  - {u}\n")), "{}", r.stdout);
     }
-    let r = cec(&server, &admin, home.path(), &["idm", "list-users", "--json"]).await;
+    let r = cec(
+        &server,
+        &admin,
+        home.path(),
+        &["idm", "list-users", "--json"],
+    )
+    .await;
     ok(&r);
     let v: serde_json::Value = serde_json::from_str(&r.stdout).expect("json");
     assert_eq!(v.as_array().unwrap().len(), 3);
@@ -40,7 +46,13 @@ async fn admin_commands_list_for_an_admin() {
     ok(&r);
     assert!(r.stdout.contains("Root Group (ROOT_GROUP)"), "{}", r.stdout);
 
-    let r = cec(&server, &admin, home.path(), &["idm", "list-workspaces", "--json"]).await;
+    let r = cec(
+        &server,
+        &admin,
+        home.path(),
+        &["idm", "list-workspaces", "--json"],
+    )
+    .await;
     ok(&r);
     let v: serde_json::Value = serde_json::from_str(&r.stdout).expect("json");
     let root = v
@@ -53,22 +65,61 @@ async fn admin_commands_list_for_an_admin() {
         .to_string();
     let r = cec(&server, &admin, home.path(), &["idm", "list-workspaces"]).await;
     ok(&r);
-    assert!(r.stdout.contains("Common Files (common-files)"), "{}", r.stdout);
+    assert!(
+        r.stdout.contains("Common Files (common-files)"),
+        "{}",
+        r.stdout
+    );
 
-    let r = cec(&server, &admin, home.path(), &["idm", "list-acls", "-n", &root]).await;
+    let r = cec(
+        &server,
+        &admin,
+        home.path(),
+        &["idm", "list-acls", "-n", &root],
+    )
+    .await;
     ok(&r);
-    assert!(r.stdout.contains("ROOT_GROUP") && r.stdout.contains("read"), "{}", r.stdout);
+    assert!(
+        r.stdout.contains("ROOT_GROUP") && r.stdout.contains("read"),
+        "{}",
+        r.stdout
+    );
     let r = cec(&server, &admin, home.path(), &["idm", "list-acls"]).await;
     assert_eq!(r.code(), 2, "--uuid is required");
 
-    let r = cec(&server, &admin, home.path(), &["storage", "list-datasources", "-r"]).await;
+    let r = cec(
+        &server,
+        &admin,
+        home.path(),
+        &["storage", "list-datasources", "-r"],
+    )
+    .await;
     ok(&r);
     let names: Vec<&str> = r.stdout.lines().collect();
-    assert!(names.contains(&"common") && names.contains(&"personal"), "{names:?}");
-    let r = cec(&server, &admin, home.path(), &["storage", "resync-ds", "common"]).await;
+    assert!(
+        names.contains(&"common") && names.contains(&"personal"),
+        "{names:?}"
+    );
+    let r = cec(
+        &server,
+        &admin,
+        home.path(),
+        &["storage", "resync-ds", "common"],
+    )
+    .await;
     ok(&r);
-    assert!(r.stdout.contains("Starting resync on common"), "{}", r.stdout);
-    let r = cec(&server, &admin, home.path(), &["storage", "resync-ds", "nope"]).await;
+    assert!(
+        r.stdout.contains("Starting resync on common"),
+        "{}",
+        r.stdout
+    );
+    let r = cec(
+        &server,
+        &admin,
+        home.path(),
+        &["storage", "resync-ds", "nope"],
+    )
+    .await;
     assert_eq!(r.code(), 3, "{}", r.all());
 }
 

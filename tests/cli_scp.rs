@@ -173,7 +173,12 @@ async fn tree_round_trip_with_unicode_empty_and_multipart() {
     // Download with the completion prefix into a new local folder.
     let out = ctx.dir("out");
     let r = ctx
-        .ok(&["scp", "--no-progress", "cells//personal-files/up/src", s(&out)])
+        .ok(&[
+            "scp",
+            "--no-progress",
+            "cells//personal-files/up/src",
+            s(&out),
+        ])
         .await;
     assert!(r.stderr.contains("3 files transferred"), "{}", r.stderr);
     assert_eq!(tree(&src), tree(&out.join("src")));
@@ -203,7 +208,12 @@ async fn tree_round_trip_with_unicode_empty_and_multipart() {
     assert_eq!(r.code(), 1, "{}", r.all());
     assert!(r.stderr.contains("already exists"), "{}", r.stderr);
     let r = ctx
-        .cec(&["scp", "--no-progress", "cells://personal-files/up/src", s(&out)])
+        .cec(&[
+            "scp",
+            "--no-progress",
+            "cells://personal-files/up/src",
+            s(&out),
+        ])
         .await;
     assert_eq!(r.code(), 1, "{}", r.all());
     std::fs::write(src.join("naïve café").join("日本語.txt"), "changed").unwrap();
@@ -220,7 +230,11 @@ async fn tree_round_trip_with_unicode_empty_and_multipart() {
     let r = ctx.cec(&["scp", s(&src), s(&out)]).await;
     assert_eq!(r.code(), 2);
     let r = ctx
-        .cec(&["scp", "cells://personal-files/a", "cells://personal-files/b"])
+        .cec(&[
+            "scp",
+            "cells://personal-files/a",
+            "cells://personal-files/b",
+        ])
         .await;
     assert_eq!(r.code(), 2);
     let r = ctx
@@ -238,7 +252,8 @@ async fn update_skips_identical_files_both_ways() {
     let ctx = Ctx::new().await;
     make_tree(ctx.home.path());
     let src = ctx.dir("src");
-    ctx.ok(&["scp", "-n", s(&src), "cells://personal-files"]).await;
+    ctx.ok(&["scp", "-n", s(&src), "cells://personal-files"])
+        .await;
     let r = ctx
         .ok(&["scp", "-n", "--update", s(&src), "cells://personal-files"])
         .await;
@@ -258,23 +273,42 @@ async fn update_skips_identical_files_both_ways() {
         .await
         .unwrap()
         .unwrap();
-    assert_eq!(node.cells_hash(), Some(cec::hash::block_hash(b"KONNICHIWA").as_str()));
+    assert_eq!(
+        node.cells_hash(),
+        Some(cec::hash::block_hash(b"KONNICHIWA").as_str())
+    );
 
     // Download side.
     let out = ctx.dir("out");
     std::fs::create_dir(&out).unwrap();
-    ctx.ok(&["scp", "-n", "cells://personal-files/src", s(&out)]).await;
+    ctx.ok(&["scp", "-n", "cells://personal-files/src", s(&out)])
+        .await;
     let r = ctx
-        .ok(&["scp", "-n", "--update", "cells://personal-files/src", s(&out)])
+        .ok(&[
+            "scp",
+            "-n",
+            "--update",
+            "cells://personal-files/src",
+            s(&out),
+        ])
         .await;
     assert!(r.stderr.contains("0 files transferred"), "{}", r.stderr);
     assert!(r.stderr.contains("4 skipped"), "{}", r.stderr);
     std::fs::write(out.join("src/new.txt"), "old").unwrap();
     let r = ctx
-        .ok(&["scp", "-n", "--update", "cells://personal-files/src", s(&out)])
+        .ok(&[
+            "scp",
+            "-n",
+            "--update",
+            "cells://personal-files/src",
+            s(&out),
+        ])
         .await;
     assert!(r.stderr.contains("1 file transferred"), "{}", r.stderr);
-    assert_eq!(std::fs::read_to_string(out.join("src/new.txt")).unwrap(), "new");
+    assert_eq!(
+        std::fs::read_to_string(out.join("src/new.txt")).unwrap(),
+        "new"
+    );
 }
 
 #[tokio::test(flavor = "multi_thread")]
@@ -288,19 +322,27 @@ async fn cut_downloads_are_resumed_or_leave_nothing_behind() {
         .state()
         .faults
         .fail_next(RequestMatch::new(Some("PUT"), "/io/"), 503, 1);
-    ctx.ok(&["scp", "-n", s(&local), "cells://personal-files"]).await;
-    assert!(ctx.server.state().faults.rules().is_empty(), "the fault was not hit");
+    ctx.ok(&["scp", "-n", s(&local), "cells://personal-files"])
+        .await;
+    assert!(
+        ctx.server.state().faults.rules().is_empty(),
+        "the fault was not hit"
+    );
 
     // Single-stream download cut twice: resumed from where it stopped.
     let out = ctx.dir("out");
     std::fs::create_dir(&out).unwrap();
-    ctx.server
-        .state()
-        .faults
-        .cut_body_after(RequestMatch::new(Some("GET"), "/io/"), 1024 * 1024, 2);
+    ctx.server.state().faults.cut_body_after(
+        RequestMatch::new(Some("GET"), "/io/"),
+        1024 * 1024,
+        2,
+    );
     ctx.ok(&["scp", "-n", "cells://personal-files/cut.bin", s(&out)])
         .await;
-    assert!(ctx.server.state().faults.rules().is_empty(), "the cut was not hit");
+    assert!(
+        ctx.server.state().faults.rules().is_empty(),
+        "the cut was not hit"
+    );
     assert_eq!(sha(&out.join("cut.bin")), sha(&local));
     no_temp_files(&out);
 
@@ -321,7 +363,10 @@ async fn cut_downloads_are_resumed_or_leave_nothing_behind() {
         s(&out2),
     ])
     .await;
-    assert!(ctx.server.state().faults.rules().is_empty(), "the cuts were not hit");
+    assert!(
+        ctx.server.state().faults.rules().is_empty(),
+        "the cuts were not hit"
+    );
     assert_eq!(sha(&out2.join("cut.bin")), sha(&local));
     no_temp_files(&out2);
 
@@ -345,7 +390,10 @@ async fn cut_downloads_are_resumed_or_leave_nothing_behind() {
     ctx.server.state().faults.clear();
     assert_eq!(r.code(), 1, "{}", r.all());
     assert!(r.stderr.contains("1 failed"), "{}", r.stderr);
-    assert!(!out3.join("cut.bin").exists(), "a partial file has the final name");
+    assert!(
+        !out3.join("cut.bin").exists(),
+        "a partial file has the final name"
+    );
     no_temp_files(&out3);
 }
 
@@ -359,7 +407,11 @@ async fn progress_bars_only_on_a_terminal_and_mtime_preserved() {
         .ok(&["scp", s(&local), "cells://personal-files/p"])
         .await;
     assert!(!r.stderr.contains("total:"), "{}", r.stderr);
-    assert!(!r.stderr.contains('\r') && !r.stderr.contains('\u{1b}'), "{:?}", r.stderr);
+    assert!(
+        !r.stderr.contains('\r') && !r.stderr.contains('\u{1b}'),
+        "{:?}",
+        r.stderr
+    );
     assert!(r.stderr.contains("1 file transferred"), "{}", r.stderr);
     assert!(r.stdout.is_empty(), "{}", r.stdout);
 
@@ -377,14 +429,21 @@ async fn progress_bars_only_on_a_terminal_and_mtime_preserved() {
     script
         .args(["-qec", &line, "/dev/null"])
         .env_clear()
-        .envs(c.get_envs().filter_map(|(k, v)| v.map(|v| (k.to_owned(), v.to_owned()))))
+        .envs(
+            c.get_envs()
+                .filter_map(|(k, v)| v.map(|v| (k.to_owned(), v.to_owned()))),
+        )
         .env("PATH", std::env::var("PATH").unwrap_or_default())
         .env("TERM", "xterm")
         .stdin(std::process::Stdio::null());
     let _ = &mut c;
     let r = run(script).await;
     assert_eq!(r.code(), 0, "{}", r.all());
-    assert!(r.stdout.contains("total:"), "no progress bar on a pty: {:?}", r.stdout);
+    assert!(
+        r.stdout.contains("total:"),
+        "no progress bar on a pty: {:?}",
+        r.stdout
+    );
     assert_eq!(sha(&out.join("p.bin")), sha(&local));
     let node = ctx
         .api()
@@ -406,4 +465,106 @@ async fn progress_bars_only_on_a_terminal_and_mtime_preserved() {
         .ok(&["scp", "-v", "-f", s(&local), "cells://personal-files/p"])
         .await;
     assert!(r.stderr.contains("p.bin: done"), "{}", r.stderr);
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn an_interrupted_multipart_upload_is_resumed() {
+    use cec::api::http_extra::{S3Body, xml_values};
+    use reqwest::Method;
+    use reqwest::header::HeaderName;
+
+    let ctx = Ctx::new().await;
+    const MIB: usize = 1024 * 1024;
+    let data = pattern(25 * MIB + 3, 4);
+    let local = ctx.dir("resume.bin");
+    std::fs::write(&local, &data).unwrap();
+    let key = "personal-files/resume.bin";
+    let api = ctx.api();
+    // A previous run sent part 1 correctly and part 2 with other bytes, then stopped.
+    let resp = api
+        .s3_call(
+            Method::POST,
+            key,
+            &[("uploads", "")],
+            &[(
+                HeaderName::from_static("x-amz-meta-pydio-clear-size"),
+                data.len().to_string(),
+            )],
+            S3Body::Empty,
+            false,
+        )
+        .await
+        .expect("initiate");
+    let id = xml_values(&resp.text().await.unwrap(), "UploadId")
+        .pop()
+        .expect("upload id");
+    for (n, bytes) in [(1, data[..10 * MIB].to_vec()), (2, vec![0u8; 10 * MIB])] {
+        let number = n.to_string();
+        api.s3_call(
+            Method::PUT,
+            key,
+            &[("partNumber", &number), ("uploadId", &id)],
+            &[],
+            S3Body::Bytes(bytes.into()),
+            true,
+        )
+        .await
+        .expect("part");
+    }
+    assert!(
+        !ctx.api()
+            .stat(key)
+            .await
+            .unwrap()
+            .is_some_and(|n| !n.is_temporary())
+    );
+
+    // Count the part uploads of the resumed run with a counted no-op latency rule.
+    let faults = &ctx.server.state().faults;
+    faults.add_latency(
+        RequestMatch::new(Some("PUT"), "/io/personal-files/resume.bin"),
+        std::time::Duration::ZERO,
+        Some(100),
+    );
+    ctx.ok(&[
+        "scp",
+        "-n",
+        "--multipart-threshold",
+        "1",
+        "--part-size",
+        "10",
+        s(&local),
+        "cells://personal-files",
+    ])
+    .await;
+    let remaining = faults
+        .rules()
+        .first()
+        .and_then(|r| r.remaining)
+        .unwrap_or(100);
+    faults.clear();
+    assert_eq!(
+        100 - remaining,
+        2,
+        "parts 2 (different bytes) and 3 (missing) only"
+    );
+    let node = api.stat(key).await.unwrap().expect("uploaded");
+    assert_eq!(node.size, data.len() as u64);
+    assert_eq!(
+        node.cells_hash(),
+        Some(cec::hash::block_hash(&data).as_str())
+    );
+    // Nothing pending any more.
+    let resp = api
+        .s3_call(
+            Method::GET,
+            "",
+            &[("uploads", ""), ("prefix", key)],
+            &[],
+            S3Body::Empty,
+            true,
+        )
+        .await
+        .unwrap();
+    assert!(xml_values(&resp.text().await.unwrap(), "UploadId").is_empty());
 }

@@ -27,7 +27,14 @@ async fn admin_lists_users_roles_workspaces_acls_and_datasources() {
     let search = json!({"Queries": [{"Login": "*"}]});
 
     let (st, v) = emu
-        .rest(&sw, Method::POST, "/user", Some(&admin), Some(&search), "restUsersCollection")
+        .rest(
+            &sw,
+            Method::POST,
+            "/user",
+            Some(&admin),
+            Some(&search),
+            "restUsersCollection",
+        )
         .await;
     assert_eq!(st, 200);
     let mut users = names(&v, "Users", "Login");
@@ -113,7 +120,14 @@ async fn admin_lists_users_roles_workspaces_acls_and_datasources() {
     assert!(v.get("ACLs").is_none(), "{v}");
 
     let (st, v) = emu
-        .rest(&sw, Method::GET, "/config/datasource", Some(&admin), None, "restDataSourceCollection")
+        .rest(
+            &sw,
+            Method::GET,
+            "/config/datasource",
+            Some(&admin),
+            None,
+            "restDataSourceCollection",
+        )
         .await;
     assert_eq!(st, 200);
     let ds = names(&v, "DataSources", "Name");
@@ -153,10 +167,18 @@ async fn standard_users_get_403_and_anonymous_401() {
     let alice = emu.pat("alice");
     let q = json!({"Queries": [{}]});
     let calls: Vec<(Method, &str, Option<Value>)> = vec![
-        (Method::POST, "/user", Some(json!({"Queries": [{"Login": "*"}]}))),
+        (
+            Method::POST,
+            "/user",
+            Some(json!({"Queries": [{"Login": "*"}]})),
+        ),
         (Method::POST, "/role", Some(q.clone())),
         (Method::POST, "/workspace", Some(q.clone())),
-        (Method::POST, "/acl", Some(json!({"Queries": [{"NodeIDs": ["x"]}]}))),
+        (
+            Method::POST,
+            "/acl",
+            Some(json!({"Queries": [{"NodeIDs": ["x"]}]})),
+        ),
         (Method::GET, "/config/datasource", None),
         (
             Method::PUT,
@@ -166,7 +188,14 @@ async fn standard_users_get_403_and_anonymous_401() {
     ];
     for (m, path, body) in calls {
         let (st, _) = emu
-            .rest(&sw, m.clone(), path, Some(&alice), body.as_ref(), "restError")
+            .rest(
+                &sw,
+                m.clone(),
+                path,
+                Some(&alice),
+                body.as_ref(),
+                "restError",
+            )
             .await;
         assert_eq!(st, 403, "{m} {path} as a standard user");
         let (st, _) = emu
@@ -201,7 +230,12 @@ async fn unknown_fields_are_refused() {
     assert_eq!(st, 500);
     assert!(text.contains("unknown field \\\"Bogus\\\""), "{text}");
     let (st, _) = emu
-        .call(Method::POST, "/role", Some(&admin), Some(&json!({"Nope": true})))
+        .call(
+            Method::POST,
+            "/role",
+            Some(&admin),
+            Some(&json!({"Nope": true})),
+        )
         .await;
     assert_eq!(st, 500);
 }

@@ -1,16 +1,50 @@
-//! Extra REST calls of [`HttpCellsApi`] used by the admin commands (`cec idm`, `cec storage`):
-//! a plain authenticated JSON request to any `/a` endpoint of the official swagger.
+//! Extra calls of [`HttpCellsApi`] used by the CLI: a plain authenticated JSON request to any
+//! `/a` endpoint of the official swagger (admin commands), and raw signed S3 gateway requests
+//! (the resumable multipart upload of `cec scp`: ListMultipartUploads, ListParts, UploadPart
+//! with progress, Complete).
 //!
-//! Invariants: the bearer header is marked sensitive and never formatted into an error; a
-//! 401 triggers one token refresh and one retry; statuses map to [`ApiError`] as elsewhere
-//! (403 Forbidden, 404 NotFound), keeping the server's `restError` title.
+//! Invariants: the bearer header and the SigV4 `Authorization` are marked sensitive and never
+//! formatted into an error; a 401 (or an S3 `AccessDenied`) triggers one token refresh and one
+//! retry; S3 requests are signed `UNSIGNED-PAYLOAD` (never aws-chunked, never flexible
+//! checksums); transient failures (connection errors, 429, 502-504) of idempotent requests are
+//! retried with backoff; statuses map to [`ApiError`] as elsewhere.
 
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::time::{Duration, SystemTime};
+
+use percent_encoding::{AsciiSet, NON_ALPHANUMERIC, utf8_percent_encode};
 use reqwest::Method;
-use reqwest::header::{AUTHORIZATION, CONTENT_TYPE, HeaderValue};
+use reqwest::header::{AUTHORIZATION, CONTENT_TYPE, HeaderName, HeaderValue};
 use serde_json::Value;
 
-use super::http::{HttpCellsApi, describe_reqwest_error};
+use super::http::{
+    HttpCellsApi, S3_BUCKET, S3_REGION, S3_SECRET, describe_reqwest_error, encode_path,
+};
 use super::{ApiError, ApiResult};
+
+/// Called with the number of bytes just sent.
+pub type ProgressFn = Arc<dyn Fn(u64) + Send + Sync>;
+
+/// The body of a raw S3 request, re-created for each attempt.
+#[derive(Clone)]
+pub enum S3Body {
+    Empty,
+    Bytes(bytes::Bytes),
+    /// `len` bytes of a file from `offset`, reporting progress as they are sent.
+    File {
+        path: PathBuf,
+        offset: u64,
+        len: u64,
+        progress: Option<ProgressFn>,
+    },
+}
+
+const QUERY_VALUE: &AsciiSet = &NON_ALPHANUMERIC
+    .remove(b'-')
+    .remove(b'.')
+    .remove(b'_')
+    .remove(b'~');
 
 impl HttpCellsApi {
     /// `method /a<path>` with an optional JSON body; returns the JSON answer (`{}` if empty).
@@ -72,6 +106,236 @@ impl HttpCellsApi {
                     message: what,
                 },
             });
+        }
+    }
+}
+
+/// Pull every `<tag>value</tag>` out of a small XML document (values unescaped).
+pub fn xml_values(xml: &str, tag: &str) -> Vec<String> {
+    let open = format!("<{tag}>");
+    let close = format!("</{tag}>");
+    let mut out = Vec::new();
+    let mut rest = xml;
+    while let Some(start) = rest.find(&open) {
+        let after = &rest[start + open.len()..];
+        let Some(end) = after.find(&close) else { break };
+        out.push(
+            after[..end]
+                .replace("&quot;", "\"")
+                .replace("&apos;", "'")
+                .replace("&lt;", "<")
+                .replace("&gt;", ">")
+                .replace("&amp;", "&"),
+        );
+        rest = &after[end + close.len()..];
+    }
+    out
+}
+
+/// Every `<tag>...</tag>` block (raw inner XML).
+pub fn xml_blocks<'a>(xml: &'a str, tag: &str) -> Vec<&'a str> {
+    let open = format!("<{tag}>");
+    let close = format!("</{tag}>");
+    let mut out = Vec::new();
+    let mut rest = xml;
+    while let Some(start) = rest.find(&open) {
+        let after = &rest[start + open.len()..];
+        let Some(end) = after.find(&close) else { break };
+        out.push(&after[..end]);
+        rest = &after[end + close.len()..];
+    }
+    out
+}
+
+fn sign(req: &mut reqwest::Request, token: &str) -> ApiResult<()> {
+    use aws_sigv4::http_request::{
+        PayloadChecksumKind, PercentEncodingMode, SignableBody, SignableRequest, SigningSettings,
+        UriPathNormalizationMode, sign,
+    };
+    use aws_sigv4::sign::v4;
+    let fail =
+        |e: &dyn std::fmt::Display| ApiError::Local(format!("cannot sign an S3 request: {e}"));
+    let identity =
+        aws_credential_types::Credentials::new(token, S3_SECRET, None, None, "cec").into();
+    let mut settings = SigningSettings::default();
+    settings.payload_checksum_kind = PayloadChecksumKind::XAmzSha256;
+    settings.percent_encoding_mode = PercentEncodingMode::Single;
+    settings.uri_path_normalization_mode = UriPathNormalizationMode::Disabled;
+    let params = v4::SigningParams::builder()
+        .identity(&identity)
+        .region(S3_REGION)
+        .name("s3")
+        .time(SystemTime::now())
+        .settings(settings)
+        .build()
+        .map_err(|e| fail(&e))?
+        .into();
+    let headers: Vec<(String, String)> = req
+        .headers()
+        .iter()
+        .filter(|(n, _)| n.as_str().starts_with("x-amz-") || n.as_str() == "content-type")
+        .filter_map(|(n, v)| v.to_str().ok().map(|v| (n.to_string(), v.to_string())))
+        .collect();
+    let url = req.url().to_string();
+    let method = req.method().as_str().to_string();
+    let signable = SignableRequest::new(
+        &method,
+        url.as_str(),
+        headers.iter().map(|(n, v)| (n.as_str(), v.as_str())),
+        SignableBody::UnsignedPayload,
+    )
+    .map_err(|e| fail(&e))?;
+    let (instructions, _) = sign(signable, &params).map_err(|e| fail(&e))?.into_parts();
+    let (headers, _) = instructions.into_parts();
+    for h in headers {
+        let name = HeaderName::from_bytes(h.name().as_bytes()).map_err(|e| fail(&e))?;
+        let mut value = HeaderValue::from_str(h.value())
+            .map_err(|_| ApiError::Auth("the token is not a valid header value".into()))?;
+        value.set_sensitive(true);
+        req.headers_mut().insert(name, value);
+    }
+    Ok(())
+}
+
+impl HttpCellsApi {
+    /// `/io/<key>?<query>` with the key encoded per segment and the query values percent-encoded.
+    fn s3_extra_url(&self, key: &str, query: &[(&str, &str)]) -> String {
+        let mut url = format!("{}/{}", self.base_url(), S3_BUCKET);
+        let key = key.trim_matches('/');
+        if !key.is_empty() {
+            url.push('/');
+            url.push_str(&encode_path(key));
+        }
+        if !query.is_empty() {
+            let q: Vec<String> = query
+                .iter()
+                .map(|(k, v)| {
+                    if v.is_empty() {
+                        k.to_string()
+                    } else {
+                        format!("{k}={}", utf8_percent_encode(v, QUERY_VALUE))
+                    }
+                })
+                .collect();
+            url.push('?');
+            url.push_str(&q.join("&"));
+        }
+        url
+    }
+
+    /// A signed request to the S3 gateway, retried when transient (idempotent requests only),
+    /// with one token refresh on an authentication failure. Returns a successful response.
+    pub async fn s3_call(
+        &self,
+        method: Method,
+        key: &str,
+        query: &[(&str, &str)],
+        headers: &[(HeaderName, String)],
+        body: S3Body,
+        idempotent: bool,
+    ) -> ApiResult<reqwest::Response> {
+        let url = self.s3_extra_url(key, query);
+        let mut token = self.tokens().token().await?;
+        let mut refreshed = false;
+        let mut attempt = 0u32;
+        loop {
+            let mut builder = self.http_client().request(method.clone(), &url);
+            for (n, v) in headers {
+                builder = builder.header(n.clone(), v.as_str());
+            }
+            builder = match &body {
+                S3Body::Empty => builder,
+                S3Body::Bytes(b) => builder
+                    .header(reqwest::header::CONTENT_LENGTH, b.len().to_string())
+                    .body(b.clone()),
+                S3Body::File {
+                    path,
+                    offset,
+                    len,
+                    progress,
+                } => {
+                    use futures::StreamExt;
+                    use std::io::{Seek, SeekFrom};
+                    let local = |e: std::io::Error| {
+                        ApiError::Local(format!("cannot read {}: {e}", path.display()))
+                    };
+                    let mut file = std::fs::File::open(path).map_err(local)?;
+                    file.seek(SeekFrom::Start(*offset)).map_err(local)?;
+                    let file = tokio::io::AsyncReadExt::take(tokio::fs::File::from_std(file), *len);
+                    let progress = progress.clone();
+                    let stream = tokio_util::io::ReaderStream::with_capacity(file, 256 * 1024).map(
+                        move |chunk| {
+                            if let (Ok(c), Some(p)) = (&chunk, &progress) {
+                                p(c.len() as u64);
+                            }
+                            chunk
+                        },
+                    );
+                    builder
+                        .header(reqwest::header::CONTENT_LENGTH, len.to_string())
+                        .body(reqwest::Body::wrap_stream(stream))
+                }
+            };
+            let mut req = builder
+                .build()
+                .map_err(|e| ApiError::Local(format!("cannot build the request: {e}")))?;
+            sign(&mut req, &token)?;
+            let retry = |attempt: u32| Duration::from_millis(200 * (1 << attempt.min(5)));
+            match self.http_client().execute(req).await {
+                Err(e) => {
+                    if (idempotent || e.is_connect()) && attempt < 4 {
+                        tokio::time::sleep(retry(attempt)).await;
+                        attempt += 1;
+                        continue;
+                    }
+                    return Err(ApiError::Network(describe_reqwest_error(&e)));
+                }
+                Ok(resp) if resp.status().is_success() => return Ok(resp),
+                Ok(resp) => {
+                    let status = resp.status().as_u16();
+                    let text = resp.text().await.unwrap_or_default();
+                    let code = xml_values(&text, "Code")
+                        .into_iter()
+                        .next()
+                        .unwrap_or_default();
+                    let message = xml_values(&text, "Message")
+                        .into_iter()
+                        .next()
+                        .unwrap_or_else(|| format!("HTTP {status}"));
+                    let auth = status == 401
+                        || (status == 403
+                            && matches!(
+                                code.as_str(),
+                                "AccessDenied" | "ExpiredToken" | "InvalidAccessKeyId"
+                            ));
+                    if auth && !refreshed {
+                        refreshed = true;
+                        if let Ok(t) = self.tokens().refresh_after_unauthorized(&token).await {
+                            token = t;
+                            continue;
+                        }
+                    }
+                    if matches!(status, 429 | 502 | 503 | 504) && idempotent && attempt < 4 {
+                        tokio::time::sleep(retry(attempt)).await;
+                        attempt += 1;
+                        continue;
+                    }
+                    let what = format!("{key}: {message}");
+                    return Err(match (status, code.as_str()) {
+                        (_, "NoSuchKey" | "NoSuchUpload" | "NoSuchBucket") | (404, _) => {
+                            ApiError::NotFound(what)
+                        }
+                        (401, _) => ApiError::Unauthorized(what),
+                        (403, _) => ApiError::Forbidden(what),
+                        (409, _) => ApiError::AlreadyExists(what),
+                        (400, _) => ApiError::InvalidRequest(what),
+                        _ => ApiError::Server {
+                            status,
+                            message: what,
+                        },
+                    });
+                }
+            }
         }
     }
 }

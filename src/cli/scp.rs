@@ -74,10 +74,20 @@ pub struct ScpArgs {
     #[arg(long = "download-concurrency", default_value_t = 4)]
     pub download_concurrency: usize,
     /// Downloads bigger than this (in MB) use parallel ranged GETs
-    #[arg(long = "ranged-threshold", default_value_t = 64, value_name = "MB", hide = true)]
+    #[arg(
+        long = "ranged-threshold",
+        default_value_t = 64,
+        value_name = "MB",
+        hide = true
+    )]
     pub ranged_threshold: u64,
     /// Size (in MB) of one ranged GET of a parallel download
-    #[arg(long = "download-chunk-size", default_value_t = 16, value_name = "MB", hide = true)]
+    #[arg(
+        long = "download-chunk-size",
+        default_value_t = 16,
+        value_name = "MB",
+        hide = true
+    )]
     pub download_chunk_size: u64,
 }
 
@@ -163,7 +173,15 @@ pub async fn run_scp(args: ScpArgs, global: &GlobalArgs) -> Result<(), CliError>
                 if verbose {
                     eprintln!("Uploading {} to cells://{remote}", local.display());
                 }
-                transfer::upload(api.clone(), local, remote, &options, &progress).await
+                transfer::upload(
+                    api.clone(),
+                    Some(session.api.clone()),
+                    local,
+                    remote,
+                    &options,
+                    &progress,
+                )
+                .await
             }
             Direction::Download { remote, local } => {
                 if verbose {

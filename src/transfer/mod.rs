@@ -14,6 +14,7 @@
 //!   (single PUT body or completed multipart upload).
 //! - `--update` skips a file only when size and Cells block hash both match.
 
+pub mod multipart;
 pub mod progress;
 
 use std::os::unix::fs::FileExt;
@@ -24,6 +25,7 @@ use std::time::{Duration, Instant};
 
 use futures::StreamExt;
 
+use crate::api::http::HttpCellsApi;
 use crate::api::{ApiError, ByteRange, CellsApi, MIB, Node, UploadOptions};
 use progress::Progress;
 
@@ -151,9 +153,12 @@ fn local_name(path: &Path) -> Result<String, TransferError> {
 }
 
 /// Upload `source` (a local file or folder) into the remote folder `target` (created if
-/// missing while its parent exists): it lands at `target/<name of source>`.
+/// missing while its parent exists): it lands at `target/<name of source>`. With `http`,
+/// files go through the resumable, progress-reporting uploads of [`multipart`]; otherwise
+/// through [`CellsApi::put_object_from_file`].
 pub async fn upload(
     api: Arc<dyn CellsApi>,
+    http: Option<Arc<HttpCellsApi>>,
     source: &Path,
     target: &str,
     options: &TransferOptions,
@@ -196,8 +201,12 @@ pub async fn upload(
     }
     let dest = join_remote(&target, &name);
     let merge = options.force || options.update;
+    // A file whose upload is still in flight (placeholder, Etag "temporary") is what an
+    // interrupted multipart upload leaves: not a conflict, the upload resumes it.
     let existing = if folders_to_create.is_empty() {
-        api.stat(&dest).await?
+        api.stat(&dest)
+            .await?
+            .filter(|n| n.is_folder() || !n.is_temporary())
     } else {
         None
     };
@@ -263,7 +272,7 @@ pub async fn upload(
         }
         files = kept;
     }
-    run_files(api, files, options, progress, true, &mut summary).await;
+    run_files(api, http, files, options, progress, true, &mut summary).await;
     summary.elapsed = started.elapsed();
     Ok(summary)
 }
@@ -423,7 +432,7 @@ pub async fn download(
         }
         files = kept;
     }
-    run_files(api, files, options, progress, false, &mut summary).await;
+    run_files(api, None, files, options, progress, false, &mut summary).await;
     summary.elapsed = started.elapsed();
     Ok(summary)
 }
@@ -462,6 +471,7 @@ async fn walk_remote(
 /// Run the file jobs, `options.files_concurrency` at a time; failures are collected.
 async fn run_files(
     api: Arc<dyn CellsApi>,
+    http: Option<Arc<HttpCellsApi>>,
     files: Vec<FileJob>,
     options: &TransferOptions,
     progress: &Progress,
@@ -473,10 +483,11 @@ async fn run_files(
     let results: Vec<(FileJob, Result<u64, ApiError>)> = futures::stream::iter(files)
         .map(|job| {
             let api = api.clone();
+            let http = http.clone();
             async move {
                 let bar = progress.file(&job.remote, job.size);
                 let r = if upload {
-                    upload_file(api.as_ref(), &job, options, &bar).await
+                    upload_file(api.as_ref(), http.as_deref(), &job, options, &bar).await
                 } else {
                     download_file(api.as_ref(), &job, options, &bar).await
                 };
@@ -508,6 +519,7 @@ async fn run_files(
 
 async fn upload_file(
     api: &dyn CellsApi,
+    http: Option<&HttpCellsApi>,
     job: &FileJob,
     options: &TransferOptions,
     bar: &progress::FileBar,
@@ -515,12 +527,26 @@ async fn upload_file(
     let mut attempt = 0;
     loop {
         attempt += 1;
-        match api
-            .put_object_from_file(&job.remote, &job.local, job.size, &options.upload)
-            .await
-        {
-            Ok(_) => {
-                bar.inc(job.size);
+        let result = match http {
+            Some(h) => {
+                let b = bar.clone();
+                multipart::upload(
+                    h,
+                    &job.remote,
+                    &job.local,
+                    job.size,
+                    &options.upload,
+                    Arc::new(move |n| b.inc(n)),
+                )
+                .await
+            }
+            None => api
+                .put_object_from_file(&job.remote, &job.local, job.size, &options.upload)
+                .await
+                .map(|_| bar.inc(job.size)),
+        };
+        match result {
+            Ok(()) => {
                 return Ok(job.size);
             }
             Err(e) if e.is_transient() && attempt < options.retry_max_attempts.max(1) => {

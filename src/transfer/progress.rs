@@ -42,6 +42,7 @@ pub struct Progress {
 }
 
 /// The progress of one file (a no-op without bars).
+#[derive(Clone)]
 pub struct FileBar {
     bar: Option<ProgressBar>,
     overall: Option<ProgressBar>,
