@@ -298,7 +298,8 @@ pub struct SessionTokenSource {
     base_url: String,
     login: String,
     password: String,
-    state: Mutex<(String, i64)>,
+    /// The JWT, its expiry (Unix s) and its lifetime (s).
+    state: Mutex<(String, i64, i64)>,
     changes: watch::Sender<u64>,
 }
 
@@ -314,15 +315,15 @@ impl SessionTokenSource {
             base_url: base_url.trim_end_matches('/').to_string(),
             login: login.to_string(),
             password: password.to_string(),
-            state: Mutex::new((String::new(), 0)),
+            state: Mutex::new((String::new(), 0, 0)),
             changes: watch::channel(0).0,
         }
     }
 
-    async fn log_in(&self, state: &mut (String, i64)) -> Result<String, ApiError> {
+    async fn log_in(&self, state: &mut (String, i64, i64)) -> Result<String, ApiError> {
         let (jwt, expires_at) =
             oauth::session_login(&self.http, &self.base_url, &self.login, &self.password).await?;
-        *state = (jwt, expires_at);
+        *state = (jwt, expires_at, (expires_at - now_secs()).max(1));
         self.changes.send_modify(|v| *v += 1);
         Ok(state.0.clone())
     }
@@ -332,8 +333,7 @@ impl SessionTokenSource {
 impl TokenSource for SessionTokenSource {
     async fn token(&self) -> Result<String, ApiError> {
         let mut state = self.state.lock().await;
-        let lifetime = (state.1 - now_secs()).max(0);
-        if !state.0.is_empty() && state.1 - now_secs() > margin_for(Some(lifetime.max(120))) {
+        if !state.0.is_empty() && state.1 - now_secs() > margin_for(Some(state.2)) {
             return Ok(state.0.clone());
         }
         self.log_in(&mut state).await
