@@ -568,3 +568,72 @@ async fn an_interrupted_multipart_upload_is_resumed() {
         .unwrap();
     assert!(xml_values(&resp.text().await.unwrap(), "UploadId").is_empty());
 }
+
+#[tokio::test(flavor = "multi_thread")]
+async fn ctrl_c_leaves_no_partial_file() {
+    let ctx = Ctx::new().await;
+    let data = pattern(3 * 1024 * 1024, 5);
+    let local = ctx.dir("slow.bin");
+    std::fs::write(&local, &data).unwrap();
+    ctx.ok(&["scp", "-n", s(&local), "cells://personal-files"])
+        .await;
+    // Every GET waits 400 ms: a 1 MiB-chunk download takes over a second.
+    ctx.server.state().faults.add_latency(
+        RequestMatch::new(Some("GET"), "/io/"),
+        std::time::Duration::from_millis(400),
+        None,
+    );
+    let out = ctx.dir("out");
+    std::fs::create_dir(&out).unwrap();
+    let mut child = ctx
+        .cmd(&[
+            "scp",
+            "-n",
+            "--ranged-threshold",
+            "1",
+            "--download-chunk-size",
+            "1",
+            "--download-concurrency",
+            "1",
+            "cells://personal-files/slow.bin",
+            s(&out),
+        ])
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .expect("spawn cec");
+    // Wait for the temporary file, then interrupt.
+    let mut seen = false;
+    for _ in 0..100 {
+        if std::fs::read_dir(&out).unwrap().next().is_some() {
+            seen = true;
+            break;
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+    }
+    assert!(seen, "the download never started");
+    tokio::time::sleep(std::time::Duration::from_millis(200)).await;
+    nix::sys::signal::kill(
+        nix::unistd::Pid::from_raw(child.id() as i32),
+        nix::sys::signal::Signal::SIGINT,
+    )
+    .expect("SIGINT");
+    let status = tokio::task::spawn_blocking(move || child.wait_with_output())
+        .await
+        .unwrap()
+        .unwrap();
+    ctx.server.state().faults.clear();
+    assert_eq!(
+        status.status.code(),
+        Some(1),
+        "{}",
+        String::from_utf8_lossy(&status.stderr)
+    );
+    assert!(
+        String::from_utf8_lossy(&status.stderr).contains("interrupted"),
+        "{}",
+        String::from_utf8_lossy(&status.stderr)
+    );
+    let left: Vec<_> = std::fs::read_dir(&out).unwrap().collect();
+    assert!(left.is_empty(), "files left after Ctrl-C: {left:?}");
+}
