@@ -187,6 +187,27 @@ struct TreeNodeIn {
 }
 
 impl TreeNodeIn {
+    /// The `treeNodeType` must be a known enum name or number (jsonpb refuses others).
+    fn check_type(&self) -> Result<(), RestError> {
+        let ok = match &self.kind {
+            None | Some(Value::Null) => true,
+            Some(Value::String(s)) => matches!(s.as_str(), "UNKNOWN" | "LEAF" | "COLLECTION"),
+            Some(Value::Number(n)) => matches!(n.as_i64(), Some(0..=2)),
+            Some(_) => false,
+        };
+        if ok {
+            Ok(())
+        } else {
+            Err(RestError::new(
+                StatusCode::INTERNAL_SERVER_ERROR,
+                format!(
+                    "unknown value {} for enum tree.NodeType",
+                    self.kind.as_ref().unwrap_or(&Value::Null)
+                ),
+            ))
+        }
+    }
+
     fn is_leaf(&self) -> bool {
         matches!(&self.kind, Some(Value::String(s)) if s == "LEAF")
             || matches!(&self.kind, Some(Value::Number(n)) if n.as_i64() == Some(1))
@@ -620,6 +641,9 @@ async fn create_nodes(
         return Err(RestError::new(StatusCode::NOT_FOUND, "template not found"));
     }
     let _ = req.recursive;
+    for n in &req.nodes {
+        n.check_type()?;
+    }
     let state2 = state.clone();
     tokio::task::spawn_blocking(move || {
         let mut seen = std::collections::HashSet::new();

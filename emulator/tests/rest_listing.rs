@@ -419,3 +419,52 @@ async fn users_never_see_each_others_personal_files() {
         .await;
     assert_eq!(status, 200);
 }
+
+#[tokio::test]
+async fn tree_stats_is_an_alias_and_unknown_endpoints_are_rest_errors() {
+    let sw = Swagger::load();
+    let emu = TestEmu::start().await;
+    put(&emu, "bob", "personal-files/z/one.txt", b"1");
+    let token = emu.pat("bob");
+    let body = json!({"NodePaths": ["personal-files/z", "personal-files/z/*"]});
+    let (s1, b1) = bulk(&emu, &sw, &token, body.clone()).await;
+    let (s2, b2) = emu
+        .rest(
+            &sw,
+            Method::POST,
+            "/tree/stats",
+            Some(&token),
+            Some(&body),
+            "restBulkMetaResponse",
+        )
+        .await;
+    assert_eq!((s1, s2), (200, 200));
+    assert_eq!(node_paths(&b1), node_paths(&b2));
+    assert_eq!(
+        node_paths(&b2),
+        ["personal-files/z", "personal-files/z/one.txt"]
+    );
+    let (status, _) = emu
+        .rest(
+            &sw,
+            Method::GET,
+            "/no/such/thing",
+            Some(&token),
+            None,
+            "restError",
+        )
+        .await;
+    assert_eq!(status, 404);
+    // A bad enum value in a request is refused.
+    let (status, err) = emu
+        .rest(
+            &sw,
+            Method::POST,
+            "/tree/create",
+            Some(&token),
+            Some(&json!({"Nodes": [{"Path": "personal-files/q", "Type": "FOLDER"}]})),
+            "restNodesCollection",
+        )
+        .await;
+    assert_eq!(status, 500, "{err}");
+}
