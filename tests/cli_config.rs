@@ -679,3 +679,61 @@ async fn relog_replaces_a_revoked_token_of_the_same_profile() {
     assert_eq!(info.code(), 0, "{}", info.all());
     server.stop().await;
 }
+
+#[tokio::test(flavor = "multi_thread")]
+async fn without_a_reachable_keyring_secrets_fall_back_to_the_file_with_a_warning() {
+    let server = spawn_emulator().await;
+    let home = tempfile::tempdir().unwrap();
+    let no_bus = "unix:path=/nonexistent/cec-test-no-bus";
+    let check = run({
+        let mut c = cec_cmd(home.path());
+        c.args(["config", "check-keyring"])
+            .env("DBUS_SESSION_BUS_ADDRESS", no_bus);
+        c
+    })
+    .await;
+    assert_eq!(check.code(), 1, "{}", check.all());
+    assert!(check.stderr.contains("not usable"), "{}", check.stderr);
+
+    let pat = mint_pat(&server, "alice");
+    let add = run({
+        let mut c = cec_cmd(home.path());
+        c.args(["config", "add", "token", "--url", &server.url])
+            .env("CEC_TOKEN", &pat)
+            .env("DBUS_SESSION_BUS_ADDRESS", no_bus);
+        c
+    })
+    .await;
+    assert_eq!(add.code(), 0, "{}", add.all());
+    assert!(
+        add.stderr.contains("Warning") && add.stderr.contains("clear text"),
+        "{}",
+        add.stderr
+    );
+    assert!(!add.all().contains(&pat));
+    let cfg = read_config(home.path());
+    let id = cfg["ActiveConfigID"].as_str().unwrap();
+    assert_eq!(cfg["Configs"][id]["skipKeyring"], json!(true));
+    assert_eq!(cfg["Configs"][id]["idToken"], json!(pat));
+    // And the profile is usable without any keyring.
+    let info = run({
+        let mut c = cec_cmd(home.path());
+        c.arg("info").env("DBUS_SESSION_BUS_ADDRESS", no_bus);
+        c
+    })
+    .await;
+    assert_eq!(info.code(), 0, "{}", info.all());
+    assert!(info.stdout.contains("clear text"));
+
+    // Non-persistent login/password from the environment.
+    let session = run({
+        let mut c = cec_cmd(home.path());
+        c.args(["info", "--url", &server.url, "--login", "bob"])
+            .env("CEC_PASSWORD", "secret-bob");
+        c
+    })
+    .await;
+    assert_eq!(session.code(), 0, "{}", session.all());
+    assert!(session.stdout.contains("User:         bob"));
+    server.stop().await;
+}
