@@ -622,7 +622,6 @@ async fn download_file(
             job.remote
         )));
     }
-    file.sync_all().map_err(local_err)?;
     if options.preserve_mtime
         && let Some(n) = &job.node
         && n.mtime > 0
