@@ -719,10 +719,43 @@ impl Store {
                 [now_secs().to_string()],
             )?;
         }
+        store.collect_orphan_blobs();
         if fresh && config.sample {
             crate::sample::seed(&store)?;
         }
         Ok(store)
+    }
+
+    /// Remove blobs no node references (left by a crash between writing a blob and
+    /// indexing it, or between re-indexing and unlinking the old one).
+    fn collect_orphan_blobs(&self) {
+        let referenced: std::collections::HashSet<String> = {
+            let db = self.lock();
+            let Ok(mut stmt) =
+                db.prepare("SELECT content_id FROM nodes WHERE content_id IS NOT NULL")
+            else {
+                return;
+            };
+            let Ok(rows) = stmt.query_map([], |r| r.get::<_, String>(0)) else {
+                return;
+            };
+            rows.flatten().collect()
+        };
+        let Ok(shards) = std::fs::read_dir(self.data_dir.join("blobs")) else {
+            return;
+        };
+        for shard in shards.flatten() {
+            let Ok(files) = std::fs::read_dir(shard.path()) else {
+                continue;
+            };
+            for f in files.flatten() {
+                let name = f.file_name().to_string_lossy().into_owned();
+                if !referenced.contains(&name) {
+                    tracing::info!(blob = %name, "removing unreferenced blob");
+                    let _ = std::fs::remove_file(f.path());
+                }
+            }
+        }
     }
 
     fn lock(&self) -> std::sync::MutexGuard<'_, rusqlite::Connection> {

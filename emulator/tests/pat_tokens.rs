@@ -179,7 +179,12 @@ async fn no_torn_files_and_no_tmp_leftovers_after_a_crash() {
         std::io::Write::write_all(&mut blob, b"half a file").unwrap();
         std::mem::forget(blob);
     }
+    // A blob written but never indexed (crash between the two steps) is collected.
+    let orphan = dir.path().join("data/blobs/ff/ff00orphan");
+    std::fs::create_dir_all(orphan.parent().unwrap()).unwrap();
+    std::fs::write(&orphan, b"orphan").unwrap();
     let store = cells_emu::store::Store::open(&config).unwrap();
+    assert!(!orphan.exists());
     let (n, path) = store.open_content("alice", "personal-files/a.txt").unwrap();
     assert_eq!(std::fs::read(path).unwrap(), b"committed");
     assert_eq!(n.size, 9);
