@@ -467,3 +467,56 @@ async fn unreachable_server_is_a_network_error_after_retries() {
     }
     assert!(started.elapsed() < Duration::from_secs(10));
 }
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_multipart_upload_announces_its_size_while_in_flight() {
+    let server = spawn_emulator().await;
+    let api = api_with_token(&server, &mint_pat(&server, "alice"));
+    let len = 21 * MIB as usize;
+    let data = pattern(len);
+    let src = temp_file_with(&data);
+    // Slow parts, so that the upload is observable while in flight.
+    server.state().faults.add_latency(
+        RequestMatch::new(Some("PUT"), "/io/"),
+        Duration::from_millis(800),
+        None,
+    );
+    let options = UploadOptions {
+        multipart_threshold: 5 * MIB,
+        part_size: 10 * MIB,
+        parts_concurrency: 1,
+        ..UploadOptions::default()
+    };
+    let upload = {
+        let api = api.clone();
+        let path = src.path().to_path_buf();
+        tokio::spawn(async move {
+            api.put_object_from_file("personal-files/inflight.bin", &path, len as u64, &options)
+                .await
+        })
+    };
+    let mut seen_temporary = false;
+    for _ in 0..40 {
+        tokio::time::sleep(Duration::from_millis(100)).await;
+        if let Some(n) = api.stat("personal-files/inflight.bin").await.unwrap()
+            && n.is_temporary()
+        {
+            assert_eq!(
+                n.size, len as u64,
+                "X-Amz-Meta-Pydio-Clear-Size announced the size"
+            );
+            seen_temporary = true;
+            break;
+        }
+    }
+    assert!(seen_temporary, "the in-flight node is visible as temporary");
+    upload.await.unwrap().expect("upload completes");
+    server.state().faults.clear();
+    let done = api
+        .stat("personal-files/inflight.bin")
+        .await
+        .unwrap()
+        .unwrap();
+    assert!(!done.is_temporary());
+    assert_eq!(done.size, len as u64);
+}
