@@ -83,6 +83,22 @@ pub struct JobView {
 }
 
 impl JobView {
+    /// The swagger `jobsTask` of this job in protobuf JSON.
+    pub fn task_json(&self) -> Value {
+        let mut task = self.to_json()["Tasks"][0].clone();
+        task["TriggerOwner"] = json!(self.owner);
+        task
+    }
+
+    /// The swagger `jobsJob` without its tasks (as in task events).
+    pub fn job_json(&self) -> Value {
+        let mut job = self.to_json();
+        if let Some(obj) = job.as_object_mut() {
+            obj.remove("Tasks");
+        }
+        job
+    }
+
     /// The swagger `jobsJob` (with one `jobsTask`) in protobuf JSON.
     pub fn to_json(&self) -> Value {
         let mut task = serde_json::Map::new();

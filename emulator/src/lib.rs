@@ -84,6 +84,19 @@ pub async fn start(config: EmuConfig) -> anyhow::Result<RunningEmulator> {
     let url = format!("http://{addr}");
     let app = router(state.clone());
     let (tx, rx) = tokio::sync::oneshot::channel::<()>();
+    // Job state changes become task frames on the websocket.
+    let mut job_updates = state.jobs.subscribe();
+    let events = state.events.clone();
+    let forward_jobs = tokio::spawn(async move {
+        use tokio::sync::broadcast::error::RecvError;
+        loop {
+            match job_updates.recv().await {
+                Ok(job) => events.task_updated(&job.owner, job.task_json(), job.job_json()),
+                Err(RecvError::Lagged(_)) => continue,
+                Err(RecvError::Closed) => break,
+            }
+        }
+    });
     let task = tokio::spawn(async move {
         let _ = axum::serve(
             listener,
@@ -93,6 +106,7 @@ pub async fn start(config: EmuConfig) -> anyhow::Result<RunningEmulator> {
             let _ = rx.await;
         })
         .await;
+        forward_jobs.abort();
     });
     Ok(RunningEmulator {
         url,

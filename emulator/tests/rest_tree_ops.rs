@@ -541,3 +541,53 @@ async fn a_queued_job_can_be_stopped() {
         .await;
     assert_eq!(status, 404);
 }
+
+#[tokio::test]
+async fn job_state_changes_reach_the_owner_websocket_as_task_frames() {
+    use futures::{SinkExt, StreamExt};
+    use tokio_tungstenite::tungstenite::Message;
+    let sw = Swagger::load();
+    let emu = TestEmu::start_with(|c| c.job_delay = Duration::from_millis(300)).await;
+    let token = emu.pat("alice");
+    emu.state()
+        .store
+        .put_bytes("alice", "personal-files/ws.txt", b"w", None)
+        .unwrap();
+    let ws_url = format!("{}/ws/event", emu.url.replace("http://", "ws://"));
+    let (mut socket, _) = tokio_tungstenite::connect_async(ws_url).await.unwrap();
+    socket
+        .send(Message::text(
+            json!({"@type": "subscribe", "jwt": token}).to_string(),
+        ))
+        .await
+        .unwrap();
+    tokio::time::sleep(Duration::from_millis(200)).await;
+    let (status, body) = user_job(
+        &emu,
+        &sw,
+        &token,
+        "move",
+        json!({"nodes": ["personal-files/ws.txt"], "target": "personal-files/ws2.txt", "targetParent": false}),
+    )
+    .await;
+    assert_eq!(status, 200);
+    let id = body["JobUuid"].as_str().unwrap().to_string();
+    let mut statuses = Vec::new();
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(10);
+    while !statuses.iter().any(|s| s == "Finished") {
+        let msg = tokio::time::timeout_at(deadline, socket.next())
+            .await
+            .expect("task frames before the deadline")
+            .expect("socket open")
+            .unwrap();
+        let Message::Text(text) = msg else { continue };
+        let v: Value = serde_json::from_str(text.as_str()).unwrap_or(Value::Null);
+        if v.get("TaskUpdated").is_some() && v["Job"]["ID"] == id.as_str() {
+            sw.validate("jobsTask", &v["TaskUpdated"]);
+            sw.validate("jobsJob", &v["Job"]);
+            assert_eq!(v["TaskUpdated"]["TriggerOwner"], "alice");
+            statuses.push(v["TaskUpdated"]["Status"].as_str().unwrap().to_string());
+        }
+    }
+    assert_eq!(statuses, ["Queued", "Running", "Finished"]);
+}
