@@ -34,6 +34,7 @@ async fn spawn_until_url(
         .stdout(Stdio::piped())
         .stderr(Stdio::piped());
     let mut child = tokio::process::Command::from(cmd)
+        .kill_on_drop(true)
         .spawn()
         .expect("spawn cec");
     let stderr = child.stderr.take().unwrap();

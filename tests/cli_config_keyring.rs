@@ -164,7 +164,10 @@ async fn oauth_tokens_live_in_the_keyring_and_refreshes_update_it() {
     .stdin(Stdio::piped())
     .stdout(Stdio::piped())
     .stderr(Stdio::piped());
-    let mut child = tokio::process::Command::from(cmd).spawn().unwrap();
+    let mut child = tokio::process::Command::from(cmd)
+        .kill_on_drop(true)
+        .spawn()
+        .unwrap();
     let mut lines = BufReader::new(child.stderr.take().unwrap()).lines();
     let url = loop {
         let line = lines.next_line().await.unwrap().expect("authorization URL");
