@@ -266,3 +266,100 @@ fn the_cec_token_credential_is_the_token_of_a_non_persistent_command() {
     assert!(!out.status.success(), "{}", show(&out));
     assert!(!show(&out).contains("wrong-token-value"), "{}", show(&out));
 }
+
+/// `/sbin/mount.cec` for the duration of a test (mount(8) looks for helpers in /sbin only),
+/// removed afterwards unless it was there before.
+struct SbinHelper {
+    created: bool,
+}
+
+impl SbinHelper {
+    fn install() -> SbinHelper {
+        let path = Path::new("/sbin/mount.cec");
+        if std::fs::symlink_metadata(path).is_ok() {
+            let target = std::fs::read_link(path).unwrap_or_default();
+            assert_eq!(
+                target,
+                Path::new(env!("CARGO_BIN_EXE_cec")),
+                "/sbin/mount.cec already exists and is not this build's: remove it to run this test"
+            );
+            return SbinHelper { created: false };
+        }
+        std::os::unix::fs::symlink(env!("CARGO_BIN_EXE_cec"), path).unwrap();
+        SbinHelper { created: true }
+    }
+}
+
+impl Drop for SbinHelper {
+    fn drop(&mut self) {
+        if self.created {
+            let _ = std::fs::remove_file("/sbin/mount.cec");
+        }
+    }
+}
+
+#[test]
+fn mount_8_reads_an_fstab_line_and_runs_the_helper() {
+    let h = Harness::start();
+    let mountpoint = h.new_dir("fstab-mnt");
+    let token_file = h.dir.path().join("etc/cec/cells.token");
+    write_secret(&token_file, &h.token);
+    let fstab = h.dir.path().join("fstab");
+    std::fs::write(
+        &fstab,
+        format!(
+            "# a Cells mount\n{} {} cec _netdev,nofail,noauto,x-systemd.automount,token_file={},cache_dir={},dir_mode=750 0 0\n",
+            h.url,
+            mountpoint.display(),
+            token_file.display(),
+            h.dir.path().join("fstab-cache").display()
+        ),
+    )
+    .unwrap();
+    let _sbin = SbinHelper::install();
+    let mut mount = Command::new("mount");
+    for (k, _) in std::env::vars() {
+        if k.starts_with("CEC_") || k == "NOTIFY_SOCKET" {
+            mount.env_remove(k);
+        }
+    }
+    let out = mount
+        .env("XDG_RUNTIME_DIR", h.dir.path().join("run"))
+        .arg("--fstab")
+        .arg(&fstab)
+        .arg(&mountpoint)
+        .output()
+        .unwrap();
+    let mut guard = HelperMount {
+        path: mountpoint.clone(),
+        pid: None,
+    };
+    assert!(out.status.success(), "mount --fstab failed: {}", show(&out));
+    assert!(is_fuse(&mountpoint), "not mounted when mount(8) returned");
+    guard.pid = Some(daemon_pid(&h, &mountpoint));
+    let meta = std::fs::metadata(mountpoint.join("personal-files")).unwrap();
+    assert_eq!(
+        meta.mode() & 0o777,
+        0o750,
+        "dir_mode= did not reach the mount"
+    );
+    // mount(8) lists it with the cec source name.
+    let listed = Command::new("findmnt")
+        .arg("-n")
+        .arg(&mountpoint)
+        .output()
+        .unwrap();
+    assert!(
+        String::from_utf8_lossy(&listed.stdout).contains("fuse"),
+        "{}",
+        show(&listed)
+    );
+    let out = Command::new("umount").arg(&mountpoint).output().unwrap();
+    assert!(out.status.success(), "umount failed: {}", show(&out));
+    eventually(
+        Duration::from_secs(30),
+        "the daemon exits after umount",
+        || !guard.daemon_alive(),
+    );
+    assert!(!in_mountinfo(&mountpoint));
+}
