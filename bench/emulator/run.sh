@@ -55,7 +55,11 @@ SIZE_BYTES=$(stat -c %s "$WORK/www/big.bin")
 echo "== starting nginx"
 NGINX_PORT=$(free_port)
 mkdir -p "$WORK/www/put" "$WORK/nginx/tmp"
+NGINX_USER=""
+# As root, nginx workers would run as www-data and could not read the private temp dir.
+[ "$(id -u)" = 0 ] && NGINX_USER="user root;"
 cat >"$WORK/nginx/nginx.conf" <<EOF
+$NGINX_USER
 worker_processes 1;
 daemon off;
 pid $WORK/nginx/nginx.pid;
