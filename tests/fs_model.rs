@@ -251,8 +251,10 @@ impl Harness {
                 .await;
                 assert_eq!(got, expected, "{op:?}");
                 if got.is_ok()
+                    && !data.is_empty()
                     && let Some(ModelNode::File(content)) = self.model.nodes.get_mut(path)
                 {
+                    // A write of nothing changes nothing, not even the size.
                     let end = *offset as usize + data.len();
                     if content.len() < end {
                         content.resize(end, 0);
@@ -451,7 +453,10 @@ impl Harness {
                 let (ino, fh, path) = self.handles[n % self.handles.len()].clone();
                 let written = self.fs.write(ino, fh, *offset, data).await.unwrap();
                 assert_eq!(written as usize, data.len());
-                if let Some(ModelNode::File(content)) = self.model.nodes.get_mut(&path) {
+                if !data.is_empty()
+                    && let Some(ModelNode::File(content)) = self.model.nodes.get_mut(&path)
+                {
+                    // A write of nothing changes nothing, not even the size.
                     let end = *offset as usize + data.len();
                     if content.len() < end {
                         content.resize(end, 0);

@@ -614,9 +614,15 @@ struct Handle {
     read: tokio::sync::Mutex<ReadState>,
 }
 
+/// A directory handle's listing: entries with their mount paths (empty for `.`/`..`).
+type DirSnapshot = Arc<Vec<(DirEntry, String)>>;
+
 struct DirHandle {
-    snapshot: Mutex<Option<Arc<Vec<(DirEntry, String)>>>>,
+    snapshot: Mutex<Option<DirSnapshot>>,
 }
+
+/// The workspace list, when it was fetched, and under which generation.
+type CachedWorkspaces = Option<(Arc<Vec<Workspace>>, Instant, u64)>;
 
 #[derive(Clone, Copy, PartialEq, Eq)]
 enum UploadMode {
@@ -635,7 +641,7 @@ struct Inner {
     handles: Mutex<HashMap<u64, Arc<Handle>>>,
     dir_handles: Mutex<HashMap<u64, Arc<DirHandle>>>,
     negative: Mutex<LruCache<String, (Instant, u64)>>,
-    workspaces: Mutex<Option<(Arc<Vec<Workspace>>, Instant, u64)>>,
+    workspaces: Mutex<CachedWorkspaces>,
     data_cache: Option<cache::DataCache>,
     overlay: overlay::Overlay,
     journal: journal::Journal,
@@ -1256,28 +1262,28 @@ impl CellsFs {
                 committed?;
             }
         }
-        if changes.atime.is_some() || changes.mtime.is_some() {
-            if kind == FileKind::File || !path.is_empty() {
-                if self.inner.options.read_only {
-                    return Err(FsError::ReadOnly(path));
-                }
-                let stamp_of = |t: TimeOrNow| match t {
-                    TimeOrNow::Now => to_stamp(SystemTime::now()),
-                    TimeOrNow::At(time) => to_stamp(time),
-                };
-                let etag = {
-                    let table = self.inner.table.lock().unwrap();
-                    let data = table.get(ino)?;
-                    let pending = data.local || data.file.as_ref().is_some_and(|f| f.dirty());
-                    (!pending).then(|| data.meta.etag.clone())
-                };
-                self.inner.overlay.set(
-                    &path,
-                    etag.as_deref(),
-                    changes.mtime.map(stamp_of),
-                    changes.atime.map(stamp_of),
-                );
+        if (changes.atime.is_some() || changes.mtime.is_some())
+            && (kind == FileKind::File || !path.is_empty())
+        {
+            if self.inner.options.read_only {
+                return Err(FsError::ReadOnly(path));
             }
+            let stamp_of = |t: TimeOrNow| match t {
+                TimeOrNow::Now => to_stamp(SystemTime::now()),
+                TimeOrNow::At(time) => to_stamp(time),
+            };
+            let etag = {
+                let table = self.inner.table.lock().unwrap();
+                let data = table.get(ino)?;
+                let pending = data.local || data.file.as_ref().is_some_and(|f| f.dirty());
+                (!pending).then(|| data.meta.etag.clone())
+            };
+            self.inner.overlay.set(
+                &path,
+                etag.as_deref(),
+                changes.mtime.map(stamp_of),
+                changes.atime.map(stamp_of),
+            );
         }
         self.getattr(ino, changes.fh).await
     }
@@ -1735,6 +1741,10 @@ impl CellsFs {
         if !handle.writable {
             return Err(FsError::BadHandle(fh));
         }
+        if data.is_empty() {
+            // POSIX: a write of nothing changes nothing (not even the size).
+            return Ok(0);
+        }
         let (file, path) = {
             let table = self.inner.table.lock().unwrap();
             let d = table.get(ino)?;
@@ -2113,14 +2123,13 @@ impl CellsFs {
         }
         let ino = self.create_local(&path)?;
         self.ensure_staging(ino, true).await?;
-        let access = flags & libc::O_ACCMODE;
-        let writable = access == libc::O_WRONLY || access == libc::O_RDWR || access == 0;
         let fh = {
             let mut table = self.inner.table.lock().unwrap();
             let data = table.get_mut(ino)?;
             data.handles += 1;
             data.nlookup += 1;
-            self.new_handle(ino, writable || true, flags & libc::O_APPEND != 0)
+            // The creator may always write the file it created, whatever the access mode.
+            self.new_handle(ino, true, flags & libc::O_APPEND != 0)
         };
         let entry = self.entry_for(ino)?;
         Ok((
@@ -2355,10 +2364,10 @@ impl CellsFs {
             match (meta.kind, target.kind) {
                 (FileKind::Directory, FileKind::File) => return Err(FsError::NotADirectory(to)),
                 (FileKind::File, FileKind::Directory) => return Err(FsError::IsADirectory(to)),
-                (FileKind::Directory, FileKind::Directory) => {
-                    if !self.listing(&to, true).await?.is_empty() {
-                        return Err(FsError::NotEmpty(to));
-                    }
+                (FileKind::Directory, FileKind::Directory)
+                    if !self.listing(&to, true).await?.is_empty() =>
+                {
+                    return Err(FsError::NotEmpty(to));
                 }
                 _ => {}
             }
