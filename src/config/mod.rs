@@ -496,8 +496,12 @@ impl ConfigStore {
             .configs
             .remove(id)
             .ok_or_else(|| ConfigError::UnknownProfile(id.to_string()))?;
-        if !profile.skip_keyring && !self.skip_keyring {
-            keyring::delete(&profile.keyring_account()).map_err(ConfigError::Keyring)?;
+        if !profile.skip_keyring
+            && !self.skip_keyring
+            && let Err(e) = keyring::delete(&profile.keyring_account())
+        {
+            // The profile goes anyway: an unreachable keyring must not pin it forever.
+            tracing::warn!("could not delete the keyring entry of {id}: {e}");
         }
         if list.active_config_id == id {
             list.active_config_id = list.configs.keys().next().cloned().unwrap_or_default();
