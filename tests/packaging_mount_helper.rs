@@ -363,3 +363,55 @@ fn mount_8_reads_an_fstab_line_and_runs_the_helper() {
     );
     assert!(!in_mountinfo(&mountpoint));
 }
+
+#[test]
+fn under_systemd_the_log_goes_to_the_journal_with_priorities_and_no_secret() {
+    let h = Harness::start();
+    let mountpoint = h.new_dir("journal-mnt");
+    std::fs::create_dir_all(h.dir.path().join("run")).unwrap();
+    // The "journal": a file whose device and inode JOURNAL_STREAM names, as systemd does.
+    let journal = h.dir.path().join("journal.log");
+    let file = std::fs::File::create(&journal).unwrap();
+    let meta = file.metadata().unwrap();
+    let mut child = h
+        .cec()
+        .arg("mount")
+        .arg(&mountpoint)
+        .arg("--cache-dir")
+        .arg(h.dir.path().join("journal-cache"))
+        .env("CEC_LOG", "info")
+        .env("JOURNAL_STREAM", format!("{}:{}", meta.dev(), meta.ino()))
+        .stdin(std::process::Stdio::null())
+        .stdout(std::process::Stdio::null())
+        .stderr(file)
+        .spawn()
+        .unwrap();
+    let pid = nix::unistd::Pid::from_raw(child.id() as i32);
+    let _guard = HelperMount {
+        path: mountpoint.clone(),
+        pid: Some(pid.as_raw()),
+    };
+    eventually(Duration::from_secs(30), "the mount answers", || {
+        is_fuse(&mountpoint)
+    });
+    std::fs::read_dir(mountpoint.join("personal-files"))
+        .unwrap()
+        .count();
+    nix::sys::signal::kill(pid, nix::sys::signal::Signal::SIGTERM).unwrap();
+    let status = child.wait().unwrap();
+    assert!(status.success(), "{status}");
+    let text = std::fs::read_to_string(&journal).unwrap();
+    let logged: Vec<&str> = text.lines().filter(|l| l.starts_with('<')).collect();
+    assert!(
+        logged.iter().any(|l| l.starts_with("<6>mounted")),
+        "no info line with the journal prefix:\n{text}"
+    );
+    // No timestamps (the journal adds its own) and never the token.
+    assert!(
+        !logged
+            .iter()
+            .any(|l| l.contains(" INFO ") || l.contains("Z ")),
+        "{text}"
+    );
+    assert!(!text.contains(&h.token), "the token reached the log");
+}

@@ -18,6 +18,7 @@ pub mod credentials;
 pub mod doc;
 pub mod files;
 pub mod info;
+pub mod journal;
 pub mod mount;
 pub mod mount_helper;
 pub mod scp;
@@ -103,13 +104,13 @@ pub struct GlobalArgs {
     #[arg(long, global = true, env = "CEC_PROFILE", value_name = "ID")]
     pub profile: Option<String>,
     /// Skip TLS certificate verification (not recommended)
-    #[arg(long, global = true, env = "CEC_SKIP_VERIFY")]
+    #[arg(long, global = true, env = "CEC_SKIP_VERIFY", alias = "skip_verify")]
     pub skip_verify: bool,
     /// Never use the keyring: secrets are stored in clear text in the config file
-    #[arg(long, global = true, env = "CEC_SKIP_KEYRING")]
+    #[arg(long, global = true, env = "CEC_SKIP_KEYRING", alias = "skip_keyring")]
     pub skip_keyring: bool,
     /// Force a token refresh at each call
-    #[arg(long, global = true, env = "CEC_NO_CACHE")]
+    #[arg(long, global = true, env = "CEC_NO_CACHE", alias = "no_cache")]
     pub no_cache: bool,
     /// Log level: error, warn, info, debug or trace
     #[arg(
@@ -438,9 +439,13 @@ pub fn init_logging(level: &str) {
         "off" => "off",
         _ => "info",
     };
-    let filter = tracing_subscriber::EnvFilter::new(format!(
-        "warn,rustls=off,cec={level},cells_emu={level}"
-    ));
+    let directives = format!("warn,rustls=off,cec={level},cells_emu={level}");
+    if journal::stderr_is_journal() {
+        // Under systemd: priority-prefixed lines, no timestamps (the journal adds them).
+        journal::init(&directives);
+        return;
+    }
+    let filter = tracing_subscriber::EnvFilter::new(directives);
     let _ = tracing_subscriber::fmt()
         .with_env_filter(filter)
         .with_writer(std::io::stderr)
