@@ -1975,11 +1975,9 @@ impl CellsFs {
         size: u64,
         version: u64,
     ) {
-        let stat = if base_name(path).starts_with('.') {
-            None
-        } else {
-            self.inner.api.stat(path).await.ok().flatten()
-        };
+        // The REST stat gives the Uuid and the Etag listings will show (it may not find a
+        // dotfile on every server version: the upload's ETag then stands in).
+        let stat = self.inner.api.stat(path).await.ok().flatten();
         let old_uuid = self
             .inner
             .table
