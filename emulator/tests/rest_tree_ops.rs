@@ -591,3 +591,63 @@ async fn job_state_changes_reach_the_owner_websocket_as_task_frames() {
     }
     assert_eq!(statuses, ["Queued", "Running", "Finished"]);
 }
+
+#[tokio::test]
+async fn concurrent_writes_moves_and_listings_all_land() {
+    let sw = std::sync::Arc::new(Swagger::load());
+    let emu = std::sync::Arc::new(TestEmu::start().await);
+    let token = emu.pat("alice");
+    let mut tasks = Vec::new();
+    for i in 0..16 {
+        let (emu, sw, token) = (emu.clone(), sw.clone(), token.clone());
+        tasks.push(tokio::spawn(async move {
+            let store = emu.state().store.clone();
+            let path = format!("common-files/c/{i}/f.txt");
+            tokio::task::spawn_blocking(move || store.put_bytes("alice", &path, b"data", None))
+                .await
+                .unwrap()
+                .unwrap();
+            let (status, body) = user_job(
+                &emu,
+                &sw,
+                &token,
+                "move",
+                json!({"nodes": [format!("common-files/c/{i}")], "target": format!("common-files/moved/{i}"), "targetParent": false}),
+            )
+            .await;
+            assert_eq!(status, 200, "{body}");
+            let (status, _) = emu
+                .rest(
+                    &sw,
+                    Method::POST,
+                    "/meta/bulk/get",
+                    Some(&token),
+                    Some(&json!({"NodePaths": ["common-files/*"]})),
+                    "restBulkMetaResponse",
+                )
+                .await;
+            assert_eq!(status, 200);
+            body["JobUuid"].as_str().unwrap().to_string()
+        }));
+    }
+    let mut ids = Vec::new();
+    for t in tasks {
+        ids.push(t.await.unwrap());
+    }
+    emu.wait_jobs(&sw, &token, &ids).await;
+    let (_, listing) = emu
+        .rest(
+            &sw,
+            Method::POST,
+            "/meta/bulk/get",
+            Some(&token),
+            Some(&json!({"NodePaths": ["common-files/moved/*"]})),
+            "restBulkMetaResponse",
+        )
+        .await;
+    assert_eq!(node_paths(&listing).len(), 16, "{listing}");
+    for i in 0..16 {
+        let (status, _) = stat(&emu, &sw, &token, &format!("common-files/moved/{i}/f.txt")).await;
+        assert_eq!(status, 200);
+    }
+}
