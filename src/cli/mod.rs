@@ -18,6 +18,7 @@ pub mod credentials;
 pub mod doc;
 pub mod files;
 pub mod info;
+pub mod journal;
 pub mod mount;
 pub mod mount_helper;
 pub mod scp;
@@ -438,9 +439,13 @@ pub fn init_logging(level: &str) {
         "off" => "off",
         _ => "info",
     };
-    let filter = tracing_subscriber::EnvFilter::new(format!(
-        "warn,rustls=off,cec={level},cells_emu={level}"
-    ));
+    let directives = format!("warn,rustls=off,cec={level},cells_emu={level}");
+    if journal::stderr_is_journal() {
+        // Under systemd: priority-prefixed lines, no timestamps (the journal adds them).
+        journal::init(&directives);
+        return;
+    }
+    let filter = tracing_subscriber::EnvFilter::new(directives);
     let _ = tracing_subscriber::fmt()
         .with_env_filter(filter)
         .with_writer(std::io::stderr)
