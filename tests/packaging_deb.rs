@@ -91,6 +91,10 @@ fn the_deb_installs_binary_helper_units_completions_and_man_pages() {
             "man page {page} missing:\n{listing}"
         );
     }
+    assert!(
+        has("./usr/share/man/man8/mount.cec.8.gz") || has("./usr/share/man/man8/mount.cec.8"),
+        "mount.cec(8) missing:\n{listing}"
+    );
     // mount.cec is a link to the binary, and the binary is executable.
     let helper = listing
         .lines()

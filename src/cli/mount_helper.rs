@@ -283,9 +283,7 @@ impl HelperInvocation {
                 other if is_generic_option(other) => {}
                 other => {
                     return Err(CliError {
-                        message: format!(
-                            "unknown option {other:?} (see `man mount.cec` or docs/RUN-AT-BOOT.md)"
-                        ),
+                        message: format!("unknown option {other:?} (see mount.cec(8))"),
                         code: EXIT_USAGE,
                     });
                 }

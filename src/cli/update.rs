@@ -163,6 +163,12 @@ pub async fn run_update(args: UpdateArgs) -> Result<(), CliError> {
     let target = std::env::current_exe()
         .and_then(|p| p.canonicalize())
         .map_err(|e| CliError::failure(format!("cannot locate this executable: {e}")))?;
+    if installed_by_package(&target, Path::new(DPKG_FILE_LIST)) {
+        return Err(CliError::failure(format!(
+            "{} belongs to the Debian package cec: update it with the package manager (apt install --only-upgrade cec), not cec update",
+            target.display()
+        )));
+    }
     let mut staged = StagedBinary::create(&target)?;
     download_to(&http, &binary_url, staged.file_mut()?, &expected).await?;
     staged.finish_and_check(&target, &manifest.version)?;
@@ -173,6 +179,24 @@ pub async fn run_update(args: UpdateArgs) -> Result<(), CliError> {
         target.display()
     );
     Ok(())
+}
+
+/// dpkg's list of the files the `cec` package installed.
+const DPKG_FILE_LIST: &str = "/var/lib/dpkg/info/cec.list";
+
+/// Whether `target` is one of the files in dpkg's list `dpkg_list` (replacing it would put
+/// the package database out of step with the disk).
+pub fn installed_by_package(target: &Path, dpkg_list: &Path) -> bool {
+    let Ok(list) = std::fs::read_to_string(dpkg_list) else {
+        return false;
+    };
+    list.lines().any(|line| {
+        let listed = Path::new(line.trim());
+        listed == target
+            || listed
+                .canonicalize()
+                .is_ok_and(|canonical| canonical == target)
+    })
 }
 
 fn parse_sha256(text: &str) -> Result<[u8; 32], CliError> {
@@ -429,6 +453,22 @@ mod tests {
         assert_eq!(decide("0.2.0", "0.1.9").unwrap(), Decision::Downgrade);
         assert_eq!(decide("1.0.0", "1.0.0-rc.1").unwrap(), Decision::Downgrade);
         assert!(decide("0.1.0", "latest").is_err());
+    }
+
+    #[test]
+    fn a_binary_in_dpkgs_list_belongs_to_the_package() {
+        let dir = tempfile::tempdir().unwrap();
+        let list = dir.path().join("cec.list");
+        std::fs::write(&list, "/.\n/usr\n/usr/bin\n/usr/bin/cec\n/sbin/mount.cec\n").unwrap();
+        assert!(installed_by_package(Path::new("/usr/bin/cec"), &list));
+        assert!(!installed_by_package(
+            Path::new("/home/a/.local/bin/cec"),
+            &list
+        ));
+        assert!(!installed_by_package(
+            Path::new("/usr/bin/cec"),
+            &dir.path().join("missing.list")
+        ));
     }
 
     #[test]
