@@ -19,8 +19,9 @@ use std::process::ExitCode;
 
 use super::{CliError, EXIT_USAGE};
 
-/// The file names under which the binary acts as the mount helper.
-const HELPER_NAMES: [&str; 2] = ["mount.cec", "mount.fuse.cec"];
+/// The file names under which the binary acts as the mount helper (`mount_cec` is the
+/// spelling macOS's mount(8) looks for).
+const HELPER_NAMES: [&str; 3] = ["mount.cec", "mount.fuse.cec", "mount_cec"];
 
 /// When the program was started as `mount.cec` (a link to `cec`), run the helper and return
 /// its exit code; otherwise `None` (run the normal command line).
