@@ -201,7 +201,7 @@ impl OAuthTokenSource {
                 expires_at: stored.token_expires_at,
                 lifetime: state.lifetime,
             };
-            if Self::is_fresh(&candidate) || rejected.is_some() {
+            if Self::is_fresh(&candidate) {
                 tracing::debug!("using the token another process refreshed");
                 *state = candidate;
                 drop(lock);
