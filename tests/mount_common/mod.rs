@@ -44,6 +44,30 @@ pub struct Harness {
     pub dir: tempfile::TempDir,
     pub api: Arc<HttpCellsApi>,
     config: EmuConfig,
+    /// FUSE connections of this test's mounts, aborted by the watchdog if the test hangs.
+    connections: Arc<std::sync::Mutex<Vec<u64>>>,
+}
+
+/// A test still running after this long has its mounts aborted (so a hung FUSE request
+/// fails with ENOTCONN instead of hanging the suite). `CEC_TEST_MOUNT_DEADLINE_SECS`.
+fn test_deadline() -> Duration {
+    Duration::from_secs(
+        std::env::var("CEC_TEST_MOUNT_DEADLINE_SECS")
+            .ok()
+            .and_then(|v| v.parse().ok())
+            .unwrap_or(900),
+    )
+}
+
+fn abort_fuse_connection(n: u64) {
+    let sys = Path::new("/sys/fs/fuse/connections");
+    if !sys.join(n.to_string()).exists() {
+        let _ = Command::new("mount")
+            .args(["-t", "fusectl", "none"])
+            .arg(sys)
+            .status();
+    }
+    let _ = std::fs::write(sys.join(n.to_string()).join("abort"), b"1");
 }
 
 impl Harness {
@@ -84,6 +108,19 @@ impl Harness {
             .unwrap();
         let url = emulator.url.clone();
         let api = Arc::new(api_for(&url, &token));
+        let connections: Arc<std::sync::Mutex<Vec<u64>>> = Arc::default();
+        {
+            let connections = Arc::downgrade(&connections);
+            std::thread::spawn(move || {
+                std::thread::sleep(test_deadline());
+                if let Some(list) = connections.upgrade() {
+                    eprintln!("test deadline passed: aborting its FUSE mounts");
+                    for n in list.lock().unwrap().iter() {
+                        abort_fuse_connection(*n);
+                    }
+                }
+            });
+        }
         Harness {
             rt,
             emulator: Some(emulator),
@@ -92,6 +129,7 @@ impl Harness {
             dir,
             api,
             config,
+            connections,
         }
     }
 
@@ -190,8 +228,12 @@ impl Harness {
             child: Some(child),
             path: mountpoint.to_path_buf(),
             log,
+            connection: None,
         };
         mounted.wait_ready(Duration::from_secs(30));
+        if let Some(n) = mounted.connection {
+            self.connections.lock().unwrap().push(n);
+        }
         mounted
     }
 
@@ -244,6 +286,9 @@ pub struct Mounted {
     child: Option<Child>,
     pub path: PathBuf,
     pub log: PathBuf,
+    /// The kernel's FUSE connection number (`/sys/fs/fuse/connections/N`), to abort a hung
+    /// mount so that a failing test never hangs the suite.
+    connection: Option<u64>,
 }
 
 impl Mounted {
@@ -267,6 +312,10 @@ impl Mounted {
                 panic!("cec mount exited early ({status}):\n{}", self.log_text());
             }
             if is_fuse(&self.path) {
+                use std::os::unix::fs::MetadataExt;
+                self.connection = std::fs::metadata(&self.path)
+                    .ok()
+                    .map(|m| libc::minor(m.dev()) as u64);
                 return;
             }
             std::thread::sleep(Duration::from_millis(50));
@@ -288,6 +337,7 @@ impl Mounted {
                 return status;
             }
             if Instant::now() > deadline {
+                self.abort_connection();
                 let _ = child.kill();
                 let status = child.wait().unwrap();
                 force_detach(&self.path);
@@ -336,6 +386,13 @@ impl Mounted {
         }
     }
 
+    /// Abort the kernel side of the mount: every pending and future request fails at once.
+    pub fn abort_connection(&self) {
+        if let Some(n) = self.connection {
+            abort_fuse_connection(n);
+        }
+    }
+
     pub fn is_running(&mut self) -> bool {
         match self.child.as_mut() {
             Some(c) => c.try_wait().unwrap().is_none(),
@@ -355,6 +412,9 @@ impl Drop for Mounted {
                     break;
                 }
                 std::thread::sleep(Duration::from_millis(50));
+            }
+            if child.try_wait().ok().flatten().is_none() {
+                self.abort_connection();
             }
             let _ = child.kill();
             let _ = child.wait();
