@@ -9,9 +9,9 @@
 #   4. RUNS times each (default 3), wall-clock time of:
 #        - up, large:   curl PUT (SigV4, UNSIGNED-PAYLOAD)  vs  cec scp (multipart, 3 parts at once)
 #        - down, large: curl GET                            vs  cec scp (4 parallel ranged GETs)
-#        - up, small:   one curl process, SMALL_COUNT PUTs on one kept-alive connection
-#                       vs  cec scp of the folder (4 files at once)
-#        - down, small: one curl process, SMALL_COUNT GETs  vs  cec scp of the folder
+#        - up, small:   one curl process, SMALL_COUNT PUTs, 4 at once (--parallel-max 4, kept-alive
+#                       connections)  vs  cec scp of the folder (4 files at once)
+#        - down, small: the same with GETs  vs  cec scp of the folder
 #      and the median of each;
 #   5. a Markdown table in bench/results/scp.md (also printed).
 #
@@ -117,13 +117,16 @@ for r in $(seq 1 "$RUNS"); do
   timeit "up-large-curl" curl -K "$SIGV4_CFG" -o /dev/null -T "$WORK/data/big.bin" "$URL/io/personal-files/curl/big.bin"
   timeit "up-large-cec" "$CEC" scp -n --force "$WORK/data/big.bin" cells://personal-files/cec
   timeit "down-large-curl" curl -K "$SIGV4_CFG" -o /dev/null "$URL/io/personal-files/curl/big.bin"
+  timeit "down-large-curl-file" curl -K "$SIGV4_CFG" -o "$WORK/curl-big.bin" "$URL/io/personal-files/curl/big.bin"
+  rm -f "$WORK/curl-big.bin"
+  timeit "up-large-cec-single" "$CEC" scp -n --force --multipart-threshold 2048 "$WORK/data/big.bin" cells://personal-files/cec
   rm -rf "$WORK/down"; mkdir -p "$WORK/down"
   timeit "down-large-cec" "$CEC" scp -n cells://personal-files/cec/big.bin "$WORK/down"
   cmp -s "$WORK/down/big.bin" "$WORK/data/big.bin" || { echo "downloaded big.bin differs"; exit 1; }
   rm -rf "$WORK/down"
-  timeit "up-small-curl" curl -K "$SIGV4_CFG" -K "$UP_CFG"
+  timeit "up-small-curl" curl --parallel --parallel-max 4 -K "$SIGV4_CFG" -K "$UP_CFG"
   timeit "up-small-cec" "$CEC" scp -n "$WORK/data/small" "cells://personal-files/cec/run$r"
-  timeit "down-small-curl" curl -K "$SIGV4_CFG" -K "$DOWN_CFG"
+  timeit "down-small-curl" curl --parallel --parallel-max 4 -K "$SIGV4_CFG" -K "$DOWN_CFG"
   mkdir -p "$WORK/down"
   timeit "down-small-cec" "$CEC" scp -n "cells://personal-files/cec/run$r/small" "$WORK/down"
   [ "$(ls "$WORK/down/small" | wc -l)" = "$SMALL_COUNT" ] || { echo "small download incomplete"; exit 1; }
@@ -149,14 +152,16 @@ mkdir -p "$(dirname "$RESULTS")"
   echo
   echo "$(date -u +%Y-%m-%dT%H:%M:%SZ), $(nproc) CPUs, median of $RUNS runs; release builds;"
   echo "large = one ${SIZE_MIB} MiB random file; small = ${SMALL_COUNT} files of ${SMALL_KIB} KiB."
-  echo "curl: one request per file (small files: one curl process, one kept-alive connection,"
-  echo "sequential). cec: defaults (multipart 50 MiB parts x3 above 100 MiB; 4 ranged GETs of"
+  echo "curl: one request per file (small files: one curl process, 4 transfers at once on"
+  echo "kept-alive connections). curl writes to /dev/null, cec to real files. cec: defaults (multipart 50 MiB parts x3 above 100 MiB; 4 ranged GETs of"
   echo "16 MiB above 64 MiB; 4 files at once). Speed = cec time relative to curl (100% = same)."
   echo
   echo "| transfer | curl (limit) | cec scp | cec speed vs curl |"
   echo "|---|---|---|---|"
   row "upload, large" "$BIG_BYTES" up-large-curl up-large-cec rate
   row "download, large" "$BIG_BYTES" down-large-curl down-large-cec rate
+  row "download, large (curl writing a file)" "$BIG_BYTES" down-large-curl-file down-large-cec rate
+  row "upload, large (cec forced to one PUT)" "$BIG_BYTES" up-large-curl up-large-cec-single rate
   row "upload, ${SMALL_COUNT} small" "$SMALL_BYTES" up-small-curl up-small-cec files
   row "download, ${SMALL_COUNT} small" "$SMALL_BYTES" down-small-curl down-small-cec files
 } >"$RESULTS"

@@ -572,6 +572,9 @@ impl Drop for TempGuard {
     }
 }
 
+/// Downloaded bytes are written in blocks of this size.
+const WRITE_BLOCK: usize = 1024 * 1024;
+
 fn temp_path_for(dest: &Path) -> PathBuf {
     let name = dest
         .file_name()
@@ -663,20 +666,41 @@ async fn fetch_range(
                 })
             };
             let mut stream = api.get_object(&job.remote, range).await?;
-            while let Some(chunk) = stream.next().await {
-                let chunk = chunk?;
-                let at = done.load(Ordering::Relaxed);
-                let room = (len - at) as usize;
-                let take = chunk.len().min(room);
-                file.write_all_at(&chunk[..take], offset + at)
-                    .map_err(|e| ApiError::Local(format!("{}: {e}", job.local.display())))?;
-                done.fetch_add(take as u64, Ordering::Relaxed);
-                bar.inc(take as u64);
-                if take < chunk.len() {
-                    break;
+            // Received bytes are written in blocks of up to 1 MiB (fewer syscalls); `done`
+            // counts only what is on disk, so a resume never skips unwritten bytes.
+            let mut buffer: Vec<u8> = Vec::with_capacity(WRITE_BLOCK);
+            let flush = |buffer: &mut Vec<u8>| -> Result<(), ApiError> {
+                if buffer.is_empty() {
+                    return Ok(());
                 }
+                let at = done.load(Ordering::Relaxed);
+                file.write_all_at(buffer, offset + at)
+                    .map_err(|e| ApiError::Local(format!("{}: {e}", job.local.display())))?;
+                done.fetch_add(buffer.len() as u64, Ordering::Relaxed);
+                bar.inc(buffer.len() as u64);
+                buffer.clear();
+                Ok(())
+            };
+            let mut received = done.load(Ordering::Relaxed);
+            let outcome: Result<(), ApiError> = async {
+                while let Some(chunk) = stream.next().await {
+                    let chunk = chunk?;
+                    let take = chunk.len().min((len - received) as usize);
+                    buffer.extend_from_slice(&chunk[..take]);
+                    received += take as u64;
+                    if buffer.len() >= WRITE_BLOCK {
+                        flush(&mut buffer)?;
+                    }
+                    if received >= len {
+                        break;
+                    }
+                }
+                Ok(())
             }
-            Ok(())
+            .await;
+            // Keep what arrived before a cut: the resume starts after it.
+            flush(&mut buffer)?;
+            outcome
         }
         .await;
         let have = done.load(Ordering::Relaxed);
