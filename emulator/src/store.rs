@@ -635,6 +635,13 @@ impl Store {
             std::fs::create_dir_all(data_dir.join(sub))
                 .with_context(|| format!("creating {}", data_dir.join(sub).display()))?;
         }
+        // The index holds password hashes and the token database lives here too.
+        #[cfg(unix)]
+        {
+            use std::os::unix::fs::PermissionsExt;
+            std::fs::set_permissions(&data_dir, std::fs::Permissions::from_mode(0o700))
+                .with_context(|| format!("restricting {}", data_dir.display()))?;
+        }
         // Uploads interrupted by a crash are garbage.
         if let Ok(rd) = std::fs::read_dir(data_dir.join("tmp")) {
             for e in rd.flatten() {

@@ -195,6 +195,13 @@ async fn no_torn_files_and_no_tmp_leftovers_after_a_crash() {
         0
     );
     assert!(store.stat("alice", "personal-files/half").is_err());
+    // Password hashes and tokens live here: not world-readable.
+    use std::os::unix::fs::PermissionsExt;
+    let mode = std::fs::metadata(dir.path().join("data"))
+        .unwrap()
+        .permissions()
+        .mode();
+    assert_eq!(mode & 0o077, 0, "data dir mode {mode:o}");
 }
 
 /// Kills the child on drop, so a failing test leaves no process behind.
