@@ -73,6 +73,7 @@ pub struct EventHub {
     pump_started: AtomicBool,
     dropped_events: AtomicU64,
     merge_window_ms: AtomicU64,
+    drop_next: AtomicU64,
 }
 
 impl EventHub {
@@ -85,6 +86,7 @@ impl EventHub {
             pump_started: AtomicBool::new(false),
             dropped_events: AtomicU64::new(0),
             merge_window_ms: AtomicU64::new(DEFAULT_MERGE_WINDOW.as_millis() as u64),
+            drop_next: AtomicU64::new(0),
         }
     }
 
@@ -242,9 +244,23 @@ impl EventHub {
         Duration::from_millis(self.merge_window_ms.load(Ordering::Relaxed))
     }
 
+    /// Lose the next `n` tree events for every session (a test hook: events are lossy on
+    /// the real server too).
+    pub fn drop_next_events(&self, n: u64) {
+        self.drop_next.store(n, Ordering::Relaxed);
+    }
+
     /// Deliver one change to every subscribed session.
     fn broadcast(&self, change: &TreeChange) {
         if ignored_for_output(change) {
+            return;
+        }
+        if self
+            .drop_next
+            .fetch_update(Ordering::Relaxed, Ordering::Relaxed, |n| n.checked_sub(1))
+            .is_ok()
+        {
+            self.dropped_events.fetch_add(1, Ordering::Relaxed);
             return;
         }
         let subscribers: Vec<(u64, Subscription)> = {

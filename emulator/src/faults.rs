@@ -22,7 +22,8 @@
 //! - `POST /_faults/fail` `{"method","path_prefix","status","count"}` (count defaults to 1)
 //! - `POST /_faults/cut` `{"method","path_prefix","after_bytes","count"}` (count defaults to 1)
 //! - `POST /_faults/expire-tokens`, `POST /_faults/drop-websockets`,
-//!   `POST /_faults/unsubscribe-websockets`, `POST /_faults/clear`, `GET /_faults` (list).
+//!   `POST /_faults/unsubscribe-websockets`, `POST /_faults/drop-events` `{"count"}` (the next
+//!   N tree events reach nobody), `POST /_faults/clear`, `GET /_faults` (list).
 
 use std::future::Future;
 use std::pin::Pin;
@@ -362,6 +363,7 @@ pub fn control_router() -> Router<SharedState> {
         .route("/_faults/clear", post(clear_rules))
         .route("/_faults/expire-tokens", post(expire_tokens))
         .route("/_faults/drop-websockets", post(drop_websockets))
+        .route("/_faults/drop-events", post(drop_events))
         .route(
             "/_faults/unsubscribe-websockets",
             post(unsubscribe_websockets),
@@ -415,6 +417,19 @@ async fn expire_tokens(State(state): State<SharedState>) -> StatusCode {
 async fn drop_websockets(State(state): State<SharedState>) -> Json<serde_json::Value> {
     let n = state.drop_websockets();
     Json(serde_json::json!({ "dropped": n }))
+}
+
+#[derive(Deserialize)]
+struct DropEventsRequest {
+    count: u64,
+}
+
+async fn drop_events(
+    State(state): State<SharedState>,
+    Json(req): Json<DropEventsRequest>,
+) -> StatusCode {
+    state.events.drop_next_events(req.count);
+    StatusCode::NO_CONTENT
 }
 
 async fn unsubscribe_websockets(State(state): State<SharedState>) -> Json<serde_json::Value> {

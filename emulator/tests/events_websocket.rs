@@ -458,6 +458,20 @@ async fn pings_and_task_frames() {
         "bob's task must not reach alice: {frame}"
     );
     assert_eq!(frame["Job"]["ID"], "copy-move-1");
+
+    emu.state
+        .events
+        .idm_event("bob", json!({"Type": "UPDATE", "User": {"Login": "bob"}}));
+    emu.state.events.idm_event(
+        "alice",
+        json!({"Type": "UPDATE", "User": {"Login": "alice"}}),
+    );
+    let frame = next_frame(&mut socket).await;
+    assert_eq!(frame["@type"], "idm", "{frame}");
+    assert_eq!(
+        frame["User"]["Login"], "alice",
+        "bob's idm event must not reach alice"
+    );
     emu.stop().await;
 }
 

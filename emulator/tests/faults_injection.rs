@@ -297,3 +297,48 @@ async fn no_control_endpoint_without_faults() {
     assert_eq!(s3.put("personal-files/n.txt", b"n").await.status(), 200);
     emu.stop().await;
 }
+
+#[tokio::test]
+async fn drop_next_events() {
+    let (emu, _dir, token) = start_with(true).await;
+    emu.state.events.set_merge_window(Duration::ZERO);
+    let s3 = S3Client::new(&emu.url, &token);
+    let (mut socket, _) = tokio_tungstenite::connect_async(format!("ws://{}/ws/event", emu.addr))
+        .await
+        .unwrap();
+    socket
+        .send(Message::Text(
+            json!({"@type": "subscribe", "jwt": token})
+                .to_string()
+                .into(),
+        ))
+        .await
+        .unwrap();
+    while emu.state.events.subscribed_count() == 0 {
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    // An upload makes two events here (temporary node, then content): lose both.
+    assert_eq!(
+        control(&emu, "drop-events", json!({"count": 2}))
+            .await
+            .status(),
+        204
+    );
+    assert_eq!(s3.put("personal-files/lost.txt", b"l").await.status(), 200);
+    assert_eq!(s3.put("personal-files/kept.txt", b"k").await.status(), 200);
+    let frame = loop {
+        let msg = tokio::time::timeout(Duration::from_secs(5), socket.next())
+            .await
+            .expect("an event")
+            .expect("open")
+            .expect("no error");
+        if let Message::Text(t) = msg {
+            break serde_json::from_str::<Value>(t.as_str()).unwrap();
+        }
+    };
+    assert_eq!(
+        frame["Target"]["Path"], "personal-files/kept.txt",
+        "{frame}"
+    );
+    emu.stop().await;
+}
