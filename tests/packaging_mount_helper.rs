@@ -415,3 +415,111 @@ fn under_systemd_the_log_goes_to_the_journal_with_priorities_and_no_secret() {
     );
     assert!(!text.contains(&h.token), "the token reached the log");
 }
+
+/// The system unit's ExecStart= and Environment= as systemd would run them for instance
+/// `work` (variables from /etc/cec/work.conf substituted).
+fn system_unit_command(mountpoint: &Path, cache: &Path) -> (Vec<String>, Vec<(String, String)>) {
+    let unit = std::fs::read_to_string(
+        Path::new(env!("CARGO_MANIFEST_DIR")).join("packaging/systemd/system/cec-mount@.service"),
+    )
+    .unwrap();
+    let value = |key: &str| {
+        unit.lines()
+            .find_map(|l| l.strip_prefix(&format!("{key}=")))
+            .unwrap_or_else(|| panic!("no {key}= in the unit"))
+            .to_string()
+    };
+    let argv: Vec<String> = value("ExecStart")
+        .split_whitespace()
+        .filter(|w| *w != "$CEC_MOUNT_OPTIONS")
+        .map(|w| {
+            w.replace("/usr/bin/cec", env!("CARGO_BIN_EXE_cec"))
+                .replace("${CEC_MOUNTPOINT}", &mountpoint.display().to_string())
+                .replace("/var/cache/cec/%i", &cache.display().to_string())
+        })
+        .collect();
+    assert!(
+        !argv.iter().any(|w| w.contains('$') || w.contains('%')),
+        "unexpanded: {argv:?}"
+    );
+    let env = value("Environment")
+        .split_whitespace()
+        .filter_map(|kv| kv.split_once('='))
+        .map(|(k, v)| (k.to_string(), v.to_string()))
+        .collect();
+    (argv, env)
+}
+
+#[test]
+fn the_system_unit_command_reports_ready_to_systemd_and_stops_cleanly_on_sigterm() {
+    use std::os::unix::net::UnixDatagram;
+    let h = Harness::start();
+    // (ExecStartPre= would create it; systemd is not here to run it.)
+    let mountpoint = h.dir.path().join("unit-mnt");
+    std::fs::create_dir_all(&mountpoint).unwrap();
+    let creds = h.dir.path().join("credentials/cec-mount@work.service");
+    write_secret(&creds.join("cec-token"), &h.token);
+    let notify_path = h.dir.path().join("notify.sock");
+    let notify = UnixDatagram::bind(&notify_path).unwrap();
+    notify
+        .set_read_timeout(Some(Duration::from_secs(30)))
+        .unwrap();
+    let (argv, unit_env) = system_unit_command(&mountpoint, &h.dir.path().join("unit-cache"));
+    let mut cmd = Command::new(&argv[0]);
+    for (k, _) in std::env::vars() {
+        if k.starts_with("CEC_") {
+            cmd.env_remove(k);
+        }
+    }
+    let log = h.dir.path().join("unit.log");
+    let log_file = std::fs::File::create(&log).unwrap();
+    let mut child = cmd
+        .args(&argv[1..])
+        .envs(unit_env)
+        .env("CEC_URL", &h.url)
+        .env("CREDENTIALS_DIRECTORY", &creds)
+        .env("NOTIFY_SOCKET", &notify_path)
+        .env("XDG_RUNTIME_DIR", h.dir.path().join("run"))
+        .stdin(std::process::Stdio::null())
+        .stdout(log_file.try_clone().unwrap())
+        .stderr(log_file)
+        .spawn()
+        .unwrap();
+    let pid = nix::unistd::Pid::from_raw(child.id() as i32);
+    let _guard = HelperMount {
+        path: mountpoint.clone(),
+        pid: Some(pid.as_raw()),
+    };
+    let receive = |what: &str| -> String {
+        let mut buf = vec![0u8; 4096];
+        loop {
+            let n = notify.recv(&mut buf).unwrap_or_else(|e| {
+                panic!(
+                    "no {what} from cec ({e}):\n{}",
+                    std::fs::read_to_string(&log).unwrap_or_default()
+                )
+            });
+            let message = String::from_utf8_lossy(&buf[..n]).into_owned();
+            if message.lines().any(|l| l == what) {
+                return message;
+            }
+        }
+    };
+    let ready = receive("READY=1");
+    assert!(is_fuse(&mountpoint), "READY=1 before the mount answers");
+    assert!(ready.contains("STATUS=mounted at"), "{ready}");
+    assert!(mountpoint.join("personal-files").is_dir());
+    nix::sys::signal::kill(pid, nix::sys::signal::Signal::SIGTERM).unwrap();
+    receive("STOPPING=1");
+    let status = child.wait().unwrap();
+    assert!(
+        status.success(),
+        "{status}: {}",
+        std::fs::read_to_string(&log).unwrap_or_default()
+    );
+    assert!(!in_mountinfo(&mountpoint), "still mounted after the stop");
+    assert!(
+        !std::fs::read_to_string(&log).unwrap().contains(&h.token),
+        "the token reached the log"
+    );
+}
