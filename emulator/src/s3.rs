@@ -848,6 +848,25 @@ impl S3 for Gateway {
         check_bucket(&input.bucket)?;
         let path = key_path(&input.key);
         let store = who.state.store.clone();
+        if input.key.ends_with('/') {
+            // S3 tools make folders with empty "dir/" objects: make a real folder.
+            if input.content_length.unwrap_or(0) != 0 {
+                return Err(S3Error::with_message(
+                    S3ErrorCode::InvalidArgument,
+                    "an object key ending with '/' names a folder and takes no content",
+                ));
+            }
+            let login = who.login.clone();
+            blocking(move || match store.create_folders(&login, &path) {
+                Ok(_) | Err(StoreError::AlreadyExists(_)) => Ok(()),
+                Err(e) => Err(store_error(e)),
+            })
+            .await?;
+            return Ok(S3Response::new(PutObjectOutput {
+                e_tag: Some(strong_etag(&hex::encode(md5::Md5::digest(b"")))),
+                ..Default::default()
+            }));
+        }
         let announced = input
             .content_length
             .and_then(|l| u64::try_from(l).ok())

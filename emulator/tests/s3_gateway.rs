@@ -436,6 +436,35 @@ async fn conflicts_rights_and_folders() {
     assert!(r.status().is_server_error(), "{}", r.status());
     let r = f.alice.head("personal-files/dir").await;
     assert!(r.status().is_server_error(), "{}", r.status());
+    // An empty "dir/" object makes a real folder (S3 tools' mkdir).
+    assert_eq!(
+        f.alice
+            .put("personal-files/made-by-s3/", b"")
+            .await
+            .status(),
+        200
+    );
+    let made = f
+        .emu
+        .state
+        .store
+        .stat("alice", "personal-files/made-by-s3")
+        .expect("folder made");
+    assert!(!made.is_leaf());
+    assert_eq!(
+        f.alice
+            .put("personal-files/made-by-s3/", b"")
+            .await
+            .status(),
+        200
+    );
+    assert_eq!(
+        f.alice
+            .put("personal-files/with-content/", b"x")
+            .await
+            .status(),
+        400
+    );
     // Missing key.
     let r = f.alice.get("personal-files/nope.txt", &[]).await;
     assert_eq!(r.status(), 404);
