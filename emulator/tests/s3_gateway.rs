@@ -967,6 +967,20 @@ async fn list_objects_v2_quirks() {
     assert_eq!(xml_values(&xml, "Key"), vec!["personal-files/l/sub/b.txt"]);
     assert_eq!(common_prefixes(&xml), vec!["personal-files/l/sub/"]);
 
+    // max-keys is passed on as a node limit: the listing is cut, yet never truncated.
+    let r = f
+        .alice
+        .list_v2(&[
+            ("prefix", "personal-files/l/"),
+            ("delimiter", "/"),
+            ("max-keys", "2"),
+        ])
+        .await;
+    let xml = text(r).await;
+    let listed = xml_values(&xml, "Key").len() + common_prefixes(&xml).len();
+    assert!(listed <= 3, "two nodes (+ the prefix itself): {xml}");
+    assert_eq!(xml_values(&xml, "IsTruncated"), vec!["false"]);
+
     // A missing folder is an empty listing, not an error.
     let r = f
         .alice
