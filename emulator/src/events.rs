@@ -17,7 +17,8 @@
 //! - CREATE / UPDATE_CONTENT / UPDATE_META of one node are merged until the node has been
 //!   quiet for [`DEFAULT_MERGE_WINDOW`] (configurable), so an upload usually yields one CREATE
 //!   with its final Etag; UPDATE_PATH and DELETE go at once (ordering is not preserved).
-//! - A websocket ping every [`DEFAULT_PING_INTERVAL`] (configurable for tests).
+//! - A websocket ping every [`DEFAULT_PING_INTERVAL`]; a socket silent (no pong) for
+//!   [`DEFAULT_PONG_WAIT`] is dropped. Both configurable for tests.
 //! - Each session's outgoing queue holds [`QUEUE_LENGTH`] frames; when it is full the session
 //!   is silently unsubscribed (socket left open), as the real server does.
 //!
@@ -45,6 +46,8 @@ use crate::store::{ChangeKind, NodeRecord, Store, TreeChange};
 pub const DEFAULT_PING_INTERVAL: Duration = Duration::from_secs(55);
 /// Per-session outgoing queue (melody's `MessageBufferSize`).
 pub const QUEUE_LENGTH: usize = 256;
+/// A socket that sent nothing (not even a pong) for this long is dropped (`PongWait`).
+pub const DEFAULT_PONG_WAIT: Duration = Duration::from_secs(60);
 /// Quiet time after which the merged events of one node are sent (`events-batch.go`).
 pub const DEFAULT_MERGE_WINDOW: Duration = Duration::from_secs(1);
 /// Largest client frame accepted (`MaxMessageSize`).
@@ -74,6 +77,7 @@ pub struct EventHub {
     dropped_events: AtomicU64,
     merge_window_ms: AtomicU64,
     drop_next: AtomicU64,
+    pong_wait_ms: AtomicU64,
 }
 
 impl EventHub {
@@ -87,6 +91,7 @@ impl EventHub {
             dropped_events: AtomicU64::new(0),
             merge_window_ms: AtomicU64::new(DEFAULT_MERGE_WINDOW.as_millis() as u64),
             drop_next: AtomicU64::new(0),
+            pong_wait_ms: AtomicU64::new(DEFAULT_PONG_WAIT.as_millis() as u64),
         }
     }
 
@@ -94,6 +99,17 @@ impl EventHub {
     pub fn set_ping_interval(&self, every: Duration) {
         let ms = u64::try_from(every.as_millis()).unwrap_or(u64::MAX).max(1);
         self.ping_interval_ms.store(ms, Ordering::Relaxed);
+    }
+
+    /// Change how long a socket may stay silent (no pong, no frame) before it is dropped,
+    /// for sessions opened from now on.
+    pub fn set_pong_wait(&self, wait: Duration) {
+        let ms = u64::try_from(wait.as_millis()).unwrap_or(u64::MAX).max(1);
+        self.pong_wait_ms.store(ms, Ordering::Relaxed);
+    }
+
+    fn pong_wait(&self) -> Duration {
+        Duration::from_millis(self.pong_wait_ms.load(Ordering::Relaxed))
     }
 
     fn ping_interval(&self) -> Duration {
@@ -526,6 +542,8 @@ async fn run_session(state: SharedState, mut socket: WebSocket) {
     let (id, mut outgoing, mut kill) = hub.register();
     let period = hub.ping_interval();
     let mut ping = tokio::time::interval_at(tokio::time::Instant::now() + period, period);
+    let pong_wait = hub.pong_wait();
+    let mut last_heard = tokio::time::Instant::now();
     loop {
         tokio::select! {
             _ = &mut kill => {
@@ -540,11 +558,16 @@ async fn run_session(state: SharedState, mut socket: WebSocket) {
                 }
             }
             _ = ping.tick() => {
+                if last_heard.elapsed() > pong_wait {
+                    // No pong in time: the real server drops the connection.
+                    break;
+                }
                 if socket.send(Message::Ping(Bytes::new())).await.is_err() {
                     break;
                 }
             }
             incoming = socket.recv() => {
+                last_heard = tokio::time::Instant::now();
                 match incoming {
                     None | Some(Err(_)) | Some(Ok(Message::Close(_))) => break,
                     Some(Ok(Message::Text(text))) => {

@@ -521,3 +521,43 @@ async fn events_of_one_node_are_merged_and_may_be_reordered() {
     assert_eq!(second[0]["Target"]["Path"], "personal-files/early.txt");
     emu.stop().await;
 }
+
+#[tokio::test]
+async fn silent_clients_are_dropped_after_the_pong_wait() {
+    let (emu, _dir) = start().await;
+    emu.state
+        .events
+        .set_ping_interval(Duration::from_millis(100));
+    emu.state.events.set_pong_wait(Duration::from_millis(400));
+    let token = pat(&emu, "alice");
+
+    // A client that reads (so its library answers pings) stays connected.
+    let mut live = subscribe(&emu, &token).await;
+    let until = tokio::time::Instant::now() + Duration::from_millis(1200);
+    while tokio::time::Instant::now() < until {
+        if let Ok(msg) = tokio::time::timeout(Duration::from_millis(50), live.next()).await {
+            assert!(matches!(msg, Some(Ok(Message::Ping(_)))), "{msg:?}");
+        }
+    }
+    assert_eq!(emu.state.events.session_count(), 1);
+
+    // A client that never reads never pongs: it is dropped.
+    let _silent = connect(&emu).await;
+    let deadline = tokio::time::Instant::now() + WAIT;
+    while emu.state.events.session_count() != 2 {
+        let _ = tokio::time::timeout(Duration::from_millis(20), live.next()).await;
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "silent socket never registered"
+        );
+    }
+    loop {
+        // Keep the live one answering meanwhile.
+        let _ = tokio::time::timeout(Duration::from_millis(50), live.next()).await;
+        if emu.state.events.session_count() == 1 {
+            break;
+        }
+        assert!(tokio::time::Instant::now() < deadline, "silent socket kept");
+    }
+    emu.stop().await;
+}
