@@ -578,3 +578,50 @@ async fn a_slow_upload_does_not_block_other_operations() {
     slow.await.unwrap().unwrap();
     assert_eq!(api.read_file(&format!("{WS}/slow")), Some(b"slow".to_vec()));
 }
+
+/// A kernel notifier that blocks (as the kernel does while a rename in the same directory is
+/// pending) must never stall `invalidate` nor the requests the kernel waits for.
+#[tokio::test(flavor = "current_thread")]
+async fn a_blocking_kernel_notifier_never_stalls_the_core() {
+    struct SlowNotifier(std::sync::Mutex<Vec<String>>);
+    impl cec::fs::KernelNotifier for SlowNotifier {
+        fn invalidate_entry(&self, parent: u64, name: &OsStr) {
+            std::thread::sleep(Duration::from_millis(300));
+            self.0
+                .lock()
+                .unwrap()
+                .push(format!("{parent}/{}", name.to_string_lossy()));
+        }
+        fn invalidate_inode(&self, ino: u64) {
+            std::thread::sleep(Duration::from_millis(300));
+            self.0.lock().unwrap().push(format!("inode {ino}"));
+        }
+    }
+    let api = Arc::new(MemoryCellsApi::default());
+    api.put_file(&format!("{WS}/watched"), b"v1");
+    let cache = tempfile::tempdir().unwrap();
+    let fs = mount(&api, options(cache.path())).await;
+    let notifier = Arc::new(SlowNotifier(std::sync::Mutex::new(Vec::new())));
+    fs.set_notifier(notifier.clone());
+    let ws = resolve(&fs, WS).await.unwrap();
+    let ino = resolve(&fs, &format!("{WS}/watched")).await.unwrap();
+    let started = Instant::now();
+    api.put_file(&format!("{WS}/watched"), b"v2");
+    fs.invalidate(RemoteChange::ContentChanged {
+        path: format!("{WS}/watched"),
+        etag: None,
+    });
+    assert_eq!(read_all(&fs, &format!("{WS}/watched"), 10).await, b"v2");
+    assert!(
+        started.elapsed() < Duration::from_millis(250),
+        "{:?}",
+        started.elapsed()
+    );
+    let deadline = Instant::now() + Duration::from_secs(5);
+    while notifier.0.lock().unwrap().len() < 2 && Instant::now() < deadline {
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    let seen = notifier.0.lock().unwrap().clone();
+    assert!(seen.contains(&format!("inode {ino}")), "{seen:?}");
+    assert!(seen.contains(&format!("{ws}/watched")), "{seen:?}");
+}

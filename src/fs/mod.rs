@@ -243,7 +243,9 @@ pub enum RemoteChange {
 }
 
 /// What the core asks of the kernel when remote changes arrive. Implemented by the adapter
-/// (fuser's `Notifier`). Called without any core lock held, never from inside a request.
+/// (fuser's `Notifier`). Called from one dedicated thread of the core, without any core lock
+/// held, never from inside a request or a tokio task (a kernel notification may block until a
+/// pending request in the same directory is answered).
 pub trait KernelNotifier: Send + Sync + 'static {
     /// Forget the name `name` in directory `parent` (the next access looks it up again).
     fn invalidate_entry(&self, parent: u64, name: &OsStr);
@@ -647,8 +649,17 @@ struct Inner {
     journal: journal::Journal,
     staging_dir: PathBuf,
     read_budget: Arc<tokio::sync::Semaphore>,
-    notifier: OnceLock<Arc<dyn KernelNotifier>>,
+    /// Kernel invalidations go to a dedicated thread: the kernel may block a notification
+    /// until a request it is processing in the same directory (a rename, say) is answered, so
+    /// calling it from a task could stall the very runtime that must answer.
+    notifier: OnceLock<std::sync::mpsc::Sender<KernelInvalidation>>,
     errors: Mutex<VecDeque<RecentError>>,
+}
+
+/// One request to the kernel, sent by the notifier thread.
+enum KernelInvalidation {
+    Entry(u64, String),
+    Inode(u64),
 }
 
 /// Read-ahead budget unit (semaphore permits are KiB).
@@ -794,8 +805,27 @@ impl CellsFs {
     }
 
     /// Give the core a way to invalidate kernel caches (once, after mounting).
+    /// The notifier is only ever called from one dedicated thread, never from a request.
     pub fn set_notifier(&self, notifier: Arc<dyn KernelNotifier>) {
-        let _ = self.inner.notifier.set(notifier);
+        let (sender, receiver) = std::sync::mpsc::channel::<KernelInvalidation>();
+        if self.inner.notifier.set(sender).is_err() {
+            return;
+        }
+        let spawned = std::thread::Builder::new()
+            .name("cec-invalidate".into())
+            .spawn(move || {
+                for request in receiver {
+                    match request {
+                        KernelInvalidation::Entry(parent, name) => {
+                            notifier.invalidate_entry(parent, OsStr::new(&name))
+                        }
+                        KernelInvalidation::Inode(ino) => notifier.invalidate_inode(ino),
+                    }
+                }
+            });
+        if let Err(e) = spawned {
+            self.record_error(format!("cannot start the kernel invalidation thread: {e}"));
+        }
     }
 
     fn generation(&self) -> u64 {
@@ -2661,10 +2691,10 @@ impl CellsFs {
             return;
         };
         for ino in inodes {
-            notifier.invalidate_inode(ino);
+            let _ = notifier.send(KernelInvalidation::Inode(ino));
         }
         for (parent, name) in entries {
-            notifier.invalidate_entry(parent, OsStr::new(&name));
+            let _ = notifier.send(KernelInvalidation::Entry(parent, name));
         }
     }
 
