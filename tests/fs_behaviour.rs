@@ -625,3 +625,34 @@ async fn a_blocking_kernel_notifier_never_stalls_the_core() {
     assert!(seen.contains(&format!("inode {ino}")), "{seen:?}");
     assert!(seen.contains(&format!("{ws}/watched")), "{seen:?}");
 }
+
+/// SEMANTICS: "server errors, timeouts and broken connections after retries `EIO`": a
+/// transient download failure is retried before the read fails.
+#[tokio::test]
+async fn transient_download_failures_are_retried() {
+    let api = Arc::new(MemoryCellsApi::default());
+    api.put_file(&format!("{WS}/flaky"), b"downloaded");
+    let cache = tempfile::tempdir().unwrap();
+    let mut opts = options(cache.path());
+    opts.cache_size = 0;
+    let fs = mount(&api, opts).await;
+    api.fail_next(
+        2,
+        Some("get_object"),
+        ApiError::Network("connection reset".into()),
+    );
+    assert_eq!(
+        read_all(&fs, &format!("{WS}/flaky"), 100).await,
+        b"downloaded"
+    );
+    api.fail_next(
+        100,
+        Some("get_object"),
+        ApiError::Network("connection reset".into()),
+    );
+    let ino = resolve(&fs, &format!("{WS}/flaky")).await.unwrap();
+    let open = fs.open(ino, libc::O_RDONLY).await.unwrap();
+    let err = fs.read(ino, open.fh, 0, 100).await.unwrap_err();
+    assert_eq!(err.errno(), libc::EIO);
+    api.clear_faults();
+}

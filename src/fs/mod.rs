@@ -1734,7 +1734,27 @@ impl CellsFs {
         Ok(out.freeze())
     }
 
+    /// A ranged GET read whole; a transient failure (also a connection cut mid-body) is
+    /// retried from the start of the range, with backoff.
     async fn fetch_range(&self, path: &str, offset: u64, len: u64) -> FsResult<Bytes> {
+        let attempts = self.inner.options.upload_attempts.max(1);
+        let mut delay = self.inner.options.upload_retry_delay;
+        let mut attempt = 0;
+        loop {
+            attempt += 1;
+            match self.fetch_range_once(path, offset, len).await {
+                Ok(bytes) => return Ok(bytes),
+                Err(e) if e.is_transient() && attempt < attempts => {
+                    tracing::warn!(%path, offset, attempt, "download failed, retrying: {e}");
+                    tokio::time::sleep(delay).await;
+                    delay *= 2;
+                }
+                Err(e) => return Err(FsError::api(path, e)),
+            }
+        }
+    }
+
+    async fn fetch_range_once(&self, path: &str, offset: u64, len: u64) -> Result<Bytes, ApiError> {
         let mut stream = self
             .inner
             .api
@@ -1745,11 +1765,10 @@ impl CellsFs {
                     len: Some(len),
                 }),
             )
-            .await
-            .map_err(|e| FsError::api(path, e))?;
+            .await?;
         let mut out = BytesMut::with_capacity(len as usize);
         while let Some(chunk) = stream.next().await {
-            out.extend_from_slice(&chunk.map_err(|e| FsError::api(path, e))?);
+            out.extend_from_slice(&chunk?);
         }
         Ok(out.freeze())
     }
