@@ -14,7 +14,7 @@
 //!   and unmount requests; it never carries a secret.
 
 use std::io::{BufRead, BufReader, Read, Write};
-use std::os::fd::{AsRawFd, FromRawFd, OwnedFd};
+use std::os::fd::{AsRawFd, FromRawFd};
 use std::os::unix::fs::{DirBuilderExt, PermissionsExt};
 use std::os::unix::net::UnixStream;
 use std::path::{Path, PathBuf};
@@ -256,7 +256,7 @@ pub fn wait_until_answers(path: &Path, timeout: Duration) -> anyhow::Result<()> 
         let probe_path = path.clone();
         std::thread::spawn(move || {
             let result = nix::sys::statfs::statfs(&probe_path)
-                .map(|s| s.filesystem_type().0 as i64 == FUSE_SUPER_MAGIC);
+                .map(|s| s.filesystem_type().0 == FUSE_SUPER_MAGIC);
             let _ = tx.send(result);
         });
         let remaining = deadline.saturating_duration_since(Instant::now());
@@ -616,7 +616,7 @@ pub fn spawn_daemon(mountpoint: &Path, timeout: Duration) -> anyhow::Result<u32>
     drop(write_end);
     let pid = child.id();
     let (tx, rx) = std::sync::mpsc::channel();
-    let read_file = std::fs::File::from(OwnedFd::from(read_end));
+    let read_file = std::fs::File::from(read_end);
     std::thread::spawn(move || {
         let mut line = String::new();
         let _ = BufReader::new(read_file).read_line(&mut line);

@@ -72,7 +72,7 @@ pub struct TreeEvent {
 pub enum Frame {
     /// The bare string `"dump"` that ends one broadcast.
     Dump,
-    Tree(TreeEvent),
+    Tree(Box<TreeEvent>),
     /// `@type: idm`: ACLs, roles or workspaces changed.
     Idm,
     /// A job's task changed (`TaskUpdated` + `Job`).
@@ -100,11 +100,11 @@ pub fn parse_frame(text: &str) -> Result<Frame, serde_json::Error> {
                     Some("DELETE") => ChangeKind::Delete,
                     Some(_) => return Ok(Frame::Ignored),
                 };
-                Frame::Tree(TreeEvent {
+                Frame::Tree(Box::new(TreeEvent {
                     kind,
                     source: map.get("Source").and_then(parse_node),
                     target: map.get("Target").and_then(parse_node),
-                })
+                }))
             }
             None => Frame::Ignored,
         },

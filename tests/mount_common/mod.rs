@@ -269,7 +269,7 @@ fn rand_suffix() -> String {
 
 /// Whether `path` is a FUSE filesystem that answers.
 pub fn is_fuse(path: &Path) -> bool {
-    matches!(nix::sys::statfs::statfs(path), Ok(s) if s.filesystem_type().0 as i64 == FUSE_SUPER_MAGIC)
+    matches!(nix::sys::statfs::statfs(path), Ok(s) if s.filesystem_type().0 == FUSE_SUPER_MAGIC)
 }
 
 /// Whether `path` appears as a mount point in mountinfo (alive or dead).
