@@ -46,6 +46,14 @@ pub enum MountpointState {
 
 /// Look at a mountpoint without hanging on a dead FUSE mount.
 pub fn mountpoint_state(path: &Path) -> MountpointState {
+    // `stat` may be answered from the kernel's attribute cache for a moment after the daemon
+    // died; `statfs` always asks the daemon, so it tells a dead FUSE mount reliably.
+    if is_fuse_mount_point(path) {
+        return match nix::sys::statfs::statfs(path) {
+            Err(nix::errno::Errno::ENOTCONN) => MountpointState::Dead,
+            _ => MountpointState::Mounted,
+        };
+    }
     match std::fs::metadata(path) {
         Err(err) if err.raw_os_error() == Some(libc::ENOTCONN) => MountpointState::Dead,
         Err(err) if err.kind() == std::io::ErrorKind::NotFound => MountpointState::Missing,
