@@ -70,6 +70,16 @@ fn tokens_expired_mid_upload_and_a_server_restart_lose_nothing() {
         .unwrap();
     expirer.join().unwrap();
     h.state().faults.clear();
+    // The test's own client used the same (now expired) token: take a fresh one.
+    let fresh = h
+        .state()
+        .auth
+        .mint_pat(
+            "alice",
+            cells_emu::auth::PatExpiry::Fixed(Duration::from_secs(3600)),
+        )
+        .unwrap();
+    h.api = std::sync::Arc::new(api_for(&h.url, &fresh));
     if copy.status.success() {
         // The upload finished before the expiry hit: then it must be complete and right.
         assert_eq!(server_sha256(&h, "personal-files/big.bin"), expected);
