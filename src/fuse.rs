@@ -62,7 +62,8 @@ fn errno(op: &str, err: &FsError) -> Errno {
         | libc::ENODATA
         | libc::ENOTDIR
         | libc::EISDIR
-        | libc::ENAMETOOLONG => {
+        | libc::ENAMETOOLONG
+        | libc::EOPNOTSUPP => {
             tracing::debug!(op, errno = code, "{err}")
         }
         _ => tracing::warn!(op, errno = code, "{err}"),

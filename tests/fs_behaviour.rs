@@ -550,6 +550,20 @@ async fn handles_share_writes_and_xattrs_show_uuid_and_etag() {
     );
     let list = fs.listxattr(ino).await.unwrap();
     assert_eq!(list, b"user.cells.uuid\0user.cells.etag\0");
+    // `cp -a` sets POSIX ACLs: "not supported here" lets it carry on; the read-only
+    // Cells attributes refuse a change outright.
+    assert_eq!(
+        fs.setxattr(ino, OsStr::new("system.posix_acl_access"))
+            .unwrap_err()
+            .errno(),
+        libc::EOPNOTSUPP
+    );
+    assert_eq!(
+        fs.setxattr(ino, OsStr::new("user.cells.uuid"))
+            .unwrap_err()
+            .errno(),
+        libc::EPERM
+    );
 }
 
 /// SEMANTICS: "a slow upload never blocks other operations".

@@ -12,9 +12,9 @@
 //! - Errors keep the HTTP status and the server's message, never a token.
 
 pub mod events;
-pub mod memory;
 pub mod http;
 pub mod http_extra;
+pub mod memory;
 use std::collections::BTreeMap;
 use std::path::Path;
 use std::pin::Pin;
@@ -222,12 +222,20 @@ pub trait CellsApi: Send + Sync + 'static {
     /// Move `sources` to `target` and wait for the job. `target_is_parent`: `target` is an
     /// existing folder that receives the sources under their names; otherwise `target` is
     /// the full new path of the single source.
-    async fn move_nodes(&self, sources: &[String], target: &str, target_is_parent: bool)
-    -> ApiResult<()>;
+    async fn move_nodes(
+        &self,
+        sources: &[String],
+        target: &str,
+        target_is_parent: bool,
+    ) -> ApiResult<()>;
 
     /// Copy, with the same rules as [`CellsApi::move_nodes`], and wait for the job.
-    async fn copy_nodes(&self, sources: &[String], target: &str, target_is_parent: bool)
-    -> ApiResult<()>;
+    async fn copy_nodes(
+        &self,
+        sources: &[String],
+        target: &str,
+        target_is_parent: bool,
+    ) -> ApiResult<()>;
 
     /// Delete (to the workspace recycle bin, or permanently) and wait for the jobs.
     async fn delete_nodes(&self, paths: &[String], permanently: bool) -> ApiResult<()>;

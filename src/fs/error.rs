@@ -31,6 +31,10 @@ pub enum FsError {
     /// Forbidden on this filesystem (e.g. renaming a workspace root).
     #[error("operation not permitted: {0}")]
     NotPermitted(String),
+    /// Extended attributes other than the read-only `user.cells.*` ones: the filesystem has
+    /// none, which `cp -a` and `rsync -X` take as "no xattr support here" and carry on.
+    #[error("extended attributes not supported: {0}")]
+    XattrNotSupported(String),
     #[error("invalid argument: {0}")]
     InvalidArgument(String),
     #[error("name too long: {0}")]
@@ -83,6 +87,7 @@ impl FsError {
             FsError::PermissionDenied(_) => libc::EACCES,
             FsError::NotSupported(_) => libc::EPERM,
             FsError::NotPermitted(_) => libc::EPERM,
+            FsError::XattrNotSupported(_) => libc::EOPNOTSUPP,
             FsError::InvalidArgument(_) => libc::EINVAL,
             FsError::NameTooLong(_) => libc::ENAMETOOLONG,
             FsError::BadHandle(_) => libc::EBADF,

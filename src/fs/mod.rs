@@ -2630,7 +2630,13 @@ impl CellsFs {
     /// `setxattr`/`removexattr`: refused (the attributes are read-only).
     pub fn setxattr(&self, ino: u64, name: &OsStr) -> FsResult<()> {
         let path = self.path_of(ino).map(|(p, _)| p).unwrap_or_default();
-        Err(FsError::NotSupported(format!(
+        if name != XATTR_UUID && name != XATTR_ETAG {
+            return Err(FsError::XattrNotSupported(format!(
+                "{path}: {} (Cells stores no extended attributes)",
+                name.to_string_lossy()
+            )));
+        }
+        Err(FsError::NotPermitted(format!(
             "{path}: extended attribute {} cannot be set (Cells stores none; {XATTR_UUID} and {XATTR_ETAG} are read-only)",
             name.to_string_lossy()
         )))
