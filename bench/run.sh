@@ -1,0 +1,593 @@
+#!/usr/bin/env bash
+# The mount benchmark: cec mount against the limit (raw HTTP, the FUSE ceiling) and against
+# the peers (rclone mount, s3fs), same workloads, same emulator, one machine, one run.
+#
+#   bench/run.sh                 full sizes: 1 GiB file, 1,000 / 10,000 small files, 3 repeats
+#   BENCH_QUICK=1 bench/run.sh   small sizes (64 MiB, 200 / 1,000 files, 1 repeat): a smoke run
+#
+# What it does:
+#   1. checks for (and, as root with apt-get, installs) curl, fio, rsync, rclone, s3fs, fuse3,
+#      python3; builds cec, cells-emu and bench/fuse-ceiling in release mode;
+#   2. starts cells-emu on 127.0.0.1 with a fresh data directory in a temporary folder, mints a
+#      Personal Access Token for user `bench`, uploads the big file and a folder of small files
+#      (the listing workload) into the `scratch` workspace (no recycle bin);
+#   3. for each workload (rows) and each target (columns), runs it BENCH_REPEATS times and keeps
+#      the median; targets:
+#        http     raw HTTP on the same emulator (curl GET / PUT of the same bytes, S3 SigV4)
+#        ceiling  bench/fuse-ceiling: a trivial in-memory fuser filesystem (the FUSE limit)
+#        cec      `cec mount`, default options (warm rows: the same mount, second pass)
+#        rclone   Debian's rclone mount, S3 backend on the emulator's /io with the PAT as access
+#                 key, --vfs-cache-mode writes (warm rows: --vfs-cache-mode full)
+#        s3fs     Debian's s3fs on the same gateway
+#      Writes count until the server holds every byte (rclone and s3fs upload after close: the
+#      script polls the S3 listing), cold reads get a fresh mount for every repeat;
+#   4. records the peak RSS (VmHWM, reset through /proc/PID/clear_refs) and CPU time of each
+#      mount daemon per workload;
+#   5. rewrites bench/results/mount.md after every row (a run cut short still leaves a table,
+#      labelled partial) and prints it at the end.
+#
+# Environment: BENCH_QUICK=1, BENCH_REPEATS=N, BENCH_TARGETS="http ceiling cec rclone" (add s3fs:
+# it works only partly against the emulator, see TARGETS below),
+# BENCH_WORKLOADS="seqread seqread4 ..." (see WORKLOADS below), BENCH_TIMEOUT=seconds per run
+# (default 600), BENCH_RESULTS=path (default bench/results/mount.md), BENCH_TREE=folder to tar
+# for the untar/rsync workloads (default /usr/include; /usr/include/linux when quick).
+#
+# Needs root (FUSE mounts, /proc/sys/vm/drop_caches) and /dev/fuse. Everything listens on
+# 127.0.0.1. Every mount and process started here is stopped on exit, failure or Ctrl-C.
+set -euo pipefail
+
+ROOT="$(cd "$(dirname "$0")/.." && pwd)"
+QUICK="${BENCH_QUICK:-0}"
+if [ "$QUICK" = 1 ]; then
+  BIG_MIB=64 SMALL_FEW=200 SMALL_MANY=1000 REPEATS="${BENCH_REPEATS:-1}"
+  TREE="${BENCH_TREE:-/usr/include/linux}"
+else
+  BIG_MIB=1024 SMALL_FEW=1000 SMALL_MANY=10000 REPEATS="${BENCH_REPEATS:-3}"
+  TREE="${BENCH_TREE:-/usr/include}"
+fi
+# s3fs is not in the default list: it HEADs folders, which answer 500 on the Cells gateway (as on
+# a real Cells server), and retries each with back-off: every folder lookup takes seconds to
+# minutes. BENCH_TARGETS="... s3fs" still runs it.
+TARGETS="${BENCH_TARGETS:-http ceiling cec rclone}"
+WORKLOADS="${BENCH_WORKLOADS:-seqread seqread4 randread ttfb seqwrite seqwrite4 cpin cpout createfew createmany ls untar rsync}"
+RUN_TIMEOUT="${BENCH_TIMEOUT:-600}"
+RESULTS="${BENCH_RESULTS:-$ROOT/bench/results/mount.md}"
+BIG_BYTES=$((BIG_MIB * 1024 * 1024))
+
+log() { echo "== $*" >&2; }
+die() { echo "bench: $*" >&2; exit 1; }
+
+# ---------------------------------------------------------------- requirements
+[ "$(id -u)" = 0 ] || die "run as root (FUSE mounts for every target, drop_caches)"
+[ -e /dev/fuse ] || die "/dev/fuse is missing: this machine cannot mount FUSE filesystems"
+declare -A PKG_OF=([curl]=curl [fio]=fio [rsync]=rsync [rclone]=rclone [s3fs]=s3fs
+  [fusermount3]=fuse3 [python3]=python3 [tar]=tar [findmnt]=util-linux [cargo]="")
+missing=()
+for cmd in "${!PKG_OF[@]}"; do
+  command -v "$cmd" >/dev/null 2>&1 && continue
+  [ -n "${PKG_OF[$cmd]}" ] || die "$cmd is missing: install a Rust toolchain (https://rustup.rs)"
+  missing+=("${PKG_OF[$cmd]}")
+done
+if [ ${#missing[@]} -gt 0 ]; then
+  command -v apt-get >/dev/null || die "missing commands; install the packages: ${missing[*]}"
+  log "installing Debian packages: ${missing[*]}"
+  apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq "${missing[@]}" >/dev/null \
+    || die "could not install ${missing[*]}: install them and run again"
+fi
+
+# ---------------------------------------------------------------- state and cleanup
+WORK="$(mktemp -d /var/tmp/cec-mount-bench.XXXXXX)"
+mkdir -p "$WORK/logs" "$WORK/mnt"
+EMU_PID=""
+DAEMON_PID=""
+MP=""
+STATUS="partial: interrupted"
+VALUES="$WORK/values.tsv"   # workload <TAB> target <TAB> run <TAB> value
+DAEMON="$WORK/daemon.tsv"   # workload <TAB> target <TAB> run <TAB> peak RSS KiB <TAB> CPU s
+: >"$VALUES"; : >"$DAEMON"
+
+stop_pid() { # pid: TERM, then KILL after 15 s
+  local pid=$1
+  kill -0 "$pid" 2>/dev/null || return 0
+  kill -TERM "$pid" 2>/dev/null || true
+  for _ in $(seq 1 150); do kill -0 "$pid" 2>/dev/null || break; sleep 0.1; done
+  kill -0 "$pid" 2>/dev/null && kill -KILL "$pid" 2>/dev/null
+  wait "$pid" 2>/dev/null || true
+}
+
+unmount_all() { # every mount under $WORK, deepest first
+  local m
+  for m in $(awk -v w="$WORK/" 'index($2, w) == 1 { print $2 }' /proc/mounts | sort -r); do
+    umount "$m" 2>/dev/null || umount -l "$m" 2>/dev/null || true
+  done
+}
+
+cleanup() {
+  set +e
+  [ -n "$DAEMON_PID" ] && stop_pid "$DAEMON_PID"
+  unmount_all
+  [ -n "$EMU_PID" ] && stop_pid "$EMU_PID"
+  [ -s "$VALUES" ] && write_table >/dev/null 2>&1
+  if awk -v w="$WORK/" 'index($2, w) == 1 { found = 1 } END { exit !found }' /proc/mounts; then
+    echo "bench: a mount under $WORK could not be removed; leaving $WORK in place" >&2
+  else
+    [ -n "${BENCH_KEEP:-}" ] && { echo "bench: kept $WORK" >&2; return; }
+    rm -rf --one-file-system "$WORK"
+  fi
+}
+trap cleanup EXIT
+trap 'exit 130' INT TERM HUP PIPE
+
+free_port() {
+  python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1]); s.close()'
+}
+now() { date +%s.%N; }
+median() { sort -g | awk '{a[NR]=$1} END {if (NR == 0) exit; if (NR%2) print a[(NR+1)/2]; else print (a[NR/2]+a[NR/2+1])/2}'; }
+
+# ---------------------------------------------------------------- build
+log "building cec, cells-emu (release) and the FUSE ceiling"
+(cd "$ROOT" && cargo build --release -q -p cec --bin cec -p cells-emu --bin cells-emu) || die "build failed"
+(cd "$ROOT/bench/fuse-ceiling" && CARGO_TARGET_DIR="$ROOT/target" cargo build --release -q) || die "fuse-ceiling build failed"
+CEC="$ROOT/target/release/cec"
+EMU="$ROOT/target/release/cells-emu"
+CEILING="$ROOT/target/release/fuse-ceiling"
+
+# ---------------------------------------------------------------- emulator and data
+log "starting cells-emu"
+EMU_PORT=$(free_port)
+URL="http://127.0.0.1:$EMU_PORT"
+start_emu() {
+  "$EMU" serve --data "$WORK/emu" --listen "127.0.0.1:$EMU_PORT" --user bench:bench-password \
+    >>"$WORK/logs/emu.log" 2>&1 &
+  EMU_PID=$!
+  for _ in $(seq 1 200); do
+    grep -q "listening on" "$WORK/logs/emu.log" 2>/dev/null && return 0
+    sleep 0.1
+  done
+  cat "$WORK/logs/emu.log" >&2; die "cells-emu did not start"
+}
+start_emu
+# The user exists once the emulator has run: stop it, mint a PAT, start it again.
+stop_pid "$EMU_PID"
+: >"$WORK/logs/emu.log"
+TOKEN=$("$EMU" admin user token -u bench -e 12h --data "$WORK/emu")
+start_emu
+export CEC_URL="$URL" CEC_TOKEN="$TOKEN" CEC_CONFIG="$WORK/cec-config" CEC_SKIP_KEYRING=true
+
+WS=scratch          # workspace: deletes are permanent, nothing piles up in a recycle bin
+PREFIX="$WS/bench"  # every server path of the run lives under it
+# curl reads the credentials from a 0600 file, never from its argv.
+CURLCFG="$WORK/curl.cfg"
+(umask 077 && printf 'user = "%s:gatewaysecret"\n' "$TOKEN" >"$CURLCFG")
+s3curl() { curl -s -K "$CURLCFG" --aws-sigv4 "aws:amz:us-east-1:s3" -H "x-amz-content-sha256: UNSIGNED-PAYLOAD" "$@"; }
+s3_url() { echo "$URL/io/$1"; }
+# fio needs ~0.3 s to start here: each job stamps the moment its I/O begins into FIO_STAMP
+# (exec_prerun), and `timed` counts from the earliest stamp, not from the fio command.
+FIO_STAMP="$WORK/fio.start"
+mkdir -p "$WORK/fio"
+fio_run() {
+  (cd "$WORK/fio" && fio --output=/dev/null --ioengine=psync --bs=256k --invalidate=0 --group_reporting \
+    --exec_prerun="sh -c 'date +%s.%N >>$FIO_STAMP'" "$@")
+}
+export CURLCFG URL RUN_TIMEOUT WORK FIO_STAMP
+export -f s3curl s3_url fio_run
+
+log "creating the data: ${BIG_MIB} MiB file, $SMALL_MANY-file folder, tree of $TREE"
+head -c "$BIG_BYTES" /dev/urandom >"$WORK/big.bin"
+head -c $((BIG_BYTES / 4)) "$WORK/big.bin" >"$WORK/quarter.bin"
+mkdir -p "$WORK/ls/lsdir"
+KIB=$(head -c 768 /dev/urandom | base64 -w0 | head -c 1024)
+for i in $(seq 1 "$SMALL_MANY"); do printf '%s' "$KIB" >"$WORK/ls/lsdir/f$i"; done
+tar -C "$(dirname "$TREE")" -chf "$WORK/tree.tar" "$(basename "$TREE")" 2>/dev/null || die "cannot tar $TREE"
+mkdir -p "$WORK/tree" && tar -C "$WORK/tree" -xf "$WORK/tree.tar"
+TREE_SRC="$WORK/tree/$(basename "$TREE")"
+TREE_FILES=$(find "$TREE_SRC" -type f | wc -l)
+TREE_DIRS=$(find "$TREE_SRC" -type d | wc -l)
+TREE_MIB=$(du -sm "$TREE_SRC" | cut -f1)
+
+code=$(s3curl -o "$WORK/logs/put.out" -w '%{http_code}' -T "$WORK/big.bin" "$(s3_url "$PREFIX/big.bin")")
+[ "$code" = 200 ] || { cat "$WORK/logs/put.out" >&2; die "upload of big.bin failed (HTTP $code)"; }
+"$CEC" scp -n "$WORK/ls/lsdir" "cells://$PREFIX" >"$WORK/logs/scp.log" 2>&1 \
+  || { cat "$WORK/logs/scp.log" >&2; die "cec scp of the listing folder failed"; }
+
+# Files (not folders) the server holds under a prefix (recursive S3 listing: never paginated).
+server_files() {
+  s3curl "$URL/io?list-type=2&prefix=$(printf '%s/' "$1" | sed 's|/|%2F|g')" | grep -o '<Key>[^<]*</Key>' | grep -vc '/</Key>$' || true
+}
+server_size() { # size of one object, 0 when absent
+  s3curl -I "$(s3_url "$1")" | awk 'tolower($1) == "content-length:" { gsub("\r", "", $2); print $2; found = 1 } END { if (!found) print 0 }'
+}
+n=$(server_files "$PREFIX/lsdir")
+[ "$n" = "$SMALL_MANY" ] || die "the listing folder did not reach the server ($n of $SMALL_MANY files)"
+[ "$(server_size "$PREFIX/big.bin")" = "$BIG_BYTES" ] || die "big.bin did not reach the server"
+# Wait until the server holds COUNT files under PREFIX (peers that upload after close).
+wait_files() {
+  local deadline=$(($(date +%s) + RUN_TIMEOUT))
+  while [ "$(server_files "$1")" -lt "$2" ]; do
+    [ "$(date +%s)" -lt "$deadline" ] || return 1
+    sleep 0.2
+  done
+}
+wait_size() {
+  local deadline=$(($(date +%s) + RUN_TIMEOUT))
+  while [ "$(server_size "$1")" != "$2" ]; do
+    [ "$(date +%s)" -lt "$deadline" ] || return 1
+    sleep 0.2
+  done
+}
+export -f server_files server_size wait_files wait_size
+delete_object() { s3curl -o /dev/null -X DELETE "$(s3_url "$1")" || true; }
+
+# ---------------------------------------------------------------- mounts
+# mount_target TARGET [full]: mounts a fresh instance; sets MP (mountpoint), BASE (the folder
+# holding PREFIX's content) and DAEMON_PID. `full` = rclone's --vfs-cache-mode full.
+MOUNT_SEQ=0
+mount_target() {
+  local target=$1 mode=${2:-writes}
+  MOUNT_SEQ=$((MOUNT_SEQ + 1))
+  MP="$WORK/mnt/$target-$MOUNT_SEQ"
+  local cache="$WORK/cache/$target-$MOUNT_SEQ" logf="$WORK/logs/$target-$MOUNT_SEQ.log"
+  mkdir -p "$MP" "$cache"
+  case "$target" in
+    ceiling)
+      "$CEILING" "$MP" --preload "big.bin=$WORK/big.bin" >"$logf" 2>&1 &
+      DAEMON_PID=$!; BASE="$MP" ;;
+    cec)
+      "$CEC" mount "$MP" --cache-dir "$cache" >"$logf" 2>&1 &
+      DAEMON_PID=$!; BASE="$MP/$PREFIX" ;;
+    rclone) # the bucket root: rclone HEADs a sub-path at start, and folders answer HEAD with 500
+      ( unset AWS_CA_BUNDLE  # it breaks rclone's S3 backend (LoadCustomCABundleError)
+        export RCLONE_CONFIG=/dev/null RCLONE_CONFIG_EMU_TYPE=s3 RCLONE_CONFIG_EMU_PROVIDER=Other \
+          RCLONE_CONFIG_EMU_ENDPOINT="$URL" RCLONE_CONFIG_EMU_ACCESS_KEY_ID="$TOKEN" \
+          RCLONE_CONFIG_EMU_SECRET_ACCESS_KEY=gatewaysecret RCLONE_CONFIG_EMU_REGION=us-east-1 \
+          RCLONE_S3_FORCE_PATH_STYLE=true RCLONE_S3_NO_CHECK_BUCKET=true
+        exec rclone mount emu:io "$MP" --vfs-cache-mode "$mode" --cache-dir "$cache" ) >"$logf" 2>&1 &
+      DAEMON_PID=$!; BASE="$MP/$PREFIX" ;;
+    s3fs)
+      printf '%s:gatewaysecret\n' "$TOKEN" >"$WORK/s3fs.passwd"; chmod 600 "$WORK/s3fs.passwd"
+      s3fs "io:/$WS" "$MP" -f -o url="$URL" -o use_path_request_style -o endpoint=us-east-1 \
+        -o passwd_file="$WORK/s3fs.passwd" -o sigv4 >"$logf" 2>&1 &
+      DAEMON_PID=$!; BASE="$MP/bench" ;;
+    *) die "unknown target $target" ;;
+  esac
+  for _ in $(seq 1 300); do
+    if ! kill -0 "$DAEMON_PID" 2>/dev/null; then
+      cat "$logf" >&2; DAEMON_PID=""; return 1
+    fi
+    # (stat under timeout: a stuck FUSE daemon must not hang the script)
+    if findmnt -n "$MP" >/dev/null 2>&1 && timeout 10 stat "$BASE" >/dev/null 2>&1; then return 0; fi
+    sleep 0.1
+  done
+  cat "$logf" >&2; return 1
+}
+
+unmount_target() {
+  [ -n "$DAEMON_PID" ] || return 0
+  # Every daemon here unmounts on SIGTERM; umount first so none is left with a dead mount.
+  umount "$MP" 2>/dev/null || true
+  stop_pid "$DAEMON_PID"
+  findmnt -n "$MP" >/dev/null 2>&1 && { umount "$MP" 2>/dev/null || umount -l "$MP" 2>/dev/null; }
+  DAEMON_PID=""
+}
+
+# ---------------------------------------------------------------- measuring
+cpu_ticks() { awk '{ print $14 + $15 }' "/proc/$1/stat" 2>/dev/null || echo 0; }
+hwm_kib() { awk '/^VmHWM/ { print $2 }' "/proc/$1/status" 2>/dev/null || echo 0; }
+TICKS=$(getconf CLK_TCK)
+
+# timed WORKLOAD TARGET RUN CMD...: runs CMD (bounded by RUN_TIMEOUT), sets ELAPSED (s) and
+# records the daemon's peak RSS and CPU time over the run. Returns CMD's status.
+timed() {
+  local wl=$1 target=$2 run=$3; shift 3
+  local t0 t1 c0=0 status=0
+  if [ -n "$DAEMON_PID" ]; then
+    echo 5 >"/proc/$DAEMON_PID/clear_refs" 2>/dev/null || true
+    c0=$(cpu_ticks "$DAEMON_PID")
+  fi
+  rm -f "$FIO_STAMP"
+  t0=$(now)
+  timeout "$RUN_TIMEOUT" bash -c '"$@"' _ "$@" || status=$?  # bash: CMD may be an exported function
+  t1=$(now)
+  [ -s "$FIO_STAMP" ] && t0=$(sort -g "$FIO_STAMP" | head -1)
+  ELAPSED=$(awk -v a="$t0" -v b="$t1" 'BEGIN { printf "%.3f", b - a }')
+  if [ -n "$DAEMON_PID" ]; then
+    local c1 hwm
+    c1=$(cpu_ticks "$DAEMON_PID"); hwm=$(hwm_kib "$DAEMON_PID")
+    printf '%s\t%s\t%s\t%s\t%s\n' "$wl" "$target" "$run" "$hwm" \
+      "$(awk -v a="$c0" -v b="$c1" -v t="$TICKS" 'BEGIN { printf "%.2f", (b - a) / t }')" >>"$DAEMON"
+  fi
+  return $status
+}
+record() { printf '%s\t%s\t%s\t%s\n' "$1" "$2" "$3" "$4" >>"$VALUES"; echo "   $1 $2 run $3: $4" >&2; }
+fail() { record "$1" "$2" "$3" fail; }
+mbps() { awk -v b="$1" -v s="$2" 'BEGIN { printf "%.0f", b / s / 1e6 }'; }
+ms() { awk -v s="$1" 'BEGIN { printf "%.1f", s * 1000 }'; }
+
+
+# Each workload function: wl_NAME TARGET RUN (a mounted TARGET except for http). It records
+# one or more rows. FRESH_<name>=1 means every repeat gets a freshly mounted target.
+FRESH_seqread=1
+wl_seqread() {
+  local t=$1 r=$2
+  if [ "$t" = http ]; then
+    timed seqread "$t" "$r" s3curl -f -o /dev/null "$(s3_url "$PREFIX/big.bin")" \
+      && record seqread "$t" "$r" "$(mbps $BIG_BYTES "$ELAPSED")" || fail seqread "$t" "$r"
+    return
+  fi
+  local job=(fio_run --name=seqread --rw=read --readonly --filename="$BASE/big.bin" --size="$BIG_BYTES")
+  timed seqread "$t" "$r" "${job[@]}" && record seqread "$t" "$r" "$(mbps $BIG_BYTES "$ELAPSED")" || fail seqread "$t" "$r"
+  if [ "$t" = rclone ]; then # warm rows: --vfs-cache-mode full, read once, then measure
+    unmount_target; mount_target rclone full || { fail seqreadwarm "$t" "$r"; return; }
+    timeout "$RUN_TIMEOUT" bash -c '"$@"' _ "${job[@]}" || true
+  fi
+  timed seqreadwarm "$t" "$r" "${job[@]}" && record seqreadwarm "$t" "$r" "$(mbps $BIG_BYTES "$ELAPSED")" || fail seqreadwarm "$t" "$r"
+}
+
+FRESH_seqread4=1
+wl_seqread4() {
+  local t=$1 r=$2 q=$((BIG_BYTES / 4))
+  if [ "$t" = http ]; then
+    par_get() {
+      local i pids=()
+      for i in 0 1 2 3; do
+        s3curl -f -o /dev/null -r "$((i * q))-$(((i + 1) * q - 1))" "$(s3_url "$PREFIX/big.bin")" & pids+=($!)
+      done
+      for i in "${pids[@]}"; do wait "$i" || return 1; done
+    }
+    local t0 t1; t0=$(now)
+    if par_get; then t1=$(now); record seqread4 "$t" "$r" "$(mbps $BIG_BYTES "$(awk -v a="$t0" -v b="$t1" 'BEGIN{print b-a}')")"; else fail seqread4 "$t" "$r"; fi
+    return
+  fi
+  timed seqread4 "$t" "$r" fio_run --name=seqread4 --rw=read --readonly --filename="$BASE/big.bin" \
+    --numjobs=4 --size="$q" --offset_increment="$q" \
+    && record seqread4 "$t" "$r" "$(mbps $BIG_BYTES "$ELAPSED")" || fail seqread4 "$t" "$r"
+}
+
+FRESH_randread=1
+wl_randread() {
+  local t=$1 r=$2 amount=$((BIG_BYTES / 4))
+  [ "$t" = http ] && return
+  timed randread "$t" "$r" fio_run --name=randread --rw=randread --readonly --filename="$BASE/big.bin" \
+    --size="$BIG_BYTES" --io_size="$amount" --randrepeat=1 \
+    && record randread "$t" "$r" "$(mbps $amount "$ELAPSED")" || fail randread "$t" "$r"
+}
+
+FRESH_ttfb=1
+wl_ttfb() {
+  local t=$1 r=$2
+  if [ "$t" = http ]; then
+    local out
+    out=$(s3curl -f -o /dev/null -r 0-4095 -w '%{time_starttransfer}' "$(s3_url "$PREFIX/big.bin")") \
+      && record ttfb "$t" "$r" "$(ms "$out")" || fail ttfb "$t" "$r"
+    return
+  fi
+  timed ttfb "$t" "$r" head -c 4096 "$BASE/big.bin" >/dev/null && record ttfb "$t" "$r" "$(ms "$ELAPSED")" || fail ttfb "$t" "$r"
+}
+
+# Writes: the run ends when the server holds every byte (the ceiling has no server).
+write_done() { # target, server path, size
+  [ "$1" = ceiling ] || [ "$1" = http ] || wait_size "$2" "$3"
+}
+files_done() { # target, server prefix, count
+  [ "$1" = ceiling ] || wait_files "$2" "$3"
+}
+run_dir() { echo "$1-$2-$3"; } # workload, target, run: a unique folder name
+export -f write_done files_done
+
+wl_seqwrite() {
+  local t=$1 r=$2 d; d=$(run_dir seqwrite "$t" "$r")
+  if [ "$t" = http ]; then
+    timed seqwrite "$t" "$r" s3curl -f -o /dev/null -T "$WORK/big.bin" "$(s3_url "$PREFIX/$d/w.bin")" \
+      && record seqwrite "$t" "$r" "$(mbps $BIG_BYTES "$ELAPSED")" || fail seqwrite "$t" "$r"
+  else
+    mkdir -p "$BASE/$d"
+    timed seqwrite "$t" "$r" bash -c 'fio_run --name=seqwrite --rw=write --filename="$1" --size="$2" --fallocate=none && write_done "$3" "$4" "$2"' \
+      _ "$BASE/$d/w.bin" "$BIG_BYTES" "$t" "$PREFIX/$d/w.bin" \
+      && record seqwrite "$t" "$r" "$(mbps $BIG_BYTES "$ELAPSED")" || fail seqwrite "$t" "$r"
+    [ "$t" = ceiling ] && rm -rf "${BASE:?}/$d"
+  fi
+  delete_object "$PREFIX/$d/w.bin"
+}
+
+wl_seqwrite4() {
+  local t=$1 r=$2 d q=$((BIG_BYTES / 4)); d=$(run_dir seqwrite4 "$t" "$r")
+  if [ "$t" = http ]; then
+    par_put() {
+      local i pids=()
+      for i in 0 1 2 3; do
+        s3curl -f -o /dev/null -T "$WORK/quarter.bin" "$(s3_url "$PREFIX/$d/w.$i")" & pids+=($!)
+      done
+      for i in "${pids[@]}"; do wait "$i" || return 1; done
+    }
+    local t0 t1; t0=$(now)
+    if par_put; then t1=$(now); record seqwrite4 "$t" "$r" "$(mbps $BIG_BYTES "$(awk -v a="$t0" -v b="$t1" 'BEGIN{print b-a}')")"; else fail seqwrite4 "$t" "$r"; fi
+  else
+    mkdir -p "$BASE/$d"
+    timed seqwrite4 "$t" "$r" bash -c 'fio_run --name=w --rw=write --directory="$1" --numjobs=4 --size="$2" --fallocate=none && files_done "$3" "$4" 4' \
+      _ "$BASE/$d" "$q" "$t" "$PREFIX/$d" \
+      && record seqwrite4 "$t" "$r" "$(mbps $BIG_BYTES "$ELAPSED")" || fail seqwrite4 "$t" "$r"
+    [ "$t" = ceiling ] && rm -rf "${BASE:?}/$d"
+  fi
+  local f; for f in w.0 w.1 w.2 w.3 w.0.0 w.1.0 w.2.0 w.3.0; do delete_object "$PREFIX/$d/$f"; done
+}
+
+wl_cpin() {
+  local t=$1 r=$2 d; d=$(run_dir cpin "$t" "$r")
+  [ "$t" = http ] && return
+  mkdir -p "$BASE/$d"
+  timed cpin "$t" "$r" bash -c 'cp "$1" "$2" && write_done "$3" "$4" "$5"' \
+    _ "$WORK/big.bin" "$BASE/$d/big.bin" "$t" "$PREFIX/$d/big.bin" "$BIG_BYTES" \
+    && record cpin "$t" "$r" "$(mbps $BIG_BYTES "$ELAPSED")" || fail cpin "$t" "$r"
+  [ "$t" = ceiling ] && rm -rf "${BASE:?}/$d"
+  delete_object "$PREFIX/$d/big.bin"
+}
+
+FRESH_cpout=1
+wl_cpout() {
+  local t=$1 r=$2
+  [ "$t" = http ] && return
+  timed cpout "$t" "$r" cp "$BASE/big.bin" /dev/shm/cec-bench-out.bin \
+    && record cpout "$t" "$r" "$(mbps $BIG_BYTES "$ELAPSED")" || fail cpout "$t" "$r"
+  rm -f /dev/shm/cec-bench-out.bin
+}
+
+create_files() { # folder, count, 1 KiB of text
+  local i
+  mkdir -p "$1" || return 1
+  for i in $(seq 1 "$2"); do printf '%s' "$3" >"$1/f$i" || return 1; done
+}
+export -f create_files
+wl_create() { # name, count, target, run
+  local wl=$1 n=$2 t=$3 r=$4 d; d=$(run_dir "$wl" "$t" "$r")
+  [ "$t" = http ] && return
+  timed "$wl" "$t" "$r" bash -c 'create_files "$1" "$2" "$3" && files_done "$4" "$5" "$2"' \
+    _ "$BASE/$d" "$n" "$KIB" "$t" "$PREFIX/$d" \
+    && record "$wl" "$t" "$r" "$ELAPSED" || fail "$wl" "$t" "$r"
+}
+wl_createfew() { wl_create createfew "$SMALL_FEW" "$@"; }
+wl_createmany() { wl_create createmany "$SMALL_MANY" "$@"; }
+
+FRESH_ls=1
+wl_ls() {
+  local t=$1 r=$2
+  [ "$t" = http ] && return
+  if [ "$t" = ceiling ]; then # no server behind it: fill it, then let the kernel forget
+    create_files "$BASE/lsdir" "$SMALL_MANY" "$KIB"
+    sleep 1.2
+  fi
+  sync; echo 2 >/proc/sys/vm/drop_caches
+  timed lscold "$t" "$r" bash -c '[ "$(ls -l "$1" | wc -l)" = "$2" ]' _ "$BASE/lsdir" $((SMALL_MANY + 1)) \
+    && record lscold "$t" "$r" "$ELAPSED" || fail lscold "$t" "$r"
+  timed lswarm "$t" "$r" bash -c '[ "$(ls -l "$1" | wc -l)" = "$2" ]' _ "$BASE/lsdir" $((SMALL_MANY + 1)) \
+    && record lswarm "$t" "$r" "$ELAPSED" || fail lswarm "$t" "$r"
+}
+
+wl_untar() {
+  local t=$1 r=$2 d; d=$(run_dir untar "$t" "$r")
+  [ "$t" = http ] && return
+  mkdir -p "$BASE/$d"
+  timed untar "$t" "$r" bash -c 'tar -C "$1" -xf "$2" && files_done "$3" "$4" "$5"' \
+    _ "$BASE/$d" "$WORK/tree.tar" "$t" "$PREFIX/$d" "$TREE_FILES" \
+    && record untar "$t" "$r" "$ELAPSED" || fail untar "$t" "$r"
+}
+
+wl_rsync() {
+  local t=$1 r=$2 d; d=$(run_dir rsync "$t" "$r")
+  [ "$t" = http ] && return
+  timed rsync "$t" "$r" bash -c 'rsync -a "$1" "$2" && files_done "$3" "$4" "$5"' \
+    _ "$TREE_SRC/" "$BASE/$d/" "$t" "$PREFIX/$d" "$TREE_FILES" \
+    && record rsync "$t" "$r" "$ELAPSED" || fail rsync "$t" "$r"
+  timed rsyncnoop "$t" "$r" rsync -a "$TREE_SRC/" "$BASE/$d/" \
+    && record rsyncnoop "$t" "$r" "$ELAPSED" || fail rsyncnoop "$t" "$r"
+}
+
+# ---------------------------------------------------------------- the table
+# Rows: id | label | unit | better (high/low)
+ROWS="seqread|sequential read, 1 job (fio 256 KiB)|MB/s|high
+seqreadwarm|sequential read, 1 job, warm cache|MB/s|high
+seqread4|sequential read, 4 jobs|MB/s|high
+randread|random 256 KiB reads (1/4 of the file)|MB/s|high
+ttfb|time to first byte (4 KiB, fresh mount)|ms|low
+seqwrite|sequential write, 1 job (until on the server)|MB/s|high
+seqwrite4|sequential write, 4 jobs x 1/4|MB/s|high
+cpin|cp of the big file into the mount|MB/s|high
+cpout|cp of the big file out of the mount|MB/s|high
+createfew|create $SMALL_FEW files of 1 KiB|s|low
+createmany|create $SMALL_MANY files of 1 KiB|s|low
+lscold|ls -l of a $SMALL_MANY-file folder, cold|s|low
+lswarm|ls -l of the same folder, warm|s|low
+untar|untar of $TREE_FILES files ($TREE_MIB MiB)|s|low
+rsync|rsync -a of the same tree|s|low
+rsyncnoop|rsync -a again (no-op)|s|low"
+
+cell_values() { awk -F'\t' -v w="$1" -v t="$2" '$1 == w && $2 == t { print $4 }' "$VALUES"; }
+cell_median() { cell_values "$1" "$2" | grep -v fail | median; }
+cell() { # workload target better cec_median -> "figure (ratio)" or "—"
+  local vals med fails n
+  vals=$(cell_values "$1" "$2")
+  [ -n "$vals" ] || { echo "—"; return; }
+  n=$(echo "$vals" | grep -vc fail || true)
+  fails=$(echo "$vals" | grep -c fail || true)
+  [ "$n" -gt 0 ] || { echo "failed"; return; }
+  med=$(echo "$vals" | grep -v fail | median)
+  local noisy
+  noisy=$(echo "$vals" | grep -v fail | awk -v m="$med" 'NR == 1 { lo = $1; hi = $1 } { if ($1 < lo) lo = $1; if ($1 > hi) hi = $1 } END { if (NR > 1 && m > 0 && (hi - lo) / m > 0.2) print "~" }')
+  local text="$noisy$med"
+  [ "$fails" -gt 0 ] && text="$text ($fails failed)"
+  if [ "$2" != cec ] && [ -n "$4" ] && [ "$4" != 0 ]; then
+    text="$text ($(awk -v p="$med" -v c="$4" -v b="$3" 'BEGIN { if (p == 0) { print "-"; exit } r = (b == "high") ? c / p : p / c; printf "%.2fx", r }'))"
+  fi
+  echo "$text"
+}
+daemon_cell() { # workload target -> "peak MiB / median CPU s"
+  local hwm cpu
+  hwm=$(awk -F'\t' -v w="$1" -v t="$2" '$1 == w && $2 == t && $4 > m { m = $4 } END { if (m) printf "%.0f", m / 1024 }' "$DAEMON")
+  [ -n "$hwm" ] || { echo "—"; return; }
+  cpu=$(awk -F'\t' -v w="$1" -v t="$2" '$1 == w && $2 == t { print $5 }' "$DAEMON" | median)
+  echo "$hwm MiB / $cpu s"
+}
+
+write_table() {
+  mkdir -p "$(dirname "$RESULTS")"
+  local cpu mem kernel
+  cpu=$(awk -F': ' '/^model name/ { print $2; exit }' /proc/cpuinfo)
+  mem=$(awk '/^MemTotal/ { printf "%.0f GiB", $2 / 1048576 }' /proc/meminfo)
+  kernel=$(uname -sr)
+  {
+    echo "# cec mount vs the limit and the peers"
+    echo
+    if [ "$QUICK" = 1 ]; then echo "**QUICK RUN (BENCH_QUICK=1): small sizes, not the reference figures.**"; echo; fi
+    echo "Status: $STATUS. Produced by \`bench/run.sh\` on $(date -u +%Y-%m-%dT%H:%MZ); never edited by hand."
+    echo
+    echo "Machine: $(nproc) cores ($cpu), $mem RAM, $kernel, $(. /etc/os-release && echo "$PRETTY_NAME")."
+    echo "Versions: $("$CEC" --version 2>/dev/null | head -1), $(rclone version 2>/dev/null | head -1),"
+    echo "$(s3fs --version 2>/dev/null | head -1 | sed 's/ *$//'), $(fio --version), curl $(curl --version | head -1 | cut -d' ' -f2)."
+    echo
+    echo "Sizes: big file ${BIG_MIB} MiB; small files 1 KiB; listing folder $SMALL_MANY files; tree \`$TREE\` ($TREE_FILES files, $TREE_DIRS folders, $TREE_MIB MiB);"
+    echo "median of $REPEATS run(s) per cell. All on 127.0.0.1 against one cells-emu (\`scratch\` workspace)."
+    echo
+    echo "Each peer cell: the median, then in brackets how many times better cec is (cec/peer for"
+    echo "MB/s, peer/cec for times: above 1.00x cec wins, below it the peer or the limit is ahead)."
+    echo "\`~\` marks a noisy cell (runs spread over more than 20% of the median). \`—\`: not applicable."
+    echo
+    echo "| workload | unit | raw HTTP | FUSE ceiling | **cec** | rclone mount | s3fs | cec daemon: peak RSS / CPU | rclone daemon |"
+    echo "|---|---|---:|---:|---:|---:|---:|---:|---:|"
+    local id label unit better
+    while IFS='|' read -r id label unit better; do
+      grep -q "^$id	" "$VALUES" || continue
+      local c; c=$(cell_median "$id" cec)
+      echo "| $label | $unit | $(cell "$id" http "$better" "$c") | $(cell "$id" ceiling "$better" "$c") | **$(cell "$id" cec "$better" "$c")** | $(cell "$id" rclone "$better" "$c") | $(cell "$id" s3fs "$better" "$c") | $(daemon_cell "$id" cec) | $(daemon_cell "$id" rclone) |"
+    done <<<"$ROWS"
+    echo
+    echo "Notes: raw HTTP is curl on the emulator's S3 gateway (SigV4, the PAT as access key): GET for reads"
+    echo "(4 parallel ranged GETs for 4 jobs, a 4 KiB range for the first byte), PUT for writes. Writes through"
+    echo "a mount count until the server lists every file at its full size (rclone and s3fs upload after"
+    echo "close). Cold rows mount afresh for every run; warm rows repeat the read on the same mount (rclone:"
+    echo "on a \`--vfs-cache-mode full\` mount after one untimed read). \`ls -l\` cold runs after dropping the"
+    echo "kernel's dentry and inode caches. Daemon figures: VmHWM (reset before each run) and user+system CPU"
+    echo "over the run, max RSS and median CPU over the runs."
+  } >"$RESULTS.tmp"
+  mv "$RESULTS.tmp" "$RESULTS"
+}
+
+# ---------------------------------------------------------------- main loop
+log "measuring: workloads [$WORKLOADS], targets [$TARGETS], $REPEATS run(s) each"
+for wl in $WORKLOADS; do
+  declare -F "wl_$wl" >/dev/null || die "unknown workload $wl"
+  fresh_var="FRESH_$wl"; fresh="${!fresh_var:-0}"
+  log "workload $wl"
+  for t in $TARGETS; do
+    for r in $(seq 1 "$REPEATS"); do
+      if [ "$t" != http ] && { [ "$fresh" = 1 ] || [ -z "$DAEMON_PID" ]; }; then
+        unmount_target
+        if ! mount_target "$t"; then echo "   $t: mount failed (see above)" >&2; fail "$wl" "$t" "$r"; continue; fi
+      fi
+      "wl_$wl" "$t" "$r"
+    done
+    unmount_target
+  done
+  write_table
+done
+STATUS="complete"
+write_table
+cat "$RESULTS"
