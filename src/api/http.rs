@@ -919,7 +919,9 @@ fn redact(message: &str) -> String {
     out
 }
 
-fn sign_s3(req: &mut reqwest::Request, token: &str) -> Result<(), ApiError> {
+/// Sign an S3 gateway request with SigV4: the token as access key, `gatewaysecret` as secret,
+/// `UNSIGNED-PAYLOAD`. The signed headers are marked sensitive so they are never logged.
+pub(crate) fn sign_s3(req: &mut reqwest::Request, token: &str) -> Result<(), ApiError> {
     use aws_sigv4::http_request::{
         PayloadChecksumKind, PercentEncodingMode, SignableBody, SignableRequest, SigningSettings,
         UriPathNormalizationMode, sign,

@@ -11,16 +11,14 @@
 
 use std::path::PathBuf;
 use std::sync::Arc;
-use std::time::{Duration, SystemTime};
+use std::time::Duration;
 
 use percent_encoding::{AsciiSet, NON_ALPHANUMERIC, utf8_percent_encode};
 use reqwest::Method;
 use reqwest::header::{AUTHORIZATION, CONTENT_TYPE, HeaderName, HeaderValue};
 use serde_json::Value;
 
-use super::http::{
-    HttpCellsApi, S3_BUCKET, S3_REGION, S3_SECRET, describe_reqwest_error, encode_path,
-};
+use super::http::{HttpCellsApi, S3_BUCKET, describe_reqwest_error, encode_path};
 use super::{ApiError, ApiResult};
 
 /// Called with the number of bytes just sent.
@@ -147,56 +145,6 @@ pub fn xml_blocks<'a>(xml: &'a str, tag: &str) -> Vec<&'a str> {
     out
 }
 
-fn sign(req: &mut reqwest::Request, token: &str) -> ApiResult<()> {
-    use aws_sigv4::http_request::{
-        PayloadChecksumKind, PercentEncodingMode, SignableBody, SignableRequest, SigningSettings,
-        UriPathNormalizationMode, sign,
-    };
-    use aws_sigv4::sign::v4;
-    let fail =
-        |e: &dyn std::fmt::Display| ApiError::Local(format!("cannot sign an S3 request: {e}"));
-    let identity =
-        aws_credential_types::Credentials::new(token, S3_SECRET, None, None, "cec").into();
-    let mut settings = SigningSettings::default();
-    settings.payload_checksum_kind = PayloadChecksumKind::XAmzSha256;
-    settings.percent_encoding_mode = PercentEncodingMode::Single;
-    settings.uri_path_normalization_mode = UriPathNormalizationMode::Disabled;
-    let params = v4::SigningParams::builder()
-        .identity(&identity)
-        .region(S3_REGION)
-        .name("s3")
-        .time(SystemTime::now())
-        .settings(settings)
-        .build()
-        .map_err(|e| fail(&e))?
-        .into();
-    let headers: Vec<(String, String)> = req
-        .headers()
-        .iter()
-        .filter(|(n, _)| n.as_str().starts_with("x-amz-") || n.as_str() == "content-type")
-        .filter_map(|(n, v)| v.to_str().ok().map(|v| (n.to_string(), v.to_string())))
-        .collect();
-    let url = req.url().to_string();
-    let method = req.method().as_str().to_string();
-    let signable = SignableRequest::new(
-        &method,
-        url.as_str(),
-        headers.iter().map(|(n, v)| (n.as_str(), v.as_str())),
-        SignableBody::UnsignedPayload,
-    )
-    .map_err(|e| fail(&e))?;
-    let (instructions, _) = sign(signable, &params).map_err(|e| fail(&e))?.into_parts();
-    let (headers, _) = instructions.into_parts();
-    for h in headers {
-        let name = HeaderName::from_bytes(h.name().as_bytes()).map_err(|e| fail(&e))?;
-        let mut value = HeaderValue::from_str(h.value())
-            .map_err(|_| ApiError::Auth("the token is not a valid header value".into()))?;
-        value.set_sensitive(true);
-        req.headers_mut().insert(name, value);
-    }
-    Ok(())
-}
-
 impl HttpCellsApi {
     /// `/io/<key>?<query>` with the key encoded per segment and the query values percent-encoded.
     fn s3_extra_url(&self, key: &str, query: &[(&str, &str)]) -> String {
@@ -279,7 +227,7 @@ impl HttpCellsApi {
             let mut req = builder
                 .build()
                 .map_err(|e| ApiError::Local(format!("cannot build the request: {e}")))?;
-            sign(&mut req, &token)?;
+            super::http::sign_s3(&mut req, &token)?;
             let retry = |attempt: u32| Duration::from_millis(200 * (1 << attempt.min(5)));
             match self.http_client().execute(req).await {
                 Err(e) => {
