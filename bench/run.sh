@@ -192,7 +192,7 @@ code=$(s3curl -o "$WORK/logs/put.out" -w '%{http_code}' -T "$WORK/big.bin" "$(s3
 
 # Files (not folders) the server holds under a prefix (recursive S3 listing: never paginated).
 server_files() {
-  s3curl "$URL/io?list-type=2&prefix=$(printf '%s/' "$1" | sed 's|/|%2F|g')" | grep -o '<Key>[^<]*</Key>' | grep -vc '/</Key>$' || true
+  s3curl "$URL/io?list-type=2&max-keys=1000000&prefix=$(printf '%s/' "$1" | sed 's|/|%2F|g')" | grep -o '<Key>[^<]*</Key>' | grep -vc '/</Key>$' || true
 }
 server_size() { # size of one object, 0 when absent
   s3curl -I "$(s3_url "$1")" | awk 'tolower($1) == "content-length:" { gsub("\r", "", $2); print $2; found = 1 } END { if (!found) print 0 }'
