@@ -59,7 +59,7 @@ fn errno(op: &str, err: &FsError) -> Errno {
         libc::ENOENT
         | libc::EEXIST
         | libc::ENOTEMPTY
-        | libc::ENODATA
+        | crate::fs::error::ENOATTR
         | libc::ENOTDIR
         | libc::EISDIR
         | libc::ENAMETOOLONG
@@ -789,6 +789,20 @@ impl MountedSession {
     }
 }
 
+/// macOS volume name: the mountpoint's last component (e.g. "Cells"), without the characters
+/// that would break the mount option list.
+#[cfg(target_os = "macos")]
+fn volume_name(mountpoint: &Path) -> String {
+    let name: String = mountpoint
+        .file_name()
+        .map(|n| n.to_string_lossy().into_owned())
+        .unwrap_or_default()
+        .chars()
+        .filter(|c| *c != ',' && *c != '=' && !c.is_control())
+        .collect();
+    if name.is_empty() { "cec".into() } else { name }
+}
+
 /// Mount `fs` at `mountpoint`, give the core its kernel notifier and start serving.
 pub fn mount(
     fs: CellsFs,
@@ -821,8 +835,30 @@ pub fn mount(
     if options.auto_unmount {
         config.mount_options.push(MountOption::AutoUnmount);
     }
-    config.n_threads = Some(options.threads.max(1));
-    config.clone_fd = options.threads > 1;
+    // macFUSE: the name Finder shows (else "macFUSE Volume 0"), and no `._*` AppleDouble
+    // files written to the server.
+    #[cfg(target_os = "macos")]
+    {
+        // `subtype=` is Linux's: macFUSE's `fssubtype` is a number, not a name.
+        config
+            .mount_options
+            .retain(|o| !matches!(o, MountOption::Subtype(_)));
+        config.mount_options.push(MountOption::CUSTOM(format!(
+            "volname={}",
+            volume_name(mountpoint)
+        )));
+        config
+            .mount_options
+            .push(MountOption::CUSTOM("noappledouble".into()));
+    }
+    // fuser serves a session with more than one thread (and clone_fd) only on Linux.
+    let threads = if cfg!(target_os = "linux") {
+        options.threads.max(1)
+    } else {
+        1
+    };
+    config.n_threads = Some(threads);
+    config.clone_fd = threads > 1;
     let session = fuser::Session::new(CellsFuse::new(fs.clone(), runtime), mountpoint, &config)?;
     fs.set_notifier(Arc::new(FuseNotifier {
         notifier: session.notifier(),

@@ -24,8 +24,35 @@ use anyhow::{Context, anyhow, bail};
 use serde::{Deserialize, Serialize};
 use sha2::Digest;
 
-/// `f_type` of a FUSE filesystem in `statfs(2)`.
+/// `f_type` of a FUSE filesystem in `statfs(2)` (Linux; macOS names the type instead, see
+/// [`is_macfuse_type`]).
 pub const FUSE_SUPER_MAGIC: i64 = 0x6573_5546;
+
+/// Whether an `f_fstypename` (macOS) names a macFUSE filesystem ("macfuse", older
+/// "osxfuse"); the name may carry a suffix.
+pub fn is_macfuse_type(name: &str) -> bool {
+    name.starts_with("macfuse") || name.starts_with("osxfuse")
+}
+
+/// Whether an errno from `stat`/`statfs` on a FUSE mount means its daemon is gone: ENOTCONN
+/// on Linux; macFUSE answers ENXIO ("Device not configured") as well.
+fn is_dead_mount_errno(code: i32) -> bool {
+    code == libc::ENOTCONN || (cfg!(target_os = "macos") && code == libc::ENXIO)
+}
+
+/// Whether `statfs(path)` answers with a FUSE filesystem (the FUSE magic on Linux, a macFUSE
+/// type name on macOS).
+fn statfs_is_fuse(path: &Path) -> nix::Result<bool> {
+    let stat = nix::sys::statfs::statfs(path)?;
+    #[cfg(target_os = "macos")]
+    {
+        Ok(is_macfuse_type(stat.filesystem_type_name()))
+    }
+    #[cfg(not(target_os = "macos"))]
+    {
+        Ok(stat.filesystem_type().0 == FUSE_SUPER_MAGIC)
+    }
+}
 
 /// Environment variable naming the file descriptor on which a `--daemon` child reports
 /// readiness (`READY\n`) or failure (`ERROR <message>\n`) to its parent.
@@ -50,12 +77,12 @@ pub fn mountpoint_state(path: &Path) -> MountpointState {
     // died; `statfs` always asks the daemon, so it tells a dead FUSE mount reliably.
     if is_fuse_mount_point(path) {
         return match nix::sys::statfs::statfs(path) {
-            Err(nix::errno::Errno::ENOTCONN) => MountpointState::Dead,
+            Err(errno) if is_dead_mount_errno(errno as i32) => MountpointState::Dead,
             _ => MountpointState::Mounted,
         };
     }
     match std::fs::metadata(path) {
-        Err(err) if err.raw_os_error() == Some(libc::ENOTCONN) => MountpointState::Dead,
+        Err(err) if err.raw_os_error().is_some_and(is_dead_mount_errno) => MountpointState::Dead,
         Err(err) if err.kind() == std::io::ErrorKind::NotFound => MountpointState::Missing,
         Err(_) => MountpointState::Dead,
         Ok(meta) if !meta.is_dir() => MountpointState::NotADirectory,
@@ -69,39 +96,60 @@ pub fn mountpoint_state(path: &Path) -> MountpointState {
     }
 }
 
-/// Whether `path` is listed as a mount point in `/proc/self/mountinfo`.
+/// Whether `path` is listed as a mount point in `/proc/self/mountinfo` (macOS:
+/// `getfsstat`).
 pub fn is_mount_point(path: &Path) -> bool {
     let Ok(canonical) = path.canonicalize().or_else(|_| absolute(path)) else {
         return false;
     };
-    let Ok(info) = std::fs::read_to_string("/proc/self/mountinfo") else {
-        return false;
-    };
-    let wanted = canonical.to_string_lossy().into_owned();
-    info.lines()
-        .filter_map(|line| line.split(' ').nth(4))
-        .any(|mp| unescape_mountinfo(mp) == wanted)
+    #[cfg(target_os = "macos")]
+    {
+        macos::mounts()
+            .iter()
+            .any(|(mp, _)| Path::new(mp) == canonical)
+    }
+    #[cfg(not(target_os = "macos"))]
+    {
+        let Ok(info) = std::fs::read_to_string("/proc/self/mountinfo") else {
+            return false;
+        };
+        let wanted = canonical.to_string_lossy().into_owned();
+        info.lines()
+            .filter_map(|line| line.split(' ').nth(4))
+            .any(|mp| unescape_mountinfo(mp) == wanted)
+    }
 }
 
-/// Whether a FUSE filesystem is mounted at `path` (per mountinfo), alive or dead.
+/// Whether a FUSE filesystem is mounted at `path` (per mountinfo; macOS: `getfsstat`), alive
+/// or dead.
 pub fn is_fuse_mount_point(path: &Path) -> bool {
     let Ok(canonical) = absolute(path) else {
         return false;
     };
-    let wanted = canonical.to_string_lossy().into_owned();
-    let Ok(info) = std::fs::read_to_string("/proc/self/mountinfo") else {
-        return false;
-    };
-    info.lines().any(|line| {
-        let fields: Vec<&str> = line.split(' ').collect();
-        let Some(sep) = fields.iter().position(|f| *f == "-") else {
+    #[cfg(target_os = "macos")]
+    {
+        macos::mounts()
+            .iter()
+            .any(|(mp, fstype)| Path::new(mp) == canonical && is_macfuse_type(fstype))
+    }
+    #[cfg(not(target_os = "macos"))]
+    {
+        let wanted = canonical.to_string_lossy().into_owned();
+        let Ok(info) = std::fs::read_to_string("/proc/self/mountinfo") else {
             return false;
         };
-        fields.get(4).map(|mp| unescape_mountinfo(mp)) == Some(wanted.clone())
-            && fields.get(sep + 1).is_some_and(|t| t.starts_with("fuse"))
-    })
+        info.lines().any(|line| {
+            let fields: Vec<&str> = line.split(' ').collect();
+            let Some(sep) = fields.iter().position(|f| *f == "-") else {
+                return false;
+            };
+            fields.get(4).map(|mp| unescape_mountinfo(mp)) == Some(wanted.clone())
+                && fields.get(sep + 1).is_some_and(|t| t.starts_with("fuse"))
+        })
+    }
 }
 
+#[cfg(not(target_os = "macos"))]
 fn unescape_mountinfo(field: &str) -> String {
     field
         .replace("\\040", " ")
@@ -125,7 +173,8 @@ fn absolute(path: &Path) -> std::io::Result<PathBuf> {
 }
 
 /// Detach whatever is mounted at `path` (lazy unmount), as root directly, otherwise through
-/// `fusermount3 -u -z`.
+/// `fusermount3 -u -z`. (macOS: [`macos::force_unmount`].)
+#[cfg(not(target_os = "macos"))]
 pub fn force_unmount(path: &Path) -> anyhow::Result<()> {
     let target = absolute(path)?;
     match nix::mount::umount2(&target, nix::mount::MntFlags::MNT_DETACH) {
@@ -157,7 +206,9 @@ pub fn force_unmount(path: &Path) -> anyhow::Result<()> {
 }
 
 /// Unmount the mount at `path` now: a plain unmount, lazily when busy; through
-/// `fusermount3 -u` when not root. Nothing mounted there is not an error.
+/// `fusermount3 -u` when not root. Nothing mounted there is not an error. (macOS:
+/// [`macos::unmount_now`].)
+#[cfg(not(target_os = "macos"))]
 pub fn unmount_now(path: &Path) -> anyhow::Result<()> {
     let target = absolute(path)?;
     match nix::mount::umount2(&target, nix::mount::MntFlags::empty()) {
@@ -187,6 +238,98 @@ pub fn unmount_now(path: &Path) -> anyhow::Result<()> {
             }
         }
         Err(err) => bail!("cannot unmount {}: {err}", target.display()),
+    }
+}
+
+#[cfg(target_os = "macos")]
+pub use macos::{force_unmount, unmount_now};
+
+/// The macOS (macFUSE) side of mount detection and unmounting. Never compiled or run on
+/// macOS by the project's tests (no macOS target is available there).
+#[cfg(target_os = "macos")]
+mod macos {
+    use super::{absolute, is_mount_point};
+    use anyhow::{Context, bail};
+    use std::path::Path;
+
+    /// Every mount (mount point, file system type name), from `getfsstat(MNT_NOWAIT)` so
+    /// that a dead mount is not asked.
+    pub fn mounts() -> Vec<(String, String)> {
+        // SAFETY: a null buffer asks only for the count.
+        let count = unsafe { libc::getfsstat(std::ptr::null_mut(), 0, libc::MNT_NOWAIT) };
+        if count <= 0 {
+            return Vec::new();
+        }
+        // Room for mounts appearing between the two calls.
+        let mut buf: Vec<libc::statfs> = Vec::with_capacity(count as usize + 16);
+        let bytes = buf.capacity() * std::mem::size_of::<libc::statfs>();
+        // SAFETY: `buf` has room for `bytes` bytes; getfsstat fills at most that many and
+        // returns how many entries it wrote.
+        let got = unsafe {
+            libc::getfsstat(
+                buf.as_mut_ptr(),
+                libc::c_int::try_from(bytes).unwrap_or(libc::c_int::MAX),
+                libc::MNT_NOWAIT,
+            )
+        };
+        if got <= 0 {
+            return Vec::new();
+        }
+        // SAFETY: the first `got` entries were written by getfsstat.
+        unsafe { buf.set_len((got as usize).min(buf.capacity())) };
+        buf.iter()
+            .map(|s| (c_string(&s.f_mntonname), c_string(&s.f_fstypename)))
+            .collect()
+    }
+
+    fn c_string(chars: &[libc::c_char]) -> String {
+        let bytes: Vec<u8> = chars
+            .iter()
+            .take_while(|c| **c != 0)
+            .map(|c| *c as u8)
+            .collect();
+        String::from_utf8_lossy(&bytes).into_owned()
+    }
+
+    /// Force the unmount (`unmount(2)` with `MNT_FORCE`, allowed to the user who mounted),
+    /// else `diskutil unmount force`.
+    pub fn force_unmount(path: &Path) -> anyhow::Result<()> {
+        let target = absolute(path)?;
+        match nix::mount::unmount(&target, nix::mount::MntFlags::MNT_FORCE) {
+            Ok(()) => return Ok(()),
+            Err(nix::errno::Errno::EINVAL) if !is_mount_point(&target) => return Ok(()),
+            Err(err) => tracing::debug!(error = %err, "unmount failed; trying diskutil"),
+        }
+        let output = std::process::Command::new("/usr/sbin/diskutil")
+            .arg("unmount")
+            .arg("force")
+            .arg(&target)
+            .output()
+            .context("running diskutil unmount force")?;
+        if !output.status.success() {
+            bail!(
+                "cannot unmount {}: {}",
+                target.display(),
+                String::from_utf8_lossy(&output.stderr).trim()
+            );
+        }
+        Ok(())
+    }
+
+    /// A plain `unmount(2)`; forced when busy or refused. Nothing mounted there is not an
+    /// error.
+    pub fn unmount_now(path: &Path) -> anyhow::Result<()> {
+        let target = absolute(path)?;
+        match nix::mount::unmount(&target, nix::mount::MntFlags::empty()) {
+            Ok(()) => Ok(()),
+            Err(nix::errno::Errno::EINVAL) if !is_mount_point(&target) => Ok(()),
+            Err(nix::errno::Errno::EBUSY) => {
+                tracing::warn!(mountpoint = %target.display(), "mount busy (open files or a shell inside?): forcing the unmount");
+                force_unmount(&target)
+            }
+            Err(nix::errno::Errno::EPERM) => force_unmount(&target),
+            Err(err) => bail!("cannot unmount {}: {err}", target.display()),
+        }
     }
 }
 
@@ -242,6 +385,10 @@ pub fn find_fusermount() -> Option<PathBuf> {
 /// Whether `auto_unmount` can be used: fusermount3 is installed, and we are root or
 /// `/etc/fuse.conf` has `user_allow_other` (fuser needs `allow_other`/`allow_root` with it).
 pub fn auto_unmount_possible() -> bool {
+    // macFUSE has no fusermount3 helper; fuser mounts through its libfuse there.
+    if cfg!(target_os = "macos") {
+        return false;
+    }
     if find_fusermount().is_none() {
         return false;
     }
@@ -263,8 +410,7 @@ pub fn wait_until_answers(path: &Path, timeout: Duration) -> anyhow::Result<()> 
         let (tx, rx) = std::sync::mpsc::channel();
         let probe_path = path.clone();
         std::thread::spawn(move || {
-            let result = nix::sys::statfs::statfs(&probe_path)
-                .map(|s| s.filesystem_type().0 == FUSE_SUPER_MAGIC);
+            let result = statfs_is_fuse(&probe_path);
             let _ = tx.send(result);
         });
         let remaining = deadline.saturating_duration_since(Instant::now());
@@ -382,7 +528,8 @@ pub fn human_bytes(n: u64) -> String {
 }
 
 /// The directory holding control sockets and daemon logs: `$XDG_RUNTIME_DIR/cec`, else
-/// `/run/cec` for root, else `$TMPDIR/cec-<uid>`. Created 0700.
+/// `/run/cec` for root, else `$TMPDIR/cec-<uid>` (macOS: no `/run`, so `$TMPDIR/cec-<uid>`,
+/// a per-user directory under `/var/folders`). Created 0700.
 pub fn runtime_dir() -> anyhow::Result<PathBuf> {
     let uid = nix::unistd::getuid();
     let dir = if let Some(xdg) = std::env::var_os("XDG_RUNTIME_DIR").filter(|v| !v.is_empty()) {
@@ -533,7 +680,8 @@ pub async fn serve_control_socket(
 // Readiness: systemd and the --daemon parent
 // ---------------------------------------------------------------------------------------
 
-/// Where readiness goes: systemd's notify socket (if any) and the `--daemon` parent's pipe.
+/// Where readiness goes: systemd's notify socket (if any; Linux only) and the `--daemon`
+/// parent's pipe.
 pub struct Readiness {
     pipe: Option<std::fs::File>,
 }
@@ -559,6 +707,7 @@ impl Readiness {
 
     /// The mount answers: tell systemd and the parent.
     pub fn ready(&mut self, mountpoint: &Path) {
+        #[cfg(target_os = "linux")]
         let _ = sd_notify::notify(&[
             sd_notify::NotifyState::Ready,
             sd_notify::NotifyState::Status(&format!("mounted at {}", mountpoint.display())),
@@ -577,6 +726,8 @@ impl Readiness {
     }
 
     pub fn stopping() {
+        // No systemd elsewhere (launchd has no readiness protocol).
+        #[cfg(target_os = "linux")]
         let _ = sd_notify::notify(&[sd_notify::NotifyState::Stopping]);
     }
 }
@@ -591,8 +742,21 @@ pub fn spawn_daemon(mountpoint: &Path, timeout: Duration) -> anyhow::Result<u32>
         .skip(1)
         .filter(|a| a != "--daemon" && a != "-d")
         .collect();
+    #[cfg(not(target_os = "macos"))]
     let (read_end, write_end) =
         nix::unistd::pipe2(nix::fcntl::OFlag::O_CLOEXEC).context("creating a pipe")?;
+    // macOS has no pipe2: set close-on-exec right after creating the pipe.
+    #[cfg(target_os = "macos")]
+    let (read_end, write_end) = {
+        let (read_end, write_end) = nix::unistd::pipe().context("creating a pipe")?;
+        for fd in [read_end.as_raw_fd(), write_end.as_raw_fd()] {
+            // SAFETY: fcntl on a descriptor we own.
+            if unsafe { libc::fcntl(fd, libc::F_SETFD, libc::FD_CLOEXEC) } < 0 {
+                return Err(std::io::Error::last_os_error()).context("creating a pipe");
+            }
+        }
+        (read_end, write_end)
+    };
     let log_path = daemon_log_path(mountpoint)?;
     let log = std::fs::OpenOptions::new()
         .create(true)
@@ -712,7 +876,10 @@ mod tests {
             mountpoint_state(&dir.path().join("missing")),
             MountpointState::Missing
         );
+        #[cfg(target_os = "linux")]
         assert!(is_mount_point(Path::new("/proc")));
+        #[cfg(target_os = "macos")]
+        assert!(is_mount_point(Path::new("/")));
         assert!(!is_mount_point(dir.path()));
     }
 
@@ -1072,6 +1239,9 @@ async fn mount_and_serve(plan: MountPlan, readiness: &mut Readiness) -> anyhow::
 }
 
 fn mount_error(mountpoint: &Path, err: std::io::Error) -> anyhow::Error {
+    #[cfg(target_os = "macos")]
+    let hint = " (is macFUSE installed, and its system extension allowed in System Settings?)";
+    #[cfg(not(target_os = "macos"))]
     let hint = match err.raw_os_error() {
         Some(libc::EPERM) | Some(libc::EACCES) => {
             " (mounting needs root, or fusermount3 and access to /dev/fuse)"

@@ -15,8 +15,11 @@ use tracing_subscriber::fmt::{FmtContext, FormatEvent, FormatFields};
 use tracing_subscriber::registry::LookupSpan;
 
 /// Whether stderr is the stream systemd connected to the journal (`JOURNAL_STREAM` names
-/// its device and inode; a redirected stderr does not match).
+/// its device and inode; a redirected stderr does not match). Always false off Linux.
 pub fn stderr_is_journal() -> bool {
+    if !cfg!(target_os = "linux") {
+        return false;
+    }
     let Some(value) = std::env::var_os("JOURNAL_STREAM") else {
         return false;
     };

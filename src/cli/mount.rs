@@ -206,7 +206,8 @@ fn fs_options(args: &MountArgs, cache_dir: PathBuf) -> FsOptions {
     options
 }
 
-/// `~/.cache/cec/mounts/<host>-<hash of server, login, mountpoint>` unless `--cache-dir`.
+/// `~/.cache/cec/mounts/<host>-<hash of server, login, mountpoint>` unless `--cache-dir`
+/// (macOS: `~/Library/Caches/com.pydio.cec/mounts/...`, from the same `ProjectDirs`).
 fn default_cache_dir(server: &str, login: &str, mountpoint: &Path) -> Result<PathBuf, CliError> {
     let base = directories::ProjectDirs::from("com", "pydio", "cec")
         .map(|d| d.cache_dir().to_path_buf())

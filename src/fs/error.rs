@@ -7,6 +7,13 @@
 
 use crate::api::ApiError;
 
+/// The errno of a missing extended attribute: ENODATA on Linux, ENOATTR on macOS (where
+/// ENODATA exists but means something else).
+#[cfg(not(target_os = "macos"))]
+pub const ENOATTR: i32 = libc::ENODATA;
+#[cfg(target_os = "macos")]
+pub const ENOATTR: i32 = libc::ENOATTR;
+
 /// Why a filesystem operation failed. `errno()` is the only mapping to the kernel's numbers.
 #[derive(Debug, Clone, thiserror::Error, PartialEq)]
 pub enum FsError {
@@ -91,7 +98,7 @@ impl FsError {
             FsError::InvalidArgument(_) => libc::EINVAL,
             FsError::NameTooLong(_) => libc::ENAMETOOLONG,
             FsError::BadHandle(_) => libc::EBADF,
-            FsError::NoAttribute(_) => libc::ENODATA,
+            FsError::NoAttribute(_) => ENOATTR,
             FsError::Busy(_) => libc::EBUSY,
             FsError::NoSpace(_) => libc::ENOSPC,
             FsError::UploadFailed { .. } => libc::EIO,
