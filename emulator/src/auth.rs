@@ -341,7 +341,7 @@ impl Auth {
                 digest(token),
                 kind,
                 login,
-                now_ms(),
+                self.issue_instant_ms(),
                 expires_ms,
                 window_ms,
                 family,
@@ -456,6 +456,13 @@ impl Auth {
         };
         self.insert(&token, "pat", login, expires, window, "", "", "")?;
         Ok(token)
+    }
+
+    /// The instant (Unix ms) a token issued now carries: never before the last
+    /// [`Auth::expire_all`] cutoff, so a token minted after `expire_all` returned is valid even
+    /// within the same millisecond.
+    fn issue_instant_ms(&self) -> i64 {
+        now_ms().max(self.expired_before.load(Ordering::SeqCst))
     }
 
     /// Expire every access token, PAT and session token issued so far.
@@ -684,7 +691,7 @@ impl Auth {
     /// Login/password session (legacy `POST /a/frontend/session`); None on bad credentials.
     pub fn login_session(&self, login: &str, password: &str) -> Option<SessionToken> {
         let p = self.check_password(login, password)?;
-        let now = now_ms();
+        let now = self.issue_instant_ms();
         let exp = now / 1000 + self.ttl.as_secs() as i64;
         let jwt = self.sign_jwt(&serde_json::json!({
             "typ": "session",
