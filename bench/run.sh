@@ -566,7 +566,9 @@ write_table() {
     echo "close). Cold rows mount afresh for every run; warm rows repeat the read on the same mount (rclone:"
     echo "on a \`--vfs-cache-mode full\` mount after one untimed read). \`ls -l\` cold runs after dropping the"
     echo "kernel's dentry and inode caches. Daemon figures: VmHWM (reset before each run) and user+system CPU"
-    echo "over the run, max RSS and median CPU over the runs."
+    echo "over the run, max RSS and median CPU over the runs. A run over BENCH_TIMEOUT ($RUN_TIMEOUT s) counts as failed."
+    echo "rclone sees at most 1,000 entries of a folder here: the Cells gateway (like the real server) treats"
+    echo "ListObjects' max-keys as a node limit and never paginates, so rclone's 10,000-file listing rows fail."
   } >"$RESULTS.tmp"
   mv "$RESULTS.tmp" "$RESULTS"
 }

@@ -25,8 +25,8 @@ use std::time::{Duration, SystemTime};
 use fuser::{
     BsdFileFlags, Config, Errno, FileAttr, FileHandle, FileType, Filesystem, FopenFlags,
     Generation, INodeNo, InitFlags, KernelConfig, LockOwner, MountOption, OpenFlags, RenameFlags,
-    ReplyAttr, ReplyCreate, ReplyData, ReplyDirectory, ReplyEmpty, ReplyEntry, ReplyOpen,
-    ReplyStatfs, ReplyWrite, ReplyXattr, Request, TimeOrNow, WriteFlags,
+    ReplyAttr, ReplyCreate, ReplyData, ReplyDirectory, ReplyDirectoryPlus, ReplyEmpty, ReplyEntry,
+    ReplyOpen, ReplyStatfs, ReplyWrite, ReplyXattr, Request, TimeOrNow, WriteFlags,
 };
 
 const TTL: Duration = Duration::from_secs(1);
@@ -397,6 +397,45 @@ impl Filesystem for MemoryFs {
             }));
         for (i, (child, kind, name)) in entries.enumerate().skip(offset as usize) {
             if reply.add(INodeNo(child), (i + 1) as u64, kind, name) {
+                break;
+            }
+        }
+        reply.ok();
+    }
+
+    // With FUSE_DO_READDIRPLUS the kernel lists folders through this one (as it does on cec).
+    fn readdirplus(
+        &self,
+        _req: &Request,
+        ino: INodeNo,
+        _fh: FileHandle,
+        offset: u64,
+        mut reply: ReplyDirectoryPlus,
+    ) {
+        let tree = self.tree.lock().unwrap();
+        let children = match tree.dir(ino.0) {
+            Ok(children) => children,
+            Err(e) => return reply.error(e),
+        };
+        let parent = tree.nodes[&ino.0].parent;
+        let dots = [(ino.0, OsStr::new(".")), (parent, OsStr::new(".."))];
+        let entries = dots.into_iter().chain(
+            children
+                .iter()
+                .map(|(name, &child)| (child, name.as_os_str())),
+        );
+        for (i, (child, name)) in entries.enumerate().skip(offset as usize) {
+            let Ok(attr) = self.attr_of(&tree, child) else {
+                continue;
+            };
+            if reply.add(
+                INodeNo(child),
+                (i + 1) as u64,
+                name,
+                &TTL,
+                &attr,
+                Generation(0),
+            ) {
                 break;
             }
         }
