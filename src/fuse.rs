@@ -305,7 +305,13 @@ impl Filesystem for CellsFuse {
             newparent = newparent.0, newname = ?newname);
         self.spawn(span, async move {
             match fs
-                .rename(parent.0, &name, newparent.0, &newname, flags.bits())
+                .rename(
+                    parent.0,
+                    &name,
+                    newparent.0,
+                    &newname,
+                    core_rename_flags(flags.bits()),
+                )
                 .await
             {
                 Ok(()) => reply.ok(),
@@ -865,4 +871,24 @@ pub fn mount(
     }));
     let session = session.spawn()?;
     Ok(MountedSession { session })
+}
+
+/// The kernel's rename flags in the core's (Linux) values.
+#[cfg(target_os = "linux")]
+fn core_rename_flags(bits: u32) -> u32 {
+    bits
+}
+
+/// The kernel's rename flags in the core's (Linux) values: macOS has `RENAME_EXCL` and
+/// `RENAME_SWAP` where Linux has `RENAME_NOREPLACE` and `RENAME_EXCHANGE`.
+#[cfg(not(target_os = "linux"))]
+fn core_rename_flags(bits: u32) -> u32 {
+    let mut core = bits & !(libc::RENAME_EXCL | libc::RENAME_SWAP);
+    if bits & libc::RENAME_EXCL != 0 {
+        core |= crate::fs::RENAME_NOREPLACE;
+    }
+    if bits & libc::RENAME_SWAP != 0 {
+        core |= crate::fs::RENAME_EXCHANGE;
+    }
+    core
 }

@@ -2209,7 +2209,10 @@ impl CellsFs {
 
     /// `mknod`: regular files are created (empty); devices, fifos and sockets are refused.
     pub async fn mknod(&self, parent: u64, name: &OsStr, mode: u32) -> FsResult<Entry> {
-        if mode & libc::S_IFMT != libc::S_IFREG && mode & libc::S_IFMT != 0 {
+        // The POSIX file-type bits, as `u32` on every platform (libc's are `u16` on macOS).
+        const S_IFMT: u32 = 0o170000;
+        const S_IFREG: u32 = 0o100000;
+        if mode & S_IFMT != S_IFREG && mode & S_IFMT != 0 {
             return Err(FsError::NotSupported(format!(
                 "{}: Cells stores only files and folders",
                 name.to_string_lossy()
@@ -2367,8 +2370,8 @@ impl CellsFs {
         Ok(())
     }
 
-    /// Rename through the server's move. `flags`: `libc::RENAME_NOREPLACE` is honoured,
-    /// `libc::RENAME_EXCHANGE` is refused with EINVAL.
+    /// Rename through the server's move. `flags`: [`RENAME_NOREPLACE`] is honoured,
+    /// [`RENAME_EXCHANGE`] is refused with EINVAL.
     pub async fn rename(
         &self,
         parent: u64,
@@ -2377,12 +2380,12 @@ impl CellsFs {
         new_name: &OsStr,
         flags: u32,
     ) -> FsResult<()> {
-        if flags & libc::RENAME_EXCHANGE != 0 {
+        if flags & RENAME_EXCHANGE != 0 {
             return Err(FsError::InvalidArgument(
                 "RENAME_EXCHANGE: Cells cannot swap two nodes atomically".into(),
             ));
         }
-        if flags & !(libc::RENAME_NOREPLACE) != 0 {
+        if flags & !RENAME_NOREPLACE != 0 {
             return Err(FsError::InvalidArgument(format!("rename flags {flags:#x}")));
         }
         let (from, meta) = self.existing(parent, name).await?;
@@ -2405,7 +2408,7 @@ impl CellsFs {
         }
         let target = self.fetch_meta(&to, true).await?;
         if let Some(target) = &target {
-            if flags & libc::RENAME_NOREPLACE != 0 {
+            if flags & RENAME_NOREPLACE != 0 {
                 return Err(FsError::Exists(to));
             }
             match (meta.kind, target.kind) {
@@ -2794,6 +2797,12 @@ impl CellsFs {
         }
     }
 }
+
+/// `rename` flag: fail with EEXIST when the target exists (Linux's `RENAME_NOREPLACE` value,
+/// which the adapter translates to on other platforms).
+pub const RENAME_NOREPLACE: u32 = 1;
+/// `rename` flag: swap source and target atomically (Linux's `RENAME_EXCHANGE` value).
+pub const RENAME_EXCHANGE: u32 = 2;
 
 /// The read-only extended attribute holding the node's Uuid.
 pub const XATTR_UUID: &str = "user.cells.uuid";
