@@ -81,7 +81,7 @@ mkdir -p "$WORK/logs" "$WORK/mnt"
 EMU_PID=""
 DAEMON_PID=""
 MP=""
-STATUS="partial: interrupted"
+STATUS="partial (the run stopped before its end; the rows below are those that finished)"
 VALUES="$WORK/values.tsv"   # workload <TAB> target <TAB> run <TAB> value
 DAEMON="$WORK/daemon.tsv"   # workload <TAB> target <TAB> run <TAB> peak RSS KiB <TAB> CPU s
 : >"$VALUES"; : >"$DAEMON"
@@ -178,7 +178,7 @@ head -c $((BIG_BYTES / 4)) "$WORK/big.bin" >"$WORK/quarter.bin"
 mkdir -p "$WORK/ls/lsdir"
 KIB=$(head -c 768 /dev/urandom | base64 -w0 | head -c 1024)
 for i in $(seq 1 "$SMALL_MANY"); do printf '%s' "$KIB" >"$WORK/ls/lsdir/f$i"; done
-tar -C "$(dirname "$TREE")" -chf "$WORK/tree.tar" "$(basename "$TREE")" 2>/dev/null || die "cannot tar $TREE"
+tar -C "$(dirname "$TREE")" --hard-dereference -chf "$WORK/tree.tar" "$(basename "$TREE")" 2>/dev/null || die "cannot tar $TREE"
 mkdir -p "$WORK/tree" && tar -C "$WORK/tree" -xf "$WORK/tree.tar"
 TREE_SRC="$WORK/tree/$(basename "$TREE")"
 TREE_FILES=$(find "$TREE_SRC" -type f | wc -l)
@@ -266,7 +266,7 @@ unmount_target() {
   # Every daemon here unmounts on SIGTERM; umount first so none is left with a dead mount.
   umount "$MP" 2>/dev/null || true
   stop_pid "$DAEMON_PID"
-  findmnt -n "$MP" >/dev/null 2>&1 && { umount "$MP" 2>/dev/null || umount -l "$MP" 2>/dev/null; }
+  if findmnt -n "$MP" >/dev/null 2>&1; then umount "$MP" 2>/dev/null || umount -l "$MP" 2>/dev/null || true; fi
   DAEMON_PID=""
 }
 
