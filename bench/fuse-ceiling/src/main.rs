@@ -267,10 +267,10 @@ impl Filesystem for MemoryFs {
             let ino = *tree.dir(parent.0)?.get(name).ok_or(Errno::ENOENT)?;
             tree.dir(newparent.0)?;
             if let Some(&old) = tree.dir(newparent.0)?.get(newname) {
-                if let Some(Content::Dir(children)) = tree.nodes.get(&old).map(|n| &n.content) {
-                    if !children.is_empty() {
-                        return Err(Errno::ENOTEMPTY);
-                    }
+                if let Some(Content::Dir(children)) = tree.nodes.get(&old).map(|n| &n.content)
+                    && !children.is_empty()
+                {
+                    return Err(Errno::ENOTEMPTY);
                 }
                 tree.nodes.remove(&old);
             }
