@@ -281,6 +281,21 @@ impl s3s::validation::NameValidation for CellsBucketNames {
 /// The S3 operations.
 struct Gateway;
 
+impl Caller {
+    /// The gateway listing (V1 and V2 share it) of `prefix`, off the async runtime.
+    async fn list(
+        &self,
+        prefix: &str,
+        delimiter: &str,
+        max_keys: i32,
+    ) -> S3Result<(Vec<Object>, Vec<String>)> {
+        let store = self.state.store.clone();
+        let login = self.login.clone();
+        let (p, d) = (prefix.to_owned(), delimiter.to_owned());
+        blocking(move || list_pydio_objects(&store, &login, &p, &d, max_keys)).await
+    }
+}
+
 fn caller<T>(req: &S3Request<T>) -> S3Result<Caller> {
     req.extensions
         .get::<Caller>()
@@ -964,11 +979,7 @@ impl S3 for Gateway {
         let prefix = input.prefix.clone().unwrap_or_default();
         let delimiter = input.delimiter.clone().unwrap_or_default();
         let max_keys = input.max_keys.unwrap_or(DEFAULT_MAX_KEYS);
-        let store = who.state.store.clone();
-        let login = who.login.clone();
-        let (p, d) = (prefix.clone(), delimiter.clone());
-        let (objects, prefixes) =
-            blocking(move || list_pydio_objects(&store, &login, &p, &d, max_keys)).await?;
+        let (objects, prefixes) = who.list(&prefix, &delimiter, max_keys).await?;
         let key_count = i32::try_from(objects.len() + prefixes.len()).unwrap_or(i32::MAX);
         Ok(S3Response::new(ListObjectsV2Output {
             name: Some(input.bucket),
@@ -995,11 +1006,7 @@ impl S3 for Gateway {
         let prefix = input.prefix.clone().unwrap_or_default();
         let delimiter = input.delimiter.clone().unwrap_or_default();
         let max_keys = input.max_keys.unwrap_or(DEFAULT_MAX_KEYS);
-        let store = who.state.store.clone();
-        let login = who.login.clone();
-        let (p, d) = (prefix.clone(), delimiter.clone());
-        let (objects, prefixes) =
-            blocking(move || list_pydio_objects(&store, &login, &p, &d, max_keys)).await?;
+        let (objects, prefixes) = who.list(&prefix, &delimiter, max_keys).await?;
         Ok(S3Response::new(ListObjectsOutput {
             name: Some(input.bucket),
             prefix: Some(prefix),
