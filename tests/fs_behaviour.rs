@@ -73,7 +73,8 @@ fn pattern(len: usize) -> Vec<u8> {
     (0..len).map(|i| (i * 7 % 251) as u8).collect()
 }
 
-/// SEMANTICS: "sequential reads grow the read-ahead window (128 KiB, doubling); a seek resets it".
+/// SEMANTICS: "a sequential reader is followed by a background stream ...; a seek elsewhere
+/// stops it, and a random read fetches only the 128 KiB blocks it needs".
 #[tokio::test]
 async fn read_ahead_doubles_while_sequential_and_resets_on_seek() {
     let api = Arc::new(MemoryCellsApi::default());
@@ -85,12 +86,9 @@ async fn read_ahead_doubles_while_sequential_and_resets_on_seek() {
     let fs = mount(&api, opts).await;
     let got = read_all(&fs, &format!("{WS}/big.bin"), 128 * 1024).await;
     assert_eq!(got, content);
-    // 128K, 256K, 512K, 1M, 2M, 4M cover 8 MiB in 7 requests instead of 64.
+    // One streamed GET (the first is 8 MiB long) serves all 64 sequential reads.
     let sequential_gets = api.calls("get_object");
-    assert!(
-        (5..=8).contains(&sequential_gets),
-        "{sequential_gets} GETs for 64 sequential reads"
-    );
+    assert_eq!(sequential_gets, 1, "GETs for 64 sequential reads");
     // Random reads: each one fetches only the initial window.
     let ino = resolve(&fs, &format!("{WS}/big.bin")).await.unwrap();
     let open = fs.open(ino, libc::O_RDONLY).await.unwrap();
@@ -168,6 +166,7 @@ async fn data_cache_respects_its_cap_and_survives_remount() {
         read_all(&fs, &format!("{WS}/small"), 64 * 1024).await,
         small
     );
+    fs.sync_all().await.unwrap();
     let status = fs.status();
     assert!(status.cache_bytes <= cap, "{status:?}");
     assert!(status.cache_bytes >= small.len() as u64);

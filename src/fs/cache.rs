@@ -13,7 +13,7 @@
 
 use std::io::Write;
 use std::path::{Path, PathBuf};
-use std::sync::Mutex;
+use std::sync::{Arc, Mutex};
 
 use bytes::Bytes;
 use lru::LruCache;
@@ -21,6 +21,40 @@ use sha2::{Digest, Sha256};
 
 /// Size of one cached block (the last block of a file may be shorter).
 pub const BLOCK_SIZE: u64 = 128 * 1024;
+
+/// Blocks waiting for the writer thread at most (128 KiB each: 32 MiB).
+const WRITE_QUEUE: usize = 256;
+
+/// Hands blocks to the cache's writer thread. A block that does not fit in the queue is not
+/// cached (the cache is an optimisation; a read never waits for it).
+#[derive(Clone)]
+pub struct CacheWriter {
+    sender: Option<std::sync::mpsc::SyncSender<WriterJob>>,
+}
+
+enum WriterJob {
+    Store(String, u64, Bytes),
+    Flush(std::sync::mpsc::SyncSender<()>),
+}
+
+impl CacheWriter {
+    /// Queue a block for the cache; dropped when the queue is full.
+    pub fn submit(&self, key: &str, block: u64, data: Bytes) {
+        if let Some(sender) = &self.sender {
+            let _ = sender.try_send(WriterJob::Store(key.to_string(), block, data));
+        }
+    }
+
+    /// Block until every block queued before this call is stored (or dropped).
+    pub fn flush(&self) {
+        if let Some(sender) = &self.sender {
+            let (done, wait) = std::sync::mpsc::sync_channel(1);
+            if sender.send(WriterJob::Flush(done)).is_ok() {
+                let _ = wait.recv();
+            }
+        }
+    }
+}
 
 pub struct DataCache {
     dir: PathBuf,
@@ -128,6 +162,27 @@ impl DataCache {
             index.total += size;
         } else {
             let _ = std::fs::remove_file(&tmp);
+        }
+    }
+
+    /// A writer that stores blocks on its own thread, so readers never wait for the disk.
+    pub fn writer(self: &Arc<Self>) -> CacheWriter {
+        let (sender, receiver) = std::sync::mpsc::sync_channel::<WriterJob>(WRITE_QUEUE);
+        let cache = self.clone();
+        let spawned = std::thread::Builder::new()
+            .name("cec-cache-writer".into())
+            .spawn(move || {
+                for job in receiver {
+                    match job {
+                        WriterJob::Store(key, block, data) => cache.insert(&key, block, &data),
+                        WriterJob::Flush(done) => {
+                            let _ = done.send(());
+                        }
+                    }
+                }
+            });
+        CacheWriter {
+            sender: spawned.ok().map(|_| sender),
         }
     }
 

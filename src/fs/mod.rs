@@ -24,6 +24,7 @@ mod cache;
 pub mod error;
 mod journal;
 mod overlay;
+mod prefetch;
 
 use std::collections::{BTreeMap, HashMap, HashSet, VecDeque};
 use std::ffi::{OsStr, OsString};
@@ -600,13 +601,10 @@ impl Table {
     }
 }
 
-/// Read state of one handle: the adaptive read-ahead window and its buffer.
+/// Read state of one handle: where the last read ended, and the sequential read-ahead.
 struct ReadState {
-    window: u64,
     next_offset: u64,
-    /// `(content key, start offset, bytes)` of the last fetch.
-    buffer: Option<(String, u64, Bytes)>,
-    _permit: Option<tokio::sync::OwnedSemaphorePermit>,
+    prefetch: Option<prefetch::Prefetcher>,
 }
 
 struct Handle {
@@ -644,7 +642,9 @@ struct Inner {
     dir_handles: Mutex<HashMap<u64, Arc<DirHandle>>>,
     negative: Mutex<LruCache<String, (Instant, u64)>>,
     workspaces: Mutex<CachedWorkspaces>,
-    data_cache: Option<cache::DataCache>,
+    data_cache: Option<Arc<cache::DataCache>>,
+    /// Stores blocks into `data_cache` on its own thread.
+    cache_writer: Option<cache::CacheWriter>,
     overlay: overlay::Overlay,
     journal: journal::Journal,
     staging_dir: PathBuf,
@@ -677,13 +677,14 @@ impl CellsFs {
         let staging_dir = cache_dir.join("staging");
         std::fs::create_dir_all(&staging_dir)?;
         let data_cache = if options.cache_size > 0 {
-            Some(cache::DataCache::open(
+            Some(Arc::new(cache::DataCache::open(
                 &cache_dir.join("data"),
                 options.cache_size,
-            )?)
+            )?))
         } else {
             None
         };
+        let cache_writer = data_cache.as_ref().map(|cache| cache.writer());
         let journal = journal::Journal::open(&cache_dir)?;
         let overlay = overlay::Overlay::open(cache_dir.join("times.json"));
         let mut table = Table {
@@ -721,6 +722,7 @@ impl CellsFs {
                 negative: Mutex::new(LruCache::new(negative_size)),
                 workspaces: Mutex::new(None),
                 data_cache,
+                cache_writer,
                 overlay,
                 journal,
                 staging_dir,
@@ -1550,10 +1552,8 @@ impl CellsFs {
             writable,
             append,
             read: tokio::sync::Mutex::new(ReadState {
-                window: self.inner.options.read_ahead_initial.max(cache::BLOCK_SIZE),
                 next_offset: 0,
-                buffer: None,
-                _permit: None,
+                prefetch: None,
             }),
         });
         self.inner.handles.lock().unwrap().insert(fh, handle);
@@ -1641,7 +1641,8 @@ impl CellsFs {
             .await
     }
 
-    /// A read from the server through the handle's read-ahead buffer and the data cache.
+    /// A read from the server: from the handle's sequential read-ahead when the reader is
+    /// sequential, else from the data cache or one ranged GET of the blocks needed.
     async fn read_remote(
         &self,
         handle: &Handle,
@@ -1655,83 +1656,141 @@ impl CellsFs {
             return Ok(Bytes::new());
         }
         let key = meta.content_key(path);
-        let options = &self.inner.options;
-        let initial = options.read_ahead_initial.max(cache::BLOCK_SIZE);
         let mut state = handle.read.lock().await;
         let sequential = offset == state.next_offset;
-        if !sequential {
-            state.window = initial;
+        state.next_offset = end;
+        if let Some(prefetcher) = &state.prefetch
+            && prefetcher.covers(&key, offset)
+        {
+            let result = self.read_prefetched(prefetcher, path, offset, end).await;
+            if result.is_err() {
+                // The next read starts afresh (a new stream, new retries).
+                state.prefetch = None;
+            }
+            return result;
         }
-        let mut out = BytesMut::with_capacity((end - offset) as usize);
-        let mut pos = offset;
-        while pos < end {
-            if let Some((buf_key, start, bytes)) = state.buffer.as_ref()
-                && *buf_key == key
-                && pos >= *start
-                && pos < start + bytes.len() as u64
-            {
-                let from = (pos - start) as usize;
-                let to = ((end - start) as usize).min(bytes.len());
-                out.extend_from_slice(&bytes[from..to]);
-                pos = start + to as u64;
-                continue;
+        state.prefetch = None;
+        if let Some(bytes) = self.read_cached(&key, meta.size, offset, end) {
+            return Ok(bytes);
+        }
+        if sequential {
+            let prefetcher = self.start_prefetch(path, key, meta.size, offset);
+            let result = self.read_prefetched(&prefetcher, path, offset, end).await;
+            if result.is_ok() {
+                state.prefetch = Some(prefetcher);
             }
-            let block = pos / cache::BLOCK_SIZE;
+            return result;
+        }
+        // A random read: the blocks it needs, once, into the data cache.
+        let block_start = offset / cache::BLOCK_SIZE * cache::BLOCK_SIZE;
+        let want = ((end - block_start).div_ceil(cache::BLOCK_SIZE) * cache::BLOCK_SIZE)
+            .max(self.inner.options.read_ahead_initial)
+            .min(meta.size - block_start);
+        let bytes = self.fetch_range(path, block_start, want).await?;
+        if bytes.len() as u64 != want {
+            self.mark_stale(path);
+            return Err(FsError::api(
+                path,
+                ApiError::InvalidResponse(format!(
+                    "expected {want} bytes at {block_start}, got {} (changed on the server?)",
+                    bytes.len()
+                )),
+            ));
+        }
+        if let Some(writer) = &self.inner.cache_writer {
+            let mut at = 0usize;
+            while at < bytes.len() {
+                let stop = (at + cache::BLOCK_SIZE as usize).min(bytes.len());
+                writer.submit(
+                    &key,
+                    (block_start + at as u64) / cache::BLOCK_SIZE,
+                    bytes.slice(at..stop),
+                );
+                at = stop;
+            }
+        }
+        Ok(bytes.slice((offset - block_start) as usize..(end - block_start) as usize))
+    }
+
+    /// `[offset, end)` from the data cache when every block of it is there.
+    fn read_cached(&self, key: &str, size: u64, offset: u64, end: u64) -> Option<Bytes> {
+        let cache = self.inner.data_cache.as_ref()?;
+        let first = offset / cache::BLOCK_SIZE;
+        let last = (end - 1) / cache::BLOCK_SIZE;
+        let mut out: Option<BytesMut> = None;
+        for block in first..=last {
             let block_start = block * cache::BLOCK_SIZE;
-            if let Some(cache) = &self.inner.data_cache
-                && let Some(bytes) = cache.get(&key, block)
-            {
-                let expected = (meta.size - block_start).min(cache::BLOCK_SIZE);
-                if bytes.len() as u64 == expected {
-                    state.buffer = Some((key.clone(), block_start, bytes));
-                    state._permit = None;
-                    continue;
-                }
+            let bytes = cache.get(key, block)?;
+            if bytes.len() as u64 != (size - block_start).min(cache::BLOCK_SIZE) {
+                return None;
             }
-            // Fetch a window from the server, block-aligned, bounded by the budget.
-            let needed = (end - block_start).div_ceil(cache::BLOCK_SIZE) * cache::BLOCK_SIZE;
-            let mut want = state.window.max(needed).min(meta.size - block_start);
-            state.buffer = None;
-            state._permit = None;
-            let units = want.div_ceil(BUDGET_UNIT) as u32;
-            let permit = match self.inner.read_budget.clone().try_acquire_many_owned(units) {
-                Ok(permit) => Some(permit),
-                Err(_) => {
-                    want = needed.min(meta.size - block_start);
-                    None
-                }
-            };
-            let bytes = self.fetch_range(path, block_start, want).await?;
-            if bytes.len() as u64 != want {
+            let lo = offset.saturating_sub(block_start) as usize;
+            let hi = (end.min(block_start + cache::BLOCK_SIZE) - block_start) as usize;
+            if first == last {
+                return Some(bytes.slice(lo..hi));
+            }
+            out.get_or_insert_with(|| BytesMut::with_capacity((end - offset) as usize))
+                .extend_from_slice(&bytes[lo..hi]);
+        }
+        out.map(BytesMut::freeze)
+    }
+
+    /// A sequential read-ahead from `offset`, sized by the global read-ahead budget.
+    fn start_prefetch(
+        &self,
+        path: &str,
+        key: String,
+        size: u64,
+        offset: u64,
+    ) -> prefetch::Prefetcher {
+        let options = &self.inner.options;
+        let keep_behind = 4 * 1024 * 1024;
+        let wanted = options.read_ahead_max.max(cache::BLOCK_SIZE);
+        let units = (wanted + keep_behind + 1024 * 1024).div_ceil(BUDGET_UNIT) as u32;
+        let (max_ahead, permit) = match self.inner.read_budget.clone().try_acquire_many_owned(units)
+        {
+            Ok(permit) => (wanted, Some(permit)),
+            // The budget is spent by other readers: a small window outside it.
+            Err(_) => (options.read_ahead_initial.max(cache::BLOCK_SIZE), None),
+        };
+        let source = prefetch::PrefetchSource {
+            api: self.inner.api.clone(),
+            path: path.to_string(),
+            key,
+            size,
+            cache: self.inner.cache_writer.clone(),
+        };
+        let config = prefetch::PrefetchConfig {
+            max_ahead,
+            keep_behind,
+            first_request: 8 * 1024 * 1024,
+            max_request: 256 * 1024 * 1024,
+            attempts: options.upload_attempts.max(1),
+            retry_delay: options.upload_retry_delay,
+        };
+        prefetch::Prefetcher::start(source, offset, config, permit)
+    }
+
+    async fn read_prefetched(
+        &self,
+        prefetcher: &prefetch::Prefetcher,
+        path: &str,
+        offset: u64,
+        end: u64,
+    ) -> FsResult<Bytes> {
+        match prefetcher.read(offset, end - offset).await {
+            Ok(bytes) => Ok(bytes),
+            Err(prefetch::PrefetchError::Api(e)) => Err(FsError::api(path, e)),
+            Err(prefetch::PrefetchError::Short { expected, got }) => {
                 self.mark_stale(path);
-                return Err(FsError::api(
+                Err(FsError::api(
                     path,
                     ApiError::InvalidResponse(format!(
-                        "expected {want} bytes at {block_start}, got {} (changed on the server?)",
-                        bytes.len()
+                        "expected {expected} bytes, got {got} (changed on the server?)"
                     )),
-                ));
-            }
-            if let Some(cache) = &self.inner.data_cache {
-                let mut at = 0usize;
-                while at < bytes.len() {
-                    let stop = (at + cache::BLOCK_SIZE as usize).min(bytes.len());
-                    cache.insert(
-                        &key,
-                        (block_start + at as u64) / cache::BLOCK_SIZE,
-                        &bytes[at..stop],
-                    );
-                    at = stop;
-                }
-            }
-            state.buffer = Some((key.clone(), block_start, bytes));
-            state._permit = permit;
-            if sequential {
-                state.window = (state.window * 2).min(options.read_ahead_max.max(initial));
+                ))
             }
         }
-        state.next_offset = end;
-        Ok(out.freeze())
     }
 
     /// A ranged GET read whole; a transient failure (also a connection cut mid-body) is
@@ -2748,6 +2807,10 @@ impl CellsFs {
         } else {
             UploadMode::Sync
         };
+        if let Some(writer) = self.inner.cache_writer.clone() {
+            // Blocks read so far reach the data cache (best effort, bounded by its queue).
+            let _ = tokio::task::spawn_blocking(move || writer.flush()).await;
+        }
         let mut first_error = None;
         for (ino, file) in pending {
             if let Err(e) = self.upload(ino, &file, mode).await {

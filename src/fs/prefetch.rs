@@ -1,0 +1,371 @@
+//! Sequential read-ahead of one open file: a background task streams ranged GETs ahead of the
+//! reader into a bounded in-memory queue, so the network, the kernel and the reader work at
+//! the same time instead of taking turns.
+//!
+//! Invariants:
+//! - The queue is contiguous: `chunks` hold the bytes `[start, end)` of one content (one Uuid
+//!   and Etag), in order, with no gap. The producer only appends at `end`; the reader only
+//!   drops chunks from the front once they lie more than `keep_behind` bytes behind the
+//!   furthest byte it has read (so slightly reordered kernel reads are still served).
+//! - Memory is bounded: the producer waits while it is more than `max_ahead` bytes ahead of
+//!   the reader, so one prefetcher holds at most `max_ahead + keep_behind + chunk` bytes. The
+//!   caller sizes `max_ahead` from the mount's global read-ahead budget and the permit lives
+//!   as long as the prefetcher.
+//! - A transient failure (also a connection cut mid-body) resumes the GET at the first byte
+//!   not yet received, with backoff; after the last attempt, or on a non-transient error, the
+//!   error is kept and every later read that needs missing bytes gets it. A body shorter than
+//!   announced means the file changed on the server: that is an error too, never a short read.
+//! - Dropping the prefetcher stops its task (and its HTTP stream) at once.
+//! - Chunks start on data-cache block boundaries and are multiples of the block size (but the
+//!   last), so every complete chunk can be handed to the data cache as whole blocks.
+
+use std::collections::VecDeque;
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use bytes::{Bytes, BytesMut};
+use futures::StreamExt;
+use tokio::sync::{Notify, OwnedSemaphorePermit};
+
+use crate::api::{ApiError, ByteRange, CellsApi};
+
+use super::cache::{self, CacheWriter};
+
+/// Why the prefetcher could not deliver bytes.
+#[derive(Debug, Clone)]
+pub(crate) enum PrefetchError {
+    /// The server failed for good (after the retries for transient errors).
+    Api(ApiError),
+    /// The body ended early: the content changed on the server since it was listed.
+    Short { expected: u64, got: u64 },
+}
+
+/// How a prefetcher fetches and how far it runs ahead.
+#[derive(Clone)]
+pub(crate) struct PrefetchConfig {
+    /// Bytes the producer may buffer beyond the furthest byte read.
+    pub max_ahead: u64,
+    /// Bytes kept behind the furthest byte read, for reordered reads.
+    pub keep_behind: u64,
+    /// Size of the first GET; each next GET is twice as long, up to `max_request`.
+    pub first_request: u64,
+    pub max_request: u64,
+    /// Attempts per GET and the first retry delay (doubling).
+    pub attempts: u32,
+    pub retry_delay: Duration,
+}
+
+/// The source of the bytes: where to fetch and what identifies the content.
+pub(crate) struct PrefetchSource {
+    pub api: Arc<dyn CellsApi>,
+    pub path: String,
+    /// Content key (Uuid + Etag): the data cache's key and the prefetcher's identity.
+    pub key: String,
+    /// Size of the content.
+    pub size: u64,
+    /// Where the data cache's writer takes complete blocks, if there is a cache.
+    pub cache: Option<CacheWriter>,
+}
+
+struct Queue {
+    chunks: VecDeque<Bytes>,
+    /// Offset of the first byte of `chunks[0]`.
+    start: u64,
+    /// Offset after the last buffered byte (where the producer appends).
+    end: u64,
+    /// Offset after the furthest byte the reader has taken.
+    read_to: u64,
+    /// Set once the producer stopped for good before the end of the content.
+    error: Option<PrefetchError>,
+}
+
+struct Shared {
+    queue: Mutex<Queue>,
+    /// The producer appended a chunk (or failed).
+    data_ready: Notify,
+    /// The reader moved on: there may be room to fetch more.
+    room: Notify,
+}
+
+/// Read-ahead for one handle on one content, from a block-aligned start offset.
+pub(crate) struct Prefetcher {
+    shared: Arc<Shared>,
+    key: String,
+    size: u64,
+    max_ahead: u64,
+    keep_behind: u64,
+    task: tokio::task::JoinHandle<()>,
+    _permit: Option<OwnedSemaphorePermit>,
+}
+
+impl Drop for Prefetcher {
+    fn drop(&mut self) {
+        self.task.abort();
+    }
+}
+
+/// Size of one queued chunk once the stream is going (a multiple of the cache block size).
+const CHUNK_SIZE: u64 = 1024 * 1024;
+
+impl Prefetcher {
+    /// Start streaming `source` from `offset` (rounded down to a cache block).
+    pub fn start(
+        source: PrefetchSource,
+        offset: u64,
+        config: PrefetchConfig,
+        permit: Option<OwnedSemaphorePermit>,
+    ) -> Prefetcher {
+        let start = offset / cache::BLOCK_SIZE * cache::BLOCK_SIZE;
+        let shared = Arc::new(Shared {
+            queue: Mutex::new(Queue {
+                chunks: VecDeque::new(),
+                start,
+                end: start,
+                read_to: start,
+                error: None,
+            }),
+            data_ready: Notify::new(),
+            room: Notify::new(),
+        });
+        let key = source.key.clone();
+        let size = source.size;
+        let (max_ahead, keep_behind) = (config.max_ahead, config.keep_behind);
+        let task = tokio::spawn(produce(shared.clone(), source, start, config));
+        Prefetcher {
+            shared,
+            key,
+            size,
+            max_ahead,
+            keep_behind,
+            task,
+            _permit: permit,
+        }
+    }
+
+    /// Whether a read at `offset` of content `key` belongs to this stream: the bytes are
+    /// buffered, or due soon (at most `max_ahead` past what is buffered).
+    pub fn covers(&self, key: &str, offset: u64) -> bool {
+        if key != self.key {
+            return false;
+        }
+        let queue = self.shared.queue.lock().unwrap();
+        offset >= queue.start && offset <= queue.end.max(queue.read_to) + self.max_ahead
+    }
+
+    /// The bytes `[offset, offset + len)` (clipped to the content's size), waiting for the
+    /// producer as needed. The caller checked [`Prefetcher::covers`].
+    pub async fn read(&self, offset: u64, len: u64) -> Result<Bytes, PrefetchError> {
+        let stop = (offset + len).min(self.size);
+        if offset >= stop {
+            return Ok(Bytes::new());
+        }
+        loop {
+            let ready = self.shared.data_ready.notified();
+            tokio::pin!(ready);
+            {
+                let mut queue = self.shared.queue.lock().unwrap();
+                if queue.end >= stop {
+                    let bytes = copy_range(&queue, offset, stop);
+                    queue.read_to = queue.read_to.max(stop);
+                    trim(&mut queue, self.keep_behind);
+                    drop(queue);
+                    self.shared.room.notify_one();
+                    return Ok(bytes);
+                }
+                if let Some(error) = &queue.error {
+                    return Err(error.clone());
+                }
+                // Let the producer run far enough to reach `stop`.
+                if stop > queue.read_to {
+                    queue.read_to = queue.read_to.max(offset);
+                    self.shared.room.notify_one();
+                }
+                ready.as_mut().enable();
+            }
+            ready.await;
+        }
+    }
+}
+
+/// Copy (or slice, when one chunk holds it all) `[from, to)` out of the queue.
+fn copy_range(queue: &Queue, from: u64, to: u64) -> Bytes {
+    let mut at = queue.start;
+    let mut out: Option<BytesMut> = None;
+    for chunk in &queue.chunks {
+        let chunk_end = at + chunk.len() as u64;
+        if chunk_end > from && at < to {
+            let lo = (from.max(at) - at) as usize;
+            let hi = (to.min(chunk_end) - at) as usize;
+            if out.is_none() && from >= at && to <= chunk_end {
+                return chunk.slice(lo..hi);
+            }
+            out.get_or_insert_with(|| BytesMut::with_capacity((to - from) as usize))
+                .extend_from_slice(&chunk[lo..hi]);
+        }
+        if chunk_end >= to {
+            break;
+        }
+        at = chunk_end;
+    }
+    out.map(BytesMut::freeze).unwrap_or_default()
+}
+
+/// Drop chunks that lie wholly more than `keep_behind` bytes behind the reader.
+fn trim(queue: &mut Queue, keep_behind: u64) {
+    let floor = queue.read_to.saturating_sub(keep_behind);
+    while let Some(first) = queue.chunks.front() {
+        let first_end = queue.start + first.len() as u64;
+        if first_end > floor {
+            break;
+        }
+        queue.start = first_end;
+        queue.chunks.pop_front();
+    }
+}
+
+/// The producer: GETs from `start` to the end of the content, in growing ranges, appending
+/// chunks while there is room ahead of the reader.
+async fn produce(shared: Arc<Shared>, source: PrefetchSource, start: u64, config: PrefetchConfig) {
+    let mut pos = start;
+    let mut request = config.first_request.max(cache::BLOCK_SIZE);
+    // The chunk being filled (starts at `pos - partial.len()`).
+    let mut partial = BytesMut::new();
+    let mut chunk_size = cache::BLOCK_SIZE;
+    let mut attempt = 0u32;
+    let mut delay = config.retry_delay;
+    while pos < source.size {
+        let request_end = (pos + request).min(source.size);
+        let outcome = async {
+            let mut stream = source
+                .api
+                .get_object(
+                    &source.path,
+                    Some(ByteRange {
+                        offset: pos,
+                        len: Some(request_end - pos),
+                    }),
+                )
+                .await?;
+            while let Some(piece) = stream.next().await {
+                let mut piece = piece?;
+                attempt = 0;
+                while !piece.is_empty() {
+                    let room = (chunk_size as usize - partial.len()).min(piece.len());
+                    partial.extend_from_slice(&piece.split_to(room));
+                    pos += room as u64;
+                    if partial.len() as u64 == chunk_size || pos == source.size {
+                        let chunk = std::mem::take(&mut partial).freeze();
+                        publish(&shared, &source, chunk, &config).await;
+                        chunk_size = (chunk_size * 2).min(CHUNK_SIZE);
+                    }
+                }
+                if pos >= request_end {
+                    break;
+                }
+            }
+            Ok::<(), ApiError>(())
+        }
+        .await;
+        match outcome {
+            Ok(()) if pos >= request_end => {
+                request = (request * 2).min(config.max_request.max(cache::BLOCK_SIZE));
+            }
+            Ok(()) => {
+                let expected = source.size - start;
+                let got = pos - start;
+                fail(&shared, PrefetchError::Short { expected, got });
+                return;
+            }
+            Err(e) if e.is_transient() && attempt + 1 < config.attempts.max(1) => {
+                attempt += 1;
+                tracing::warn!(path = %source.path, offset = pos, attempt, "download failed, resuming: {e}");
+                tokio::time::sleep(delay).await;
+                delay *= 2;
+            }
+            Err(e) => {
+                fail(&shared, PrefetchError::Api(e));
+                return;
+            }
+        }
+    }
+}
+
+/// Append a chunk for the reader and the data cache, then wait while far enough ahead.
+async fn publish(shared: &Shared, source: &PrefetchSource, chunk: Bytes, config: &PrefetchConfig) {
+    let chunk_start;
+    {
+        let mut queue = shared.queue.lock().unwrap();
+        chunk_start = queue.end;
+        queue.end += chunk.len() as u64;
+        queue.chunks.push_back(chunk.clone());
+    }
+    shared.data_ready.notify_waiters();
+    if let Some(cache) = &source.cache {
+        let mut at = 0usize;
+        while at < chunk.len() {
+            let stop = (at + cache::BLOCK_SIZE as usize).min(chunk.len());
+            cache.submit(
+                &source.key,
+                (chunk_start + at as u64) / cache::BLOCK_SIZE,
+                chunk.slice(at..stop),
+            );
+            at = stop;
+        }
+    }
+    loop {
+        let room = shared.room.notified();
+        tokio::pin!(room);
+        room.as_mut().enable();
+        {
+            let queue = shared.queue.lock().unwrap();
+            if queue.end < queue.read_to + config.max_ahead {
+                return;
+            }
+        }
+        room.await;
+    }
+}
+
+fn fail(shared: &Shared, error: PrefetchError) {
+    shared.queue.lock().unwrap().error = Some(error);
+    shared.data_ready.notify_waiters();
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn queue_of(start: u64, chunks: &[&[u8]]) -> Queue {
+        let chunks: VecDeque<Bytes> = chunks.iter().map(|c| Bytes::copy_from_slice(c)).collect();
+        let len: u64 = chunks.iter().map(|c| c.len() as u64).sum();
+        Queue {
+            chunks,
+            start,
+            end: start + len,
+            read_to: start,
+            error: None,
+        }
+    }
+
+    #[test]
+    fn ranges_are_sliced_within_a_chunk_and_copied_across_chunks() {
+        let queue = queue_of(10, &[b"abcd", b"efgh", b"ij"]);
+        assert_eq!(copy_range(&queue, 11, 13), Bytes::from_static(b"bc"));
+        assert_eq!(copy_range(&queue, 12, 19), Bytes::from_static(b"cdefghi"));
+        assert_eq!(copy_range(&queue, 10, 20), Bytes::from_static(b"abcdefghij"));
+        assert_eq!(copy_range(&queue, 14, 18), Bytes::from_static(b"efgh"));
+    }
+
+    #[test]
+    fn trimming_keeps_the_bytes_just_behind_the_reader() {
+        let mut queue = queue_of(0, &[b"abcd", b"efgh", b"ijkl"]);
+        queue.read_to = 9;
+        trim(&mut queue, 2);
+        assert_eq!(queue.start, 4, "only the first chunk lies wholly behind 9 - 2");
+        assert_eq!(copy_range(&queue, 7, 12), Bytes::from_static(b"hijkl"));
+        queue.read_to = 12;
+        trim(&mut queue, 0);
+        assert!(queue.chunks.is_empty());
+        assert_eq!(queue.start, 12);
+    }
+}
