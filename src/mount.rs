@@ -707,6 +707,9 @@ impl Readiness {
 
     /// The mount answers: tell systemd and the parent.
     pub fn ready(&mut self, mountpoint: &Path) {
+        // Only systemd's status line names the mountpoint (launchd has no readiness protocol).
+        #[cfg(not(target_os = "linux"))]
+        let _ = mountpoint;
         #[cfg(target_os = "linux")]
         let _ = sd_notify::notify(&[
             sd_notify::NotifyState::Ready,
