@@ -1,10 +1,12 @@
 //! The service files under `packaging/`: `systemd-analyze verify` accepts the systemd units
 //! (and rejects a broken copy, so the check can fail), the units keep the properties the
 //! issue asks for (notify, clean stop, restart, credential, no mount namespace), the launchd
-//! plist is well-formed and runs `cec mount`, and `packaging/gen.sh` generates completions
-//! and man pages from the command definitions.
+//! plist is a valid property list (python3's plistlib) that runs `cec mount` in the foreground
+//! at login, restarted on failure, logging to ~/Library/Logs, and `packaging/gen.sh` generates
+//! completions and man pages from the command definitions.
 //!
-//! Needs `systemd-analyze` (Debian `systemd`, listed in `.ci/run`); fails without it.
+//! Needs `systemd-analyze` (Debian `systemd`) and `python3`, both installed by `.ci/run`; fails
+//! without them.
 
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output};
@@ -283,6 +285,71 @@ fn the_launchd_plist_is_well_formed_and_runs_cec_mount_in_the_foreground() {
         "{program:?}"
     );
     assert!(text.contains("<key>RunAtLoad</key>"));
+}
+
+/// Load a property list with python3's `plistlib` (the reference reader here: no plist crate
+/// in the tree) and hand it back as JSON, or plistlib's error.
+fn load_plist(path: &Path) -> Result<serde_json::Value, String> {
+    let out = Command::new("python3")
+        .args([
+            "-c",
+            "import json, plistlib, sys; json.dump(plistlib.load(open(sys.argv[1], 'rb')), sys.stdout)",
+        ])
+        .arg(path)
+        .output()
+        .expect("python3 is needed to parse the launchd plist");
+    if out.status.success() {
+        serde_json::from_slice(&out.stdout).map_err(|e| e.to_string())
+    } else {
+        Err(show(&out))
+    }
+}
+
+#[test]
+fn the_launchd_plist_is_a_valid_property_list_with_the_agent_keys() {
+    let path = repo().join("packaging/macos/com.pydio.cec.mount.plist");
+    let plist = load_plist(&path).unwrap_or_else(|e| panic!("plistlib rejects the plist: {e}"));
+    assert_eq!(plist["Label"], "com.pydio.cec.mount");
+    // `cec mount MOUNTPOINT` in the foreground: launchd supervises the process itself.
+    let program: Vec<&str> = plist["ProgramArguments"]
+        .as_array()
+        .expect("ProgramArguments is an array")
+        .iter()
+        .map(|a| a.as_str().expect("ProgramArguments holds strings"))
+        .collect();
+    assert!(program.len() >= 3, "{program:?}");
+    assert!(program[0].ends_with("/cec"), "{program:?}");
+    assert_eq!(program[1], "mount", "{program:?}");
+    assert!(
+        program[2..]
+            .iter()
+            .all(|a| *a != "--daemon" && *a != "-d" && !a.contains("token")),
+        "{program:?}"
+    );
+    assert_eq!(plist["RunAtLoad"], true);
+    // Restarted when it fails, not after a clean exit (an unmount).
+    assert_eq!(
+        plist["KeepAlive"],
+        serde_json::json!({ "SuccessfulExit": false })
+    );
+    for key in ["StandardOutPath", "StandardErrorPath"] {
+        let log = plist[key]
+            .as_str()
+            .unwrap_or_else(|| panic!("{key} is missing"));
+        assert!(
+            log.starts_with("/Users/USERNAME/Library/Logs/"),
+            "{key} = {log}"
+        );
+    }
+    // The check can fail: the same reader rejects a truncated copy.
+    let text = std::fs::read_to_string(&path).unwrap();
+    let broken_dir = tempfile::tempdir().unwrap();
+    let broken = broken_dir.path().join("broken.plist");
+    std::fs::write(&broken, &text[..text.len() / 2]).unwrap();
+    assert!(
+        load_plist(&broken).is_err(),
+        "a truncated plist was accepted"
+    );
 }
 
 #[test]
