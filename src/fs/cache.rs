@@ -22,8 +22,8 @@ use sha2::{Digest, Sha256};
 /// Size of one cached block (the last block of a file may be shorter).
 pub const BLOCK_SIZE: u64 = 128 * 1024;
 
-/// Blocks waiting for the writer thread at most (128 KiB each: 32 MiB).
-const WRITE_QUEUE: usize = 256;
+/// Blocks waiting for the writer thread at most (128 KiB each: 16 MiB).
+const WRITE_QUEUE: usize = 128;
 
 /// Hands blocks to the cache's writer thread. A block that does not fit in the queue is not
 /// cached (the cache is an optimisation; a read never waits for it).

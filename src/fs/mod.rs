@@ -604,8 +604,14 @@ impl Table {
 /// Read state of one handle: where the last read ended, and the sequential read-ahead.
 struct ReadState {
     next_offset: u64,
+    /// Reads in a row that each began where the previous one ended.
+    streak: u32,
     prefetch: Option<prefetch::Prefetcher>,
 }
+
+/// Sequential reads in a row (after the first) before a stream starts: a random read split
+/// by the kernel into two requests must not start one. A read at offset 0 starts at once.
+const STREAK_TO_PREFETCH: u32 = 2;
 
 struct Handle {
     ino: u64,
@@ -1553,6 +1559,7 @@ impl CellsFs {
             append,
             read: tokio::sync::Mutex::new(ReadState {
                 next_offset: 0,
+                streak: 0,
                 prefetch: None,
             }),
         });
@@ -1658,6 +1665,7 @@ impl CellsFs {
         let key = meta.content_key(path);
         let mut state = handle.read.lock().await;
         let sequential = offset == state.next_offset;
+        state.streak = if sequential { state.streak + 1 } else { 0 };
         state.next_offset = end;
         if let Some(prefetcher) = &state.prefetch
             && prefetcher.covers(&key, offset)
@@ -1673,7 +1681,7 @@ impl CellsFs {
         if let Some(bytes) = self.read_cached(&key, meta.size, offset, end) {
             return Ok(bytes);
         }
-        if sequential {
+        if offset == 0 || state.streak > STREAK_TO_PREFETCH {
             let prefetcher = self.start_prefetch(path, key, meta.size, offset);
             let result = self.read_prefetched(&prefetcher, path, offset, end).await;
             if result.is_ok() {

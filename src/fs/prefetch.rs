@@ -250,6 +250,10 @@ async fn produce(shared: Arc<Shared>, source: PrefetchSource, start: u64, config
                 let mut piece = piece?;
                 attempt = 0;
                 while !piece.is_empty() {
+                    if partial.capacity() == 0 {
+                        // One allocation per chunk: growing it would copy it again and again.
+                        partial = BytesMut::with_capacity(chunk_size as usize);
+                    }
                     let room = (chunk_size as usize - partial.len()).min(piece.len());
                     partial.extend_from_slice(&piece.split_to(room));
                     pos += room as u64;
