@@ -669,3 +669,39 @@ async fn transient_download_failures_are_retried() {
     assert_eq!(err.errno(), libc::EIO);
     api.clear_faults();
 }
+
+/// SEMANTICS: "A new file still empty at a `close` while another descriptor of it stays open
+/// (the shell's `cmd > f` does this) is created on the server when its last descriptor closes."
+#[tokio::test]
+async fn shell_redirection_uploads_once_and_touch_still_creates() {
+    let api = Arc::new(MemoryCellsApi::default());
+    let cache = tempfile::tempdir().unwrap();
+    let fs = mount(&api, options(cache.path())).await;
+    let parent = resolve(&fs, WS).await.unwrap();
+    // `echo hi > f`: open, close of the duplicate (flush), write, last close (flush, release).
+    let (entry, open) = fs
+        .create(parent, OsStr::new("redirected"), 0o644, libc::O_WRONLY)
+        .await
+        .unwrap();
+    let ino = entry.attr.ino;
+    api.reset_calls();
+    fs.flush(ino, open.fh).await.unwrap();
+    assert_eq!(api.calls("put_object_from_file"), 0, "nothing to store yet");
+    fs.write(ino, open.fh, 0, b"hi\n").await.unwrap();
+    fs.flush(ino, open.fh).await.unwrap();
+    assert_eq!(
+        api.read_file(&format!("{WS}/redirected")),
+        Some(b"hi\n".to_vec()),
+        "on the server when close returns"
+    );
+    fs.release(ino, open.fh).await.unwrap();
+    assert_eq!(api.calls("put_object_from_file"), 1, "one upload in all");
+    // `touch g`: the empty file exists on the server once its last descriptor is closed.
+    let (entry, open) = fs
+        .create(parent, OsStr::new("touched"), 0o644, libc::O_WRONLY)
+        .await
+        .unwrap();
+    fs.flush(entry.attr.ino, open.fh).await.unwrap();
+    fs.release(entry.attr.ino, open.fh).await.unwrap();
+    assert_eq!(api.read_file(&format!("{WS}/touched")), Some(Vec::new()));
+}

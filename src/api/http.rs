@@ -305,7 +305,15 @@ impl HttpCellsApi {
         let mut attempt: u32 = 0;
         loop {
             let req = self.build(&spec, &token)?;
+            let started = std::time::Instant::now();
             let result = self.http.execute(req).await;
+            tracing::trace!(
+                "{} {} -> {:?} in {:?}",
+                spec.method,
+                spec.subject,
+                result.as_ref().map(|r| r.status().as_u16()),
+                started.elapsed()
+            );
             let retry_delay = |attempt: u32, retry_after: Option<Duration>| {
                 retry_after.unwrap_or_else(|| backoff(self.options.retry_base_delay, attempt))
             };

@@ -2173,11 +2173,27 @@ impl CellsFs {
         if !handle.writable {
             return Ok(());
         }
-        let file = self.inner.table.lock().unwrap().get(ino)?.file.clone();
-        match file {
-            Some(file) => self.commit(ino, file).await,
-            None => Ok(()),
+        let (file, local) = {
+            let table = self.inner.table.lock().unwrap();
+            let data = table.get(ino)?;
+            (data.file.clone(), data.local)
+        };
+        let Some(file) = file else {
+            return Ok(());
+        };
+        // A new file still empty: `cmd > f` closes a duplicate of the descriptor before it
+        // writes. Creating it then would cost an upload for nothing; the last close
+        // (`release`) creates it if nothing is written. (Write-back only journals: no skip.)
+        let empty = file
+            .staging
+            .lock()
+            .unwrap()
+            .as_ref()
+            .is_some_and(|s| s.size == 0);
+        if local && empty && self.inner.options.write_back.is_none() {
+            return Ok(());
         }
+        self.commit(ino, file).await
     }
 
     /// Upload now, even in write-back mode; returns once the data is on the server.
