@@ -356,7 +356,10 @@ mod tests {
         let queue = queue_of(10, &[b"abcd", b"efgh", b"ij"]);
         assert_eq!(copy_range(&queue, 11, 13), Bytes::from_static(b"bc"));
         assert_eq!(copy_range(&queue, 12, 19), Bytes::from_static(b"cdefghi"));
-        assert_eq!(copy_range(&queue, 10, 20), Bytes::from_static(b"abcdefghij"));
+        assert_eq!(
+            copy_range(&queue, 10, 20),
+            Bytes::from_static(b"abcdefghij")
+        );
         assert_eq!(copy_range(&queue, 14, 18), Bytes::from_static(b"efgh"));
     }
 
@@ -365,7 +368,10 @@ mod tests {
         let mut queue = queue_of(0, &[b"abcd", b"efgh", b"ijkl"]);
         queue.read_to = 9;
         trim(&mut queue, 2);
-        assert_eq!(queue.start, 4, "only the first chunk lies wholly behind 9 - 2");
+        assert_eq!(
+            queue.start, 4,
+            "only the first chunk lies wholly behind 9 - 2"
+        );
         assert_eq!(copy_range(&queue, 7, 12), Bytes::from_static(b"hijkl"));
         queue.read_to = 12;
         trim(&mut queue, 0);
