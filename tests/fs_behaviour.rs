@@ -624,6 +624,10 @@ async fn a_blocking_kernel_notifier_never_stalls_the_core() {
         path: format!("{WS}/watched"),
         etag: None,
     });
+    // A name that appeared: its (maybe negative) kernel entry is invalidated too.
+    fs.invalidate(RemoteChange::Created {
+        path: format!("{WS}/appeared"),
+    });
     assert_eq!(read_all(&fs, &format!("{WS}/watched"), 10).await, b"v2");
     assert!(
         started.elapsed() < Duration::from_millis(250),
@@ -636,7 +640,10 @@ async fn a_blocking_kernel_notifier_never_stalls_the_core() {
     }
     let seen = notifier.0.lock().unwrap().clone();
     assert!(seen.contains(&format!("inode {ino}")), "{seen:?}");
-    assert!(seen.contains(&format!("{ws}/watched")), "{seen:?}");
+    assert!(seen.contains(&format!("{ws}/appeared")), "{seen:?}");
+    // New content under the same name: the entry still names the same node and stays (so a
+    // folder that is a working directory is never unhashed by a remote change).
+    assert!(!seen.contains(&format!("{ws}/watched")), "{seen:?}");
 }
 
 /// SEMANTICS: "server errors, timeouts and broken connections after retries `EIO`": a
@@ -704,4 +711,60 @@ async fn shell_redirection_uploads_once_and_touch_still_creates() {
     fs.flush(entry.attr.ino, open.fh).await.unwrap();
     fs.release(entry.attr.ino, open.fh).await.unwrap();
     assert_eq!(api.read_file(&format!("{WS}/touched")), Some(Vec::new()));
+}
+
+/// SEMANTICS: "a file this mount created less than five minutes ago (and at most 64 MiB) is
+/// renamed by a server-side copy and a permanent delete of the old name ...; every other
+/// rename is the server's move job".
+#[tokio::test]
+async fn renaming_a_file_created_here_copies_it_and_keeps_the_target_identity() {
+    let api = Arc::new(MemoryCellsApi::default());
+    api.put_file(&format!("{WS}/dest.txt"), b"old content");
+    api.put_file(&format!("{WS}/older.txt"), b"not created here");
+    let target_uuid = api.node(&format!("{WS}/dest.txt")).unwrap().uuid;
+    let cache = tempfile::tempdir().unwrap();
+    let fs = mount(&api, options(cache.path())).await;
+    let ws = resolve(&fs, WS).await.unwrap();
+    // rsync: a temporary file, uploaded at close, then renamed over the real name.
+    write_new(&fs, WS, ".dest.txt.Xa1b2", b"new content")
+        .await
+        .unwrap();
+    api.reset_calls();
+    fs.rename(
+        ws,
+        OsStr::new(".dest.txt.Xa1b2"),
+        ws,
+        OsStr::new("dest.txt"),
+        0,
+    )
+    .await
+    .unwrap();
+    assert_eq!(api.calls("move_nodes"), 0, "no move job");
+    assert_eq!(api.calls("copy_object"), 1);
+    assert_eq!(
+        api.read_file(&format!("{WS}/dest.txt")),
+        Some(b"new content".to_vec())
+    );
+    assert_eq!(api.read_file(&format!("{WS}/.dest.txt.Xa1b2")), None);
+    assert_eq!(
+        api.node(&format!("{WS}/dest.txt")).unwrap().uuid,
+        target_uuid,
+        "the target keeps its identity (a new version of it)"
+    );
+    assert_eq!(
+        read_all(&fs, &format!("{WS}/dest.txt"), 4096).await,
+        b"new content"
+    );
+    // A file that was on the server before the mount moves with the job (Uuid kept).
+    let older_uuid = api.node(&format!("{WS}/older.txt")).unwrap().uuid;
+    api.reset_calls();
+    fs.rename(ws, OsStr::new("older.txt"), ws, OsStr::new("moved.txt"), 0)
+        .await
+        .unwrap();
+    assert_eq!(api.calls("move_nodes"), 1);
+    assert_eq!(api.calls("copy_object"), 0);
+    assert_eq!(
+        api.node(&format!("{WS}/moved.txt")).unwrap().uuid,
+        older_uuid
+    );
 }

@@ -86,7 +86,7 @@ fn rsync_a_twice_transfers_nothing_the_second_time() {
     let second = sh(
         h.dir.path(),
         &format!(
-            "rsync -a --stats {}/ {}/",
+            "rsync -ai --stats {}/ {}/",
             source.display(),
             target.display()
         ),

@@ -497,6 +497,9 @@ struct InodeData {
     file: Option<Arc<FileState>>,
     /// Created here, not yet on the server.
     local: bool,
+    /// When this mount created the file (kept after its first upload): a file nobody else
+    /// can have linked to yet, which a rename may copy instead of moving (see `rename`).
+    created_here: Option<Instant>,
     /// Unlinked or replaced: no longer reachable by path.
     detached: bool,
     /// Etag of the content when the kernel last opened it (for keep_cache).
@@ -552,6 +555,7 @@ impl Table {
                 handles: 0,
                 file: None,
                 local: false,
+                created_here: None,
                 detached: false,
                 kernel_etag: None,
             },
@@ -655,6 +659,8 @@ struct Inner {
     journal: journal::Journal,
     staging_dir: PathBuf,
     read_budget: Arc<tokio::sync::Semaphore>,
+    /// Write-back uploads running at once.
+    upload_slots: Arc<tokio::sync::Semaphore>,
     /// Kernel invalidations go to a dedicated thread: the kernel may block a notification
     /// until a request it is processing in the same directory (a rename, say) is answered, so
     /// calling it from a task could stall the very runtime that must answer.
@@ -670,6 +676,12 @@ enum KernelInvalidation {
 
 /// Read-ahead budget unit (semaphore permits are KiB).
 const BUDGET_UNIT: u64 = 1024;
+/// A rename of a file this mount created less than `FRESH_RENAME_WINDOW` ago and at most
+/// this big copies it on the server instead of moving it (see `rename`).
+const FRESH_RENAME_MAX_SIZE: u64 = 64 * 1024 * 1024;
+const FRESH_RENAME_WINDOW: Duration = Duration::from_secs(300);
+/// Write-back uploads that run at once (each small file is one request: latency-bound).
+const WRITE_BACK_UPLOADS: usize = 8;
 const RECENT_ERRORS: usize = 50;
 
 impl CellsFs {
@@ -709,6 +721,7 @@ impl CellsFs {
                 handles: 0,
                 file: None,
                 local: false,
+                created_here: None,
                 detached: false,
                 kernel_etag: None,
             },
@@ -733,6 +746,7 @@ impl CellsFs {
                 journal,
                 staging_dir,
                 read_budget: Arc::new(tokio::sync::Semaphore::new(permits as usize)),
+                upload_slots: Arc::new(tokio::sync::Semaphore::new(WRITE_BACK_UPLOADS)),
                 notifier: OnceLock::new(),
                 errors: Mutex::new(VecDeque::new()),
                 options,
@@ -1462,6 +1476,7 @@ impl CellsFs {
                                 handles: 0,
                                 file: None,
                                 local: false,
+                                created_here: None,
                                 detached: false,
                                 kernel_etag: None,
                             },
@@ -1938,7 +1953,10 @@ impl CellsFs {
                     return;
                 };
                 let fs = CellsFs { inner };
-                match fs.upload(ino, &file, UploadMode::Journaled).await {
+                let slot = fs.inner.upload_slots.clone().acquire_owned().await;
+                let uploaded = fs.upload(ino, &file, UploadMode::Journaled).await;
+                drop(slot);
+                match uploaded {
                     Ok(()) => break,
                     Err(e) if file.dirty() => {
                         let still_journaled = file
@@ -2280,6 +2298,7 @@ impl CellsFs {
         let ino = table.intern(path, Meta::local_file(), stamp);
         let data = table.get_mut(ino)?;
         data.local = true;
+        data.created_here = Some(Instant::now());
         if let Some(listing) = table.listing_mut(parent_path(path)) {
             listing
                 .children
@@ -2507,15 +2526,15 @@ impl CellsFs {
         }
         // A file whose content is only here moves locally; anything else moves on the server
         // once its pending content is uploaded.
-        let (source_ino, source_file, local) = {
+        let (source_ino, source_file, local, created_here) = {
             let table = self.inner.table.lock().unwrap();
             match table
                 .by_path
                 .get(&from)
                 .and_then(|i| table.inodes.get(i).map(|d| (*i, d)))
             {
-                Some((ino, d)) => (Some(ino), d.file.clone(), d.local),
-                None => (None, None, false),
+                Some((ino, d)) => (Some(ino), d.file.clone(), d.local, d.created_here),
+                None => (None, None, false, None),
             }
         };
         if let (Some(ino), Some(file), false) = (source_ino, &source_file, local)
@@ -2536,6 +2555,38 @@ impl CellsFs {
                 .get(&ino)
                 .is_some_and(|d| d.local)
         });
+        // A file this mount created moments ago (rsync's and editors' temporary files): no
+        // one can have shared or tagged it yet, so a synchronous server-side copy plus a
+        // permanent delete of the temporary name replaces the move job (hundreds of ms).
+        // The copy also overwrites an existing target in place, keeping its identity.
+        let fresh = meta.kind == FileKind::File
+            && !local
+            && meta.size <= FRESH_RENAME_MAX_SIZE
+            && created_here.is_some_and(|at| at.elapsed() < FRESH_RENAME_WINDOW)
+            && target.as_ref().is_none_or(|t| t.kind == FileKind::File);
+        if fresh {
+            // The inode's meta is the upload's; the one found by name may predate it.
+            let meta = source_ino
+                .and_then(|ino| {
+                    let table = self.inner.table.lock().unwrap();
+                    table.inodes.get(&ino).map(|d| d.meta.clone())
+                })
+                .unwrap_or(meta.clone());
+            match self.inner.api.copy_object(&from, &to).await {
+                Ok(()) => {
+                    self.removed_locally(&to);
+                    if let Err(e) = self.inner.api.delete_object(&from).await {
+                        // Both names now exist on the server: say so, and forget both.
+                        self.mark_stale(&from);
+                        self.inner.table.lock().unwrap().drop_listing(&to_parent);
+                        return Err(FsError::api(format!("{from} (copied to {to})"), e));
+                    }
+                    self.moved_locally(&from, &to, &meta);
+                    return Ok(());
+                }
+                Err(e) => tracing::debug!("copy of {from} to {to} failed, moving instead: {e}"),
+            }
+        }
         if let Some(target) = &target {
             let target_local = {
                 let table = self.inner.table.lock().unwrap();
@@ -2737,38 +2788,48 @@ impl CellsFs {
         {
             let mut table = self.inner.table.lock().unwrap();
             let mut negative = self.inner.negative.lock().unwrap();
-            let mut touch_entry =
-                |table: &mut Table, path: &str, subtree: bool, inodes: &mut Vec<u64>| {
-                    negative.pop(path);
-                    table.drop_listing(parent_path(path));
-                    if let Some(&parent) = table.by_path.get(parent_path(path)) {
-                        entries.push((parent, base_name(path).to_string()));
-                    }
-                    let victims: Vec<u64> = table
-                        .by_path
-                        .iter()
-                        .filter(|(p, _)| {
-                            if subtree {
-                                is_under_or_eq(p, path)
-                            } else {
-                                *p == path
-                            }
-                        })
-                        .map(|(_, &i)| i)
-                        .collect();
-                    for ino in victims {
-                        if let Some(data) = table.inodes.get_mut(&ino) {
-                            let busy = data.local || data.file.as_ref().is_some_and(|f| f.dirty());
-                            if !busy {
-                                data.validated = None;
-                                data.listing = None;
-                                inodes.push(ino);
-                            }
+            // `name_changed`: the name appeared or went away, so the kernel's entry for it
+            // (maybe negative) is stale. An entry that still names the same node is kept:
+            // invalidating it would unhash a folder that is some process's working directory
+            // (its getcwd then fails with ENOENT).
+            let mut touch_entry = |table: &mut Table,
+                                   path: &str,
+                                   subtree: bool,
+                                   name_changed: bool,
+                                   inodes: &mut Vec<u64>| {
+                negative.pop(path);
+                table.drop_listing(parent_path(path));
+                if name_changed && let Some(&parent) = table.by_path.get(parent_path(path)) {
+                    entries.push((parent, base_name(path).to_string()));
+                }
+                let victims: Vec<u64> = table
+                    .by_path
+                    .iter()
+                    .filter(|(p, _)| {
+                        if subtree {
+                            is_under_or_eq(p, path)
+                        } else {
+                            *p == path
+                        }
+                    })
+                    .map(|(_, &i)| i)
+                    .collect();
+                for ino in victims {
+                    if let Some(data) = table.inodes.get_mut(&ino) {
+                        let busy = data.local || data.file.as_ref().is_some_and(|f| f.dirty());
+                        if !busy {
+                            data.validated = None;
+                            data.listing = None;
+                            inodes.push(ino);
                         }
                     }
-                };
+                }
+            };
             match &change {
-                RemoteChange::Created { path } => touch_entry(&mut table, path, false, &mut inodes),
+                RemoteChange::Created { path } => {
+                    let known = table.by_path.contains_key(path);
+                    touch_entry(&mut table, path, false, !known, &mut inodes)
+                }
                 RemoteChange::ContentChanged { path, etag } => {
                     let same = table
                         .by_path
@@ -2776,7 +2837,7 @@ impl CellsFs {
                         .and_then(|i| table.inodes.get(i))
                         .is_some_and(|d| etag.as_deref() == Some(d.meta.etag.as_str()));
                     if !same {
-                        touch_entry(&mut table, path, false, &mut inodes);
+                        touch_entry(&mut table, path, false, false, &mut inodes);
                     }
                 }
                 RemoteChange::MetaChanged { path } => {
@@ -2788,10 +2849,12 @@ impl CellsFs {
                     }
                 }
                 RemoteChange::Moved { from, to } => {
-                    touch_entry(&mut table, from, true, &mut inodes);
-                    touch_entry(&mut table, to, true, &mut inodes);
+                    touch_entry(&mut table, from, true, true, &mut inodes);
+                    touch_entry(&mut table, to, true, true, &mut inodes);
                 }
-                RemoteChange::Deleted { path } => touch_entry(&mut table, path, true, &mut inodes),
+                RemoteChange::Deleted { path } => {
+                    touch_entry(&mut table, path, true, true, &mut inodes)
+                }
             }
         }
         // A clean staging copy no handle uses is now possibly stale.

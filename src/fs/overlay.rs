@@ -66,6 +66,7 @@ impl Overlay {
         let entry = entries.get(path)?.clone();
         match (&entry.etag, etag) {
             (Some(bound), Some(current)) if bound != current => {
+                tracing::debug!(%path, %bound, %current, "times dropped: the content changed");
                 entries.remove(path);
                 self.save(&entries);
                 None
