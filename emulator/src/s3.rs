@@ -40,7 +40,7 @@ use s3s::{S3, S3Error, S3ErrorCode, S3Request, S3Response, S3Result};
 use serde::{Deserialize, Serialize};
 
 use crate::SharedState;
-use crate::store::{NodeRecord, Store, StoreError, TempBlob};
+use crate::store::{CELLS_HASH_BLOCK, CellsHasher, NodeRecord, Store, StoreError, TempBlob};
 
 /// The gateway's own access key (used with `X-Pydio-Bearer`).
 pub const GATEWAY_ACCESS_KEY: &str = "gateway";
@@ -546,6 +546,25 @@ struct PartRecord {
     etag: String,
     size: u64,
     last_modified: i64,
+    /// Hex MD5 of each 10 MiB block of the part, the last (partial) one included, computed as
+    /// the part arrived; absent in records written before they were kept.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    block_md5s: Option<Vec<String>>,
+}
+
+impl PartRecord {
+    /// The raw block digests, if recorded and well-formed.
+    fn block_digests(&self) -> Option<Vec<[u8; 16]>> {
+        self.block_md5s
+            .as_ref()?
+            .iter()
+            .map(|h| {
+                let mut d = [0u8; 16];
+                hex::decode_to_slice(h, &mut d).ok()?;
+                Some(d)
+            })
+            .collect()
+    }
 }
 
 fn uploads_dir(store: &Store) -> PathBuf {
@@ -619,10 +638,12 @@ fn write_atomically(path: &Path, bytes: &[u8]) -> std::io::Result<()> {
     std::fs::rename(&tmp, path)
 }
 
-/// A part being received: written to a temp file while its MD5 is computed.
+/// A part being received: written to a temp file while its MD5 and the MD5s of its 10 MiB
+/// blocks (from which the object's `x-cells-hash` is built at completion) are computed.
 struct PartWriter {
     file: std::fs::File,
     md5: md5::Md5,
+    blocks: CellsHasher,
     size: u64,
 }
 
@@ -630,6 +651,7 @@ impl Write for PartWriter {
     fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
         let n = self.file.write(buf)?;
         self.md5.update(&buf[..n]);
+        self.blocks.update(&buf[..n]);
         self.size += n as u64;
         Ok(n)
     }
@@ -1096,15 +1118,23 @@ impl S3 for Gateway {
         let writer = PartWriter {
             file,
             md5: md5::Md5::new(),
+            blocks: CellsHasher::new(),
             size: 0,
         };
         let written = drain_body(input.body, writer).await?;
         let etag = hex::encode(written.md5.finalize());
+        let block_md5s = written
+            .blocks
+            .finish_blocks()
+            .iter()
+            .map(hex::encode)
+            .collect();
         let record = PartRecord {
             part_number,
             etag: etag.clone(),
             size: written.size,
             last_modified: time::OffsetDateTime::now_utc().unix_timestamp(),
+            block_md5s: Some(block_md5s),
         };
         drop(written.file);
         blocking(move || {
@@ -1179,10 +1209,29 @@ impl S3 for Gateway {
             }
             let mut blob: TempBlob = store.tmp_file().map_err(store_error)?;
             let mut digests = Vec::with_capacity(chosen.len() * 16);
-            for part in &chosen {
-                let file =
+            // The object's block boundaries are the parts' when every part but the last is a
+            // whole number of blocks: its x-cells-hash then follows from the parts' block
+            // digests, and the parts are concatenated without reading them through here.
+            let part_blocks: Option<Vec<Vec<[u8; 16]>>> = chosen
+                .iter()
+                .enumerate()
+                .map(|(i, p)| {
+                    let aligned = i + 1 == chosen.len() || p.size.is_multiple_of(CELLS_HASH_BLOCK);
+                    if aligned { p.block_digests() } else { None }
+                })
+                .collect();
+            for (i, part) in chosen.iter().enumerate() {
+                let mut file =
                     std::fs::File::open(part_file(&dir, part.part_number)).map_err(internal)?;
-                copy_into(file, &mut blob).map_err(internal)?;
+                match &part_blocks {
+                    Some(blocks) => {
+                        blob.append_file_with_blocks(&mut file, part.size, &blocks[i])
+                            .map_err(internal)?;
+                    }
+                    None => {
+                        copy_into(file, &mut blob).map_err(internal)?;
+                    }
+                }
                 digests.extend_from_slice(&hex::decode(&part.etag).map_err(internal)?);
             }
             blob.flush().map_err(internal)?;

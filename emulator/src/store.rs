@@ -266,23 +266,34 @@ pub enum StoreError {
 }
 
 /// An upload in flight: a file in the store's `tmp/` directory. Write the content with
-/// [`std::io::Write`] (MD5 and `x-cells-hash` are computed as the bytes go through), then hand
-/// it to [`Store::commit_file`]. Dropped without commit, the temp file is removed.
+/// [`std::io::Write`] (MD5 and `x-cells-hash` are computed as the bytes go through), or append
+/// whole files whose 10 MiB block digests are already known with
+/// [`TempBlob::append_file_with_blocks`], then hand it to [`Store::commit_file`]. Whatever the
+/// hashes kept here cannot vouch for is re-hashed from disk when the blob is sealed. Dropped
+/// without commit, the temp file is removed.
 pub struct TempBlob {
     path: PathBuf,
     file: Option<std::fs::File>,
-    md5: md5::Md5,
+    /// MD5 of everything written; `None` once content was appended without it (the Etag must
+    /// then be set with [`TempBlob::set_etag`], or the content is re-hashed at seal).
+    md5: Option<md5::Md5>,
     block: CellsHasher,
     written: u64,
     etag_override: Option<String>,
 }
 
 /// Incremental `x-cells-hash`: MD5 over the raw MD5 digests of consecutive 10 MiB blocks.
+/// Digests of whole blocks hashed elsewhere can be pushed with
+/// [`CellsHasher::push_block_digests`] at a block boundary.
 #[derive(Clone, Default)]
 pub struct CellsHasher {
     current: md5::Md5,
     in_block: u64,
     digests: Vec<u8>,
+    /// The last pushed digest was of a partial block: the content must end there.
+    ended_by_partial_block: bool,
+    /// The digests no longer describe the content (bytes came after a partial block).
+    invalid: bool,
 }
 
 use md5::Digest as _;
@@ -293,6 +304,9 @@ impl CellsHasher {
     }
 
     pub fn update(&mut self, mut data: &[u8]) {
+        if self.ended_by_partial_block && !data.is_empty() {
+            self.invalid = true;
+        }
         while !data.is_empty() {
             let room = (CELLS_HASH_BLOCK - self.in_block) as usize;
             let take = room.min(data.len());
@@ -305,6 +319,43 @@ impl CellsHasher {
                 self.in_block = 0;
             }
         }
+    }
+
+    /// Append the raw MD5 digests of consecutive blocks hashed elsewhere: every block
+    /// [`CELLS_HASH_BLOCK`] bytes long except possibly the last (`last_is_partial`), which
+    /// then ends the content. Returns false (and changes nothing) unless the hasher stands at
+    /// a block boundary, after whole blocks only.
+    pub fn push_block_digests(&mut self, digests: &[[u8; 16]], last_is_partial: bool) -> bool {
+        if self.in_block != 0 || self.ended_by_partial_block || self.invalid {
+            return false;
+        }
+        for d in digests {
+            self.digests.extend_from_slice(d);
+        }
+        self.ended_by_partial_block = last_is_partial && !digests.is_empty();
+        true
+    }
+
+    /// Whether the digests still describe every byte given to this hasher.
+    pub fn is_valid(&self) -> bool {
+        !self.invalid
+    }
+
+    /// The raw MD5 digest of each block so far, the last (partial) block included; no digest
+    /// at all for an empty input.
+    pub fn finish_blocks(mut self) -> Vec<[u8; 16]> {
+        if self.in_block > 0 {
+            let d = std::mem::take(&mut self.current).finalize();
+            self.digests.extend_from_slice(&d);
+        }
+        self.digests
+            .chunks_exact(16)
+            .map(|c| {
+                let mut d = [0u8; 16];
+                d.copy_from_slice(c);
+                d
+            })
+            .collect()
     }
 
     /// The hex hash. An empty input hashes as `md5(md5(""))`.
@@ -339,9 +390,41 @@ impl TempBlob {
         self.etag_override = Some(etag.into());
     }
 
-    /// MD5 hex of what was written so far.
-    pub fn md5_hex(&self) -> String {
-        hex::encode(self.md5.clone().finalize())
+    /// MD5 hex of what was written so far (`None` once a file was appended without it).
+    pub fn md5_hex(&self) -> Option<String> {
+        self.md5.as_ref().map(|m| hex::encode(m.clone().finalize()))
+    }
+
+    /// Append the whole of `from` (`expected_len` bytes) by a file-to-file copy (kernel-side
+    /// on Linux: `copy_file_range`), without reading it through user space. `block_digests`
+    /// are the raw MD5 digests of its consecutive 10 MiB blocks (the last may be partial);
+    /// they extend the `x-cells-hash` when the blob so far ends on a block boundary,
+    /// otherwise (or when the copied length differs) the content is re-hashed at seal. The
+    /// whole-content MD5 is not kept afterwards: set the Etag with [`TempBlob::set_etag`].
+    pub fn append_file_with_blocks(
+        &mut self,
+        from: &mut std::fs::File,
+        expected_len: u64,
+        block_digests: &[[u8; 16]],
+    ) -> std::io::Result<u64> {
+        let file = self
+            .file
+            .as_mut()
+            .ok_or_else(|| std::io::Error::other("temp blob already closed"))?;
+        let copied = std::io::copy(from, file)?;
+        self.md5 = None;
+        self.written += copied;
+        let expected_blocks = expected_len.div_ceil(CELLS_HASH_BLOCK);
+        let consistent = copied == expected_len && block_digests.len() as u64 == expected_blocks;
+        let last_is_partial = !expected_len.is_multiple_of(CELLS_HASH_BLOCK);
+        if !(consistent
+            && self
+                .block
+                .push_block_digests(block_digests, last_is_partial))
+        {
+            self.block.invalid = true;
+        }
+        Ok(copied)
     }
 }
 
@@ -352,7 +435,9 @@ impl std::io::Write for TempBlob {
             .as_mut()
             .ok_or_else(|| std::io::Error::other("temp blob already closed"))?;
         let n = file.write(buf)?;
-        self.md5.update(&buf[..n]);
+        if let Some(md5) = self.md5.as_mut() {
+            md5.update(&buf[..n]);
+        }
         self.block.update(&buf[..n]);
         self.written += n as u64;
         Ok(n)
@@ -979,7 +1064,7 @@ impl Store {
         Ok(TempBlob {
             path,
             file: Some(file),
-            md5: md5::Md5::default(),
+            md5: Some(md5::Md5::default()),
             block: CellsHasher::new(),
             written: 0,
             etag_override: None,
@@ -998,15 +1083,18 @@ impl Store {
         file.sync_all()?;
         let len = file.metadata()?.len();
         drop(file);
-        let (md5hex, cells) = if len == blob.written {
-            (
-                hex::encode(std::mem::take(&mut blob.md5).finalize()),
+        let hashes_hold = len == blob.written && blob.block.is_valid();
+        let (etag, cells) = match (hashes_hold, blob.md5.take(), blob.etag_override.take()) {
+            (true, Some(md5), etag) => (
+                etag.unwrap_or_else(|| hex::encode(md5.finalize())),
                 std::mem::take(&mut blob.block).finish(),
-            )
-        } else {
-            hash_file(&blob.path)?
+            ),
+            (true, None, Some(etag)) => (etag, std::mem::take(&mut blob.block).finish()),
+            (_, _, etag) => {
+                let (md5hex, cells) = hash_file(&blob.path)?;
+                (etag.unwrap_or(md5hex), cells)
+            }
         };
-        let etag = blob.etag_override.take().unwrap_or(md5hex);
         let content_id = uuid::Uuid::new_v4().simple().to_string();
         let dest = self.blob_path(&content_id);
         if let Some(dir) = dest.parent() {

@@ -810,6 +810,124 @@ async fn multipart_upload_with_several_parts() {
     f.emu.stop().await;
 }
 
+/// `x-cells-hash` computed here from scratch: MD5 over the raw MD5s of 10 MiB blocks.
+fn cells_hash(data: &[u8]) -> String {
+    let digests: Vec<u8> = data
+        .chunks(10 * 1024 * 1024)
+        .flat_map(|c| md5::Md5::digest(c).to_vec())
+        .collect();
+    if data.is_empty() {
+        return md5_hex(&md5::Md5::digest(b""));
+    }
+    md5_hex(&digests)
+}
+
+/// Multipart upload of `parts` at `key`; returns the completed node's (Etag, x-cells-hash).
+/// With `forget_block_md5s`, the block MD5s recorded beside each part are removed before the
+/// completion (as for parts stored before they were recorded).
+async fn multipart_put(
+    f: &Fixture,
+    key: &str,
+    parts: &[&[u8]],
+    forget_block_md5s: bool,
+) -> (String, String) {
+    let upload_id = initiate(&f.alice, key, None).await;
+    let mut etags = Vec::new();
+    for (i, p) in parts.iter().enumerate() {
+        let n = i as u32 + 1;
+        etags.push((n, upload_part(&f.alice, key, &upload_id, n, p).await));
+    }
+    let upload_dir = f._dir.path().join("s3-multipart").join(&upload_id);
+    for (i, p) in parts.iter().enumerate() {
+        let record_path = upload_dir.join(format!("part-{:05}.json", i + 1));
+        let mut record: serde_json::Value =
+            serde_json::from_slice(&std::fs::read(&record_path).expect("part record")).unwrap();
+        // The recorded block MD5s are those of the part's 10 MiB blocks.
+        let expected: Vec<String> = p.chunks(10 * 1024 * 1024).map(md5_hex).collect();
+        assert_eq!(record["block_md5s"], serde_json::json!(expected));
+        if forget_block_md5s {
+            record.as_object_mut().unwrap().remove("block_md5s");
+            std::fs::write(&record_path, serde_json::to_vec(&record).unwrap()).unwrap();
+        }
+    }
+    let r = complete(&f.alice, key, &upload_id, &etags).await;
+    assert_eq!(r.status(), 200);
+    let digests: Vec<u8> = parts
+        .iter()
+        .flat_map(|p| md5::Md5::digest(p).to_vec())
+        .collect();
+    let expected_etag = format!("{}-{}", md5_hex(&digests), parts.len());
+    assert_eq!(
+        xml_values(&text(r).await, "ETag"),
+        vec![format!("\"{expected_etag}\"")]
+    );
+    let node = f.emu.state.store.stat("alice", key).unwrap();
+    assert_eq!(node.etag, expected_etag);
+    let whole: Vec<u8> = parts.concat();
+    assert_eq!(node.size, whole.len() as u64);
+    let r = f.alice.get(key, &[]).await;
+    assert_eq!(r.bytes().await.unwrap().as_ref(), whole.as_slice());
+    (node.etag, node.cells_hash.expect("x-cells-hash"))
+}
+
+#[tokio::test]
+async fn multipart_cells_hash_equals_single_put_for_10_mib_parts() {
+    const MIB: usize = 1024 * 1024;
+    let f = fixture().await;
+    let data = pattern(30 * MIB + 777_777, 9);
+    let expected = cells_hash(&data);
+
+    // A single PUT: the reference.
+    let put = f.alice.put("personal-files/h/single.bin", &data).await;
+    assert_eq!(put.status(), 200);
+    let single = f
+        .emu
+        .state
+        .store
+        .stat("alice", "personal-files/h/single.bin")
+        .unwrap();
+    assert_eq!(single.cells_hash.as_deref(), Some(expected.as_str()));
+
+    // Parts of 10 MiB (one of 20 MiB) + a tail: the hash is built from the parts' block MD5s.
+    let aligned: Vec<&[u8]> = vec![
+        &data[..10 * MIB],
+        &data[10 * MIB..30 * MIB],
+        &data[30 * MIB..],
+    ];
+    let (_, hash) = multipart_put(&f, "personal-files/h/aligned.bin", &aligned, false).await;
+    assert_eq!(hash, expected, "x-cells-hash from the parts' block MD5s");
+
+    // The same parts whose block MD5s were not recorded: re-hashed, same value.
+    let (_, hash) = multipart_put(&f, "personal-files/h/legacy.bin", &aligned, true).await;
+    assert_eq!(
+        hash, expected,
+        "x-cells-hash re-hashed without recorded block MD5s"
+    );
+
+    // Parts that are not multiples of 10 MiB: block boundaries differ from the parts', the
+    // content is re-hashed over the object's own 10 MiB blocks.
+    let misaligned: Vec<&[u8]> = vec![
+        &data[..15 * MIB],
+        &data[15 * MIB..25 * MIB],
+        &data[25 * MIB..],
+    ];
+    let (_, hash) = multipart_put(&f, "personal-files/h/misaligned.bin", &misaligned, false).await;
+    assert_eq!(hash, expected, "x-cells-hash of misaligned parts");
+
+    // A single part smaller than a block, and an empty last part after whole blocks.
+    let (_, hash) = multipart_put(&f, "personal-files/h/one.bin", &[&data[..MIB]], false).await;
+    assert_eq!(hash, cells_hash(&data[..MIB]));
+    let (_, hash) = multipart_put(
+        &f,
+        "personal-files/h/empty-tail.bin",
+        &[&data[..10 * MIB], &[]],
+        false,
+    )
+    .await;
+    assert_eq!(hash, cells_hash(&data[..10 * MIB]));
+    f.emu.stop().await;
+}
+
 #[tokio::test]
 async fn multipart_small_parts_abort_and_ownership() {
     let f = fixture().await;
