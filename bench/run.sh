@@ -16,6 +16,7 @@
 #        http     raw HTTP on the same emulator (curl GET / PUT of the same bytes, S3 SigV4)
 #        ceiling  bench/fuse-ceiling: a trivial in-memory fuser filesystem (the FUSE limit)
 #        cec      `cec mount`, default options (warm rows: the same mount, second pass)
+#        cecwb    `cec mount --write-back 1` (write rows only): close returns once journaled locally
 #        rclone   Debian's rclone mount, S3 backend on the emulator's /io with the PAT as access
 #                 key, --vfs-cache-mode writes (warm rows: --vfs-cache-mode full)
 #        s3fs     Debian's s3fs on the same gateway
@@ -26,7 +27,7 @@
 #   5. rewrites bench/results/mount.md after every row (a run cut short still leaves a table,
 #      labelled partial) and prints it at the end.
 #
-# Environment: BENCH_QUICK=1, BENCH_REPEATS=N, BENCH_TARGETS="http ceiling cec rclone" (add s3fs:
+# Environment: BENCH_QUICK=1, BENCH_REPEATS=N, BENCH_TARGETS="http ceiling cec cecwb rclone" (add s3fs:
 # it works only partly against the emulator, see TARGETS below),
 # BENCH_WORKLOADS="seqread seqread4 ..." (see WORKLOADS below), BENCH_TIMEOUT=seconds per run
 # (default 600), BENCH_RESULTS=path (default bench/results/mount.md), BENCH_TREE=folder to tar
@@ -48,7 +49,7 @@ fi
 # s3fs is not in the default list: it HEADs folders, which answer 500 on the Cells gateway (as on
 # a real Cells server), and retries each with back-off: every folder lookup takes seconds to
 # minutes. BENCH_TARGETS="... s3fs" still runs it.
-TARGETS="${BENCH_TARGETS:-http ceiling cec rclone}"
+TARGETS="${BENCH_TARGETS:-http ceiling cec cecwb rclone}"
 WORKLOADS="${BENCH_WORKLOADS:-seqread seqwrite ttfb createfew ls rsync untar createmany cpin cpout seqread4 seqwrite4 randread}"
 RUN_TIMEOUT="${BENCH_TIMEOUT:-600}"
 RESULTS="${BENCH_RESULTS:-$ROOT/bench/results/mount.md}"
@@ -234,6 +235,9 @@ mount_target() {
       DAEMON_PID=$!; BASE="$MP" ;;
     cec)
       "$CEC" mount "$MP" --cache-dir "$cache" >"$logf" 2>&1 &
+      DAEMON_PID=$!; BASE="$MP/$PREFIX" ;;
+    cecwb) # the opt-in write-back mode: close returns once the data is journaled locally
+      "$CEC" mount "$MP" --cache-dir "$cache" --write-back 1 >"$logf" 2>&1 &
       DAEMON_PID=$!; BASE="$MP/$PREFIX" ;;
     rclone) # the bucket root: rclone HEADs a sub-path at start, and folders answer HEAD with 500
       ( unset AWS_CA_BUNDLE  # it breaks rclone's S3 backend (LoadCustomCABundleError)
@@ -551,13 +555,13 @@ write_table() {
     echo "MB/s, peer/cec for times: above 1.00x cec wins, below it the peer or the limit is ahead)."
     echo "\`~\` marks a noisy cell (runs spread over more than 20% of the median). \`—\`: not applicable."
     echo
-    echo "| workload | unit | raw HTTP | FUSE ceiling | **cec** | rclone mount | s3fs | cec daemon: peak RSS / CPU | rclone daemon |"
-    echo "|---|---|---:|---:|---:|---:|---:|---:|---:|"
+    echo "| workload | unit | raw HTTP | FUSE ceiling | **cec** | cec --write-back 1 | rclone mount | s3fs | cec daemon: peak RSS / CPU | rclone daemon |"
+    echo "|---|---|---:|---:|---:|---:|---:|---:|---:|---:|"
     local id label unit better
     while IFS='|' read -r id label unit better; do
       grep -q "^$id	" "$VALUES" || continue
       local c; c=$(cell_median "$id" cec)
-      echo "| $label | $unit | $(cell "$id" http "$better" "$c") | $(cell "$id" ceiling "$better" "$c") | **$(cell "$id" cec "$better" "$c")** | $(cell "$id" rclone "$better" "$c") | $(cell "$id" s3fs "$better" "$c") | $(daemon_cell "$id" cec) | $(daemon_cell "$id" rclone) |"
+      echo "| $label | $unit | $(cell "$id" http "$better" "$c") | $(cell "$id" ceiling "$better" "$c") | **$(cell "$id" cec "$better" "$c")** | $(cell "$id" cecwb "$better" "") | $(cell "$id" rclone "$better" "$c") | $(cell "$id" s3fs "$better" "$c") | $(daemon_cell "$id" cec) | $(daemon_cell "$id" rclone) |"
     done <<<"$ROWS"
     echo
     echo "Notes: raw HTTP is curl on the emulator's S3 gateway (SigV4, the PAT as access key): GET for reads"
@@ -567,6 +571,10 @@ write_table() {
     echo "on a \`--vfs-cache-mode full\` mount after one untimed read). \`ls -l\` cold runs after dropping the"
     echo "kernel's dentry and inode caches. Daemon figures: VmHWM (reset before each run) and user+system CPU"
     echo "over the run, max RSS and median CPU over the runs. A run over BENCH_TIMEOUT ($RUN_TIMEOUT s) counts as failed."
+    echo "\`cec --write-back 1\` (write rows only, no ratio: the ratios compare cec's default mode): \`close\`"
+    echo "returns once the data is in the local journal (fsynced; replayed after a crash) and uploads start"
+    echo "a second later, 8 at a time, like rclone's \`--vfs-cache-mode writes\`. cec's default \`close\` returns"
+    echo "only once the data is on the server, so every small file costs one upload round trip in series."
     echo "rclone sees at most 1,000 entries of a folder here: the Cells gateway (like the real server) treats"
     echo "ListObjects' max-keys as a node limit and never paginates, so rclone's 10,000-file listing rows fail."
   } >"$RESULTS.tmp"
@@ -574,12 +582,15 @@ write_table() {
 }
 
 # ---------------------------------------------------------------- main loop
+WRITE_WORKLOADS="seqwrite seqwrite4 cpin createfew createmany untar rsync"
 log "measuring: workloads [$WORKLOADS], targets [$TARGETS], $REPEATS run(s) each"
 for wl in $WORKLOADS; do
   declare -F "wl_$wl" >/dev/null || die "unknown workload $wl"
   fresh_var="FRESH_$wl"; fresh="${!fresh_var:-0}"
   log "workload $wl"
   for t in $TARGETS; do
+    # cec's write-back mode only changes writes.
+    if [ "$t" = cecwb ] && ! [[ " $WRITE_WORKLOADS " == *" $wl "* ]]; then continue; fi
     for r in $(seq 1 "$REPEATS"); do
       if [ "$t" != http ] && { [ "$fresh" = 1 ] || [ -z "$DAEMON_PID" ]; }; then
         unmount_target

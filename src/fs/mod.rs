@@ -2826,9 +2826,12 @@ impl CellsFs {
                 }
             };
             match &change {
+                // A node this mount already knows at that path (most often the echo of its
+                // own upload or mkdir): nothing to forget. A remote replacement also sends a
+                // delete or a content change.
+                RemoteChange::Created { path } if table.by_path.contains_key(path) => {}
                 RemoteChange::Created { path } => {
-                    let known = table.by_path.contains_key(path);
-                    touch_entry(&mut table, path, false, !known, &mut inodes)
+                    touch_entry(&mut table, path, false, true, &mut inodes)
                 }
                 RemoteChange::ContentChanged { path, etag } => {
                     let same = table
