@@ -768,3 +768,48 @@ async fn renaming_a_file_created_here_copies_it_and_keeps_the_target_identity() 
         older_uuid
     );
 }
+
+/// A folder listing the server answered while this mount renamed a file in it (the git
+/// `index.lock` -> `index` dance) must not bring the old name back.
+#[tokio::test]
+async fn a_listing_that_raced_with_a_local_rename_is_not_kept() {
+    let api = Arc::new(MemoryCellsApi::default());
+    api.put_file(&format!("{WS}/race/a.txt"), b"a");
+    let cache = tempfile::tempdir().unwrap();
+    let fs = mount(&api, options(cache.path())).await;
+    let dir = resolve(&fs, &format!("{WS}/race")).await.unwrap();
+    resolve(&fs, &format!("{WS}/race/a.txt")).await.unwrap();
+    // The REST half of the listing is read at once (old state), the gateway half after the
+    // rename: without care, the merged listing shows both names.
+    api.set_operation_delay("list_folder_s3", Duration::from_millis(300));
+    let lister = {
+        let fs = fs.clone();
+        tokio::spawn(async move {
+            let fh = fs.opendir(dir, 0).await.unwrap();
+            let mut names = Vec::new();
+            fs.readdir(dir, fh, 0, false, |e| {
+                names.push(e.name.to_string_lossy().into_owned());
+                false
+            })
+            .await
+            .unwrap();
+            fs.releasedir(dir, fh).await.unwrap();
+            names
+        })
+    };
+    tokio::time::sleep(Duration::from_millis(100)).await;
+    fs.rename(dir, OsStr::new("a.txt"), dir, OsStr::new("b.txt"), 0)
+        .await
+        .unwrap();
+    lister.await.unwrap();
+    api.set_operation_delay("list_folder_s3", Duration::ZERO);
+    assert_eq!(
+        fs.lookup(dir, OsStr::new("a.txt"))
+            .await
+            .err()
+            .map(|e| e.errno()),
+        Some(libc::ENOENT),
+        "the old name is gone"
+    );
+    fs.lookup(dir, OsStr::new("b.txt")).await.unwrap();
+}

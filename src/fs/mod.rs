@@ -511,6 +511,9 @@ struct Table {
     inodes: HashMap<u64, InodeData>,
     by_path: HashMap<String, u64>,
     next_ino: u64,
+    /// Bumped by every change this mount makes to a folder's cached listing: a listing
+    /// fetched from the server while one happened may predate it and is not kept.
+    listing_changes: u64,
 }
 
 impl Table {
@@ -592,11 +595,13 @@ impl Table {
     }
 
     fn listing_mut(&mut self, dir_path: &str) -> Option<&mut Listing> {
+        self.listing_changes += 1;
         let ino = *self.by_path.get(dir_path)?;
         self.inodes.get_mut(&ino)?.listing.as_mut()
     }
 
     fn drop_listing(&mut self, dir_path: &str) {
+        self.listing_changes += 1;
         if let Some(&ino) = self.by_path.get(dir_path)
             && let Some(data) = self.inodes.get_mut(&ino)
         {
@@ -680,6 +685,11 @@ const BUDGET_UNIT: u64 = 1024;
 /// this big copies it on the server instead of moving it (see `rename`).
 const FRESH_RENAME_MAX_SIZE: u64 = 64 * 1024 * 1024;
 const FRESH_RENAME_WINDOW: Duration = Duration::from_secs(300);
+/// A stale entry whose folder was listed before (with at most this many entries) is
+/// refreshed by listing the folder again instead of a stat.
+const RELIST_MAX_ENTRIES: usize = 1000;
+/// Fetches of one listing when this mount's own changes keep racing with them.
+const LISTING_ATTEMPTS: u32 = 3;
 /// Write-back uploads that run at once (each small file is one request: latency-bound).
 const WRITE_BACK_UPLOADS: usize = 8;
 const RECENT_ERRORS: usize = 50;
@@ -1052,6 +1062,25 @@ impl CellsFs {
                 return Ok(listing.children.clone());
             }
         }
+        // A listing that raced with this mount's own changes (a create, rename or delete
+        // answered while the server was listing) is fetched again, then returned uncached.
+        for attempt in 1..=LISTING_ATTEMPTS {
+            let changes_before = self.inner.table.lock().unwrap().listing_changes;
+            let (result, raced) = self.fetch_listing(path, changes_before).await?;
+            if !raced || attempt == LISTING_ATTEMPTS {
+                return Ok(result);
+            }
+        }
+        unreachable!("the last attempt returns")
+    }
+
+    /// One listing of `path` from the server, merged with this mount's local files; cached
+    /// unless the table's listings changed since `changes_before` (then `raced` is true).
+    async fn fetch_listing(
+        &self,
+        path: &str,
+        changes_before: u64,
+    ) -> FsResult<(BTreeMap<String, Meta>, bool)> {
         let generation = self.generation();
         let mut children = BTreeMap::new();
         if path.is_empty() {
@@ -1094,10 +1123,11 @@ impl CellsFs {
             }
         }
         let mut table = self.inner.table.lock().unwrap();
+        let raced = table.listing_changes != changes_before;
         let at = Instant::now();
         let stamp = Some((at, generation));
         let mut result = children.clone();
-        for (name, meta) in &children {
+        for (name, meta) in children.iter().filter(|_| !raced) {
             let child = join_path(path, name);
             if let Some(&ino) = table.by_path.get(&child) {
                 let data = table.inodes.get_mut(&ino).expect("consistent");
@@ -1128,7 +1158,8 @@ impl CellsFs {
                     .or_insert_with(|| data.meta.clone());
             }
         }
-        if let Some(&ino) = table.by_path.get(path)
+        if !raced
+            && let Some(&ino) = table.by_path.get(path)
             && let Some(data) = table.inodes.get_mut(&ino)
         {
             data.listing = Some(Listing {
@@ -1137,7 +1168,7 @@ impl CellsFs {
                 generation,
             });
         }
-        Ok(result)
+        Ok((result, raced))
     }
 
     /// Server metadata of `path` (`None`: it does not exist), cached answers first.
@@ -1175,9 +1206,20 @@ impl CellsFs {
                 negative.pop(path);
             }
         }
-        let found = if parent.is_empty() || name.starts_with('.') {
+        // A folder listed before and not too big is listed again rather than asked about one
+        // name: `rsync`, `ls -l` and `find` go through every sibling (one request for all).
+        let relist = use_cache && {
+            let table = self.inner.table.lock().unwrap();
+            table
+                .by_path
+                .get(parent)
+                .and_then(|&ino| table.inodes.get(&ino))
+                .and_then(|d| d.listing.as_ref())
+                .is_some_and(|l| l.children.len() <= RELIST_MAX_ENTRIES)
+        };
+        let found = if parent.is_empty() || name.starts_with('.') || relist {
             // Workspaces come from their list; dotfiles only from the gateway's listing.
-            self.listing(parent, !use_cache)
+            self.listing(parent, !use_cache || relist)
                 .await
                 .map(|l| l.get(name).cloned())
         } else {
