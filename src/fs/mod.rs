@@ -509,7 +509,8 @@ struct InodeData {
 #[derive(Default)]
 struct Table {
     inodes: HashMap<u64, InodeData>,
-    by_path: HashMap<String, u64>,
+    /// Path -> inode, ordered so that a folder's subtree is one contiguous range.
+    by_path: BTreeMap<String, u64>,
     next_ino: u64,
     /// Bumped by every change this mount makes to a folder's cached listing: a listing
     /// fetched from the server while one happened may predate it and is not kept.
@@ -592,6 +593,31 @@ impl Table {
                 self.by_path.remove(&data.path);
             }
         }
+    }
+
+    /// `(path, ino)` of `folder` and everything below it: one range of the ordered index
+    /// (`folder/` up to `folder0`, `'0'` being the character after `'/'`), so the cost grows
+    /// with the subtree, never with the whole table.
+    fn subtree(&self, folder: &str) -> Vec<(String, u64)> {
+        let mut out: Vec<(String, u64)> = self
+            .by_path
+            .get(folder)
+            .map(|&ino| (folder.to_string(), ino))
+            .into_iter()
+            .collect();
+        if !folder.is_empty() {
+            let from = format!("{folder}/");
+            let to = format!("{folder}0");
+            out.extend(
+                self.by_path
+                    .range::<str, _>((
+                        std::ops::Bound::Included(from.as_str()),
+                        std::ops::Bound::Excluded(to.as_str()),
+                    ))
+                    .map(|(p, &i)| (p.clone(), i)),
+            );
+        }
+        out
     }
 
     fn listing_mut(&mut self, dir_path: &str) -> Option<&mut Listing> {
@@ -1147,7 +1173,10 @@ impl CellsFs {
         }
         // Files created here and not uploaded yet belong to the listing too.
         let prefix_len = if path.is_empty() { 0 } else { path.len() + 1 };
-        for data in table.inodes.values() {
+        for (_, ino) in table.subtree(path) {
+            let Some(data) = table.inodes.get(&ino) else {
+                continue;
+            };
             if data.local
                 && !data.detached
                 && parent_path(&data.path) == path
@@ -2420,12 +2449,7 @@ impl CellsFs {
     /// The local side of a removal: the inode leaves the namespace (its handles still work).
     fn removed_locally(&self, path: &str) {
         let mut table = self.inner.table.lock().unwrap();
-        let victims: Vec<u64> = table
-            .by_path
-            .iter()
-            .filter(|(p, _)| is_under_or_eq(p, path))
-            .map(|(_, &ino)| ino)
-            .collect();
+        let victims: Vec<u64> = table.subtree(path).into_iter().map(|(_, i)| i).collect();
         for ino in victims {
             if let Some(file) = table.inodes.get(&ino).and_then(|d| d.file.clone()) {
                 let mut guard = file.staging.lock().unwrap();
@@ -2658,12 +2682,7 @@ impl CellsFs {
     /// The local side of a move: inodes of `from` and its subtree now live under `to`.
     fn moved_locally(&self, from: &str, to: &str, meta: &Meta) {
         let mut table = self.inner.table.lock().unwrap();
-        let moved: Vec<(String, u64)> = table
-            .by_path
-            .iter()
-            .filter(|(p, _)| is_under_or_eq(p, from))
-            .map(|(p, &i)| (p.clone(), i))
-            .collect();
+        let moved: Vec<(String, u64)> = table.subtree(from);
         let mut rejournal = Vec::new();
         for (old, _) in &moved {
             table.by_path.remove(old);
@@ -2695,12 +2714,7 @@ impl CellsFs {
         }
         if meta.kind == FileKind::Directory {
             // Listings below carry their own paths implicitly; refresh them lazily.
-            let stale: Vec<u64> = table
-                .by_path
-                .iter()
-                .filter(|(p, _)| is_under_or_eq(p, to))
-                .map(|(_, &i)| i)
-                .collect();
+            let stale: Vec<u64> = table.subtree(to).into_iter().map(|(_, i)| i).collect();
             for ino in stale {
                 if let Some(data) = table.inodes.get_mut(&ino) {
                     data.validated = None;
@@ -2844,18 +2858,11 @@ impl CellsFs {
                 if name_changed && let Some(&parent) = table.by_path.get(parent_path(path)) {
                     entries.push((parent, base_name(path).to_string()));
                 }
-                let victims: Vec<u64> = table
-                    .by_path
-                    .iter()
-                    .filter(|(p, _)| {
-                        if subtree {
-                            is_under_or_eq(p, path)
-                        } else {
-                            *p == path
-                        }
-                    })
-                    .map(|(_, &i)| i)
-                    .collect();
+                let victims: Vec<u64> = if subtree {
+                    table.subtree(path).into_iter().map(|(_, i)| i).collect()
+                } else {
+                    table.by_path.get(path).copied().into_iter().collect()
+                };
                 for ino in victims {
                     if let Some(data) = table.inodes.get_mut(&ino) {
                         let busy = data.local || data.file.as_ref().is_some_and(|f| f.dirty());
