@@ -7,8 +7,10 @@
 //!   shows again. An entry set on a file whose upload is pending has no Etag yet and is bound
 //!   to the Etag of that upload when it completes.
 //! - Entries follow renames (keys are mount paths) and leave with unlinks.
-//! - The file is rewritten atomically (temporary + rename) after each change, so it survives
-//!   remounts and crashes.
+//! - Every change is appended to `<cache>/times.log` at once (one line per path, so a change
+//!   costs the same with 10 or 100,000 entries); the log is folded into `times.json`
+//!   (temporary + rename) at open and whenever it outgrows the map. Both survive remounts and
+//!   crashes; a torn last log line is skipped.
 
 use std::collections::BTreeMap;
 use std::path::PathBuf;
@@ -28,34 +30,120 @@ pub struct Times {
 }
 
 pub struct Overlay {
+    /// The snapshot (`times.json`); changes since it are appended to `times.log`.
     file: PathBuf,
     entries: Mutex<BTreeMap<String, Times>>,
+    log: Mutex<ChangeLog>,
 }
 
-fn is_under_or_eq(path: &str, folder: &str) -> bool {
-    path == folder
-        || (path.len() > folder.len()
-            && path.starts_with(folder)
-            && path.as_bytes()[folder.len()] == b'/')
+/// Changes appended since the last snapshot: one JSON line per changed path, so a change
+/// costs one short write however many entries there are (rewriting the whole map on every
+/// `utime` made `tar x` of thousands of files quadratic). Compacted into the snapshot when
+/// it outgrows the map.
+struct ChangeLog {
+    file: Option<std::fs::File>,
+    lines: usize,
+}
+
+#[derive(Serialize, Deserialize)]
+struct LogLine {
+    path: String,
+    /// `None`: the entry was removed.
+    times: Option<Times>,
+}
+
+/// Keys of `entries` equal to `folder` or below it: one range of the ordered map.
+fn subtree_keys(entries: &BTreeMap<String, Times>, folder: &str) -> Vec<String> {
+    let mut keys: Vec<String> = entries
+        .get_key_value(folder)
+        .map(|(k, _)| k.clone())
+        .into_iter()
+        .collect();
+    let from = format!("{folder}/");
+    let to = format!("{folder}0");
+    keys.extend(
+        entries
+            .range::<str, _>((
+                std::ops::Bound::Included(from.as_str()),
+                std::ops::Bound::Excluded(to.as_str()),
+            ))
+            .map(|(k, _)| k.clone()),
+    );
+    keys
 }
 
 impl Overlay {
     pub fn open(file: PathBuf) -> Overlay {
-        let entries = std::fs::read(&file)
+        let mut entries: BTreeMap<String, Times> = std::fs::read(&file)
             .ok()
             .and_then(|data| serde_json::from_slice(&data).ok())
             .unwrap_or_default();
-        Overlay {
+        let log_path = file.with_extension("log");
+        if let Ok(text) = std::fs::read_to_string(&log_path) {
+            // A torn last line (crash mid-append) is skipped.
+            for line in text.lines() {
+                if let Ok(change) = serde_json::from_str::<LogLine>(line) {
+                    match change.times {
+                        Some(times) => entries.insert(change.path, times),
+                        None => entries.remove(&change.path),
+                    };
+                }
+            }
+        }
+        let overlay = Overlay {
             file,
             entries: Mutex::new(entries),
-        }
+            log: Mutex::new(ChangeLog {
+                file: None,
+                lines: 0,
+            }),
+        };
+        overlay.compact(&overlay.entries.lock().unwrap());
+        overlay
     }
 
-    fn save(&self, entries: &BTreeMap<String, Times>) {
+    /// Write the whole map as the new snapshot and start an empty log.
+    fn compact(&self, entries: &BTreeMap<String, Times>) {
+        let mut log = self.log.lock().unwrap();
         let tmp = self.file.with_extension("json.tmp");
         let data = serde_json::to_vec(entries).unwrap_or_default();
-        if std::fs::write(&tmp, data).is_ok() {
-            let _ = std::fs::rename(&tmp, &self.file);
+        if std::fs::write(&tmp, data).is_err() || std::fs::rename(&tmp, &self.file).is_err() {
+            return;
+        }
+        log.file = std::fs::OpenOptions::new()
+            .create(true)
+            .write(true)
+            .truncate(true)
+            .open(self.file.with_extension("log"))
+            .ok();
+        log.lines = 0;
+    }
+
+    /// Persist the changes of `paths` (their current values in `entries`).
+    fn save(&self, entries: &BTreeMap<String, Times>, paths: &[String]) {
+        use std::io::Write;
+        let too_long = {
+            let mut log = self.log.lock().unwrap();
+            let mut text = String::new();
+            for path in paths {
+                let line = LogLine {
+                    path: path.clone(),
+                    times: entries.get(path).cloned(),
+                };
+                if let Ok(json) = serde_json::to_string(&line) {
+                    text.push_str(&json);
+                    text.push('\n');
+                }
+            }
+            let written = log
+                .file
+                .as_mut()
+                .is_some_and(|f| f.write_all(text.as_bytes()).is_ok());
+            log.lines += paths.len();
+            !written || log.lines > (2 * entries.len()).max(1024)
+        };
+        if too_long {
+            self.compact(entries);
         }
     }
 
@@ -68,7 +156,7 @@ impl Overlay {
             (Some(bound), Some(current)) if bound != current => {
                 tracing::debug!(%path, %bound, %current, "times dropped: the content changed");
                 entries.remove(path);
-                self.save(&entries);
+                self.save(&entries, &[path.to_string()]);
                 None
             }
             _ => Some(entry),
@@ -86,7 +174,7 @@ impl Overlay {
             atime: atime.or(keep.as_ref().and_then(|k| k.atime)),
         };
         entries.insert(path.to_string(), entry);
-        self.save(&entries);
+        self.save(&entries, &[path.to_string()]);
     }
 
     /// An upload of `path` completed with `etag`: bind a pending entry to it.
@@ -96,7 +184,7 @@ impl Overlay {
             && entry.etag.is_none()
         {
             entry.etag = Some(etag.to_string());
-            self.save(&entries);
+            self.save(&entries, &[path.to_string()]);
         }
     }
 
@@ -104,39 +192,114 @@ impl Overlay {
     pub fn content_replaced(&self, path: &str) {
         let mut entries = self.entries.lock().unwrap();
         if entries.remove(path).is_some() {
-            self.save(&entries);
+            self.save(&entries, &[path.to_string()]);
         }
     }
 
     /// `from` (and its subtree) now lives at `to`.
     pub fn rename(&self, from: &str, to: &str) {
         let mut entries = self.entries.lock().unwrap();
-        let moved: Vec<String> = entries
-            .keys()
-            .filter(|k| is_under_or_eq(k, from) || is_under_or_eq(k, to))
-            .cloned()
-            .collect();
+        let mut moved = subtree_keys(&entries, from);
+        let sources = moved.len();
+        moved.extend(subtree_keys(&entries, to));
         if moved.is_empty() {
             return;
         }
         let mut renamed = Vec::new();
-        for key in moved {
-            let value = entries.remove(&key).expect("listed");
-            if is_under_or_eq(&key, from) {
+        for (i, key) in moved.iter().enumerate() {
+            if let Some(value) = entries.remove(key)
+                && i < sources
+            {
                 renamed.push((format!("{to}{}", &key[from.len()..]), value));
             }
         }
+        let mut changed = moved;
+        changed.extend(renamed.iter().map(|(k, _)| k.clone()));
         entries.extend(renamed);
-        self.save(&entries);
+        self.save(&entries, &changed);
     }
 
     /// `path` and its subtree are gone.
     pub fn remove(&self, path: &str) {
         let mut entries = self.entries.lock().unwrap();
-        let before = entries.len();
-        entries.retain(|k, _| !is_under_or_eq(k, path));
-        if entries.len() != before {
-            self.save(&entries);
+        let gone = subtree_keys(&entries, path);
+        for key in &gone {
+            entries.remove(key);
         }
+        if !gone.is_empty() {
+            self.save(&entries, &gone);
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn stamp(s: i64) -> Option<Stamp> {
+        Some((s, 0))
+    }
+
+    #[test]
+    fn changes_survive_reopen_through_the_log_and_compaction() {
+        let dir = tempfile::tempdir().unwrap();
+        let file = dir.path().join("times.json");
+        let overlay = Overlay::open(file.clone());
+        overlay.set("ws/a/x", Some("e1"), stamp(100), None);
+        overlay.set("ws/a/y", None, stamp(200), None);
+        overlay.set("ws/ab", Some("e3"), stamp(300), None);
+        overlay.bind("ws/a/y", "e2");
+        overlay.rename("ws/a", "ws/b");
+        overlay.set("ws/gone", Some("e4"), stamp(400), None);
+        overlay.remove("ws/gone");
+        drop(overlay);
+        // A crash mid-append leaves a torn line: it is skipped.
+        use std::io::Write;
+        let mut log = std::fs::OpenOptions::new()
+            .append(true)
+            .open(dir.path().join("times.log"))
+            .unwrap();
+        log.write_all(b"{\"path\":\"ws/torn\",\"ti").unwrap();
+        drop(log);
+        let overlay = Overlay::open(file.clone());
+        assert_eq!(overlay.get("ws/b/x", Some("e1")).unwrap().mtime, stamp(100));
+        let y = overlay.get("ws/b/y", Some("e2")).unwrap();
+        assert_eq!((y.etag.as_deref(), y.mtime), (Some("e2"), stamp(200)));
+        assert!(overlay.get("ws/a/x", None).is_none(), "moved away");
+        assert_eq!(
+            overlay.get("ws/ab", Some("e3")).unwrap().mtime,
+            stamp(300),
+            "a sibling sharing the prefix stays"
+        );
+        assert!(overlay.get("ws/gone", None).is_none());
+        assert!(overlay.get("ws/torn", None).is_none());
+        // Opening folded the log into the snapshot.
+        assert_eq!(
+            std::fs::metadata(dir.path().join("times.log"))
+                .unwrap()
+                .len(),
+            0
+        );
+        // Many changes keep the log bounded: folded in once it has twice as many lines as
+        // the map has entries (here 25,000 changes of 5,000 entries, ~75 bytes a line).
+        for i in 0..5000 {
+            overlay.set(&format!("ws/many/f{i}"), Some("e"), stamp(i), None);
+        }
+        for i in 0..20_000 {
+            overlay.set("ws/many/f0", Some("e"), stamp(i), None);
+        }
+        let log_len = std::fs::metadata(dir.path().join("times.log"))
+            .unwrap()
+            .len();
+        assert!(
+            log_len < 1_000_000,
+            "log of {log_len} bytes was never compacted"
+        );
+        drop(overlay);
+        let overlay = Overlay::open(file);
+        assert_eq!(
+            overlay.get("ws/many/f4999", Some("e")).unwrap().mtime,
+            stamp(4999)
+        );
     }
 }
