@@ -2875,10 +2875,15 @@ impl CellsFs {
                 }
             };
             match &change {
-                // A node this mount already knows at that path (most often the echo of its
-                // own upload or mkdir): nothing to forget. A remote replacement also sends a
-                // delete or a content change.
-                RemoteChange::Created { path } if table.by_path.contains_key(path) => {}
+                // A node this mount knows at that path and still trusts (most often the echo
+                // of its own upload or mkdir): nothing to forget. A remote replacement sends a
+                // delete first, which takes that trust away.
+                RemoteChange::Created { path }
+                    if table
+                        .by_path
+                        .get(path)
+                        .and_then(|ino| table.inodes.get(ino))
+                        .is_some_and(|d| d.validated.is_some()) => {}
                 RemoteChange::Created { path } => {
                     touch_entry(&mut table, path, false, true, &mut inodes)
                 }
