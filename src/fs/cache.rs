@@ -45,6 +45,22 @@ impl CacheWriter {
         }
     }
 
+    /// Queue `bytes`, which start at `offset` (a block boundary), cut into cache blocks
+    /// (slices of `bytes`: nothing is copied here).
+    pub fn submit_range(&self, key: &str, offset: u64, bytes: &Bytes) {
+        debug_assert_eq!(offset % BLOCK_SIZE, 0);
+        let mut at = 0usize;
+        while at < bytes.len() {
+            let stop = (at + BLOCK_SIZE as usize).min(bytes.len());
+            self.submit(
+                key,
+                (offset + at as u64) / BLOCK_SIZE,
+                bytes.slice(at..stop),
+            );
+            at = stop;
+        }
+    }
+
     /// Block until every block queued before this call is stored (or dropped).
     pub fn flush(&self) {
         if let Some(sender) = &self.sender {

@@ -402,6 +402,27 @@ fn join_path(parent: &str, name: &str) -> String {
     }
 }
 
+/// The entries of a path-keyed map that are `folder` or below it: `folder` itself, then one
+/// range of the ordered keys (`folder/` up to `folder0`, `'0'` being the character after
+/// `'/'`), so the cost grows with the subtree, never with the whole map. The root (`""`)
+/// stands for itself only.
+fn subtree_of<'a, V>(
+    map: &'a BTreeMap<String, V>,
+    folder: &str,
+) -> impl Iterator<Item = (&'a String, &'a V)> {
+    let below = (!folder.is_empty()).then(|| {
+        let from = format!("{folder}/");
+        let to = format!("{folder}0");
+        map.range::<str, _>((
+            std::ops::Bound::Included(from.as_str()),
+            std::ops::Bound::Excluded(to.as_str()),
+        ))
+    });
+    map.get_key_value(folder)
+        .into_iter()
+        .chain(below.into_iter().flatten())
+}
+
 fn is_under_or_eq(path: &str, folder: &str) -> bool {
     path == folder
         || (path.len() > folder.len()
@@ -595,29 +616,11 @@ impl Table {
         }
     }
 
-    /// `(path, ino)` of `folder` and everything below it: one range of the ordered index
-    /// (`folder/` up to `folder0`, `'0'` being the character after `'/'`), so the cost grows
-    /// with the subtree, never with the whole table.
+    /// `(path, ino)` of `folder` and everything below it (see [`subtree_of`]).
     fn subtree(&self, folder: &str) -> Vec<(String, u64)> {
-        let mut out: Vec<(String, u64)> = self
-            .by_path
-            .get(folder)
-            .map(|&ino| (folder.to_string(), ino))
-            .into_iter()
-            .collect();
-        if !folder.is_empty() {
-            let from = format!("{folder}/");
-            let to = format!("{folder}0");
-            out.extend(
-                self.by_path
-                    .range::<str, _>((
-                        std::ops::Bound::Included(from.as_str()),
-                        std::ops::Bound::Excluded(to.as_str()),
-                    ))
-                    .map(|(p, &i)| (p.clone(), i)),
-            );
-        }
-        out
+        subtree_of(&self.by_path, folder)
+            .map(|(p, &i)| (p.clone(), i))
+            .collect()
     }
 
     fn listing_mut(&mut self, dir_path: &str) -> Option<&mut Listing> {
@@ -1782,26 +1785,10 @@ impl CellsFs {
             .min(meta.size - block_start);
         let bytes = self.fetch_range(path, block_start, want).await?;
         if bytes.len() as u64 != want {
-            self.mark_stale(path);
-            return Err(FsError::api(
-                path,
-                ApiError::InvalidResponse(format!(
-                    "expected {want} bytes at {block_start}, got {} (changed on the server?)",
-                    bytes.len()
-                )),
-            ));
+            return Err(self.short_body(path, want, bytes.len() as u64));
         }
         if let Some(writer) = &self.inner.cache_writer {
-            let mut at = 0usize;
-            while at < bytes.len() {
-                let stop = (at + cache::BLOCK_SIZE as usize).min(bytes.len());
-                writer.submit(
-                    &key,
-                    (block_start + at as u64) / cache::BLOCK_SIZE,
-                    bytes.slice(at..stop),
-                );
-                at = stop;
-            }
+            writer.submit_range(&key, block_start, &bytes);
         }
         Ok(bytes.slice((offset - block_start) as usize..(end - block_start) as usize))
     }
@@ -1865,6 +1852,18 @@ impl CellsFs {
         prefetch::Prefetcher::start(source, offset, config, permit)
     }
 
+    /// A body shorter than announced: the content changed on the server since it was
+    /// listed. Its metadata is no longer trusted.
+    fn short_body(&self, path: &str, expected: u64, got: u64) -> FsError {
+        self.mark_stale(path);
+        FsError::api(
+            path,
+            ApiError::InvalidResponse(format!(
+                "expected {expected} bytes, got {got} (changed on the server?)"
+            )),
+        )
+    }
+
     async fn read_prefetched(
         &self,
         prefetcher: &prefetch::Prefetcher,
@@ -1876,13 +1875,7 @@ impl CellsFs {
             Ok(bytes) => Ok(bytes),
             Err(prefetch::PrefetchError::Api(e)) => Err(FsError::api(path, e)),
             Err(prefetch::PrefetchError::Short { expected, got }) => {
-                self.mark_stale(path);
-                Err(FsError::api(
-                    path,
-                    ApiError::InvalidResponse(format!(
-                        "expected {expected} bytes, got {got} (changed on the server?)"
-                    )),
-                ))
+                Err(self.short_body(path, expected, got))
             }
         }
     }

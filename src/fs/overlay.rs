@@ -52,24 +52,11 @@ struct LogLine {
     times: Option<Times>,
 }
 
-/// Keys of `entries` equal to `folder` or below it: one range of the ordered map.
+/// Keys of `entries` equal to `folder` or below it.
 fn subtree_keys(entries: &BTreeMap<String, Times>, folder: &str) -> Vec<String> {
-    let mut keys: Vec<String> = entries
-        .get_key_value(folder)
+    super::subtree_of(entries, folder)
         .map(|(k, _)| k.clone())
-        .into_iter()
-        .collect();
-    let from = format!("{folder}/");
-    let to = format!("{folder}0");
-    keys.extend(
-        entries
-            .range::<str, _>((
-                std::ops::Bound::Included(from.as_str()),
-                std::ops::Bound::Excluded(to.as_str()),
-            ))
-            .map(|(k, _)| k.clone()),
-    );
-    keys
+        .collect()
 }
 
 impl Overlay {

@@ -305,16 +305,7 @@ async fn publish(shared: &Shared, source: &PrefetchSource, chunk: Bytes, config:
     }
     shared.data_ready.notify_waiters();
     if let Some(cache) = &source.cache {
-        let mut at = 0usize;
-        while at < chunk.len() {
-            let stop = (at + cache::BLOCK_SIZE as usize).min(chunk.len());
-            cache.submit(
-                &source.key,
-                (chunk_start + at as u64) / cache::BLOCK_SIZE,
-                chunk.slice(at..stop),
-            );
-            at = stop;
-        }
+        cache.submit_range(&source.key, chunk_start, &chunk);
     }
     loop {
         let room = shared.room.notified();
