@@ -188,13 +188,21 @@ pub fn force_unmount(path: &Path) -> anyhow::Result<()> {
             target.display()
         );
     };
-    let output = std::process::Command::new(fusermount)
-        .arg("-u")
-        .arg("-z")
-        .arg("--")
-        .arg(&target)
+    let mut command = std::process::Command::new(fusermount);
+    command.arg("-u").arg("-z").arg("--").arg(&target);
+    run_unmount_command(command, &target, "fusermount3")
+}
+
+/// Run a platform's unmount tool (`fusermount3`, `diskutil`) on `target`; its stderr becomes
+/// the error.
+fn run_unmount_command(
+    mut command: std::process::Command,
+    target: &Path,
+    tool: &str,
+) -> anyhow::Result<()> {
+    let output = command
         .output()
-        .context("running fusermount3")?;
+        .with_context(|| format!("running {tool}"))?;
     if !output.status.success() {
         bail!(
             "cannot unmount {}: {}",
@@ -249,7 +257,7 @@ pub use macos::{force_unmount, unmount_now};
 #[cfg(target_os = "macos")]
 mod macos {
     use super::{absolute, is_mount_point};
-    use anyhow::{Context, bail};
+    use anyhow::bail;
     use std::path::Path;
 
     /// Every mount (mount point, file system type name), from `getfsstat(MNT_NOWAIT)` so
@@ -300,20 +308,9 @@ mod macos {
             Err(nix::errno::Errno::EINVAL) if !is_mount_point(&target) => return Ok(()),
             Err(err) => tracing::debug!(error = %err, "unmount failed; trying diskutil"),
         }
-        let output = std::process::Command::new("/usr/sbin/diskutil")
-            .arg("unmount")
-            .arg("force")
-            .arg(&target)
-            .output()
-            .context("running diskutil unmount force")?;
-        if !output.status.success() {
-            bail!(
-                "cannot unmount {}: {}",
-                target.display(),
-                String::from_utf8_lossy(&output.stderr).trim()
-            );
-        }
-        Ok(())
+        let mut command = std::process::Command::new("/usr/sbin/diskutil");
+        command.arg("unmount").arg("force").arg(&target);
+        super::run_unmount_command(command, &target, "diskutil unmount force")
     }
 
     /// A plain `unmount(2)`; forced when busy or refused. Nothing mounted there is not an
