@@ -937,9 +937,10 @@ impl crate::api::events::EventSink for CoreEventSink {
         }
     }
 
-    fn connection_changed(&self, _connected: bool) {
-        // Events may have been missed while the socket was down (or before it came up).
-        self.fs.bump_generation();
+    fn connection_changed(&self, connected: bool) {
+        // Events may have been missed while the socket was down (or before it came up);
+        // while it is up, they invalidate precisely and the cache may be trusted longer.
+        self.fs.set_events_live(connected);
     }
 
     fn workspaces_changed(&self) {

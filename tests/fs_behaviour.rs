@@ -813,3 +813,87 @@ async fn a_listing_that_raced_with_a_local_rename_is_not_kept() {
     );
     fs.lookup(dir, OsStr::new("b.txt")).await.unwrap();
 }
+
+/// SEMANTICS: "while the event stream is connected, after `--events-cache-time` ...; while it
+/// is not, after `--attr-timeout` ... Cells announces no change to dotfiles ..., so those keep
+/// the short TTLs whatever the events".
+#[tokio::test]
+async fn live_events_let_the_cache_be_trusted_longer_except_for_dotfiles() {
+    let api = Arc::new(MemoryCellsApi::default());
+    api.put_file(&format!("{WS}/dir/plain"), b"one");
+    api.put_file(&format!("{WS}/dir/.dot"), b"one");
+    let cache = tempfile::tempdir().unwrap();
+    let mut opts = options(cache.path());
+    opts.attr_timeout = Duration::from_millis(50);
+    opts.dir_cache_time = Duration::from_millis(50);
+    opts.events_cache_time = Duration::from_secs(60);
+    let fs = mount(&api, opts).await;
+    fs.set_events_live(true);
+    let dir = resolve(&fs, &format!("{WS}/dir")).await.unwrap();
+    let plain = fs.lookup(dir, OsStr::new("plain")).await.unwrap().attr.ino;
+    let dot = fs.lookup(dir, OsStr::new(".dot")).await.unwrap().attr.ino;
+    // Another client rewrites both; no event has arrived yet.
+    api.put_file(&format!("{WS}/dir/plain"), b"two, longer");
+    api.put_file(&format!("{WS}/dir/.dot"), b"two, longer");
+    tokio::time::sleep(Duration::from_millis(120)).await;
+    api.reset_calls();
+    assert_eq!(fs.getattr(plain, None).await.unwrap().attr.size, 3);
+    assert_eq!(
+        api.calls("stat") + api.calls("list_folder") + api.calls("list_folder_s3"),
+        0,
+        "answered from the cache while events are live"
+    );
+    assert_eq!(
+        fs.getattr(dot, None).await.unwrap().attr.size,
+        11,
+        "dotfiles are never announced: short TTL"
+    );
+    // The event arrives: the change shows at once.
+    fs.invalidate(RemoteChange::ContentChanged {
+        path: format!("{WS}/dir/plain"),
+        etag: None,
+    });
+    assert_eq!(fs.getattr(plain, None).await.unwrap().attr.size, 11);
+    // The stream drops: everything is revalidated, then short TTLs apply again.
+    api.put_file(&format!("{WS}/dir/plain"), b"3");
+    fs.set_events_live(false);
+    assert_eq!(fs.getattr(plain, None).await.unwrap().attr.size, 1);
+    api.put_file(&format!("{WS}/dir/plain"), b"four");
+    tokio::time::sleep(Duration::from_millis(120)).await;
+    assert_eq!(fs.getattr(plain, None).await.unwrap().attr.size, 4);
+}
+
+/// SEMANTICS: "a small file costs one upload request: its Uuid is learnt when asked for".
+#[tokio::test]
+async fn a_small_upload_costs_one_request_and_the_uuid_comes_when_asked() {
+    let api = Arc::new(MemoryCellsApi::default());
+    let cache = tempfile::tempdir().unwrap();
+    let fs = mount(&api, options(cache.path())).await;
+    let parent = resolve(&fs, WS).await.unwrap();
+    let (entry, open) = fs
+        .create(parent, OsStr::new("small"), 0o644, libc::O_WRONLY)
+        .await
+        .unwrap();
+    let ino = entry.attr.ino;
+    api.reset_calls();
+    fs.write(ino, open.fh, 0, b"hello").await.unwrap();
+    fs.flush(ino, open.fh).await.unwrap();
+    fs.release(ino, open.fh).await.unwrap();
+    assert_eq!(api.calls("put_object_from_file"), 1);
+    assert_eq!(api.calls("stat"), 0, "no stat after a single-part upload");
+    let node = api.node(&format!("{WS}/small")).unwrap();
+    let attr = fs.getattr(ino, None).await.unwrap().attr;
+    assert_eq!(attr.size, 5);
+    assert_eq!(
+        fs.getxattr(ino, OsStr::new("user.cells.etag"))
+            .await
+            .unwrap(),
+        node.etag.as_bytes()
+    );
+    assert_eq!(
+        fs.getxattr(ino, OsStr::new("user.cells.uuid"))
+            .await
+            .unwrap(),
+        node.uuid.as_bytes()
+    );
+}

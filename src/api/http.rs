@@ -39,8 +39,13 @@ pub const S3_REGION: &str = "us-east-1";
 pub const S3_BUCKET: &str = "io";
 /// Multipart part sizes are multiples of this (Cells' block hash works on 10 MiB blocks).
 pub const PART_QUANTUM: u64 = 10 * MIB;
-/// The page size of REST folder listings (as the official client).
-pub const LIST_PAGE: usize = 100;
+/// The page size of REST folder listings (the official client uses 100; `Limit` has no
+/// documented cap, and a 10,000-entry folder then costs 10 requests instead of 100).
+pub const LIST_PAGE: usize = 1000;
+/// `max-keys` of gateway listings: the Cells gateway takes it as a node limit and never
+/// paginates (cells-api.md §6.7), and without it stops at 1,000 nodes, so a big folder's
+/// dotfiles past that point would be missed.
+const GATEWAY_LIST_MAX: &str = "1000000";
 
 /// Characters left as-is in an S3 key segment (RFC 3986 unreserved).
 const KEY_SEGMENT: &AsciiSet = &NON_ALPHANUMERIC
@@ -1320,7 +1325,12 @@ impl CellsApi for HttpCellsApi {
             .execute(self.s3_spec(
                 Method::GET,
                 "",
-                &[("delimiter", "/"), ("list-type", "2"), ("prefix", &prefix)],
+                &[
+                    ("delimiter", "/"),
+                    ("list-type", "2"),
+                    ("max-keys", GATEWAY_LIST_MAX),
+                    ("prefix", &prefix),
+                ],
                 vec![],
                 BodySpec::Empty,
                 true,

@@ -62,6 +62,10 @@ pub struct MountArgs {
     /// How long a folder listing is trusted (e.g. 5s, 1m)
     #[arg(long, default_value = "5s", value_parser = humantime::parse_duration)]
     pub dir_cache_time: Duration,
+    /// While the server's change events arrive, how long metadata and listings are trusted
+    /// (events invalidate them at once; this bounds what a lost event leaves stale)
+    #[arg(long, default_value = "1m", value_parser = humantime::parse_duration)]
+    pub events_cache_time: Duration,
     /// Do not listen to the server's change events (rely on the TTLs only)
     #[arg(long)]
     pub no_events: bool,
@@ -201,6 +205,7 @@ fn fs_options(args: &MountArgs, cache_dir: PathBuf) -> FsOptions {
     options.permanent_delete = args.permanent_delete;
     options.attr_timeout = args.attr_timeout;
     options.dir_cache_time = args.dir_cache_time;
+    options.events_cache_time = args.events_cache_time;
     options.cache_size = args.cache_size;
     options.write_back = args.write_back.map(Duration::from_secs);
     options

@@ -252,6 +252,7 @@ impl HelperInvocation {
                 "cache_size" => flag_with_value("--cache-size", value)?,
                 "attr_timeout" => flag_with_value("--attr-timeout", value)?,
                 "dir_cache_time" => flag_with_value("--dir-cache-time", value)?,
+                "events_cache_time" => flag_with_value("--events-cache-time", value)?,
                 "write_back" => flag_with_value("--write-back", value)?,
                 "foreground" => foreground = true,
                 "profile" => profile = Some(need(value)?),

@@ -30,7 +30,7 @@ use std::collections::{BTreeMap, HashMap, HashSet, VecDeque};
 use std::ffi::{OsStr, OsString};
 use std::num::NonZeroUsize;
 use std::path::{Path, PathBuf};
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, OnceLock};
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
@@ -67,6 +67,10 @@ pub struct FsOptions {
     pub attr_timeout: Duration,
     /// How long a folder listing is trusted.
     pub dir_cache_time: Duration,
+    /// While the server's change events arrive, how long metadata and listings are trusted
+    /// (events invalidate them precisely; this bounds what a lost event can leave stale).
+    /// Paths Cells never announces (any component starting with `.`) keep the TTLs above.
+    pub events_cache_time: Duration,
     /// Where staging files, the data cache, the journal, the overlay and the recovery folder
     /// live. Kept across mounts.
     pub cache_dir: PathBuf,
@@ -103,6 +107,7 @@ impl FsOptions {
             permanent_delete: false,
             attr_timeout: Duration::from_secs(1),
             dir_cache_time: Duration::from_secs(5),
+            events_cache_time: Duration::from_secs(60),
             cache_dir: cache_dir.into(),
             cache_size: 1 << 30,
             write_back: None,
@@ -355,6 +360,11 @@ impl Meta {
             format!("{}:{}", self.uuid, self.etag)
         }
     }
+}
+
+/// An MD5 in hex: what a single-part upload's ETag is on Cells.
+fn is_md5_hex(etag: &str) -> bool {
+    etag.len() == 32 && etag.bytes().all(|b| b.is_ascii_hexdigit())
 }
 
 fn unix_now() -> i64 {
@@ -681,6 +691,8 @@ struct Inner {
     options: FsOptions,
     table: Mutex<Table>,
     generation: AtomicU64,
+    /// The event stream is subscribed: see [`FsOptions::events_cache_time`].
+    events_live: AtomicBool,
     next_fh: AtomicU64,
     handles: Mutex<HashMap<u64, Arc<Handle>>>,
     dir_handles: Mutex<HashMap<u64, Arc<DirHandle>>>,
@@ -774,6 +786,7 @@ impl CellsFs {
                 api,
                 table: Mutex::new(table),
                 generation: AtomicU64::new(1),
+                events_live: AtomicBool::new(false),
                 next_fh: AtomicU64::new(1),
                 handles: Mutex::new(HashMap::new()),
                 dir_handles: Mutex::new(HashMap::new()),
@@ -895,6 +908,18 @@ impl CellsFs {
 
     fn fresh(&self, stamp: Option<(Instant, u64)>, ttl: Duration) -> bool {
         stamp.is_some_and(|(at, generation)| generation == self.generation() && at.elapsed() < ttl)
+    }
+
+    /// How long an answer about `path` validated under TTL `base` is trusted: longer while
+    /// change events arrive, except for paths Cells never announces (dotfiles and whatever
+    /// lives under a dot-folder).
+    fn trusted_for(&self, base: Duration, path: &str) -> Duration {
+        let announced = !path.split('/').any(|part| part.starts_with('.'));
+        if announced && self.inner.events_live.load(Ordering::SeqCst) {
+            base.max(self.inner.options.events_cache_time)
+        } else {
+            base
+        }
     }
 
     fn stamp(&self) -> Option<(Instant, u64)> {
@@ -1085,7 +1110,7 @@ impl CellsFs {
                 && let Some(listing) = table.inodes.get(&ino).and_then(|d| d.listing.as_ref())
                 && self.fresh(
                     Some((listing.at, listing.generation)),
-                    self.inner.options.dir_cache_time,
+                    self.trusted_for(self.inner.options.dir_cache_time, path),
                 )
             {
                 return Ok(listing.children.clone());
@@ -1119,23 +1144,18 @@ impl CellsFs {
                 }
             }
         } else {
-            let nodes = self
-                .inner
-                .api
-                .list_folder(path)
-                .await
-                .map_err(|e| FsError::api(format!("listing {path}"), e))?;
+            // The REST listing hides dotfiles: the gateway's listing shows them. Both at once.
+            let (nodes, objects) = tokio::join!(
+                self.inner.api.list_folder(path),
+                self.inner.api.list_folder_s3(path)
+            );
+            let nodes = nodes.map_err(|e| FsError::api(format!("listing {path}"), e))?;
+            let objects =
+                objects.map_err(|e| FsError::api(format!("listing {path} (gateway)"), e))?;
             for node in &nodes {
                 let name = node.name().nfc().collect::<String>();
                 children.insert(name, Meta::from_node(node));
             }
-            // The REST listing hides dotfiles: the gateway's listing shows them.
-            let objects = self
-                .inner
-                .api
-                .list_folder_s3(path)
-                .await
-                .map_err(|e| FsError::api(format!("listing {path} (gateway)"), e))?;
             for entry in objects {
                 let (entry_path, meta) = match &entry {
                     S3Entry::Object(object) => (object.path.as_str(), Meta::from_object(object)),
@@ -1213,7 +1233,12 @@ impl CellsFs {
                 && let Some(data) = table.inodes.get(&ino)
             {
                 let busy = data.local || data.file.as_ref().is_some_and(|f| f.dirty());
-                if busy || self.fresh(data.validated, self.inner.options.attr_timeout) {
+                if busy
+                    || self.fresh(
+                        data.validated,
+                        self.trusted_for(self.inner.options.attr_timeout, path),
+                    )
+                {
                     return Ok(Some(data.meta.clone()));
                 }
             }
@@ -1221,10 +1246,13 @@ impl CellsFs {
                 && let Some(listing) = table.inodes.get(&ino).and_then(|d| d.listing.as_ref())
                 && self.fresh(
                     Some((listing.at, listing.generation)),
-                    self.inner
-                        .options
-                        .attr_timeout
-                        .min(self.inner.options.dir_cache_time),
+                    self.trusted_for(
+                        self.inner
+                            .options
+                            .attr_timeout
+                            .min(self.inner.options.dir_cache_time),
+                        path,
+                    ),
                 )
             {
                 return Ok(listing.children.get(name).cloned());
@@ -1232,7 +1260,10 @@ impl CellsFs {
             drop(table);
             let mut negative = self.inner.negative.lock().unwrap();
             if let Some(&(at, generation)) = negative.get(path) {
-                if self.fresh(Some((at, generation)), self.inner.options.attr_timeout) {
+                if self.fresh(
+                    Some((at, generation)),
+                    self.trusted_for(self.inner.options.attr_timeout, path),
+                ) {
                     return Ok(None);
                 }
                 negative.pop(path);
@@ -1331,7 +1362,10 @@ impl CellsFs {
                 || data.detached
                 || data.file.as_ref().is_some_and(|f| f.dirty())
                 || ino == ROOT_INO;
-            let fresh = self.fresh(data.validated, self.inner.options.attr_timeout);
+            let fresh = self.fresh(
+                data.validated,
+                self.trusted_for(self.inner.options.attr_timeout, &data.path),
+            );
             (data.path.clone(), !busy && !fresh)
         };
         if needs_check {
@@ -2173,9 +2207,18 @@ impl CellsFs {
         size: u64,
         version: u64,
     ) {
-        // The REST stat gives the Uuid and the Etag listings will show (it may not find a
-        // dotfile on every server version: the upload's ETag then stands in).
-        let stat = self.inner.api.stat(path).await.ok().flatten();
+        // A single-part upload's ETag is the content's MD5, the very Etag the server's
+        // listings show (cells-api.md §6.8): all that is left to learn is the Uuid (fetched
+        // when asked for, `user.cells.uuid`) and the server's mtime (within a second of
+        // ours). That saves one request per small file. Otherwise the REST stat gives the
+        // Uuid and the listing's Etag (it may not find a dotfile on every server version:
+        // the upload's ETag then stands in).
+        let single_part = size <= self.inner.options.upload_options.multipart_threshold;
+        let stat = if single_part && is_md5_hex(&etag) {
+            None
+        } else {
+            self.inner.api.stat(path).await.ok().flatten()
+        };
         let old_uuid = self
             .inner
             .table
@@ -2925,6 +2968,14 @@ impl CellsFs {
     /// Consider every cached entry stale (after an events reconnect: events may be lost).
     pub fn bump_generation(&self) {
         self.inner.generation.fetch_add(1, Ordering::SeqCst);
+    }
+
+    /// The event stream was subscribed (`true`) or lost (`false`). Whatever was cached before
+    /// is stale either way (events may have been missed); from now on, while live, cached
+    /// answers are trusted for [`FsOptions::events_cache_time`].
+    pub fn set_events_live(&self, live: bool) {
+        self.inner.events_live.store(live, Ordering::SeqCst);
+        self.bump_generation();
     }
 
     /// Upload every pending change now (write-back included). Used at unmount; failures are
