@@ -897,3 +897,42 @@ async fn a_small_upload_costs_one_request_and_the_uuid_comes_when_asked() {
         node.uuid.as_bytes()
     );
 }
+
+/// SEMANTICS: "`unlink`/`rmdir` move the node to the workspace recycle bin (recoverable), or
+/// delete it permanently with `--permanent-delete` (and always in workspaces configured
+/// without a bin)"; a file deleted for good costs one synchronous request, no job.
+#[tokio::test]
+async fn unlink_uses_the_recycle_job_or_one_permanent_delete() {
+    let mut scratch = MemoryWorkspace::new("scratch", true);
+    scratch.skip_recycle = true;
+    let api = Arc::new(MemoryCellsApi::new(vec![
+        MemoryWorkspace::new(WS, true),
+        scratch,
+    ]));
+    api.put_file(&format!("{WS}/kept"), b"x");
+    api.put_file("scratch/gone", b"x");
+    let cache = tempfile::tempdir().unwrap();
+    let fs = mount(&api, options(cache.path())).await;
+    let home = resolve(&fs, WS).await.unwrap();
+    let scratch = resolve(&fs, "scratch").await.unwrap();
+    resolve(&fs, &format!("{WS}/kept")).await.unwrap();
+    resolve(&fs, "scratch/gone").await.unwrap();
+    api.reset_calls();
+    fs.unlink(home, OsStr::new("kept")).await.unwrap();
+    assert_eq!(api.calls("delete_nodes"), 1, "to the recycle bin, by job");
+    assert_eq!(api.calls("delete_object"), 0);
+    assert!(
+        api.paths()
+            .iter()
+            .any(|p| p.starts_with(&format!("{WS}/recycle_bin/kept")))
+    );
+    api.reset_calls();
+    fs.unlink(scratch, OsStr::new("gone")).await.unwrap();
+    assert_eq!(api.calls("delete_object"), 1, "no bin here: one DELETE");
+    assert_eq!(api.calls("delete_nodes"), 0);
+    assert_eq!(api.node("scratch/gone"), None);
+    assert_eq!(
+        resolve(&fs, "scratch/gone").await.unwrap_err(),
+        libc::ENOENT
+    );
+}

@@ -81,7 +81,7 @@ impl Default for HttpOptions {
             skip_verify: false,
             max_retries: 4,
             retry_base_delay: Duration::from_millis(200),
-            job_poll_initial: Duration::from_millis(100),
+            job_poll_initial: Duration::from_millis(10),
             job_poll_max: Duration::from_millis(500),
             job_timeout: Duration::from_secs(3600),
             rest_timeout: Duration::from_secs(120),

@@ -2511,14 +2511,26 @@ impl CellsFs {
             .put(path.to_string(), (Instant::now(), self.generation()));
     }
 
-    async fn delete_on_server(&self, path: &str, permanently: bool) -> FsResult<()> {
-        let permanent = permanently || self.inner.options.permanent_delete;
-        match self
-            .inner
-            .api
-            .delete_nodes(&[path.to_string()], permanent)
-            .await
-        {
+    async fn delete_on_server(
+        &self,
+        path: &str,
+        kind: FileKind,
+        permanently: bool,
+    ) -> FsResult<()> {
+        let permanent = permanently
+            || self.inner.options.permanent_delete
+            || self.workspace_of(path).await?.skip_recycle;
+        // A file deleted for good needs no job: the gateway's DELETE is permanent and
+        // synchronous (cells-api.md §6.7), where a delete job costs a few polls.
+        let result = if permanent && kind == FileKind::File {
+            self.inner.api.delete_object(path).await
+        } else {
+            self.inner
+                .api
+                .delete_nodes(&[path.to_string()], permanent)
+                .await
+        };
+        match result {
             Ok(()) | Err(ApiError::NotFound(_)) => Ok(()),
             Err(e) => Err(FsError::api(path, e)),
         }
@@ -2548,7 +2560,7 @@ impl CellsFs {
             self.ensure_staging(ino, false).await?;
         }
         if !local {
-            self.delete_on_server(&path, false).await?;
+            self.delete_on_server(&path, FileKind::File, false).await?;
         }
         self.removed_locally(&path);
         Ok(())
@@ -2569,7 +2581,8 @@ impl CellsFs {
         if !self.listing(&path, true).await?.is_empty() {
             return Err(FsError::NotEmpty(path));
         }
-        self.delete_on_server(&path, false).await?;
+        self.delete_on_server(&path, FileKind::Directory, false)
+            .await?;
         self.removed_locally(&path);
         Ok(())
     }
@@ -2699,8 +2712,7 @@ impl CellsFs {
                     .is_some_and(|d| d.local)
             };
             if !target_local {
-                let _ = target;
-                self.delete_on_server(&to, true).await?;
+                self.delete_on_server(&to, target.kind, true).await?;
             }
             self.removed_locally(&to);
         }
