@@ -622,10 +622,17 @@ pub async fn serve_control_socket(
     cancel: tokio_util::sync::CancellationToken,
 ) -> anyhow::Result<()> {
     use tokio::io::{AsyncBufReadExt, AsyncWriteExt};
-    // A stale socket from a crashed mount: nobody answers it, so it can go.
+    // A stale socket from a crashed mount: nobody answers it, so it can go. A daemon whose
+    // mount was just detached (`fusermount3 -uz`) may still answer for a moment: give it time
+    // to exit before giving up.
     if path.exists() {
-        if std::os::unix::net::UnixStream::connect(&path).is_ok() {
-            bail!("another mount already serves {}", path.display());
+        let mut answered = 0;
+        while std::os::unix::net::UnixStream::connect(&path).is_ok() {
+            answered += 1;
+            if answered == 30 {
+                bail!("another mount already serves {}", path.display());
+            }
+            tokio::time::sleep(Duration::from_millis(100)).await;
         }
         let _ = std::fs::remove_file(&path);
     }
@@ -864,6 +871,52 @@ pub fn unmount(mountpoint: &Path, timeout: Duration) -> anyhow::Result<()> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// A daemon whose mount was just detached may still answer on the control socket: the
+    /// next mount at that place waits for it to go, then serves (it used to give up at once,
+    /// and its mount stopped as if `cec unmount` had been asked).
+    #[tokio::test]
+    async fn control_socket_waits_for_a_departing_mount_then_serves() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("mount.sock");
+        let departing = std::os::unix::net::UnixListener::bind(&path).unwrap();
+        let status: std::sync::Arc<dyn Fn() -> MountStatus + Send + Sync> =
+            std::sync::Arc::new(MountStatus::default);
+        let (unmount_tx, mut unmount_rx) = tokio::sync::mpsc::channel(1);
+        let cancel = tokio_util::sync::CancellationToken::new();
+        let server = tokio::spawn(serve_control_socket(
+            path.clone(),
+            status,
+            unmount_tx,
+            cancel.clone(),
+        ));
+        tokio::time::sleep(Duration::from_millis(500)).await;
+        assert!(!server.is_finished(), "gave up while the old mount left");
+        drop(departing);
+        let reply = {
+            let path = path.clone();
+            tokio::task::spawn_blocking(move || {
+                for _ in 0..100 {
+                    if let Ok(mut stream) = UnixStream::connect(&path) {
+                        stream.write_all(b"unmount\n").unwrap();
+                        let mut reply = String::new();
+                        BufReader::new(stream).read_line(&mut reply).unwrap();
+                        if !reply.is_empty() {
+                            return reply;
+                        }
+                    }
+                    std::thread::sleep(Duration::from_millis(50));
+                }
+                String::new()
+            })
+            .await
+            .unwrap()
+        };
+        assert_eq!(reply.trim(), "ok");
+        assert_eq!(unmount_rx.recv().await, Some(()));
+        cancel.cancel();
+        server.await.unwrap().unwrap();
+    }
 
     #[test]
     fn a_plain_directory_is_free_and_a_file_is_not_a_mountpoint() {
@@ -1160,12 +1213,19 @@ async fn mount_and_serve(plan: MountPlan, readiness: &mut Readiness) -> anyhow::
         let events_stats = events.as_ref().map(|e| e.stats.clone());
         Arc::new(move || build_status(&status_context, &fs, events_stats.as_ref()))
     };
-    let control = tokio::spawn(serve_control_socket(
-        control_path,
-        status_fn,
-        unmount_tx,
-        cancel.clone(),
-    ));
+    let control = tokio::spawn({
+        let cancel = cancel.clone();
+        async move {
+            if let Err(err) =
+                serve_control_socket(control_path, status_fn, unmount_tx, cancel).await
+            {
+                tracing::warn!(
+                    "no control socket ({err:#}): `cec unmount` and `cec mount --status` cannot \
+                     reach this mount; stop it with SIGTERM"
+                );
+            }
+        }
+    });
 
     readiness.ready(&mountpoint);
     tracing::info!(mountpoint = %mountpoint.display(), server = %plan.server, "mounted");
@@ -1181,7 +1241,8 @@ async fn mount_and_serve(plan: MountPlan, readiness: &mut Readiness) -> anyhow::
         tokio::select! {
             _ = sigint.recv() => break StopReason::Signal("SIGINT"),
             _ = sigterm.recv() => break StopReason::Signal("SIGTERM"),
-            _ = unmount_rx.recv() => break StopReason::ControlSocket,
+            // (`None`: the control socket is not served; the mount goes on without it.)
+            Some(()) = unmount_rx.recv() => break StopReason::ControlSocket,
             _ = poll.tick() => if mounted.is_finished() { break StopReason::UnmountedFromOutside },
         }
     };
