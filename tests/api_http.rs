@@ -55,26 +55,33 @@ async fn workspaces_folders_stat_and_paging() {
     assert_eq!(created.len(), 1);
     assert!(created[0].is_folder());
 
-    // 230 children: three REST pages of 100.
-    let names: Vec<String> = (0..230)
-        .map(|i| format!("personal-files/paging/d{i:03}"))
+    // 1,100 children: two REST pages of 1,000; the gateway listing sees them all (without
+    // max-keys it stops at 1,000 nodes).
+    let names: Vec<String> = (0..1100)
+        .map(|i| format!("personal-files/paging/d{i:04}"))
         .collect();
-    for chunk in names.chunks(50) {
+    for chunk in names.chunks(100) {
         api.create_folders(chunk).await.unwrap();
     }
     let listed = api.list_folder("personal-files/paging").await.unwrap();
-    assert_eq!(listed.len(), 230, "all pages are read");
+    assert_eq!(listed.len(), 1100, "all pages are read");
     let mut got: Vec<String> = listed.iter().map(|n| n.path.clone()).collect();
     got.sort();
     assert_eq!(got, names);
     assert!(listed.iter().all(|n| n.is_folder() && !n.uuid.is_empty()));
+    let gateway = api.list_folder_s3("personal-files/paging").await.unwrap();
+    let folders = gateway
+        .iter()
+        .filter(|e| matches!(e, S3Entry::Folder(f) if f.starts_with("personal-files/paging/d")))
+        .count();
+    assert_eq!(folders, 1100, "the gateway listing is not cut at 1,000");
 
     let st = api
-        .stat("personal-files/paging/d007")
+        .stat("personal-files/paging/d0007")
         .await
         .unwrap()
         .expect("exists");
-    assert_eq!(st.name(), "d007");
+    assert_eq!(st.name(), "d0007");
     assert!(api.stat("personal-files/nope").await.unwrap().is_none());
     match api.list_folder("personal-files/nope").await {
         Err(ApiError::NotFound(m)) => assert!(m.contains("personal-files/nope"), "{m}"),
