@@ -633,6 +633,11 @@ impl Table {
             .collect()
     }
 
+    /// The inodes of `folder` and everything below it.
+    fn subtree_inos(&self, folder: &str) -> Vec<u64> {
+        subtree_of(&self.by_path, folder).map(|(_, &i)| i).collect()
+    }
+
     fn listing_mut(&mut self, dir_path: &str) -> Option<&mut Listing> {
         self.listing_changes += 1;
         let ino = *self.by_path.get(dir_path)?;
@@ -1196,8 +1201,9 @@ impl CellsFs {
         }
         // Files created here and not uploaded yet belong to the listing too.
         let prefix_len = if path.is_empty() { 0 } else { path.len() + 1 };
-        for (_, ino) in table.subtree(path) {
-            let Some(data) = table.inodes.get(&ino) else {
+        let known = &*table;
+        for (_, ino) in subtree_of(&known.by_path, path) {
+            let Some(data) = known.inodes.get(ino) else {
                 continue;
             };
             if data.local
@@ -2485,7 +2491,7 @@ impl CellsFs {
     /// The local side of a removal: the inode leaves the namespace (its handles still work).
     fn removed_locally(&self, path: &str) {
         let mut table = self.inner.table.lock().unwrap();
-        let victims: Vec<u64> = table.subtree(path).into_iter().map(|(_, i)| i).collect();
+        let victims = table.subtree_inos(path);
         for ino in victims {
             if let Some(file) = table.inodes.get(&ino).and_then(|d| d.file.clone()) {
                 let mut guard = file.staging.lock().unwrap();
@@ -2762,7 +2768,7 @@ impl CellsFs {
         }
         if meta.kind == FileKind::Directory {
             // Listings below carry their own paths implicitly; refresh them lazily.
-            let stale: Vec<u64> = table.subtree(to).into_iter().map(|(_, i)| i).collect();
+            let stale = table.subtree_inos(to);
             for ino in stale {
                 if let Some(data) = table.inodes.get_mut(&ino) {
                     data.validated = None;
@@ -2907,7 +2913,7 @@ impl CellsFs {
                     entries.push((parent, base_name(path).to_string()));
                 }
                 let victims: Vec<u64> = if subtree {
-                    table.subtree(path).into_iter().map(|(_, i)| i).collect()
+                    table.subtree_inos(path)
                 } else {
                     table.by_path.get(path).copied().into_iter().collect()
                 };
