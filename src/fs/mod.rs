@@ -1835,25 +1835,7 @@ impl CellsFs {
 
     /// `[offset, end)` from the data cache when every block of it is there.
     fn read_cached(&self, key: &str, size: u64, offset: u64, end: u64) -> Option<Bytes> {
-        let cache = self.inner.data_cache.as_ref()?;
-        let first = offset / cache::BLOCK_SIZE;
-        let last = (end - 1) / cache::BLOCK_SIZE;
-        let mut out: Option<BytesMut> = None;
-        for block in first..=last {
-            let block_start = block * cache::BLOCK_SIZE;
-            let bytes = cache.get(key, block)?;
-            if bytes.len() as u64 != (size - block_start).min(cache::BLOCK_SIZE) {
-                return None;
-            }
-            let lo = offset.saturating_sub(block_start) as usize;
-            let hi = (end.min(block_start + cache::BLOCK_SIZE) - block_start) as usize;
-            if first == last {
-                return Some(bytes.slice(lo..hi));
-            }
-            out.get_or_insert_with(|| BytesMut::with_capacity((end - offset) as usize))
-                .extend_from_slice(&bytes[lo..hi]);
-        }
-        out.map(BytesMut::freeze)
+        self.inner.data_cache.as_ref()?.read(key, size, offset, end)
     }
 
     /// A sequential read-ahead from `offset`, sized by the global read-ahead budget.
