@@ -745,6 +745,8 @@ async fn renaming_a_file_created_here_copies_it_and_keeps_the_target_identity() 
         api.read_file(&format!("{WS}/dest.txt")),
         Some(b"new content".to_vec())
     );
+    // The temporary name is deleted in the background (see the next test).
+    fs.sync_all().await.unwrap();
     assert_eq!(api.read_file(&format!("{WS}/.dest.txt.Xa1b2")), None);
     assert_eq!(
         api.node(&format!("{WS}/dest.txt")).unwrap().uuid,
@@ -767,6 +769,74 @@ async fn renaming_a_file_created_here_copies_it_and_keeps_the_target_identity() 
         api.node(&format!("{WS}/moved.txt")).unwrap().uuid,
         older_uuid
     );
+}
+
+/// The temporary name of a fresh file's rename is deleted in the background: the rename
+/// returns after the copy, the old name is gone from listings and stats at once, and anything
+/// done at that name on the server waits for the delete (a new file there is not deleted).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_old_name_of_a_fresh_rename_is_deleted_in_the_background_and_in_order() {
+    let api = Arc::new(MemoryCellsApi::default());
+    let cache = tempfile::tempdir().unwrap();
+    let mut options = options(cache.path());
+    // Every listing and stat goes to the server.
+    options.attr_timeout = Duration::ZERO;
+    options.dir_cache_time = Duration::ZERO;
+    let fs = mount(&api, options).await;
+    let ws = resolve(&fs, WS).await.unwrap();
+    write_new(&fs, WS, ".f.tmp", b"first").await.unwrap();
+    api.set_operation_delay("delete_object", Duration::from_millis(600));
+    let started = Instant::now();
+    fs.rename(ws, OsStr::new(".f.tmp"), ws, OsStr::new("f"), 0)
+        .await
+        .unwrap();
+    assert!(
+        started.elapsed() < Duration::from_millis(400),
+        "the rename waited for the delete: {:?}",
+        started.elapsed()
+    );
+    assert_eq!(
+        api.read_file(&format!("{WS}/.f.tmp")),
+        Some(b"first".to_vec()),
+        "still on the server for now"
+    );
+    // Gone for this mount all the same.
+    let fh = fs.opendir(ws, 0).await.unwrap();
+    let mut names = Vec::new();
+    fs.readdir(ws, fh, 0, false, |e| {
+        names.push(e.name.to_string_lossy().into_owned());
+        false
+    })
+    .await
+    .unwrap();
+    fs.releasedir(ws, fh).await.unwrap();
+    assert!(names.contains(&"f".to_string()), "{names:?}");
+    assert!(!names.contains(&".f.tmp".to_string()), "{names:?}");
+    assert_eq!(
+        fs.lookup(ws, OsStr::new(".f.tmp"))
+            .await
+            .unwrap_err()
+            .errno(),
+        libc::ENOENT
+    );
+    // A new file under the old name is uploaded after the delete, so it survives it.
+    write_new(&fs, WS, ".f.tmp", b"second").await.unwrap();
+    assert!(started.elapsed() >= Duration::from_millis(600));
+    fs.sync_all().await.unwrap();
+    assert_eq!(
+        api.read_file(&format!("{WS}/.f.tmp")),
+        Some(b"second".to_vec())
+    );
+    assert_eq!(api.read_file(&format!("{WS}/f")), Some(b"first".to_vec()));
+
+    // The same for a rename with nothing after it: the unmount's sync waits for the delete.
+    write_new(&fs, WS, ".g.tmp", b"g").await.unwrap();
+    fs.rename(ws, OsStr::new(".g.tmp"), ws, OsStr::new("g"), 0)
+        .await
+        .unwrap();
+    fs.sync_all().await.unwrap();
+    assert_eq!(api.read_file(&format!("{WS}/.g.tmp")), None);
+    assert_eq!(api.read_file(&format!("{WS}/g")), Some(b"g".to_vec()));
 }
 
 /// A folder listing the server answered while this mount renamed a file in it (the git

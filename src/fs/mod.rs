@@ -717,6 +717,10 @@ struct Inner {
     /// calling it from a task could stall the very runtime that must answer.
     notifier: OnceLock<std::sync::mpsc::Sender<KernelInvalidation>>,
     errors: Mutex<VecDeque<RecentError>>,
+    /// Server paths being deleted in the background (the temporary name of a fresh file's
+    /// rename), each with a receiver that turns `true` once done. Nothing touches such a path
+    /// on the server before its delete ends, and listings and stats do not show it.
+    pending_deletes: Mutex<HashMap<String, tokio::sync::watch::Receiver<bool>>>,
 }
 
 /// One request to the kernel, sent by the notifier thread.
@@ -806,6 +810,7 @@ impl CellsFs {
                 upload_slots: Arc::new(tokio::sync::Semaphore::new(WRITE_BACK_UPLOADS)),
                 notifier: OnceLock::new(),
                 errors: Mutex::new(VecDeque::new()),
+                pending_deletes: Mutex::new(HashMap::new()),
                 options,
             }),
         };
@@ -1176,6 +1181,13 @@ impl CellsFs {
                 children.entry(name).or_insert(meta);
             }
         }
+        {
+            // Names deleted in the background are gone for this mount already.
+            let pending = self.inner.pending_deletes.lock().unwrap();
+            if !pending.is_empty() {
+                children.retain(|name, _| !pending.contains_key(&join_path(path, name)));
+            }
+        }
         let mut table = self.inner.table.lock().unwrap();
         let raced = table.listing_changes != changes_before;
         let at = Instant::now();
@@ -1233,6 +1245,9 @@ impl CellsFs {
     async fn fetch_meta(&self, path: &str, use_cache: bool) -> FsResult<Option<Meta>> {
         let name = base_name(path);
         let parent = parent_path(path);
+        if self.delete_pending(path) {
+            return Ok(None);
+        }
         if use_cache {
             let table = self.inner.table.lock().unwrap();
             if let Some(&ino) = table.by_path.get(path)
@@ -2103,6 +2118,11 @@ impl CellsFs {
                 self.forget_journal(file);
                 return Ok(());
             };
+            if self.delete_pending(&path) {
+                // The name's previous file is still being deleted: upload after it.
+                self.settle_deletes(&path).await;
+                continue;
+            }
             attempt += 1;
             let result = self
                 .inner
@@ -2428,6 +2448,7 @@ impl CellsFs {
         if self.fetch_meta(&path, true).await?.is_some() {
             return Err(FsError::Exists(path));
         }
+        self.settle_deletes(&path).await;
         let created = self
             .inner
             .api
@@ -2524,6 +2545,79 @@ impl CellsFs {
         }
     }
 
+    /// Delete the file `path` for good in the background: it is already gone from this
+    /// mount's view. Retried like an upload; a final failure is reported and the name shown
+    /// again. Until it ends, [`CellsFs::settle_deletes`] makes every server change at or
+    /// below `path` wait, and listings and stats hide it.
+    fn delete_in_background(&self, path: &str) {
+        let (done, receiver) = tokio::sync::watch::channel(false);
+        self.inner
+            .pending_deletes
+            .lock()
+            .unwrap()
+            .insert(path.to_string(), receiver);
+        let fs = self.clone();
+        let path = path.to_string();
+        tokio::spawn(async move {
+            let mut delay = fs.inner.options.upload_retry_delay;
+            let mut attempt = 1;
+            let result = loop {
+                match fs.inner.api.delete_object(&path).await {
+                    Ok(()) | Err(ApiError::NotFound(_)) => break Ok(()),
+                    Err(e) if e.is_transient() && attempt < fs.inner.options.upload_attempts => {
+                        attempt += 1;
+                        tokio::time::sleep(delay).await;
+                        delay *= 2;
+                    }
+                    Err(e) => break Err(e),
+                }
+            };
+            fs.inner.pending_deletes.lock().unwrap().remove(&path);
+            let _ = done.send(true);
+            if let Err(e) = result {
+                fs.record_error(format!(
+                    "{path}: the temporary name of a renamed file could not be deleted ({e}); \
+                     it stays on the server"
+                ));
+                fs.mark_stale(&path);
+            }
+        });
+    }
+
+    /// Wait until no background delete at or below `path` is running (`""`: any).
+    async fn settle_deletes(&self, path: &str) {
+        loop {
+            let waiting = {
+                let pending = self.inner.pending_deletes.lock().unwrap();
+                if pending.is_empty() {
+                    return;
+                }
+                pending
+                    .iter()
+                    .find(|(p, _)| {
+                        path.is_empty()
+                            || *p == path
+                            || (p.starts_with(path) && p.as_bytes().get(path.len()) == Some(&b'/'))
+                    })
+                    .map(|(_, r)| r.clone())
+            };
+            match waiting {
+                Some(mut receiver) => {
+                    let _ = receiver.wait_for(|done| *done).await;
+                }
+                None => return,
+            }
+        }
+    }
+
+    fn delete_pending(&self, path: &str) -> bool {
+        self.inner
+            .pending_deletes
+            .lock()
+            .unwrap()
+            .contains_key(path)
+    }
+
     /// Remove a file (to the recycle bin unless `permanent_delete`). An open file stays
     /// readable through its handles.
     pub async fn unlink(&self, parent: u64, name: &OsStr) -> FsResult<()> {
@@ -2548,6 +2642,7 @@ impl CellsFs {
             self.ensure_staging(ino, false).await?;
         }
         if !local {
+            self.settle_deletes(&path).await;
             self.delete_on_server(&path, FileKind::File, false).await?;
         }
         self.removed_locally(&path);
@@ -2566,6 +2661,7 @@ impl CellsFs {
             )));
         }
         self.check_writable(&path).await?;
+        self.settle_deletes(&path).await;
         if !self.listing(&path, true).await?.is_empty() {
             return Err(FsError::NotEmpty(path));
         }
@@ -2606,6 +2702,8 @@ impl CellsFs {
         if from == to {
             return Ok(());
         }
+        self.settle_deletes(&from).await;
+        self.settle_deletes(&to).await;
         if is_under_or_eq(&to, &from) {
             return Err(FsError::InvalidArgument(format!(
                 "cannot move {from} into itself"
@@ -2677,14 +2775,11 @@ impl CellsFs {
                 .unwrap_or(meta.clone());
             match self.inner.api.copy_object(&from, &to).await {
                 Ok(()) => {
+                    // The data is under its new name: the old one goes in the background
+                    // (one request less in series per rsync'd file).
                     self.removed_locally(&to);
-                    if let Err(e) = self.inner.api.delete_object(&from).await {
-                        // Both names now exist on the server: say so, and forget both.
-                        self.mark_stale(&from);
-                        self.inner.table.lock().unwrap().drop_listing(&to_parent);
-                        return Err(FsError::api(format!("{from} (copied to {to})"), e));
-                    }
                     self.moved_locally(&from, &to, &meta);
+                    self.delete_in_background(&from);
                     return Ok(());
                 }
                 Err(e) => tracing::debug!("copy of {from} to {to} failed, moving instead: {e}"),
@@ -3006,6 +3101,7 @@ impl CellsFs {
             }
             self.release_staging_if_idle(ino);
         }
+        self.settle_deletes("").await;
         match first_error {
             Some(e) => Err(e),
             None => Ok(()),
