@@ -527,3 +527,50 @@ async fn a_multipart_upload_announces_its_size_while_in_flight() {
     assert!(!done.is_temporary());
     assert_eq!(done.size, len as u64);
 }
+
+/// The primitives the mount streams with: an upload started before the size is known, parts
+/// sent from a local file, then completed (the object is the parts in order) or aborted
+/// (nothing stays: no object, no temporary node, no pending upload).
+#[tokio::test(flavor = "multi_thread")]
+async fn a_multipart_upload_streamed_part_by_part_completes_or_aborts_cleanly() {
+    let server = spawn_emulator().await;
+    let api = api_with_token(&server, &mint_pat(&server, "alice"));
+    let data = pattern(12 * MIB as usize + 777);
+    let src = temp_file_with(&data);
+    let options = UploadOptions::default();
+    let key = "personal-files/streamed.bin";
+    let id = api.create_multipart(key, &options).await.unwrap();
+    let during = api.stat(key).await.unwrap().expect("a temporary node");
+    assert!(during.is_temporary());
+    let second = api
+        .upload_part(key, &id, 2, src.path(), 6 * MIB, 6 * MIB + 777)
+        .await
+        .unwrap();
+    let first = api
+        .upload_part(key, &id, 1, src.path(), 0, 6 * MIB)
+        .await
+        .unwrap();
+    let etag = api
+        .complete_multipart(key, &id, &[(1, first), (2, second)])
+        .await
+        .unwrap();
+    assert!(etag.ends_with("-2"), "a multipart ETag: {etag}");
+    assert_eq!(read_all(&api, key, None).await, data);
+    let done = api.stat(key).await.unwrap().unwrap();
+    assert!(!done.is_temporary());
+    assert_eq!(done.size, data.len() as u64);
+
+    let dropped = "personal-files/dropped.bin";
+    let id = api.create_multipart(dropped, &options).await.unwrap();
+    api.upload_part(dropped, &id, 1, src.path(), 0, 6 * MIB)
+        .await
+        .unwrap();
+    api.abort_multipart(dropped, &id).await.unwrap();
+    assert!(api.stat(dropped).await.unwrap().is_none());
+    assert!(
+        api.complete_multipart(dropped, &id, &[(1, "x".into())])
+            .await
+            .is_err()
+    );
+    server.stop().await;
+}

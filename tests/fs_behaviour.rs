@@ -839,6 +839,126 @@ async fn the_old_name_of_a_fresh_rename_is_deleted_in_the_background_and_in_orde
     assert_eq!(api.read_file(&format!("{WS}/g")), Some(b"g".to_vec()));
 }
 
+/// Options for the streaming tests: 10 MiB parts above a 10 MiB threshold.
+fn streaming_options(cache: &std::path::Path) -> FsOptions {
+    let mut options = options(cache);
+    options.upload_options.multipart_threshold = 10 * MIB;
+    options.upload_options.part_size = 10 * MIB;
+    options
+}
+
+const MIB: u64 = 1024 * 1024;
+
+/// Create `name` in the workspace and append `data` in 1 MiB writes; the handle stays open.
+async fn append_new(fs: &CellsFs, name: &str, data: &[u8]) -> (u64, u64) {
+    let parent = resolve(fs, WS).await.unwrap();
+    let (entry, open) = fs
+        .create(parent, OsStr::new(name), 0o644, libc::O_WRONLY)
+        .await
+        .unwrap();
+    for (i, chunk) in data.chunks(MIB as usize).enumerate() {
+        fs.write(entry.attr.ino, open.fh, i as u64 * MIB, chunk)
+            .await
+            .unwrap();
+    }
+    (entry.attr.ino, open.fh)
+}
+
+async fn close(fs: &CellsFs, ino: u64, fh: u64) -> Result<(), i32> {
+    fs.flush(ino, fh).await.map_err(|e| e.errno())?;
+    fs.release(ino, fh).await.map_err(|e| e.errno())
+}
+
+/// Poll `done` for up to 5 s.
+async fn eventually(mut done: impl FnMut() -> bool) -> bool {
+    for _ in 0..500 {
+        if done() {
+            return true;
+        }
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    false
+}
+
+/// SEMANTICS: a big new file written by appends is sent in parts while it is written; close
+/// sends the rest and completes the upload.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_big_new_file_is_sent_in_parts_while_it_is_written() {
+    let api = Arc::new(MemoryCellsApi::default());
+    let cache = tempfile::tempdir().unwrap();
+    let fs = mount(&api, streaming_options(cache.path())).await;
+    let data = pattern(25 * MIB as usize + 12345);
+    let (ino, fh) = append_new(&fs, "big.bin", &data).await;
+    assert!(
+        eventually(|| api.calls("upload_part") == 2).await,
+        "the two complete parts go while the file is open: {} sent",
+        api.calls("upload_part")
+    );
+    assert_eq!(
+        api.read_file(&format!("{WS}/big.bin")),
+        None,
+        "not complete yet"
+    );
+    close(&fs, ino, fh).await.unwrap();
+    assert_eq!(api.read_file(&format!("{WS}/big.bin")), Some(data.clone()));
+    assert_eq!(api.calls("upload_part"), 3, "the short tail at close");
+    assert_eq!(api.calls("complete_multipart"), 1);
+    assert_eq!(api.calls("put_object_from_file"), 0, "never sent whole");
+    assert_eq!(api.unfinished_multipart_uploads(), 0);
+    assert_eq!(read_all(&fs, &format!("{WS}/big.bin"), 1 << 20).await, data);
+}
+
+/// Whatever breaks the stream (a write below what was sent, a rename, a failed part), the
+/// file is uploaded whole at close, right, and no unfinished upload stays on the server.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_broken_stream_falls_back_to_a_whole_upload_and_leaves_nothing_behind() {
+    let api = Arc::new(MemoryCellsApi::default());
+    let cache = tempfile::tempdir().unwrap();
+    let fs = mount(&api, streaming_options(cache.path())).await;
+    let ws = resolve(&fs, WS).await.unwrap();
+
+    // An overwrite of bytes already sent.
+    let mut data = pattern(22 * MIB as usize);
+    let (ino, fh) = append_new(&fs, "rewritten.bin", &data).await;
+    assert!(eventually(|| api.calls("upload_part") == 2).await);
+    fs.write(ino, fh, 100, b"CHANGED").await.unwrap();
+    data[100..107].copy_from_slice(b"CHANGED");
+    close(&fs, ino, fh).await.unwrap();
+    assert_eq!(api.read_file(&format!("{WS}/rewritten.bin")), Some(data));
+    assert_eq!(api.calls("put_object_from_file"), 1);
+    assert!(eventually(|| api.unfinished_multipart_uploads() == 0).await);
+
+    // A rename while it is written.
+    api.reset_calls();
+    let data = pattern(21 * MIB as usize);
+    let (ino, fh) = append_new(&fs, "moving.bin", &data).await;
+    assert!(eventually(|| api.calls("upload_part") == 2).await);
+    fs.rename(ws, OsStr::new("moving.bin"), ws, OsStr::new("moved.bin"), 0)
+        .await
+        .unwrap();
+    close(&fs, ino, fh).await.unwrap();
+    assert_eq!(api.read_file(&format!("{WS}/moved.bin")), Some(data));
+    assert_eq!(api.read_file(&format!("{WS}/moving.bin")), None);
+    assert!(eventually(|| api.unfinished_multipart_uploads() == 0).await);
+
+    // A part refused by the server.
+    api.reset_calls();
+    api.fail_next(
+        1,
+        Some("upload_part"),
+        ApiError::Server {
+            status: 400,
+            message: "InvalidPart".into(),
+        },
+    );
+    let data = pattern(23 * MIB as usize);
+    let (ino, fh) = append_new(&fs, "refused.bin", &data).await;
+    close(&fs, ino, fh).await.unwrap();
+    assert_eq!(api.read_file(&format!("{WS}/refused.bin")), Some(data));
+    assert_eq!(api.calls("put_object_from_file"), 1);
+    assert!(eventually(|| api.unfinished_multipart_uploads() == 0).await);
+}
+
 /// A folder listing the server answered while this mount renamed a file in it (the git
 /// `index.lock` -> `index` dance) must not bring the old name back.
 #[tokio::test]

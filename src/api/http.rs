@@ -663,10 +663,54 @@ impl HttpCellsApi {
         options: &UploadOptions,
     ) -> ApiResult<String> {
         let part_size = part_size_for(size, options.part_size, options.max_parts);
-        let mut headers = vec![(
-            HeaderName::from_static("x-amz-meta-pydio-clear-size"),
-            size.to_string(),
-        )];
+        let upload_id = self.multipart_create(key, Some(size), options).await?;
+        let parts: Vec<(u64, u64, u64)> = (0..size.div_ceil(part_size))
+            .map(|i| {
+                let offset = i * part_size;
+                (i + 1, offset, part_size.min(size - offset))
+            })
+            .collect();
+        let uploaded: ApiResult<Vec<(u64, String)>> = futures::stream::iter(parts)
+            .map(|(number, offset, len)| {
+                let upload_id = upload_id.clone();
+                async move {
+                    let etag = self
+                        .multipart_part(key, &upload_id, number, source, offset, len)
+                        .await?;
+                    Ok((number, etag))
+                }
+            })
+            .buffer_unordered(options.parts_concurrency.max(1))
+            .try_collect()
+            .await;
+        let mut uploaded = match uploaded {
+            Ok(u) => u,
+            Err(e) => {
+                if let Err(abort_err) = self.multipart_abort(key, &upload_id).await {
+                    tracing::warn!("could not abort the multipart upload of {key}: {abort_err}");
+                }
+                return Err(e);
+            }
+        };
+        uploaded.sort_by_key(|(n, _)| *n);
+        self.multipart_complete(key, &upload_id, &uploaded).await
+    }
+
+    /// CreateMultipartUpload; `size`, when known, is announced so that the temporary node
+    /// shows it during the upload.
+    async fn multipart_create(
+        &self,
+        key: &str,
+        size: Option<u64>,
+        options: &UploadOptions,
+    ) -> ApiResult<String> {
+        let mut headers = vec![];
+        if let Some(size) = size {
+            headers.push((
+                HeaderName::from_static("x-amz-meta-pydio-clear-size"),
+                size.to_string(),
+            ));
+        }
         if let Some(ct) = &options.content_type {
             headers.push((reqwest::header::CONTENT_TYPE, ct.clone()));
         }
@@ -684,59 +728,45 @@ impl HttpCellsApi {
             .text()
             .await
             .map_err(|e| ApiError::Network(describe_reqwest_error(&e)))?;
-        let upload_id = xml_field(&text, "UploadId").ok_or_else(|| {
+        xml_field(&text, "UploadId").ok_or_else(|| {
             ApiError::InvalidResponse("the multipart initiation returned no UploadId".into())
-        })?;
-        let parts: Vec<(u64, u64, u64)> = (0..size.div_ceil(part_size))
-            .map(|i| {
-                let offset = i * part_size;
-                (i + 1, offset, part_size.min(size - offset))
-            })
-            .collect();
-        let uploaded: ApiResult<Vec<(u64, String)>> = futures::stream::iter(parts)
-            .map(|(number, offset, len)| {
-                let upload_id = upload_id.clone();
-                async move {
-                    let n = number.to_string();
-                    let spec = self.s3_spec(
-                        Method::PUT,
-                        key,
-                        &[("partNumber", &n), ("uploadId", &upload_id)],
-                        vec![],
-                        BodySpec::File {
-                            path: source.to_path_buf(),
-                            offset,
-                            len,
-                        },
-                        true,
-                    );
-                    let resp = self.execute(spec).await?;
-                    Ok((number, etag_of(resp.headers())))
-                }
-            })
-            .buffer_unordered(options.parts_concurrency.max(1))
-            .try_collect()
-            .await;
-        let mut uploaded = match uploaded {
-            Ok(u) => u,
-            Err(e) => {
-                let abort = self.s3_spec(
-                    Method::DELETE,
-                    key,
-                    &[("uploadId", &upload_id)],
-                    vec![],
-                    BodySpec::Empty,
-                    true,
-                );
-                if let Err(abort_err) = self.execute(abort).await {
-                    tracing::warn!("could not abort the multipart upload of {key}: {abort_err}");
-                }
-                return Err(e);
-            }
-        };
-        uploaded.sort_by_key(|(n, _)| *n);
+        })
+    }
+
+    async fn multipart_part(
+        &self,
+        key: &str,
+        upload_id: &str,
+        number: u64,
+        source: &Path,
+        offset: u64,
+        len: u64,
+    ) -> ApiResult<String> {
+        let n = number.to_string();
+        let spec = self.s3_spec(
+            Method::PUT,
+            key,
+            &[("partNumber", &n), ("uploadId", upload_id)],
+            vec![],
+            BodySpec::File {
+                path: source.to_path_buf(),
+                offset,
+                len,
+            },
+            true,
+        );
+        let resp = self.execute(spec).await?;
+        Ok(etag_of(resp.headers()))
+    }
+
+    async fn multipart_complete(
+        &self,
+        key: &str,
+        upload_id: &str,
+        parts: &[(u64, String)],
+    ) -> ApiResult<String> {
         let mut xml = String::from("<CompleteMultipartUpload>");
-        for (n, etag) in &uploaded {
+        for (n, etag) in parts {
             xml.push_str(&format!(
                 "<Part><PartNumber>{n}</PartNumber><ETag>\"{}\"</ETag></Part>",
                 xml_escape(etag)
@@ -747,7 +777,7 @@ impl HttpCellsApi {
             .execute(self.s3_spec(
                 Method::POST,
                 key,
-                &[("uploadId", &upload_id)],
+                &[("uploadId", upload_id)],
                 vec![(reqwest::header::CONTENT_TYPE, "application/xml".into())],
                 BodySpec::Bytes(bytes::Bytes::from(xml)),
                 true,
@@ -767,6 +797,19 @@ impl HttpCellsApi {
         Ok(xml_field(&text, "ETag")
             .map(|e| e.trim_matches('"').to_string())
             .unwrap_or_default())
+    }
+
+    async fn multipart_abort(&self, key: &str, upload_id: &str) -> ApiResult<()> {
+        let abort = self.s3_spec(
+            Method::DELETE,
+            key,
+            &[("uploadId", upload_id)],
+            vec![],
+            BodySpec::Empty,
+            true,
+        );
+        self.execute(abort).await?;
+        Ok(())
     }
 }
 
@@ -1522,6 +1565,38 @@ impl CellsApi for HttpCellsApi {
         } else {
             self.upload_single(&path, source, size, options).await
         }
+    }
+
+    async fn create_multipart(&self, path: &str, options: &UploadOptions) -> ApiResult<String> {
+        self.multipart_create(&clean_path(path), None, options)
+            .await
+    }
+
+    async fn upload_part(
+        &self,
+        path: &str,
+        upload_id: &str,
+        number: u64,
+        source: &Path,
+        offset: u64,
+        len: u64,
+    ) -> ApiResult<String> {
+        self.multipart_part(&clean_path(path), upload_id, number, source, offset, len)
+            .await
+    }
+
+    async fn complete_multipart(
+        &self,
+        path: &str,
+        upload_id: &str,
+        parts: &[(u64, String)],
+    ) -> ApiResult<String> {
+        self.multipart_complete(&clean_path(path), upload_id, parts)
+            .await
+    }
+
+    async fn abort_multipart(&self, path: &str, upload_id: &str) -> ApiResult<()> {
+        self.multipart_abort(&clean_path(path), upload_id).await
     }
 
     async fn copy_object(&self, source: &str, target: &str) -> ApiResult<()> {

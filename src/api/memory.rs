@@ -71,6 +71,8 @@ struct State {
     workspaces: Vec<MemoryWorkspace>,
     next_id: u64,
     clock: Option<i64>,
+    /// Unfinished multipart uploads: id -> (path, part number -> bytes).
+    multipart: HashMap<String, (String, BTreeMap<u64, Bytes>)>,
 }
 
 /// The in-memory server. See the module documentation.
@@ -342,6 +344,11 @@ impl MemoryCellsApi {
     /// Fix the server clock (Unix seconds) or let it follow the real one (`None`).
     pub fn set_clock(&self, now: Option<i64>) {
         self.state.lock().unwrap().clock = now;
+    }
+
+    /// Multipart uploads started and neither completed nor aborted.
+    pub fn unfinished_multipart_uploads(&self) -> usize {
+        self.state.lock().unwrap().multipart.len()
     }
 
     /// How many times the trait method `operation` was called (faulty calls included).
@@ -705,6 +712,88 @@ impl CellsApi for MemoryCellsApi {
         let mut state = self.state.lock().unwrap();
         state.check_writable(path)?;
         state.write_file(path, Bytes::from(content))
+    }
+
+    async fn create_multipart(&self, path: &str, _options: &UploadOptions) -> ApiResult<String> {
+        self.enter("create_multipart").await?;
+        let mut state = self.state.lock().unwrap();
+        state.check_writable(path)?;
+        let id = format!("upload-{}", state.new_uuid());
+        state
+            .multipart
+            .insert(id.clone(), (path.to_string(), BTreeMap::new()));
+        Ok(id)
+    }
+
+    async fn upload_part(
+        &self,
+        path: &str,
+        upload_id: &str,
+        number: u64,
+        source: &Path,
+        offset: u64,
+        len: u64,
+    ) -> ApiResult<String> {
+        self.enter("upload_part").await?;
+        let content = {
+            use std::os::unix::fs::FileExt;
+            let file = std::fs::File::open(source)
+                .map_err(|e| ApiError::Local(format!("{}: {e}", source.display())))?;
+            let mut buf = vec![0u8; len as usize];
+            file.read_exact_at(&mut buf, offset)
+                .map_err(|e| ApiError::Local(format!("{}: {e}", source.display())))?;
+            Bytes::from(buf)
+        };
+        let etag = md5_hex(&content);
+        let mut state = self.state.lock().unwrap();
+        match state.multipart.get_mut(upload_id) {
+            Some((p, parts)) if p == path => {
+                parts.insert(number, content);
+                Ok(etag)
+            }
+            _ => Err(ApiError::NotFound(format!("{path}: no upload {upload_id}"))),
+        }
+    }
+
+    async fn complete_multipart(
+        &self,
+        path: &str,
+        upload_id: &str,
+        parts: &[(u64, String)],
+    ) -> ApiResult<String> {
+        self.enter("complete_multipart").await?;
+        let mut state = self.state.lock().unwrap();
+        let Some((p, sent)) = state.multipart.get(upload_id) else {
+            return Err(ApiError::NotFound(format!("{path}: no upload {upload_id}")));
+        };
+        if p != path {
+            return Err(ApiError::NotFound(format!("{path}: no upload {upload_id}")));
+        }
+        let mut content = Vec::new();
+        for (number, etag) in parts {
+            match sent.get(number) {
+                Some(part) if md5_hex(part) == *etag => content.extend_from_slice(part),
+                _ => {
+                    return Err(ApiError::Server {
+                        status: 400,
+                        message: format!("InvalidPart: part {number} of {path}"),
+                    });
+                }
+            }
+        }
+        state.multipart.remove(upload_id);
+        state.check_writable(path)?;
+        let etag = state.write_file(path, Bytes::from(content))?;
+        Ok(format!("{etag}-{}", parts.len()))
+    }
+
+    async fn abort_multipart(&self, path: &str, upload_id: &str) -> ApiResult<()> {
+        self.enter("abort_multipart").await?;
+        let mut state = self.state.lock().unwrap();
+        match state.multipart.remove(upload_id) {
+            Some(_) => Ok(()),
+            None => Err(ApiError::NotFound(format!("{path}: no upload {upload_id}"))),
+        }
     }
 
     async fn copy_object(&self, source: &str, target: &str) -> ApiResult<()> {

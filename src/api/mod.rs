@@ -260,6 +260,34 @@ pub trait CellsApi: Send + Sync + 'static {
         options: &UploadOptions,
     ) -> ApiResult<String>;
 
+    /// Start a multipart upload of `path` whose size is not known yet (the mount sends the
+    /// parts of a big file while it is still being written). Returns the upload id. The server
+    /// shows a temporary node at `path` until the upload is completed or aborted.
+    async fn create_multipart(&self, path: &str, options: &UploadOptions) -> ApiResult<String>;
+
+    /// Send part `number` (from 1) of an upload: `len` bytes of the local file `source` from
+    /// `offset`. Returns the part's ETag.
+    async fn upload_part(
+        &self,
+        path: &str,
+        upload_id: &str,
+        number: u64,
+        source: &Path,
+        offset: u64,
+        len: u64,
+    ) -> ApiResult<String>;
+
+    /// Assemble the parts `(number, etag)` (in order) into the object. Returns its ETag.
+    async fn complete_multipart(
+        &self,
+        path: &str,
+        upload_id: &str,
+        parts: &[(u64, String)],
+    ) -> ApiResult<String>;
+
+    /// Drop an unfinished multipart upload, its parts and its temporary node.
+    async fn abort_multipart(&self, path: &str, upload_id: &str) -> ApiResult<()>;
+
     /// Server-side copy of one file through the gateway.
     async fn copy_object(&self, source: &str, target: &str) -> ApiResult<()>;
 

@@ -25,6 +25,7 @@ pub mod error;
 mod journal;
 mod overlay;
 mod prefetch;
+mod stream;
 
 use std::collections::{BTreeMap, HashMap, HashSet, VecDeque};
 use std::ffi::{OsStr, OsString};
@@ -488,9 +489,23 @@ struct Staging {
     scheduled: bool,
     attempts: u32,
     modified: SystemTime,
+    /// Every write since the content was empty appended at its end.
+    appending: bool,
+    /// The parts sent while the file is written (see [`stream`]); at most one per content.
+    stream: Option<stream::PartStream>,
+    stream_started: bool,
 }
 
 impl Staging {
+    /// The content changes other than by appending: whatever was streamed is void.
+    fn stop_stream(&mut self, emptied: bool) {
+        self.stream = None;
+        self.appending = emptied;
+        if emptied {
+            self.stream_started = false;
+        }
+    }
+
     fn dirty(&self) -> bool {
         self.version != self.clean_version
     }
@@ -850,6 +865,9 @@ impl CellsFs {
                     scheduled: false,
                     attempts: 0,
                     modified: SystemTime::now(),
+                    appending: false,
+                    stream: None,
+                    stream_started: false,
                 })),
                 io_lock: tokio::sync::Mutex::new(()),
             });
@@ -1223,9 +1241,8 @@ impl CellsFs {
                 && parent_path(&data.path) == path
                 && !data.path.is_empty()
             {
-                result
-                    .entry(data.path[prefix_len..].to_string())
-                    .or_insert_with(|| data.meta.clone());
+                // Over the server's entry, if any: the temporary node of an upload under way.
+                result.insert(data.path[prefix_len..].to_string(), data.meta.clone());
             }
         }
         if !raced
@@ -1433,6 +1450,7 @@ impl CellsFs {
                 staging.size = size;
                 staging.version += 1;
                 staging.modified = SystemTime::now();
+                staging.stop_stream(size == 0);
             }
             self.inner.overlay.content_replaced(&path);
             // truncate(2) has no handle: the change is committed now; ftruncate's at close.
@@ -1649,6 +1667,7 @@ impl CellsFs {
                     staging.size = 0;
                     staging.version += 1;
                     staging.modified = SystemTime::now();
+                    staging.stop_stream(true);
                 }
                 return Ok(file.clone());
             }
@@ -1691,6 +1710,9 @@ impl CellsFs {
             scheduled: false,
             attempts: 0,
             modified: SystemTime::now(),
+            appending: size == 0,
+            stream: None,
+            stream_started: false,
         });
         Ok(file.clone())
     }
@@ -1977,10 +1999,12 @@ impl CellsFs {
             // POSIX: a write of nothing changes nothing (not even the size).
             return Ok(0);
         }
-        let (file, path) = {
+        let (file, path, new_here) = {
             let table = self.inner.table.lock().unwrap();
             let d = table.get(ino)?;
-            (d.file.clone(), d.path.clone())
+            // Not on the server, or empty there (`fio` and the shell create the file first).
+            let empty_there = d.local || d.meta.size == 0;
+            (d.file.clone(), d.path.clone(), empty_there && !d.detached)
         };
         let file = match file {
             Some(file) => file,
@@ -1994,12 +2018,50 @@ impl CellsFs {
             let at = if handle.append { staging.size } else { offset };
             use std::os::unix::fs::FileExt;
             staging.file.write_all_at(data, at)?;
+            if at != staging.size {
+                staging.stop_stream(false);
+            }
             staging.size = staging.size.max(at + data.len() as u64);
             staging.version += 1;
             staging.modified = SystemTime::now();
+            if new_here {
+                self.stream_parts(&path, staging);
+            }
         }
         self.inner.overlay.content_replaced(&path);
         Ok(data.len() as u32)
+    }
+
+    /// A new file growing by appends past the multipart threshold sends its complete parts
+    /// now, while it is written (see [`stream`]). Only in the default mode (in write-back,
+    /// `close` does not wait for the upload) and only for a file not on the server yet or
+    /// empty there (the server shows a temporary node at the path while a multipart upload is
+    /// open: no one loses sight of content meanwhile).
+    fn stream_parts(&self, path: &str, staging: &mut Staging) {
+        let options = &self.inner.options;
+        if options.write_back.is_some() || !staging.appending {
+            return;
+        }
+        if staging.stream.is_none() {
+            if staging.stream_started || staging.size <= options.upload_options.multipart_threshold
+            {
+                return;
+            }
+            staging.stream_started = true;
+            staging.stream = Some(stream::PartStream::start(
+                self.inner.api.clone(),
+                path,
+                staging.path.clone(),
+                &options.upload_options,
+                stream::Retry {
+                    attempts: options.upload_attempts,
+                    delay: options.upload_retry_delay,
+                },
+            ));
+        }
+        if let Some(parts) = staging.stream.as_mut() {
+            parts.feed(staging.size);
+        }
     }
 
     /// Make the file's pending changes durable: upload now, or journal them in write-back.
@@ -2106,6 +2168,7 @@ impl CellsFs {
                     Some(s) if s.dirty() => {
                         if detached {
                             s.clean_version = s.version;
+                            s.stream = None;
                             None
                         } else {
                             Some((s.path.clone(), s.size, s.version))
@@ -2123,12 +2186,41 @@ impl CellsFs {
                 self.settle_deletes(&path).await;
                 continue;
             }
+            // Parts sent while the file was written: send the rest and complete.
+            let parts = file
+                .staging
+                .lock()
+                .unwrap()
+                .as_mut()
+                .and_then(|s| s.stream.take());
+            let streamed = match parts {
+                Some(parts)
+                    if parts.path == path && size > options.upload_options.multipart_threshold =>
+                {
+                    match parts.finish(size).await {
+                        Ok(etag) => Some(etag),
+                        Err(e) => {
+                            tracing::info!(
+                                "the parts of {path} sent while it was written are void ({e}); \
+                                 uploading it whole"
+                            );
+                            None
+                        }
+                    }
+                }
+                // Renamed or shrunk since: the stream is dropped, which aborts it.
+                _ => None,
+            };
             attempt += 1;
-            let result = self
-                .inner
-                .api
-                .put_object_from_file(&path, &staging_path, size, &options.upload_options)
-                .await;
+            let result = match streamed {
+                Some(etag) => Ok(etag),
+                None => {
+                    self.inner
+                        .api
+                        .put_object_from_file(&path, &staging_path, size, &options.upload_options)
+                        .await
+                }
+            };
             match result {
                 Ok(etag) => {
                     self.after_upload(ino, file, &path, etag, size, version)
