@@ -485,6 +485,8 @@ struct Staging {
     clean_version: u64,
     /// A journal record exists for this pending upload.
     journaled: bool,
+    /// The version last made durable on the local disk (write-back).
+    synced_version: u64,
     /// A write-back task is scheduled.
     scheduled: bool,
     attempts: u32,
@@ -862,6 +864,7 @@ impl CellsFs {
                     version: 1,
                     clean_version: 0,
                     journaled: true,
+                    synced_version: 1,
                     scheduled: false,
                     attempts: 0,
                     modified: SystemTime::now(),
@@ -1707,6 +1710,7 @@ impl CellsFs {
             version,
             clean_version: 0,
             journaled: false,
+            synced_version: 0,
             scheduled: false,
             attempts: 0,
             modified: SystemTime::now(),
@@ -2085,7 +2089,10 @@ impl CellsFs {
         let Some(staging) = guard.as_mut() else {
             return Ok(());
         };
-        staging.file.sync_all()?;
+        if staging.synced_version != staging.version {
+            staging.file.sync_data()?;
+            staging.synced_version = staging.version;
+        }
         if !staging.journaled {
             self.inner.journal.record(
                 &file.id,
@@ -2407,15 +2414,15 @@ impl CellsFs {
             return Ok(());
         };
         // A new file still empty: `cmd > f` closes a duplicate of the descriptor before it
-        // writes. Creating it then would cost an upload for nothing; the last close
-        // (`release`) creates it if nothing is written. (Write-back only journals: no skip.)
+        // writes. Creating it then would cost an upload (or, in write-back, a journal record)
+        // for nothing; the last close (`release`) creates it if nothing is written.
         let empty = file
             .staging
             .lock()
             .unwrap()
             .as_ref()
             .is_some_and(|s| s.size == 0);
-        if local && empty && self.inner.options.write_back.is_none() {
+        if local && empty {
             return Ok(());
         }
         self.commit(ino, file).await
