@@ -575,6 +575,10 @@ impl Filesystem for CellsFuse {
     }
 
     fn getxattr(&self, _req: &Request, ino: INodeNo, name: &OsStr, size: u32, reply: ReplyXattr) {
+        if let Some(err) = CellsFs::getxattr_never(name) {
+            // No trip through the runtime for the names the kernel and `ls` ask of every file.
+            return reply.error(errno("getxattr", &err));
+        }
         let fs = self.fs.clone();
         let name = name.to_owned();
         let span = tracing::debug_span!("getxattr", ino = ino.0, name = ?name);

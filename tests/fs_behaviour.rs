@@ -547,6 +547,21 @@ async fn handles_share_writes_and_xattrs_show_uuid_and_etag() {
             .errno(),
         libc::ENODATA
     );
+    // The names the kernel and `ls -l` ask of every file are answered without the inode,
+    // the same way; ours never are.
+    for name in ["security.selinux", "system.posix_acl_access", "user.other"] {
+        assert_eq!(
+            CellsFs::getxattr_never(OsStr::new(name)).map(|e| e.errno()),
+            Some(libc::ENODATA),
+            "{name}"
+        );
+    }
+    for name in ["user.cells.uuid", "user.cells.etag"] {
+        assert!(
+            CellsFs::getxattr_never(OsStr::new(name)).is_none(),
+            "{name}"
+        );
+    }
     let list = fs.listxattr(ino).await.unwrap();
     assert_eq!(list, b"user.cells.uuid\0user.cells.etag\0");
     // `cp -a` sets POSIX ACLs: "not supported here" lets it carry on; the read-only
