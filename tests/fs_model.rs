@@ -502,6 +502,9 @@ impl Harness {
                 self.model.nodes.retain(|p, _| !under_or_eq(p, path));
             }
         }
+        // A rename may leave the delete of the old name running: the operation is over
+        // for the model once it is done.
+        self.fs.settle().await;
         if self.handles.is_empty() {
             self.check_server();
         }

@@ -15,7 +15,7 @@
 //! - Errors keep the status and the server's message; the `Authorization` header is marked
 //!   sensitive and no token is ever formatted into an error or a log line.
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, HashSet};
 use std::path::Path;
 use std::sync::Arc;
 use std::time::{Duration, Instant, SystemTime};
@@ -42,6 +42,8 @@ pub const PART_QUANTUM: u64 = 10 * MIB;
 /// The page size of REST folder listings (the official client uses 100; `Limit` has no
 /// documented cap, and a 10,000-entry folder then costs 10 requests instead of 100).
 pub const LIST_PAGE: usize = 1000;
+/// REST listing pages fetched at once when the folder's child count is known.
+const LIST_PAGES_AT_ONCE: usize = 4;
 /// `max-keys` of gateway listings: the Cells gateway takes it as a node limit and never
 /// paginates (cells-api.md §6.7), and without it stops at 1,000 nodes, so a big folder's
 /// dotfiles past that point would be missed.
@@ -566,18 +568,36 @@ impl HttpCellsApi {
         offset: usize,
         subject: &str,
     ) -> ApiResult<Vec<Value>> {
+        Ok(self.bulk_meta_page(paths, limit, offset, subject).await?.0)
+    }
+
+    /// One page of a bulk meta request, with the folder's child count when the server gave
+    /// it (`Pagination.Total`, present only when not everything was returned).
+    async fn bulk_meta_page(
+        &self,
+        paths: Vec<String>,
+        limit: usize,
+        offset: usize,
+        subject: &str,
+    ) -> ApiResult<(Vec<Value>, Option<usize>)> {
         let mut body = json!({"NodePaths": paths});
         if limit > 0 {
             body["Limit"] = json!(limit);
             body["Offset"] = json!(offset);
         }
-        let v = self
+        let mut v = self
             .rest_json(Method::POST, "/meta/bulk/get", Some(body), subject)
             .await?;
-        Ok(v.get("Nodes")
-            .and_then(|n| n.as_array())
-            .cloned()
-            .unwrap_or_default())
+        let total = v
+            .get("Pagination")
+            .map(|p| json_i64(p.get("Total")))
+            .filter(|t| *t > 0)
+            .map(|t| t as usize);
+        let nodes = match v.get_mut("Nodes").map(Value::take) {
+            Some(Value::Array(nodes)) => nodes,
+            _ => Vec::new(),
+        };
+        Ok((nodes, total))
     }
 
     async fn job_request(
@@ -1337,24 +1357,45 @@ impl CellsApi for HttpCellsApi {
                 .map(|w| w.root)
                 .collect());
         }
-        let mut out: Vec<Node> = Vec::new();
-        let mut offset = 0;
-        loop {
-            let page = self
-                .bulk_meta(vec![format!("{path}/*")], LIST_PAGE, offset, &path)
+        let pattern = vec![format!("{path}/*")];
+        let (first, total) = self
+            .bulk_meta_page(pattern.clone(), LIST_PAGE, 0, &path)
+            .await?;
+        let mut pages = vec![first];
+        if pages[0].len() >= LIST_PAGE
+            && let Some(total) = total
+        {
+            // The child count is known: the other pages at once, a few at a time. (A page
+            // may hold more than LIST_PAGE nodes when the server skipped dotfiles; pages then
+            // overlap, never leave a gap: duplicates are dropped below.)
+            let offsets: Vec<usize> = (1..)
+                .map(|k| k * LIST_PAGE)
+                .take_while(|offset| *offset < total)
+                .collect();
+            let rest: Vec<Vec<Value>> = futures::stream::iter(offsets)
+                .map(|offset| self.bulk_meta(pattern.clone(), LIST_PAGE, offset, &path))
+                .buffered(LIST_PAGES_AT_ONCE)
+                .try_collect()
                 .await?;
-            let count = page.len();
-            out.extend(
-                page.iter()
-                    .map(parse_node)
-                    .filter(|n| n.path != path && !n.path.is_empty()),
-            );
-            if count < LIST_PAGE {
-                break;
-            }
-            offset += count;
+            pages.extend(rest);
         }
-        Ok(out)
+        // Children created since the count (or no count given): page on until a short page.
+        let mut offset = (pages.len() - 1) * LIST_PAGE + pages.last().map_or(0, Vec::len);
+        while pages.last().is_some_and(|p| p.len() >= LIST_PAGE) {
+            let page = self
+                .bulk_meta(pattern.clone(), LIST_PAGE, offset, &path)
+                .await?;
+            offset += page.len();
+            pages.push(page);
+        }
+        let mut seen = HashSet::new();
+        Ok(pages
+            .iter()
+            .flatten()
+            .map(parse_node)
+            .filter(|n| n.path != path && !n.path.is_empty())
+            .filter(|n| seen.insert(n.path.clone()))
+            .collect())
     }
 
     async fn list_folder_s3(&self, path: &str) -> ApiResult<Vec<S3Entry>> {

@@ -2683,6 +2683,12 @@ impl CellsFs {
         });
     }
 
+    /// Wait until the work a finished operation left in the background (the delete of a
+    /// renamed file's old name) is done.
+    pub async fn settle(&self) {
+        self.settle_deletes("").await;
+    }
+
     /// Wait until no background delete at or below `path` is running (`""`: any).
     async fn settle_deletes(&self, path: &str) {
         loop {
