@@ -1,15 +1,28 @@
 //! The write-back journal and the recovery folder.
 //!
 //! With `--write-back`, `close` returns before the upload. Before it returns, the staging file
-//! is synced and a journal record `<cache>/journal/<id>.json` naming the destination path and
-//! the staging file is written atomically (temporary + rename + directory sync). The record is
-//! removed only after the server confirmed the upload. `CellsFs::new` reads every record and
-//! uploads again: a crash or a reboot loses nothing that `close` acknowledged.
+//! is synced and a record naming the destination path and the staging file is appended to the
+//! log `<cache>/journal/log` and synced (one `fdatasync`, no file created per record). When the
+//! server confirmed the upload, a `done` line is appended (not synced: a lost one only means
+//! an upload done twice). `CellsFs::new` reads the records still pending and uploads again: a
+//! crash or a reboot loses nothing that `close` acknowledged.
+//!
+//! Invariants:
+//! - A line is one JSON object ending in a newline; a line that does not parse (the one being
+//!   appended when the machine stopped) is ignored, and only it can be torn.
+//! - The log is rewritten with the pending records alone (temporary file, sync, rename,
+//!   directory sync) when the mount starts and whenever it holds four times more lines than
+//!   pending records (and over a thousand), so it stays small.
+//! - Records of earlier versions (one `<id>.json` file each) are read too, and removed once the
+//!   rewritten log holds them.
 //!
 //! When an upload fails for good, the staging file is copied to `<cache>/recovery/` under a
 //! name built from the time and the path, and the failure is reported; data is never dropped.
 
+use std::collections::HashMap;
+use std::io::Write;
 use std::path::{Path, PathBuf};
+use std::sync::Mutex;
 
 use serde::{Deserialize, Serialize};
 
@@ -21,9 +34,28 @@ pub struct Record {
     pub staging: String,
 }
 
+/// One line of the log.
+#[derive(Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+enum Line {
+    Put { id: String, record: Record },
+    Done { id: String },
+}
+
+/// Rewrite the log once it holds this many lines and four times more than pending records.
+const COMPACT_AFTER: usize = 1000;
+
 pub struct Journal {
     dir: PathBuf,
     recovery: PathBuf,
+    log: Mutex<Log>,
+}
+
+struct Log {
+    file: std::fs::File,
+    /// Pending records by id.
+    pending: HashMap<String, Record>,
+    lines: usize,
 }
 
 fn sync_dir(dir: &Path) {
@@ -32,55 +64,129 @@ fn sync_dir(dir: &Path) {
     }
 }
 
+fn line_bytes(line: &Line) -> std::io::Result<Vec<u8>> {
+    let mut data = serde_json::to_vec(line).map_err(std::io::Error::other)?;
+    data.push(b'\n');
+    Ok(data)
+}
+
 impl Journal {
     pub fn open(cache_dir: &Path) -> std::io::Result<Journal> {
         let dir = cache_dir.join("journal");
         let recovery = cache_dir.join("recovery");
         std::fs::create_dir_all(&dir)?;
         std::fs::create_dir_all(&recovery)?;
-        Ok(Journal { dir, recovery })
+        let mut pending = HashMap::new();
+        let mut legacy = Vec::new();
+        for entry in std::fs::read_dir(&dir)?.flatten() {
+            let name = entry.file_name().to_string_lossy().into_owned();
+            if let Some(id) = name.strip_suffix(".json") {
+                if let Ok(data) = std::fs::read(entry.path())
+                    && let Ok(record) = serde_json::from_slice::<Record>(&data)
+                {
+                    pending.insert(id.to_string(), record);
+                }
+                legacy.push(entry.path());
+            } else if name != "log" {
+                let _ = std::fs::remove_file(entry.path());
+            }
+        }
+        if let Ok(data) = std::fs::read(dir.join("log")) {
+            for line in data.split(|b| *b == b'\n') {
+                match serde_json::from_slice::<Line>(line) {
+                    Ok(Line::Put { id, record }) => {
+                        pending.insert(id, record);
+                    }
+                    Ok(Line::Done { id }) => {
+                        pending.remove(&id);
+                    }
+                    Err(_) => {}
+                }
+            }
+        }
+        let file = Self::rewrite(&dir, &pending)?;
+        for path in legacy {
+            let _ = std::fs::remove_file(path);
+        }
+        let lines = pending.len();
+        Ok(Journal {
+            dir,
+            recovery,
+            log: Mutex::new(Log {
+                file,
+                pending,
+                lines,
+            }),
+        })
+    }
+
+    /// Write a log holding `pending` alone, durably, and open it for appending.
+    fn rewrite(dir: &Path, pending: &HashMap<String, Record>) -> std::io::Result<std::fs::File> {
+        let tmp = dir.join("log.tmp");
+        {
+            let mut out = std::io::BufWriter::new(std::fs::File::create(&tmp)?);
+            let mut ids: Vec<&String> = pending.keys().collect();
+            ids.sort();
+            for id in ids {
+                out.write_all(&line_bytes(&Line::Put {
+                    id: id.clone(),
+                    record: pending[id].clone(),
+                })?)?;
+            }
+            out.into_inner().map_err(|e| e.into_error())?.sync_all()?;
+        }
+        let log = dir.join("log");
+        std::fs::rename(&tmp, &log)?;
+        sync_dir(dir);
+        std::fs::OpenOptions::new().append(true).open(&log)
     }
 
     /// Record (or re-record, after a rename) a pending upload; durable when this returns.
     pub fn record(&self, id: &str, record: &Record) -> std::io::Result<()> {
-        let tmp = self.dir.join(format!("{id}.tmp"));
-        let data = serde_json::to_vec(record).map_err(std::io::Error::other)?;
-        {
-            use std::io::Write;
-            let mut f = std::fs::File::create(&tmp)?;
-            f.write_all(&data)?;
-            f.sync_all()?;
-        }
-        std::fs::rename(&tmp, self.dir.join(format!("{id}.json")))?;
-        sync_dir(&self.dir);
+        let data = line_bytes(&Line::Put {
+            id: id.to_string(),
+            record: record.clone(),
+        })?;
+        let mut log = self.log.lock().unwrap();
+        log.file.write_all(&data)?;
+        log.file.sync_data()?;
+        log.lines += 1;
+        log.pending.insert(id.to_string(), record.clone());
         Ok(())
     }
 
     /// The upload is on the server (or in the recovery folder): forget it.
     pub fn remove(&self, id: &str) {
-        if std::fs::remove_file(self.dir.join(format!("{id}.json"))).is_ok() {
-            sync_dir(&self.dir);
+        let mut log = self.log.lock().unwrap();
+        if log.pending.remove(id).is_none() {
+            return;
+        }
+        let Ok(data) = line_bytes(&Line::Done { id: id.to_string() }) else {
+            return;
+        };
+        if log.file.write_all(&data).is_err() {
+            return;
+        }
+        log.lines += 1;
+        if log.lines >= COMPACT_AFTER && log.lines >= 4 * log.pending.len() {
+            match Self::rewrite(&self.dir, &log.pending) {
+                Ok(file) => {
+                    log.file = file;
+                    log.lines = log.pending.len();
+                }
+                Err(e) => tracing::warn!("could not compact the write-back journal: {e}"),
+            }
         }
     }
 
-    /// Every record left by a previous mount, as `(id, record)`.
+    /// Every record pending, as `(id, record)`, by id.
     pub fn pending(&self) -> Vec<(String, Record)> {
-        let Ok(entries) = std::fs::read_dir(&self.dir) else {
-            return Vec::new();
-        };
-        let mut out = Vec::new();
-        for entry in entries.flatten() {
-            let name = entry.file_name().to_string_lossy().into_owned();
-            let Some(id) = name.strip_suffix(".json") else {
-                let _ = std::fs::remove_file(entry.path());
-                continue;
-            };
-            if let Ok(data) = std::fs::read(entry.path())
-                && let Ok(record) = serde_json::from_slice::<Record>(&data)
-            {
-                out.push((id.to_string(), record));
-            }
-        }
+        let log = self.log.lock().unwrap();
+        let mut out: Vec<(String, Record)> = log
+            .pending
+            .iter()
+            .map(|(id, record)| (id.clone(), record.clone()))
+            .collect();
         out.sort_by(|a, b| a.0.cmp(&b.0));
         out
     }
@@ -112,5 +218,91 @@ impl Journal {
             .unwrap_or_default();
         out.sort();
         out
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn record(path: &str) -> Record {
+        Record {
+            path: path.into(),
+            staging: format!("s-{path}"),
+        }
+    }
+
+    #[test]
+    fn records_survive_a_reopen_until_removed_and_a_torn_line_is_ignored() {
+        let cache = tempfile::tempdir().unwrap();
+        let journal = Journal::open(cache.path()).unwrap();
+        journal.record("a", &record("ws/a")).unwrap();
+        journal.record("b", &record("ws/b")).unwrap();
+        journal.record("a", &record("ws/renamed")).unwrap();
+        journal.remove("b");
+        drop(journal);
+        // The machine stopped in the middle of an append.
+        let log = cache.path().join("journal/log");
+        let mut file = std::fs::OpenOptions::new().append(true).open(&log).unwrap();
+        file.write_all(br#"{"put":{"id":"c","rec"#).unwrap();
+        drop(file);
+        let journal = Journal::open(cache.path()).unwrap();
+        assert_eq!(
+            journal.pending(),
+            vec![("a".to_string(), record("ws/renamed"))]
+        );
+        // The reopen rewrote the log with the pending record alone.
+        let text = std::fs::read_to_string(&log).unwrap();
+        assert_eq!(text.lines().count(), 1, "{text}");
+        journal.remove("a");
+        drop(journal);
+        assert!(Journal::open(cache.path()).unwrap().pending().is_empty());
+    }
+
+    #[test]
+    fn the_log_is_compacted_as_records_come_and_go() {
+        let cache = tempfile::tempdir().unwrap();
+        let journal = Journal::open(cache.path()).unwrap();
+        journal.record("keep", &record("ws/keep")).unwrap();
+        for i in 0..2 * COMPACT_AFTER {
+            let id = format!("f{i}");
+            journal.record(&id, &record(&id)).unwrap();
+            journal.remove(&id);
+        }
+        let lines = std::fs::read_to_string(cache.path().join("journal/log"))
+            .unwrap()
+            .lines()
+            .count();
+        assert!(lines < COMPACT_AFTER, "{lines} lines");
+        drop(journal);
+        assert_eq!(
+            Journal::open(cache.path()).unwrap().pending(),
+            vec![("keep".to_string(), record("ws/keep"))]
+        );
+    }
+
+    #[test]
+    fn records_of_earlier_versions_are_taken_over() {
+        let cache = tempfile::tempdir().unwrap();
+        let dir = cache.path().join("journal");
+        std::fs::create_dir_all(&dir).unwrap();
+        std::fs::write(
+            dir.join("old.json"),
+            serde_json::to_vec(&record("ws/old")).unwrap(),
+        )
+        .unwrap();
+        std::fs::write(dir.join("old2.tmp"), b"half").unwrap();
+        let journal = Journal::open(cache.path()).unwrap();
+        assert_eq!(
+            journal.pending(),
+            vec![("old".to_string(), record("ws/old"))]
+        );
+        let names: Vec<String> = std::fs::read_dir(&dir)
+            .unwrap()
+            .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
+            .collect();
+        assert_eq!(names, vec!["log".to_string()]);
+        drop(journal);
+        assert_eq!(Journal::open(cache.path()).unwrap().pending().len(), 1);
     }
 }
