@@ -135,6 +135,13 @@ impl Filesystem for CellsFuse {
     }
 
     fn lookup(&self, _req: &Request, parent: INodeNo, name: &OsStr, reply: ReplyEntry) {
+        // Answered from memory when it can be, without a trip through the runtime.
+        if let Some(result) = self.fs.lookup_cached(parent.0, name) {
+            return match result {
+                Ok(e) => reply.entry(&e.ttl, &file_attr(&e.attr), Generation(e.generation)),
+                Err(err) => reply.error(errno("lookup", &err)),
+            };
+        }
         let fs = self.fs.clone();
         let name = name.to_owned();
         let span = tracing::debug_span!("lookup", parent = parent.0, name = ?name);
@@ -151,6 +158,12 @@ impl Filesystem for CellsFuse {
     }
 
     fn getattr(&self, _req: &Request, ino: INodeNo, fh: Option<FileHandle>, reply: ReplyAttr) {
+        if let Some(result) = self.fs.getattr_cached(ino.0) {
+            return match result {
+                Ok(a) => reply.attr(&a.ttl, &file_attr(&a.attr)),
+                Err(err) => reply.error(errno("getattr", &err)),
+            };
+        }
         let fs = self.fs.clone();
         let span = tracing::debug_span!("getattr", ino = ino.0);
         self.spawn(span, async move {

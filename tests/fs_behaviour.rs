@@ -979,6 +979,62 @@ async fn a_broken_stream_falls_back_to_a_whole_upload_and_leaves_nothing_behind(
     assert!(eventually(|| api.unfinished_multipart_uploads() == 0).await);
 }
 
+/// The answers the FUSE adapter gives without waiting are the async methods' own, and only
+/// while memory is trusted; otherwise the server is asked.
+#[tokio::test]
+async fn lookups_and_attributes_answered_from_memory_match_and_expire() {
+    let api = Arc::new(MemoryCellsApi::default());
+    api.put_file(&format!("{WS}/known"), b"12345");
+    let cache = tempfile::tempdir().unwrap();
+    let mut opts = options(cache.path());
+    opts.attr_timeout = Duration::from_millis(300);
+    opts.dir_cache_time = Duration::from_millis(300);
+    let fs = mount(&api, opts).await;
+    let ws = resolve(&fs, WS).await.unwrap();
+    let entry = fs.lookup(ws, OsStr::new("known")).await.unwrap();
+    let cached = fs
+        .lookup_cached(ws, OsStr::new("known"))
+        .expect("just looked up")
+        .unwrap();
+    assert_eq!(cached.attr.ino, entry.attr.ino);
+    assert_eq!(cached.attr.size, 5);
+    let attr = fs.getattr_cached(entry.attr.ino).expect("fresh").unwrap();
+    assert_eq!(attr.attr.size, 5);
+    assert_eq!(
+        fs.lookup_cached(ws, OsStr::new("absent"))
+            .map(|r| r.unwrap_err().errno()),
+        None,
+        "never asked: the server must be"
+    );
+    assert_eq!(
+        fs.lookup(ws, OsStr::new("absent"))
+            .await
+            .unwrap_err()
+            .errno(),
+        libc::ENOENT
+    );
+    assert_eq!(
+        fs.lookup_cached(ws, OsStr::new("absent"))
+            .map(|r| r.unwrap_err().errno()),
+        Some(libc::ENOENT),
+        "a fresh negative answer"
+    );
+    // Changed on the server; once the trust expires, memory no longer answers.
+    api.put_file(&format!("{WS}/known"), b"1234567");
+    tokio::time::sleep(Duration::from_millis(400)).await;
+    assert!(fs.lookup_cached(ws, OsStr::new("known")).is_none());
+    assert!(fs.getattr_cached(entry.attr.ino).is_none());
+    assert_eq!(fs.getattr(entry.attr.ino, None).await.unwrap().attr.size, 7);
+    assert_eq!(
+        fs.getattr_cached(entry.attr.ino)
+            .expect("fresh again")
+            .unwrap()
+            .attr
+            .size,
+        7
+    );
+}
+
 /// A folder listing the server answered while this mount renamed a file in it (the git
 /// `index.lock` -> `index` dance) must not bring the old name back.
 #[tokio::test]

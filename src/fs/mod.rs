@@ -1268,7 +1268,22 @@ impl CellsFs {
         if self.delete_pending(path) {
             return Ok(None);
         }
-        if use_cache {
+        if use_cache && let Some(known) = self.cached_meta(path) {
+            return Ok(known);
+        }
+        self.fetch_meta_from_server(path, name, parent, use_cache)
+            .await
+    }
+
+    /// What memory says of `path` while it is trusted: `Some(Some(meta))`, `Some(None)` (it
+    /// does not exist), or `None` (ask the server).
+    fn cached_meta(&self, path: &str) -> Option<Option<Meta>> {
+        let name = base_name(path);
+        let parent = parent_path(path);
+        if self.delete_pending(path) {
+            return Some(None);
+        }
+        {
             let table = self.inner.table.lock().unwrap();
             if let Some(&ino) = table.by_path.get(path)
                 && let Some(data) = table.inodes.get(&ino)
@@ -1280,7 +1295,7 @@ impl CellsFs {
                         self.trusted_for(self.inner.options.attr_timeout, path),
                     )
                 {
-                    return Ok(Some(data.meta.clone()));
+                    return Some(Some(data.meta.clone()));
                 }
             }
             if let Some(&ino) = table.by_path.get(parent)
@@ -1296,20 +1311,29 @@ impl CellsFs {
                     ),
                 )
             {
-                return Ok(listing.children.get(name).cloned());
-            }
-            drop(table);
-            let mut negative = self.inner.negative.lock().unwrap();
-            if let Some(&(at, generation)) = negative.get(path) {
-                if self.fresh(
-                    Some((at, generation)),
-                    self.trusted_for(self.inner.options.attr_timeout, path),
-                ) {
-                    return Ok(None);
-                }
-                negative.pop(path);
+                return Some(listing.children.get(name).cloned());
             }
         }
+        let mut negative = self.inner.negative.lock().unwrap();
+        if let Some(&(at, generation)) = negative.get(path) {
+            if self.fresh(
+                Some((at, generation)),
+                self.trusted_for(self.inner.options.attr_timeout, path),
+            ) {
+                return Some(None);
+            }
+            negative.pop(path);
+        }
+        None
+    }
+
+    async fn fetch_meta_from_server(
+        &self,
+        path: &str,
+        name: &str,
+        parent: &str,
+        use_cache: bool,
+    ) -> FsResult<Option<Meta>> {
         // A folder listed before and not too big is listed again rather than asked about one
         // name: `rsync`, `ls -l` and `find` go through every sibling (one request for all).
         let relist = use_cache && {
@@ -1370,7 +1394,28 @@ impl CellsFs {
         let parent_path = self.dir_path(parent)?;
         let name = valid_name(name)?;
         let path = join_path(&parent_path, &name);
-        let Some(meta) = self.fetch_meta(&path, true).await? else {
+        let meta = self.fetch_meta(&path, true).await?;
+        self.looked_up(path, meta)
+    }
+
+    /// [`CellsFs::lookup`] when memory can answer it (the answer is the same), without
+    /// waiting: `None` when the server must be asked. The kernel asks again for every path
+    /// component each time its entry expires (`--attr-timeout`): `rsync`'s no-op run, `git
+    /// status` and `ls -l` are mostly such questions.
+    pub fn lookup_cached(&self, parent: u64, name: &OsStr) -> Option<FsResult<Entry>> {
+        let path = match self
+            .dir_path(parent)
+            .and_then(|p| Ok(join_path(&p, &valid_name(name)?)))
+        {
+            Ok(path) => path,
+            Err(e) => return Some(Err(e)),
+        };
+        let meta = self.cached_meta(&path)?;
+        Some(self.looked_up(path, meta))
+    }
+
+    fn looked_up(&self, path: String, meta: Option<Meta>) -> FsResult<Entry> {
+        let Some(meta) = meta else {
             return Err(FsError::NotFound(path));
         };
         let mut table = self.inner.table.lock().unwrap();
@@ -1393,6 +1438,30 @@ impl CellsFs {
             data.nlookup = data.nlookup.saturating_sub(nlookup);
             table.maybe_drop(ino);
         }
+    }
+
+    /// [`CellsFs::getattr`] when memory can answer it, without waiting: `None` when the
+    /// server must be asked.
+    pub fn getattr_cached(&self, ino: u64) -> Option<FsResult<AttrReply>> {
+        let table = self.inner.table.lock().unwrap();
+        let data = match table.get(ino) {
+            Ok(data) => data,
+            Err(e) => return Some(Err(e)),
+        };
+        let busy = data.local
+            || data.detached
+            || data.file.as_ref().is_some_and(|f| f.dirty())
+            || ino == ROOT_INO;
+        let fresh = self.fresh(
+            data.validated,
+            self.trusted_for(self.inner.options.attr_timeout, &data.path),
+        );
+        (busy || fresh).then(|| {
+            Ok(AttrReply {
+                attr: self.attr_of(ino, data),
+                ttl: self.inner.options.attr_timeout,
+            })
+        })
     }
 
     pub async fn getattr(&self, ino: u64, _fh: Option<u64>) -> FsResult<AttrReply> {
