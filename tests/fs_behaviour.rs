@@ -1035,6 +1035,59 @@ async fn lookups_and_attributes_answered_from_memory_match_and_expire() {
     );
 }
 
+/// Reads the read-ahead already holds are served without waiting (`read_ready`), with the
+/// same bytes; anything else is left to `read`.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn reads_already_read_ahead_are_served_at_once_and_right() {
+    let api = Arc::new(MemoryCellsApi::default());
+    let data = pattern(3 << 20);
+    api.put_file(&format!("{WS}/seq.bin"), &data);
+    let cache = tempfile::tempdir().unwrap();
+    let fs = mount(&api, options(cache.path())).await;
+    let ino = resolve(&fs, &format!("{WS}/seq.bin")).await.unwrap();
+    let open = fs.open(ino, libc::O_RDONLY).await.unwrap();
+    assert!(
+        fs.read_ready(ino, open.fh, 0, 65536).is_none(),
+        "nothing read ahead yet"
+    );
+    let first = fs.read(ino, open.fh, 0, 65536).await.unwrap();
+    assert_eq!(&first[..], &data[..65536]);
+    let mut offset = 65536u64;
+    let mut ready = 0;
+    for _ in 0..200 {
+        if let Some(bytes) = fs.read_ready(ino, open.fh, offset, 65536) {
+            assert_eq!(
+                &bytes[..],
+                &data[offset as usize..offset as usize + bytes.len()]
+            );
+            offset += bytes.len() as u64;
+            ready += 1;
+            if offset >= (2 << 20) {
+                break;
+            }
+        } else {
+            tokio::time::sleep(Duration::from_millis(5)).await;
+        }
+    }
+    assert!(ready > 0, "the read-ahead served reads without waiting");
+    // Far ahead of the stream: not for the fast path.
+    assert!(fs.read_ready(ino, open.fh, 40 << 20, 65536).is_none());
+    // The rest through `read`, which carries on from where the fast path left.
+    let mut rest = Vec::new();
+    loop {
+        let bytes = fs
+            .read(ino, open.fh, offset + rest.len() as u64, 1 << 20)
+            .await
+            .unwrap();
+        if bytes.is_empty() {
+            break;
+        }
+        rest.extend_from_slice(&bytes);
+    }
+    assert_eq!(&rest[..], &data[offset as usize..]);
+    fs.release(ino, open.fh).await.unwrap();
+}
+
 /// A folder listing the server answered while this mount renamed a file in it (the git
 /// `index.lock` -> `index` dance) must not bring the old name back.
 #[tokio::test]

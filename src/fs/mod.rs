@@ -1887,6 +1887,44 @@ impl CellsFs {
             .await
     }
 
+    /// [`CellsFs::read`] when the bytes wait in the handle's read-ahead already, without
+    /// waiting: `None` otherwise (and nothing changed). A sequential reader is mostly served
+    /// so, straight from the request thread.
+    pub fn read_ready(&self, ino: u64, fh: u64, offset: u64, size: u32) -> Option<Bytes> {
+        let handle = self.handle(fh).ok()?;
+        let key = {
+            let table = self.inner.table.lock().unwrap();
+            let data = table.get(ino).ok()?;
+            if data
+                .file
+                .as_ref()
+                .is_some_and(|f| f.staging.lock().unwrap().is_some())
+            {
+                return None;
+            }
+            let end = (offset + size as u64).min(data.meta.size);
+            if offset >= end {
+                return None;
+            }
+            data.meta.content_key(&data.path)
+        };
+        let mut state = handle.read.try_lock().ok()?;
+        let prefetcher = state.prefetch.as_ref()?;
+        if !prefetcher.covers(&key, offset) {
+            return None;
+        }
+        let bytes = prefetcher.read_now(offset, size as u64)?;
+        // The same bookkeeping as `read_remote`.
+        let end = offset + bytes.len() as u64;
+        state.streak = if offset == state.next_offset {
+            state.streak + 1
+        } else {
+            0
+        };
+        state.next_offset = end;
+        Some(bytes)
+    }
+
     /// A read from the server: from the handle's sequential read-ahead when the reader is
     /// sequential, else from the data cache or one ranged GET of the blocks needed.
     async fn read_remote(

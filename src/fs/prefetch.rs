@@ -152,6 +152,25 @@ impl Prefetcher {
         offset >= queue.start && offset <= queue.end.max(queue.read_to) + self.max_ahead
     }
 
+    /// [`Prefetcher::read`] when every byte asked for is buffered already; `None` (and no
+    /// change) otherwise.
+    pub fn read_now(&self, offset: u64, len: u64) -> Option<Bytes> {
+        let stop = (offset + len).min(self.size);
+        if offset >= stop {
+            return None;
+        }
+        let mut queue = self.shared.queue.lock().unwrap();
+        if offset < queue.start || queue.end < stop {
+            return None;
+        }
+        let bytes = copy_range(&queue, offset, stop);
+        queue.read_to = queue.read_to.max(stop);
+        trim(&mut queue, self.keep_behind);
+        drop(queue);
+        self.shared.room.notify_one();
+        Some(bytes)
+    }
+
     /// The bytes `[offset, offset + len)` (clipped to the content's size), waiting for the
     /// producer as needed. The caller checked [`Prefetcher::covers`].
     pub async fn read(&self, offset: u64, len: u64) -> Result<Bytes, PrefetchError> {
