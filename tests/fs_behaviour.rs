@@ -1088,6 +1088,33 @@ async fn reads_already_read_ahead_are_served_at_once_and_right() {
     fs.release(ino, open.fh).await.unwrap();
 }
 
+/// A crash while a big file is streamed leaves its multipart upload open on the server: the
+/// next mount on the same cache aborts it.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_upload_a_crash_left_open_is_aborted_by_the_next_mount() {
+    let api = Arc::new(MemoryCellsApi::default());
+    let cache = tempfile::tempdir().unwrap();
+    let fs = mount(&api, streaming_options(cache.path())).await;
+    let data = pattern(21 * MIB as usize);
+    let (_ino, _fh) = append_new(&fs, "crashed.bin", &data).await;
+    assert!(eventually(|| api.calls("upload_part") == 2).await);
+    assert_eq!(api.unfinished_multipart_uploads(), 1);
+    // The crash: nothing is closed, dropped or aborted.
+    std::mem::forget(fs);
+    let fs = mount(&api, streaming_options(cache.path())).await;
+    assert!(
+        eventually(|| api.unfinished_multipart_uploads() == 0).await,
+        "the open upload was aborted"
+    );
+    assert_eq!(api.read_file(&format!("{WS}/crashed.bin")), None);
+    // Once aborted, it is forgotten: a third mount has nothing to abort.
+    drop(fs);
+    let calls = api.calls("abort_multipart");
+    let _fs = mount(&api, streaming_options(cache.path())).await;
+    tokio::time::sleep(Duration::from_millis(100)).await;
+    assert_eq!(api.calls("abort_multipart"), calls);
+}
+
 /// A folder listing the server answered while this mount renamed a file in it (the git
 /// `index.lock` -> `index` dance) must not bring the old name back.
 #[tokio::test]

@@ -15,6 +15,10 @@
 //!   pending records (and over a thousand), so it stays small.
 //! - Records of earlier versions (one `<id>.json` file each) are read too, and removed once the
 //!   rewritten log holds them.
+//! - The log also names the multipart uploads a big file is streamed into while it is written
+//!   (`stream`, then `ended` once completed or aborted), so the next mount aborts those a crash
+//!   left open (with the temporary node the server shows for them). Not synced: a crash of the
+//!   machine at that moment leaves one such upload, as any client's would.
 //!
 //! When an upload fails for good, the staging file is copied to `<cache>/recovery/` under a
 //! name built from the time and the path, and the failure is reported; data is never dropped.
@@ -38,8 +42,21 @@ pub struct Record {
 #[derive(Serialize, Deserialize)]
 #[serde(rename_all = "lowercase")]
 enum Line {
-    Put { id: String, record: Record },
-    Done { id: String },
+    Put {
+        id: String,
+        record: Record,
+    },
+    Done {
+        id: String,
+    },
+    /// A multipart upload opened for `path`, its upload id.
+    Stream {
+        id: String,
+        path: String,
+    },
+    Ended {
+        id: String,
+    },
 }
 
 /// Rewrite the log once it holds this many lines and four times more than pending records.
@@ -55,6 +72,8 @@ struct Log {
     file: std::fs::File,
     /// Pending records by id.
     pending: HashMap<String, Record>,
+    /// Multipart uploads open: upload id -> path.
+    streams: HashMap<String, String>,
     lines: usize,
 }
 
@@ -77,6 +96,7 @@ impl Journal {
         std::fs::create_dir_all(&dir)?;
         std::fs::create_dir_all(&recovery)?;
         let mut pending = HashMap::new();
+        let mut streams = HashMap::new();
         let mut legacy = Vec::new();
         for entry in std::fs::read_dir(&dir)?.flatten() {
             let name = entry.file_name().to_string_lossy().into_owned();
@@ -100,28 +120,39 @@ impl Journal {
                     Ok(Line::Done { id }) => {
                         pending.remove(&id);
                     }
+                    Ok(Line::Stream { id, path }) => {
+                        streams.insert(id, path);
+                    }
+                    Ok(Line::Ended { id }) => {
+                        streams.remove(&id);
+                    }
                     Err(_) => {}
                 }
             }
         }
-        let file = Self::rewrite(&dir, &pending)?;
+        let file = Self::rewrite(&dir, &pending, &streams)?;
         for path in legacy {
             let _ = std::fs::remove_file(path);
         }
-        let lines = pending.len();
+        let lines = pending.len() + streams.len();
         Ok(Journal {
             dir,
             recovery,
             log: Mutex::new(Log {
                 file,
                 pending,
+                streams,
                 lines,
             }),
         })
     }
 
-    /// Write a log holding `pending` alone, durably, and open it for appending.
-    fn rewrite(dir: &Path, pending: &HashMap<String, Record>) -> std::io::Result<std::fs::File> {
+    /// Write a log holding `pending` and `streams` alone, durably, and open it for appending.
+    fn rewrite(
+        dir: &Path,
+        pending: &HashMap<String, Record>,
+        streams: &HashMap<String, String>,
+    ) -> std::io::Result<std::fs::File> {
         let tmp = dir.join("log.tmp");
         {
             let mut out = std::io::BufWriter::new(std::fs::File::create(&tmp)?);
@@ -131,6 +162,12 @@ impl Journal {
                 out.write_all(&line_bytes(&Line::Put {
                     id: id.clone(),
                     record: pending[id].clone(),
+                })?)?;
+            }
+            for (id, path) in streams {
+                out.write_all(&line_bytes(&Line::Stream {
+                    id: id.clone(),
+                    path: path.clone(),
                 })?)?;
             }
             out.into_inner().map_err(|e| e.into_error())?.sync_all()?;
@@ -161,18 +198,62 @@ impl Journal {
         if log.pending.remove(id).is_none() {
             return;
         }
-        let Ok(data) = line_bytes(&Line::Done { id: id.to_string() }) else {
+        self.append(&mut log, &Line::Done { id: id.to_string() });
+    }
+
+    /// A multipart upload was opened for `path` (see the module documentation).
+    pub fn stream_started(&self, upload_id: &str, path: &str) {
+        let mut log = self.log.lock().unwrap();
+        log.streams.insert(upload_id.to_string(), path.to_string());
+        self.append(
+            &mut log,
+            &Line::Stream {
+                id: upload_id.to_string(),
+                path: path.to_string(),
+            },
+        );
+    }
+
+    /// The multipart upload was completed or aborted.
+    pub fn stream_ended(&self, upload_id: &str) {
+        let mut log = self.log.lock().unwrap();
+        if log.streams.remove(upload_id).is_some() {
+            self.append(
+                &mut log,
+                &Line::Ended {
+                    id: upload_id.to_string(),
+                },
+            );
+        }
+    }
+
+    /// Multipart uploads a previous mount left open, as `(upload id, path)`.
+    pub fn open_streams(&self) -> Vec<(String, String)> {
+        let log = self.log.lock().unwrap();
+        let mut out: Vec<(String, String)> = log
+            .streams
+            .iter()
+            .map(|(id, path)| (id.clone(), path.clone()))
+            .collect();
+        out.sort();
+        out
+    }
+
+    /// Append a line that needs no sync; compact the log when it grew.
+    fn append(&self, log: &mut Log, line: &Line) {
+        let Ok(data) = line_bytes(line) else {
             return;
         };
         if log.file.write_all(&data).is_err() {
             return;
         }
         log.lines += 1;
-        if log.lines >= COMPACT_AFTER && log.lines >= 4 * log.pending.len() {
-            match Self::rewrite(&self.dir, &log.pending) {
+        let live = log.pending.len() + log.streams.len();
+        if log.lines >= COMPACT_AFTER && log.lines >= 4 * live {
+            match Self::rewrite(&self.dir, &log.pending, &log.streams) {
                 Ok(file) => {
                     log.file = file;
-                    log.lines = log.pending.len();
+                    log.lines = live;
                 }
                 Err(e) => tracing::warn!("could not compact the write-back journal: {e}"),
             }
@@ -278,6 +359,30 @@ mod tests {
         assert_eq!(
             Journal::open(cache.path()).unwrap().pending(),
             vec![("keep".to_string(), record("ws/keep"))]
+        );
+    }
+
+    #[test]
+    fn open_streams_are_remembered_until_they_end() {
+        let cache = tempfile::tempdir().unwrap();
+        let journal = Journal::open(cache.path()).unwrap();
+        journal.stream_started("u1", "ws/big");
+        journal.stream_started("u2", "ws/other");
+        journal.stream_ended("u2");
+        drop(journal);
+        let journal = Journal::open(cache.path()).unwrap();
+        assert_eq!(
+            journal.open_streams(),
+            vec![("u1".to_string(), "ws/big".to_string())]
+        );
+        assert!(journal.pending().is_empty());
+        journal.stream_ended("u1");
+        drop(journal);
+        assert!(
+            Journal::open(cache.path())
+                .unwrap()
+                .open_streams()
+                .is_empty()
         );
     }
 

@@ -724,7 +724,7 @@ struct Inner {
     /// Stores blocks into `data_cache` on its own thread.
     cache_writer: Option<cache::CacheWriter>,
     overlay: overlay::Overlay,
-    journal: journal::Journal,
+    journal: Arc<journal::Journal>,
     staging_dir: PathBuf,
     read_budget: Arc<tokio::sync::Semaphore>,
     /// Write-back uploads running at once.
@@ -780,7 +780,7 @@ impl CellsFs {
             None
         };
         let cache_writer = data_cache.as_ref().map(|cache| cache.writer());
-        let journal = journal::Journal::open(&cache_dir)?;
+        let journal = Arc::new(journal::Journal::open(&cache_dir)?);
         let overlay = overlay::Overlay::open(cache_dir.join("times.json"));
         let mut table = Table {
             next_ino: ROOT_INO,
@@ -832,6 +832,12 @@ impl CellsFs {
             }),
         };
         fs.replay_journal()?;
+        if !fs.inner.journal.open_streams().is_empty() {
+            tokio::spawn(stream::abort_left_open(
+                fs.inner.api.clone(),
+                fs.inner.journal.clone(),
+            ));
+        }
         fs.clean_orphan_staging();
         Ok(fs)
     }
@@ -2161,6 +2167,7 @@ impl CellsFs {
             staging.stream_started = true;
             staging.stream = Some(stream::PartStream::start(
                 self.inner.api.clone(),
+                self.inner.journal.clone(),
                 path,
                 staging.path.clone(),
                 &options.upload_options,

@@ -14,7 +14,9 @@
 //!   uploaded the usual way. The stream never decides what is stored: it only replaces the
 //!   upload at close when it completes.
 //! - A stream dropped before [`PartStream::finish`] aborts its upload once its task is done,
-//!   so no half-made upload or temporary node is left on the server.
+//!   so no half-made upload or temporary node is left on the server. Every upload opened is
+//!   named in the journal until it is completed or aborted: the next mount aborts those a
+//!   crash left open ([`abort_left_open`]).
 
 use std::path::PathBuf;
 use std::sync::Arc;
@@ -24,6 +26,7 @@ use futures::{StreamExt, TryStreamExt};
 use tokio::sync::mpsc;
 use tokio::task::JoinHandle;
 
+use super::journal::Journal;
 use crate::api::{ApiError, ApiResult, CellsApi, UploadOptions};
 
 /// One part: number (from 1), offset, length.
@@ -71,6 +74,7 @@ pub(super) struct PartStream {
     parts: Option<mpsc::UnboundedSender<Part>>,
     task: Option<JoinHandle<ApiResult<Sent>>>,
     api: Arc<dyn CellsApi>,
+    journal: Arc<Journal>,
     retry: Retry,
     runtime: tokio::runtime::Handle,
 }
@@ -79,6 +83,7 @@ impl PartStream {
     /// Start streaming the staging file `staging` to `path` (call from the runtime).
     pub fn start(
         api: Arc<dyn CellsApi>,
+        journal: Arc<Journal>,
         path: &str,
         staging: PathBuf,
         options: &UploadOptions,
@@ -88,6 +93,7 @@ impl PartStream {
         let (sender, receiver) = mpsc::unbounded_channel();
         let task = tokio::spawn(send_parts(
             api.clone(),
+            journal.clone(),
             path.to_string(),
             staging,
             options.clone(),
@@ -103,6 +109,7 @@ impl PartStream {
             parts: Some(sender),
             task: Some(task),
             api,
+            journal,
             retry,
             runtime: tokio::runtime::Handle::current(),
         }
@@ -150,7 +157,7 @@ impl PartStream {
             .map_err(|e| ApiError::Local(format!("{}: part upload task: {e}", self.path)))??;
         let (api, path) = (self.api.clone(), self.path.clone());
         if parts.len() as u64 != expected {
-            let _ = api.abort_multipart(&path, &upload_id).await;
+            abort(&*api, &self.journal, &path, &upload_id).await;
             return Err(ApiError::Local(format!(
                 "{path}: {} of {expected} parts sent",
                 parts.len()
@@ -160,8 +167,9 @@ impl PartStream {
             .retry
             .run(|| api.complete_multipart(&path, &upload_id, &parts))
             .await;
-        if completed.is_err() {
-            let _ = api.abort_multipart(&path, &upload_id).await;
+        match &completed {
+            Ok(_) => self.journal.stream_ended(&upload_id),
+            Err(_) => abort(&*api, &self.journal, &path, &upload_id).await,
         }
         completed
     }
@@ -174,12 +182,10 @@ impl Drop for PartStream {
         };
         // Closing the channel lets the task finish the parts in flight; then abort.
         self.parts = None;
-        let (api, path) = (self.api.clone(), self.path.clone());
+        let (api, journal, path) = (self.api.clone(), self.journal.clone(), self.path.clone());
         self.runtime.spawn(async move {
-            if let Ok(Ok((upload_id, _))) = task.await
-                && let Err(e) = api.abort_multipart(&path, &upload_id).await
-            {
-                tracing::warn!("could not abort the streamed upload of {path}: {e}");
+            if let Ok(Ok((upload_id, _))) = task.await {
+                abort(&*api, &journal, &path, &upload_id).await;
             }
         });
     }
@@ -189,6 +195,7 @@ impl Drop for PartStream {
 /// until the channel closes. Aborts the upload itself when a part fails for good.
 async fn send_parts(
     api: Arc<dyn CellsApi>,
+    journal: Arc<Journal>,
     path: String,
     staging: PathBuf,
     options: UploadOptions,
@@ -196,6 +203,7 @@ async fn send_parts(
     receiver: mpsc::UnboundedReceiver<Part>,
 ) -> ApiResult<Sent> {
     let upload_id = retry.run(|| api.create_multipart(&path, &options)).await?;
+    journal.stream_started(&upload_id, &path);
     let parts = futures::stream::unfold(receiver, |mut receiver| async move {
         receiver.recv().await.map(|part| (part, receiver))
     });
@@ -218,8 +226,25 @@ async fn send_parts(
             Ok((upload_id, sent))
         }
         Err(e) => {
-            let _ = api.abort_multipart(&path, &upload_id).await;
+            abort(&*api, &journal, &path, &upload_id).await;
             Err(e)
         }
+    }
+}
+
+/// Abort an upload; the journal forgets it once the server has (a failure leaves it for the
+/// next mount).
+async fn abort(api: &dyn CellsApi, journal: &Journal, path: &str, upload_id: &str) {
+    match api.abort_multipart(path, upload_id).await {
+        Ok(()) | Err(ApiError::NotFound(_)) => journal.stream_ended(upload_id),
+        Err(e) => tracing::warn!("could not abort the streamed upload of {path}: {e}"),
+    }
+}
+
+/// Abort the uploads a previous mount left open (a crash while a big file was written).
+pub(super) async fn abort_left_open(api: Arc<dyn CellsApi>, journal: Arc<Journal>) {
+    for (upload_id, path) in journal.open_streams() {
+        tracing::info!("aborting the upload of {path} left open by a previous mount");
+        abort(&*api, &journal, &path, &upload_id).await;
     }
 }
