@@ -928,6 +928,43 @@ async fn a_big_new_file_is_sent_in_parts_while_it_is_written() {
     assert_eq!(read_all(&fs, &format!("{WS}/big.bin"), 1 << 20).await, data);
 }
 
+/// In write-back too: the parts go while the file is written, the (later) upload sends the
+/// tail; a crash before it loses nothing (the journal uploads the file whole, the open upload
+/// is aborted).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn write_back_streams_big_files_too_and_a_crash_loses_nothing() {
+    let api = Arc::new(MemoryCellsApi::default());
+    let cache = tempfile::tempdir().unwrap();
+    let mut opts = streaming_options(cache.path());
+    opts.write_back = Some(Duration::from_secs(3600));
+    let fs = mount(&api, opts.clone()).await;
+    let data = pattern(22 * MIB as usize);
+    let (ino, fh) = append_new(&fs, "wb.bin", &data).await;
+    assert!(eventually(|| api.calls("upload_part") == 2).await);
+    close(&fs, ino, fh).await.unwrap();
+    assert_eq!(
+        api.read_file(&format!("{WS}/wb.bin")),
+        None,
+        "not yet: write-back"
+    );
+    fs.sync_all().await.unwrap();
+    assert_eq!(api.read_file(&format!("{WS}/wb.bin")), Some(data));
+    assert_eq!(api.calls("put_object_from_file"), 0);
+    assert_eq!(api.calls("upload_part"), 3);
+
+    // Closed (journaled), parts sent, then the crash.
+    let data = pattern(21 * MIB as usize + 5);
+    let (ino, fh) = append_new(&fs, "wb-crash.bin", &data).await;
+    assert!(eventually(|| api.unfinished_multipart_uploads() == 1).await);
+    close(&fs, ino, fh).await.unwrap();
+    std::mem::forget(fs);
+    opts.write_back = None;
+    let fs = mount(&api, opts).await;
+    fs.sync_all().await.unwrap();
+    assert_eq!(api.read_file(&format!("{WS}/wb-crash.bin")), Some(data));
+    assert!(eventually(|| api.unfinished_multipart_uploads() == 0).await);
+}
+
 /// Whatever breaks the stream (a write below what was sent, a rename, a failed part), the
 /// file is uploaded whole at close, right, and no unfinished upload stays on the server.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -2150,13 +2150,13 @@ impl CellsFs {
     }
 
     /// A new file growing by appends past the multipart threshold sends its complete parts
-    /// now, while it is written (see [`stream`]). Only in the default mode (in write-back,
-    /// `close` does not wait for the upload) and only for a file not on the server yet or
-    /// empty there (the server shows a temporary node at the path while a multipart upload is
-    /// open: no one loses sight of content meanwhile).
+    /// now, while it is written (see [`stream`]); in write-back too, where the upload then
+    /// only has the tail to send. Only for a file not on the server yet or empty there (the
+    /// server shows a temporary node at the path while a multipart upload is open: no one
+    /// loses sight of content meanwhile).
     fn stream_parts(&self, path: &str, staging: &mut Staging) {
         let options = &self.inner.options;
-        if options.write_back.is_some() || !staging.appending {
+        if !staging.appending {
             return;
         }
         if staging.stream.is_none() {
