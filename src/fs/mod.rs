@@ -679,6 +679,18 @@ struct ReadState {
     prefetch: Option<prefetch::Prefetcher>,
 }
 
+impl ReadState {
+    /// A read of `[offset, end)` was served: count the streak of sequential reads.
+    fn advance(&mut self, offset: u64, end: u64) {
+        self.streak = if offset == self.next_offset {
+            self.streak + 1
+        } else {
+            0
+        };
+        self.next_offset = end;
+    }
+}
+
 /// Sequential reads in a row (after the first) before a stream starts: a random read split
 /// by the kernel into two requests must not start one. A read at offset 0 starts at once.
 const STREAK_TO_PREFETCH: u32 = 2;
@@ -738,6 +750,34 @@ struct Inner {
     /// rename), each with a receiver that turns `true` once done. Nothing touches such a path
     /// on the server before its delete ends, and listings and stats do not show it.
     pending_deletes: Mutex<HashMap<String, tokio::sync::watch::Receiver<bool>>>,
+}
+
+/// How a request is retried: transient errors only, `attempts` in all, the delay doubling.
+#[derive(Clone, Copy)]
+struct Retry {
+    pub attempts: u32,
+    pub delay: Duration,
+}
+
+impl Retry {
+    async fn run<T, F, Fut>(self, mut call: F) -> crate::api::ApiResult<T>
+    where
+        F: FnMut() -> Fut,
+        Fut: std::future::Future<Output = crate::api::ApiResult<T>>,
+    {
+        let mut delay = self.delay;
+        let mut attempt = 1;
+        loop {
+            match call().await {
+                Err(e) if e.is_transient() && attempt < self.attempts.max(1) => {
+                    attempt += 1;
+                    tokio::time::sleep(delay).await;
+                    delay *= 2;
+                }
+                result => return result,
+            }
+        }
+    }
 }
 
 /// One request to the kernel, sent by the notifier thread.
@@ -956,6 +996,14 @@ impl CellsFs {
             base.max(self.inner.options.events_cache_time)
         } else {
             base
+        }
+    }
+
+    /// Retries as the options say (the upload attempts and delay).
+    fn retry(&self) -> Retry {
+        Retry {
+            attempts: self.inner.options.upload_attempts,
+            delay: self.inner.options.upload_retry_delay,
         }
     }
 
@@ -1269,16 +1317,14 @@ impl CellsFs {
 
     /// Server metadata of `path` (`None`: it does not exist), cached answers first.
     async fn fetch_meta(&self, path: &str, use_cache: bool) -> FsResult<Option<Meta>> {
-        let name = base_name(path);
-        let parent = parent_path(path);
-        if self.delete_pending(path) {
+        if use_cache {
+            if let Some(known) = self.cached_meta(path) {
+                return Ok(known);
+            }
+        } else if self.delete_pending(path) {
             return Ok(None);
         }
-        if use_cache && let Some(known) = self.cached_meta(path) {
-            return Ok(known);
-        }
-        self.fetch_meta_from_server(path, name, parent, use_cache)
-            .await
+        self.fetch_meta_from_server(path, use_cache).await
     }
 
     /// What memory says of `path` while it is trusted: `Some(Some(meta))`, `Some(None)` (it
@@ -1333,13 +1379,9 @@ impl CellsFs {
         None
     }
 
-    async fn fetch_meta_from_server(
-        &self,
-        path: &str,
-        name: &str,
-        parent: &str,
-        use_cache: bool,
-    ) -> FsResult<Option<Meta>> {
+    async fn fetch_meta_from_server(&self, path: &str, use_cache: bool) -> FsResult<Option<Meta>> {
+        let name = base_name(path);
+        let parent = parent_path(path);
         // A folder listed before and not too big is listed again rather than asked about one
         // name: `rsync`, `ls -l` and `find` go through every sibling (one request for all).
         let relist = use_cache && {
@@ -1446,6 +1488,19 @@ impl CellsFs {
         }
     }
 
+    /// The attributes of `ino` need no check with the server: it is only here (or changing
+    /// here), or it was confirmed recently enough.
+    fn attr_trusted(&self, ino: u64, data: &InodeData) -> bool {
+        let busy = data.local
+            || data.detached
+            || data.file.as_ref().is_some_and(|f| f.dirty())
+            || ino == ROOT_INO;
+        busy || self.fresh(
+            data.validated,
+            self.trusted_for(self.inner.options.attr_timeout, &data.path),
+        )
+    }
+
     /// [`CellsFs::getattr`] when memory can answer it, without waiting: `None` when the
     /// server must be asked.
     pub fn getattr_cached(&self, ino: u64) -> Option<FsResult<AttrReply>> {
@@ -1454,15 +1509,7 @@ impl CellsFs {
             Ok(data) => data,
             Err(e) => return Some(Err(e)),
         };
-        let busy = data.local
-            || data.detached
-            || data.file.as_ref().is_some_and(|f| f.dirty())
-            || ino == ROOT_INO;
-        let fresh = self.fresh(
-            data.validated,
-            self.trusted_for(self.inner.options.attr_timeout, &data.path),
-        );
-        (busy || fresh).then(|| {
+        self.attr_trusted(ino, data).then(|| {
             Ok(AttrReply {
                 attr: self.attr_of(ino, data),
                 ttl: self.inner.options.attr_timeout,
@@ -1474,15 +1521,7 @@ impl CellsFs {
         let (path, needs_check) = {
             let table = self.inner.table.lock().unwrap();
             let data = table.get(ino)?;
-            let busy = data.local
-                || data.detached
-                || data.file.as_ref().is_some_and(|f| f.dirty())
-                || ino == ROOT_INO;
-            let fresh = self.fresh(
-                data.validated,
-                self.trusted_for(self.inner.options.attr_timeout, &data.path),
-            );
-            (data.path.clone(), !busy && !fresh)
+            (data.path.clone(), !self.attr_trusted(ino, data))
         };
         if needs_check {
             match self.fetch_meta(&path, true).await? {
@@ -1920,14 +1959,7 @@ impl CellsFs {
             return None;
         }
         let bytes = prefetcher.read_now(offset, size as u64)?;
-        // The same bookkeeping as `read_remote`.
-        let end = offset + bytes.len() as u64;
-        state.streak = if offset == state.next_offset {
-            state.streak + 1
-        } else {
-            0
-        };
-        state.next_offset = end;
+        state.advance(offset, offset + bytes.len() as u64);
         Some(bytes)
     }
 
@@ -1947,9 +1979,7 @@ impl CellsFs {
         }
         let key = meta.content_key(path);
         let mut state = handle.read.lock().await;
-        let sequential = offset == state.next_offset;
-        state.streak = if sequential { state.streak + 1 } else { 0 };
-        state.next_offset = end;
+        state.advance(offset, end);
         if let Some(prefetcher) = &state.prefetch
             && prefetcher.covers(&key, offset)
         {
@@ -2171,10 +2201,7 @@ impl CellsFs {
                 path,
                 staging.path.clone(),
                 &options.upload_options,
-                stream::Retry {
-                    attempts: options.upload_attempts,
-                    delay: options.upload_retry_delay,
-                },
+                self.retry(),
             ));
         }
         if let Some(parts) = staging.stream.as_mut() {
@@ -2772,18 +2799,9 @@ impl CellsFs {
         let fs = self.clone();
         let path = path.to_string();
         tokio::spawn(async move {
-            let mut delay = fs.inner.options.upload_retry_delay;
-            let mut attempt = 1;
-            let result = loop {
-                match fs.inner.api.delete_object(&path).await {
-                    Ok(()) | Err(ApiError::NotFound(_)) => break Ok(()),
-                    Err(e) if e.is_transient() && attempt < fs.inner.options.upload_attempts => {
-                        attempt += 1;
-                        tokio::time::sleep(delay).await;
-                        delay *= 2;
-                    }
-                    Err(e) => break Err(e),
-                }
+            let result = match fs.retry().run(|| fs.inner.api.delete_object(&path)).await {
+                Err(ApiError::NotFound(_)) => Ok(()),
+                result => result,
             };
             fs.inner.pending_deletes.lock().unwrap().remove(&path);
             let _ = done.send(true);

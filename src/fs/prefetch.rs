@@ -159,16 +159,22 @@ impl Prefetcher {
         if offset >= stop {
             return None;
         }
-        let mut queue = self.shared.queue.lock().unwrap();
+        let queue = self.shared.queue.lock().unwrap();
         if offset < queue.start || queue.end < stop {
             return None;
         }
+        Some(self.take(queue, offset, stop))
+    }
+
+    /// Hand out the buffered `[offset, stop)`: the reader moves on, what lies far enough
+    /// behind it is dropped, and the producer may fill the room.
+    fn take(&self, mut queue: std::sync::MutexGuard<'_, Queue>, offset: u64, stop: u64) -> Bytes {
         let bytes = copy_range(&queue, offset, stop);
         queue.read_to = queue.read_to.max(stop);
         trim(&mut queue, self.keep_behind);
         drop(queue);
         self.shared.room.notify_one();
-        Some(bytes)
+        bytes
     }
 
     /// The bytes `[offset, offset + len)` (clipped to the content's size), waiting for the
@@ -184,12 +190,7 @@ impl Prefetcher {
             {
                 let mut queue = self.shared.queue.lock().unwrap();
                 if queue.end >= stop {
-                    let bytes = copy_range(&queue, offset, stop);
-                    queue.read_to = queue.read_to.max(stop);
-                    trim(&mut queue, self.keep_behind);
-                    drop(queue);
-                    self.shared.room.notify_one();
-                    return Ok(bytes);
+                    return Ok(self.take(queue, offset, stop));
                 }
                 if let Some(error) = &queue.error {
                     return Err(error.clone());

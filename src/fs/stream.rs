@@ -20,12 +20,12 @@
 
 use std::path::PathBuf;
 use std::sync::Arc;
-use std::time::Duration;
 
 use futures::{StreamExt, TryStreamExt};
 use tokio::sync::mpsc;
 use tokio::task::JoinHandle;
 
+use super::Retry;
 use super::journal::Journal;
 use crate::api::{ApiError, ApiResult, CellsApi, UploadOptions};
 
@@ -34,34 +34,6 @@ type Part = (u64, u64, u64);
 
 /// What the background task returns: the upload id and the parts sent, by number.
 type Sent = (String, Vec<(u64, String)>);
-
-/// Retries of one request of a stream.
-#[derive(Clone, Copy)]
-pub(super) struct Retry {
-    pub attempts: u32,
-    pub delay: Duration,
-}
-
-impl Retry {
-    async fn run<T, F, Fut>(self, mut call: F) -> ApiResult<T>
-    where
-        F: FnMut() -> Fut,
-        Fut: std::future::Future<Output = ApiResult<T>>,
-    {
-        let mut delay = self.delay;
-        let mut attempt = 1;
-        loop {
-            match call().await {
-                Err(e) if e.is_transient() && attempt < self.attempts.max(1) => {
-                    attempt += 1;
-                    tokio::time::sleep(delay).await;
-                    delay *= 2;
-                }
-                result => return result,
-            }
-        }
-    }
-}
 
 pub(super) struct PartStream {
     /// The server path the upload is for.
