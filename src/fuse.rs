@@ -52,6 +52,22 @@ impl CellsFuse {
     }
 }
 
+/// Reply to a request answered with an entry (lookup, create, mkdir, ...).
+fn reply_entry(reply: ReplyEntry, op: &str, result: fs::FsResult<fs::Entry>) {
+    match result {
+        Ok(e) => reply.entry(&e.ttl, &file_attr(&e.attr), Generation(e.generation)),
+        Err(err) => reply.error(errno(op, &err)),
+    }
+}
+
+/// Reply to a request answered with attributes (getattr, setattr).
+fn reply_attr(reply: ReplyAttr, op: &str, result: fs::FsResult<fs::AttrReply>) {
+    match result {
+        Ok(a) => reply.attr(&a.ttl, &file_attr(&a.attr)),
+        Err(err) => reply.error(errno(op, &err)),
+    }
+}
+
 /// Map a core error to the kernel's errno, logging it once (expected outcomes quietly).
 fn errno(op: &str, err: &FsError) -> Errno {
     let code = err.errno();
@@ -137,19 +153,13 @@ impl Filesystem for CellsFuse {
     fn lookup(&self, _req: &Request, parent: INodeNo, name: &OsStr, reply: ReplyEntry) {
         // Answered from memory when it can be, without a trip through the runtime.
         if let Some(result) = self.fs.lookup_cached(parent.0, name) {
-            return match result {
-                Ok(e) => reply.entry(&e.ttl, &file_attr(&e.attr), Generation(e.generation)),
-                Err(err) => reply.error(errno("lookup", &err)),
-            };
+            return reply_entry(reply, "lookup", result);
         }
         let fs = self.fs.clone();
         let name = name.to_owned();
         let span = tracing::debug_span!("lookup", parent = parent.0, name = ?name);
         self.spawn(span, async move {
-            match fs.lookup(parent.0, &name).await {
-                Ok(e) => reply.entry(&e.ttl, &file_attr(&e.attr), Generation(e.generation)),
-                Err(err) => reply.error(errno("lookup", &err)),
-            }
+            reply_entry(reply, "lookup", fs.lookup(parent.0, &name).await)
         });
     }
 
@@ -159,18 +169,12 @@ impl Filesystem for CellsFuse {
 
     fn getattr(&self, _req: &Request, ino: INodeNo, fh: Option<FileHandle>, reply: ReplyAttr) {
         if let Some(result) = self.fs.getattr_cached(ino.0) {
-            return match result {
-                Ok(a) => reply.attr(&a.ttl, &file_attr(&a.attr)),
-                Err(err) => reply.error(errno("getattr", &err)),
-            };
+            return reply_attr(reply, "getattr", result);
         }
         let fs = self.fs.clone();
         let span = tracing::debug_span!("getattr", ino = ino.0);
         self.spawn(span, async move {
-            match fs.getattr(ino.0, fh.map(|f| f.0)).await {
-                Ok(a) => reply.attr(&a.ttl, &file_attr(&a.attr)),
-                Err(err) => reply.error(errno("getattr", &err)),
-            }
+            reply_attr(reply, "getattr", fs.getattr(ino.0, fh.map(|f| f.0)).await)
         });
     }
 
@@ -204,10 +208,7 @@ impl Filesystem for CellsFuse {
         };
         let span = tracing::debug_span!("setattr", ino = ino.0, ?size);
         self.spawn(span, async move {
-            match fs.setattr(ino.0, changes).await {
-                Ok(a) => reply.attr(&a.ttl, &file_attr(&a.attr)),
-                Err(err) => reply.error(errno("setattr", &err)),
-            }
+            reply_attr(reply, "setattr", fs.setattr(ino.0, changes).await)
         });
     }
 
@@ -230,10 +231,7 @@ impl Filesystem for CellsFuse {
         let name = name.to_owned();
         let span = tracing::debug_span!("mknod", parent = parent.0, name = ?name);
         self.spawn(span, async move {
-            match fs.mknod(parent.0, &name, mode).await {
-                Ok(e) => reply.entry(&e.ttl, &file_attr(&e.attr), Generation(e.generation)),
-                Err(err) => reply.error(errno("mknod", &err)),
-            }
+            reply_entry(reply, "mknod", fs.mknod(parent.0, &name, mode).await)
         });
     }
 
@@ -250,10 +248,7 @@ impl Filesystem for CellsFuse {
         let name = name.to_owned();
         let span = tracing::debug_span!("mkdir", parent = parent.0, name = ?name);
         self.spawn(span, async move {
-            match fs.mkdir(parent.0, &name, mode).await {
-                Ok(e) => reply.entry(&e.ttl, &file_attr(&e.attr), Generation(e.generation)),
-                Err(err) => reply.error(errno("mkdir", &err)),
-            }
+            reply_entry(reply, "mkdir", fs.mkdir(parent.0, &name, mode).await)
         });
     }
 
@@ -294,10 +289,7 @@ impl Filesystem for CellsFuse {
         let target = target.as_os_str().to_owned();
         let span = tracing::debug_span!("symlink", parent = parent.0, name = ?name);
         self.spawn(span, async move {
-            match fs.symlink(parent.0, &name, &target).await {
-                Ok(e) => reply.entry(&e.ttl, &file_attr(&e.attr), Generation(e.generation)),
-                Err(err) => reply.error(errno("symlink", &err)),
-            }
+            reply_entry(reply, "symlink", fs.symlink(parent.0, &name, &target).await)
         });
     }
 
@@ -345,10 +337,7 @@ impl Filesystem for CellsFuse {
         let newname = newname.to_owned();
         let span = tracing::debug_span!("link", ino = ino.0, newparent = newparent.0);
         self.spawn(span, async move {
-            match fs.link(ino.0, newparent.0, &newname).await {
-                Ok(e) => reply.entry(&e.ttl, &file_attr(&e.attr), Generation(e.generation)),
-                Err(err) => reply.error(errno("link", &err)),
-            }
+            reply_entry(reply, "link", fs.link(ino.0, newparent.0, &newname).await)
         });
     }
 
