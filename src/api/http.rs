@@ -485,10 +485,7 @@ impl HttpCellsApi {
         let resp = self
             .execute(self.rest_spec(Method::GET, "/frontend/state", None, "frontend state"))
             .await?;
-        let text = resp
-            .text()
-            .await
-            .map_err(|e| ApiError::Network(describe_reqwest_error(&e)))?;
+        let text = body_text(resp).await?;
         parse_state_login(&text).ok_or_else(|| {
             ApiError::InvalidResponse(
                 "the server's /a/frontend/state has no <user id=...> (is this a Pydio Cells server?)"
@@ -744,10 +741,7 @@ impl HttpCellsApi {
                 false,
             ))
             .await?;
-        let text = resp
-            .text()
-            .await
-            .map_err(|e| ApiError::Network(describe_reqwest_error(&e)))?;
+        let text = body_text(resp).await?;
         xml_field(&text, "UploadId").ok_or_else(|| {
             ApiError::InvalidResponse("the multipart initiation returned no UploadId".into())
         })
@@ -803,10 +797,7 @@ impl HttpCellsApi {
                 true,
             ))
             .await?;
-        let text = resp
-            .text()
-            .await
-            .map_err(|e| ApiError::Network(describe_reqwest_error(&e)))?;
+        let text = body_text(resp).await?;
         if let Some(code) = xml_field(&text, "Code") {
             let message = xml_field(&text, "Message").unwrap_or_default();
             return Err(ApiError::Server {
@@ -831,6 +822,13 @@ impl HttpCellsApi {
         self.execute(abort).await?;
         Ok(())
     }
+}
+
+/// A response's body as text; a body cut short is a network error.
+async fn body_text(resp: reqwest::Response) -> ApiResult<String> {
+    resp.text()
+        .await
+        .map_err(|e| ApiError::Network(describe_reqwest_error(&e)))
 }
 
 /// Probe a server without credentials: `GET /a/frontend/bootconf` must answer Cells' JSON.
@@ -1420,10 +1418,7 @@ impl CellsApi for HttpCellsApi {
                 true,
             ))
             .await?;
-        let text = resp
-            .text()
-            .await
-            .map_err(|e| ApiError::Network(describe_reqwest_error(&e)))?;
+        let text = body_text(resp).await?;
         parse_list_objects(&text, &prefix)
     }
 

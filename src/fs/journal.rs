@@ -83,6 +83,16 @@ fn sync_dir(dir: &Path) {
     }
 }
 
+/// The entries of `map`, by id.
+fn sorted<T: Clone>(map: &HashMap<String, T>) -> Vec<(String, T)> {
+    let mut out: Vec<(String, T)> = map
+        .iter()
+        .map(|(id, value)| (id.clone(), value.clone()))
+        .collect();
+    out.sort_by(|a, b| a.0.cmp(&b.0));
+    out
+}
+
 fn line_bytes(line: &Line) -> std::io::Result<Vec<u8>> {
     let mut data = serde_json::to_vec(line).map_err(std::io::Error::other)?;
     data.push(b'\n');
@@ -229,14 +239,7 @@ impl Journal {
 
     /// Multipart uploads a previous mount left open, as `(upload id, path)`.
     pub fn open_streams(&self) -> Vec<(String, String)> {
-        let log = self.log.lock().unwrap();
-        let mut out: Vec<(String, String)> = log
-            .streams
-            .iter()
-            .map(|(id, path)| (id.clone(), path.clone()))
-            .collect();
-        out.sort();
-        out
+        sorted(&self.log.lock().unwrap().streams)
     }
 
     /// Append a line that needs no sync; compact the log when it grew.
@@ -262,14 +265,7 @@ impl Journal {
 
     /// Every record pending, as `(id, record)`, by id.
     pub fn pending(&self) -> Vec<(String, Record)> {
-        let log = self.log.lock().unwrap();
-        let mut out: Vec<(String, Record)> = log
-            .pending
-            .iter()
-            .map(|(id, record)| (id.clone(), record.clone()))
-            .collect();
-        out.sort_by(|a, b| a.0.cmp(&b.0));
-        out
+        sorted(&self.log.lock().unwrap().pending)
     }
 
     /// Keep a copy of `staging` for `path` in the recovery folder; returns where.
