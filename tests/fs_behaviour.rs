@@ -69,6 +69,20 @@ async fn read_all(fs: &CellsFs, path: &str, chunk: u32) -> Vec<u8> {
     out
 }
 
+/// The names `readdir` gives for the folder `dir` ("." and ".." included).
+async fn list_names(fs: &CellsFs, dir: u64) -> Vec<String> {
+    let fh = fs.opendir(dir, 0).await.unwrap();
+    let mut names = Vec::new();
+    fs.readdir(dir, fh, 0, false, |e| {
+        names.push(e.name.to_string_lossy().into_owned());
+        false
+    })
+    .await
+    .unwrap();
+    fs.releasedir(dir, fh).await.unwrap();
+    names
+}
+
 fn pattern(len: usize) -> Vec<u8> {
     (0..len).map(|i| (i * 7 % 251) as u8).collect()
 }
@@ -821,15 +835,7 @@ async fn the_old_name_of_a_fresh_rename_is_deleted_in_the_background_and_in_orde
         "still on the server for now"
     );
     // Gone for this mount all the same.
-    let fh = fs.opendir(ws, 0).await.unwrap();
-    let mut names = Vec::new();
-    fs.readdir(ws, fh, 0, false, |e| {
-        names.push(e.name.to_string_lossy().into_owned());
-        false
-    })
-    .await
-    .unwrap();
-    fs.releasedir(ws, fh).await.unwrap();
+    let names = list_names(&fs, ws).await;
     assert!(names.contains(&"f".to_string()), "{names:?}");
     assert!(!names.contains(&".f.tmp".to_string()), "{names:?}");
     assert_eq!(
@@ -1167,18 +1173,7 @@ async fn a_listing_that_raced_with_a_local_rename_is_not_kept() {
     api.set_operation_delay("list_folder_s3", Duration::from_millis(300));
     let lister = {
         let fs = fs.clone();
-        tokio::spawn(async move {
-            let fh = fs.opendir(dir, 0).await.unwrap();
-            let mut names = Vec::new();
-            fs.readdir(dir, fh, 0, false, |e| {
-                names.push(e.name.to_string_lossy().into_owned());
-                false
-            })
-            .await
-            .unwrap();
-            fs.releasedir(dir, fh).await.unwrap();
-            names
-        })
+        tokio::spawn(async move { list_names(&fs, dir).await })
     };
     tokio::time::sleep(Duration::from_millis(100)).await;
     fs.rename(dir, OsStr::new("a.txt"), dir, OsStr::new("b.txt"), 0)
