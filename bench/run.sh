@@ -182,7 +182,7 @@ for i in $(seq 1 "$SMALL_MANY"); do printf '%s' "$KIB" >"$WORK/ls/lsdir/f$i"; do
 tar -C "$(dirname "$TREE")" --hard-dereference -chf "$WORK/tree.tar" "$(basename "$TREE")" 2>/dev/null || die "cannot tar $TREE"
 mkdir -p "$WORK/tree" && tar -C "$WORK/tree" -xf "$WORK/tree.tar"
 TREE_SRC="$WORK/tree/$(basename "$TREE")"
-TREE_FILES=$(find "$TREE_SRC" -type f | wc -l)
+TREE_FILES=$(find "$TREE_SRC" -type f ! -name '.*' | wc -l)  # as server_files counts
 TREE_DIRS=$(find "$TREE_SRC" -type d | wc -l)
 TREE_MIB=$(du -sm "$TREE_SRC" | cut -f1)
 
@@ -192,8 +192,10 @@ code=$(s3curl -o "$WORK/logs/put.out" -w '%{http_code}' -T "$WORK/big.bin" "$(s3
   || { cat "$WORK/logs/scp.log" >&2; die "cec scp of the listing folder failed"; }
 
 # Files (not folders) the server holds under a prefix (recursive S3 listing: never paginated).
+# Files under a prefix at their final names: folder markers and dotfiles (rsync's temporary
+# names, which a mount may still be renaming) are not counted.
 server_files() {
-  s3curl "$URL/io?list-type=2&max-keys=1000000&prefix=$(printf '%s/' "$1" | sed 's|/|%2F|g')" | grep -o '<Key>[^<]*</Key>' | grep -vc '/</Key>$' || true
+  s3curl "$URL/io?list-type=2&max-keys=1000000&prefix=$(printf '%s/' "$1" | sed 's|/|%2F|g')" | grep -o '<Key>[^<]*</Key>' | grep -v '/</Key>$' | grep -vc '/\.[^/]*</Key>$' || true
 }
 server_size() { # size of one object, 0 when absent
   s3curl -I "$(s3_url "$1")" | awk 'tolower($1) == "content-length:" { gsub("\r", "", $2); print $2; found = 1 } END { if (!found) print 0 }'

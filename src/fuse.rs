@@ -542,13 +542,19 @@ impl Filesystem for CellsFuse {
     fn fsyncdir(
         &self,
         _req: &Request,
-        _ino: INodeNo,
+        ino: INodeNo,
         _fh: FileHandle,
         _datasync: bool,
         reply: ReplyEmpty,
     ) {
-        // Folder operations are synchronous on the server already.
-        reply.ok();
+        let fs = self.fs.clone();
+        let span = tracing::debug_span!("fsyncdir", ino = ino.0);
+        self.spawn(span, async move {
+            match fs.fsyncdir(ino.0).await {
+                Ok(()) => reply.ok(),
+                Err(err) => reply.error(errno("fsyncdir", &err)),
+            }
+        });
     }
 
     fn statfs(&self, _req: &Request, ino: INodeNo, reply: ReplyStatfs) {

@@ -773,14 +773,14 @@ async fn renaming_a_file_created_here_copies_it_and_keeps_the_target_identity() 
     )
     .await
     .unwrap();
+    // The server copies and deletes the temporary name in the background (next tests).
+    fs.sync_all().await.unwrap();
     assert_eq!(api.calls("move_nodes"), 0, "no move job");
     assert_eq!(api.calls("copy_object"), 1);
     assert_eq!(
         api.read_file(&format!("{WS}/dest.txt")),
         Some(b"new content".to_vec())
     );
-    // The temporary name is deleted in the background (see the next test).
-    fs.sync_all().await.unwrap();
     assert_eq!(api.read_file(&format!("{WS}/.dest.txt.Xa1b2")), None);
     assert_eq!(
         api.node(&format!("{WS}/dest.txt")).unwrap().uuid,
@@ -863,6 +863,154 @@ async fn the_old_name_of_a_fresh_rename_is_deleted_in_the_background_and_in_orde
     fs.sync_all().await.unwrap();
     assert_eq!(api.read_file(&format!("{WS}/.g.tmp")), None);
     assert_eq!(api.read_file(&format!("{WS}/g")), Some(b"g".to_vec()));
+}
+
+/// SEMANTICS: "the rename of a file this mount created returns at once ... until the server's
+/// copy is done, reading the new name waits for it; `fsync` of the file or of its folder,
+/// `sync` and the unmount wait for the whole rename".
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_fresh_rename_returns_before_the_server_copy_and_reads_wait_for_it() {
+    let api = Arc::new(MemoryCellsApi::default());
+    let cache = tempfile::tempdir().unwrap();
+    let fs = mount(&api, options(cache.path())).await;
+    let ws = resolve(&fs, WS).await.unwrap();
+    write_new(&fs, WS, ".f.tmp", b"content of f").await.unwrap();
+    write_new(&fs, WS, ".e.tmp", b"content of e").await.unwrap();
+    api.set_operation_delay("copy_object", Duration::from_millis(600));
+    let started = Instant::now();
+    fs.rename(ws, OsStr::new(".f.tmp"), ws, OsStr::new("f"), 0)
+        .await
+        .unwrap();
+    assert!(
+        started.elapsed() < Duration::from_millis(400),
+        "the rename waited for the copy: {:?}",
+        started.elapsed()
+    );
+    assert_eq!(api.read_file(&format!("{WS}/f")), None, "not copied yet");
+    // A listing from the server (the cached one dropped by a change elsewhere) waits for
+    // the copy: the new name is in it, the old one is not.
+    fs.invalidate(RemoteChange::Deleted {
+        path: format!("{WS}/elsewhere"),
+    });
+    let names = list_names(&fs, ws).await;
+    assert!(names.contains(&"f".to_string()), "{names:?}");
+    assert!(!names.contains(&".f.tmp".to_string()), "{names:?}");
+    // Opening the new name waits for its copy and reads the content.
+    let started = Instant::now();
+    fs.rename(ws, OsStr::new(".e.tmp"), ws, OsStr::new("e"), 0)
+        .await
+        .unwrap();
+    assert_eq!(
+        read_all(&fs, &format!("{WS}/e"), 4096).await,
+        b"content of e"
+    );
+    assert!(started.elapsed() >= Duration::from_millis(600));
+
+    // fsync of the folder returns once the server has the new name and not the old one.
+    write_new(&fs, WS, ".g.tmp", b"g").await.unwrap();
+    api.set_operation_delay("delete_object", Duration::from_millis(300));
+    fs.rename(ws, OsStr::new(".g.tmp"), ws, OsStr::new("g"), 0)
+        .await
+        .unwrap();
+    assert_eq!(api.read_file(&format!("{WS}/.g.tmp")), Some(b"g".to_vec()));
+    fs.fsyncdir(ws).await.unwrap();
+    assert_eq!(api.read_file(&format!("{WS}/g")), Some(b"g".to_vec()));
+    assert_eq!(api.read_file(&format!("{WS}/.g.tmp")), None);
+
+    // A second rename onto the same name waits for the first one's copy: last one wins.
+    api.set_operation_delay("delete_object", Duration::ZERO);
+    write_new(&fs, WS, ".h1", b"first").await.unwrap();
+    write_new(&fs, WS, ".h2", b"second").await.unwrap();
+    fs.rename(ws, OsStr::new(".h1"), ws, OsStr::new("h"), 0)
+        .await
+        .unwrap();
+    fs.rename(ws, OsStr::new(".h2"), ws, OsStr::new("h"), 0)
+        .await
+        .unwrap();
+    fs.sync_all().await.unwrap();
+    assert_eq!(api.read_file(&format!("{WS}/h")), Some(b"second".to_vec()));
+    assert_eq!(api.read_file(&format!("{WS}/.h1")), None);
+    assert_eq!(api.read_file(&format!("{WS}/.h2")), None);
+}
+
+/// SEMANTICS: "the rename is journaled before it returns: a crash before the server's copy
+/// is finished by the next mount".
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_rename_a_crash_interrupted_is_finished_by_the_next_mount() {
+    let api = Arc::new(MemoryCellsApi::default());
+    let cache = tempfile::tempdir().unwrap();
+    let fs = mount(&api, options(cache.path())).await;
+    let ws = resolve(&fs, WS).await.unwrap();
+    write_new(&fs, WS, ".kept.tmp", b"acknowledged")
+        .await
+        .unwrap();
+    api.set_operation_delay("copy_object", Duration::from_secs(30));
+    fs.rename(ws, OsStr::new(".kept.tmp"), ws, OsStr::new("kept"), 0)
+        .await
+        .unwrap();
+    // The crash: the copy never happens.
+    std::mem::forget(fs);
+    api.set_operation_delay("copy_object", Duration::ZERO);
+    let fs = mount(&api, options(cache.path())).await;
+    fs.settle().await;
+    assert_eq!(
+        api.read_file(&format!("{WS}/kept")),
+        Some(b"acknowledged".to_vec())
+    );
+    assert_eq!(api.read_file(&format!("{WS}/.kept.tmp")), None);
+    // Done, so forgotten: a third mount copies nothing.
+    drop(fs);
+    let calls = api.calls("copy_object");
+    let fs = mount(&api, options(cache.path())).await;
+    fs.settle().await;
+    assert_eq!(api.calls("copy_object"), calls);
+}
+
+/// A copy the server refuses falls back to its move job; when that fails too, the failure is
+/// reported and the file shows again under the name the server keeps.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_background_rename_the_server_refuses_falls_back_then_reports() {
+    let api = Arc::new(MemoryCellsApi::default());
+    let cache = tempfile::tempdir().unwrap();
+    let fs = mount(&api, options(cache.path())).await;
+    let ws = resolve(&fs, WS).await.unwrap();
+    let refused = || ApiError::Server {
+        status: 500,
+        message: "refused".into(),
+    };
+    write_new(&fs, WS, ".a.tmp", b"a").await.unwrap();
+    api.fail_next(100, Some("copy_object"), refused());
+    fs.rename(ws, OsStr::new(".a.tmp"), ws, OsStr::new("a"), 0)
+        .await
+        .unwrap();
+    fs.settle().await;
+    assert_eq!(api.calls("move_nodes"), 1, "the move job stood in");
+    assert_eq!(api.read_file(&format!("{WS}/a")), Some(b"a".to_vec()));
+    assert_eq!(api.read_file(&format!("{WS}/.a.tmp")), None);
+
+    write_new(&fs, WS, ".b.tmp", b"b").await.unwrap();
+    api.fail_next(100, Some("move_nodes"), refused());
+    fs.rename(ws, OsStr::new(".b.tmp"), ws, OsStr::new("b"), 0)
+        .await
+        .unwrap();
+    fs.settle().await;
+    api.clear_faults();
+    assert_eq!(api.read_file(&format!("{WS}/.b.tmp")), Some(b"b".to_vec()));
+    assert!(
+        fs.status()
+            .recent_errors
+            .iter()
+            .any(|e| e.message.contains("could not finish the rename")),
+        "reported"
+    );
+    assert_eq!(
+        fs.lookup(ws, OsStr::new("b"))
+            .await
+            .err()
+            .map(|e| e.errno()),
+        Some(libc::ENOENT)
+    );
+    assert_eq!(read_all(&fs, &format!("{WS}/.b.tmp"), 4096).await, b"b");
 }
 
 /// Options for the streaming tests: 10 MiB parts above a 10 MiB threshold.
@@ -1140,7 +1288,8 @@ async fn an_upload_a_crash_left_open_is_aborted_by_the_next_mount() {
     let fs = mount(&api, streaming_options(cache.path())).await;
     let data = pattern(21 * MIB as usize);
     let (_ino, _fh) = append_new(&fs, "crashed.bin", &data).await;
-    assert!(eventually(|| api.calls("upload_part") == 2).await);
+    // Both parts received (none in flight to fail later and abort on its own).
+    assert!(eventually(|| api.multipart_parts_received() == 2).await);
     assert_eq!(api.unfinished_multipart_uploads(), 1);
     // The crash: nothing is closed, dropped or aborted.
     std::mem::forget(fs);

@@ -351,6 +351,12 @@ impl MemoryCellsApi {
         self.state.lock().unwrap().multipart.len()
     }
 
+    /// Parts received so far by the multipart uploads not completed nor aborted.
+    pub fn multipart_parts_received(&self) -> usize {
+        let state = self.state.lock().unwrap();
+        state.multipart.values().map(|(_, parts)| parts.len()).sum()
+    }
+
     /// How many times the trait method `operation` was called (faulty calls included).
     pub fn calls(&self, operation: &str) -> u64 {
         self.calls

@@ -19,6 +19,9 @@
 //!   (`stream`, then `ended` once completed or aborted), so the next mount aborts those a crash
 //!   left open (with the temporary node the server shows for them). Not synced: a crash of the
 //!   machine at that moment leaves one such upload, as any client's would.
+//! - It also names the renames of fresh files that return before the server's copy
+//!   (`move`, synced before the rename returns; `moved` once the copy and the delete of the
+//!   old name are done), so the next mount finishes those a crash interrupted.
 //!
 //! When an upload fails for good, the staging file is copied to `<cache>/recovery/` under a
 //! name built from the time and the path, and the failure is reported; data is never dropped.
@@ -57,6 +60,21 @@ enum Line {
     Ended {
         id: String,
     },
+    /// A rename the server has not done yet.
+    Move {
+        id: String,
+        record: MoveRecord,
+    },
+    Moved {
+        id: String,
+    },
+}
+
+/// A rename finished in the background: copy `from` to `to`, then delete `from`.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct MoveRecord {
+    pub from: String,
+    pub to: String,
 }
 
 /// Rewrite the log once it holds this many lines and four times more than pending records.
@@ -70,11 +88,25 @@ pub struct Journal {
 
 struct Log {
     file: std::fs::File,
+    live: Live,
+    lines: usize,
+}
+
+/// What the log holds that is not done yet.
+struct Live {
     /// Pending records by id.
     pending: HashMap<String, Record>,
     /// Multipart uploads open: upload id -> path.
     streams: HashMap<String, String>,
-    lines: usize,
+    /// Renames not done on the server yet, by id.
+    moves: HashMap<String, MoveRecord>,
+}
+
+impl Live {
+    /// Lines a rewritten log holds.
+    fn len(&self) -> usize {
+        self.pending.len() + self.streams.len() + self.moves.len()
+    }
 }
 
 fn sync_dir(dir: &Path) {
@@ -107,6 +139,7 @@ impl Journal {
         std::fs::create_dir_all(&recovery)?;
         let mut pending = HashMap::new();
         let mut streams = HashMap::new();
+        let mut moves = HashMap::new();
         let mut legacy = Vec::new();
         for entry in std::fs::read_dir(&dir)?.flatten() {
             let name = entry.file_name().to_string_lossy().into_owned();
@@ -136,49 +169,49 @@ impl Journal {
                     Ok(Line::Ended { id }) => {
                         streams.remove(&id);
                     }
+                    Ok(Line::Move { id, record }) => {
+                        moves.insert(id, record);
+                    }
+                    Ok(Line::Moved { id }) => {
+                        moves.remove(&id);
+                    }
                     Err(_) => {}
                 }
             }
         }
-        let file = Self::rewrite(&dir, &pending, &streams)?;
+        let live = Live {
+            pending,
+            streams,
+            moves,
+        };
+        let log = Log {
+            file: Self::rewrite(&dir, &live)?,
+            lines: live.len(),
+            live,
+        };
         for path in legacy {
             let _ = std::fs::remove_file(path);
         }
-        let lines = pending.len() + streams.len();
         Ok(Journal {
             dir,
             recovery,
-            log: Mutex::new(Log {
-                file,
-                pending,
-                streams,
-                lines,
-            }),
+            log: Mutex::new(log),
         })
     }
 
-    /// Write a log holding `pending` and `streams` alone, durably, and open it for appending.
-    fn rewrite(
-        dir: &Path,
-        pending: &HashMap<String, Record>,
-        streams: &HashMap<String, String>,
-    ) -> std::io::Result<std::fs::File> {
+    /// Write a log holding `live` alone, durably, and open it for appending.
+    fn rewrite(dir: &Path, live: &Live) -> std::io::Result<std::fs::File> {
         let tmp = dir.join("log.tmp");
         {
             let mut out = std::io::BufWriter::new(std::fs::File::create(&tmp)?);
-            let mut ids: Vec<&String> = pending.keys().collect();
-            ids.sort();
-            for id in ids {
-                out.write_all(&line_bytes(&Line::Put {
-                    id: id.clone(),
-                    record: pending[id].clone(),
-                })?)?;
+            for (id, record) in sorted(&live.pending) {
+                out.write_all(&line_bytes(&Line::Put { id, record })?)?;
             }
-            for (id, path) in streams {
-                out.write_all(&line_bytes(&Line::Stream {
-                    id: id.clone(),
-                    path: path.clone(),
-                })?)?;
+            for (id, path) in sorted(&live.streams) {
+                out.write_all(&line_bytes(&Line::Stream { id, path })?)?;
+            }
+            for (id, record) in sorted(&live.moves) {
+                out.write_all(&line_bytes(&Line::Move { id, record })?)?;
             }
             out.into_inner().map_err(|e| e.into_error())?.sync_all()?;
         }
@@ -198,14 +231,14 @@ impl Journal {
         log.file.write_all(&data)?;
         log.file.sync_data()?;
         log.lines += 1;
-        log.pending.insert(id.to_string(), record.clone());
+        log.live.pending.insert(id.to_string(), record.clone());
         Ok(())
     }
 
     /// The upload is on the server (or in the recovery folder): forget it.
     pub fn remove(&self, id: &str) {
         let mut log = self.log.lock().unwrap();
-        if log.pending.remove(id).is_none() {
+        if log.live.pending.remove(id).is_none() {
             return;
         }
         self.append(&mut log, &Line::Done { id: id.to_string() });
@@ -214,7 +247,9 @@ impl Journal {
     /// A multipart upload was opened for `path` (see the module documentation).
     pub fn stream_started(&self, upload_id: &str, path: &str) {
         let mut log = self.log.lock().unwrap();
-        log.streams.insert(upload_id.to_string(), path.to_string());
+        log.live
+            .streams
+            .insert(upload_id.to_string(), path.to_string());
         self.append(
             &mut log,
             &Line::Stream {
@@ -227,7 +262,7 @@ impl Journal {
     /// The multipart upload was completed or aborted.
     pub fn stream_ended(&self, upload_id: &str) {
         let mut log = self.log.lock().unwrap();
-        if log.streams.remove(upload_id).is_some() {
+        if log.live.streams.remove(upload_id).is_some() {
             self.append(
                 &mut log,
                 &Line::Ended {
@@ -237,9 +272,36 @@ impl Journal {
         }
     }
 
+    /// A rename that returns before the server has done it; durable when this returns.
+    pub fn move_started(&self, id: &str, record: &MoveRecord) -> std::io::Result<()> {
+        let data = line_bytes(&Line::Move {
+            id: id.to_string(),
+            record: record.clone(),
+        })?;
+        let mut log = self.log.lock().unwrap();
+        log.file.write_all(&data)?;
+        log.file.sync_data()?;
+        log.lines += 1;
+        log.live.moves.insert(id.to_string(), record.clone());
+        Ok(())
+    }
+
+    /// The rename is done on the server (or given up and reported).
+    pub fn move_ended(&self, id: &str) {
+        let mut log = self.log.lock().unwrap();
+        if log.live.moves.remove(id).is_some() {
+            self.append(&mut log, &Line::Moved { id: id.to_string() });
+        }
+    }
+
+    /// Renames a previous mount left unfinished, by id.
+    pub fn open_moves(&self) -> Vec<(String, MoveRecord)> {
+        sorted(&self.log.lock().unwrap().live.moves)
+    }
+
     /// Multipart uploads a previous mount left open, as `(upload id, path)`.
     pub fn open_streams(&self) -> Vec<(String, String)> {
-        sorted(&self.log.lock().unwrap().streams)
+        sorted(&self.log.lock().unwrap().live.streams)
     }
 
     /// Append a line that needs no sync; compact the log when it grew.
@@ -251,9 +313,9 @@ impl Journal {
             return;
         }
         log.lines += 1;
-        let live = log.pending.len() + log.streams.len();
+        let live = log.live.len();
         if log.lines >= COMPACT_AFTER && log.lines >= 4 * live {
-            match Self::rewrite(&self.dir, &log.pending, &log.streams) {
+            match Self::rewrite(&self.dir, &log.live) {
                 Ok(file) => {
                     log.file = file;
                     log.lines = live;
@@ -265,7 +327,7 @@ impl Journal {
 
     /// Every record pending, as `(id, record)`, by id.
     pub fn pending(&self) -> Vec<(String, Record)> {
-        sorted(&self.log.lock().unwrap().pending)
+        sorted(&self.log.lock().unwrap().live.pending)
     }
 
     /// Keep a copy of `staging` for `path` in the recovery folder; returns where.
@@ -380,6 +442,38 @@ mod tests {
                 .open_streams()
                 .is_empty()
         );
+    }
+
+    #[test]
+    fn renames_are_remembered_until_they_end_and_survive_compaction() {
+        let cache = tempfile::tempdir().unwrap();
+        let journal = Journal::open(cache.path()).unwrap();
+        let record = |from: &str, to: &str| MoveRecord {
+            from: from.into(),
+            to: to.into(),
+        };
+        journal
+            .move_started("m1", &record("ws/.a.x", "ws/a"))
+            .unwrap();
+        journal
+            .move_started("m2", &record("ws/.b.x", "ws/b"))
+            .unwrap();
+        journal.move_ended("m2");
+        for i in 0..2 * COMPACT_AFTER {
+            let id = format!("m{}", i + 10);
+            journal.move_started(&id, &record(&id, &id)).unwrap();
+            journal.move_ended(&id);
+        }
+        drop(journal);
+        let journal = Journal::open(cache.path()).unwrap();
+        assert_eq!(
+            journal.open_moves(),
+            vec![("m1".to_string(), record("ws/.a.x", "ws/a"))]
+        );
+        assert!(journal.pending().is_empty() && journal.open_streams().is_empty());
+        journal.move_ended("m1");
+        drop(journal);
+        assert!(Journal::open(cache.path()).unwrap().open_moves().is_empty());
     }
 
     #[test]

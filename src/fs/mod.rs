@@ -750,6 +750,27 @@ struct Inner {
     /// rename), each with a receiver that turns `true` once done. Nothing touches such a path
     /// on the server before its delete ends, and listings and stats do not show it.
     pending_deletes: Mutex<HashMap<String, tokio::sync::watch::Receiver<bool>>>,
+    /// Server paths a background rename is copying a fresh file to, each with a receiver that
+    /// turns `true` once the copy is done. Nothing reads or changes such a path on the server
+    /// before then (see [`CellsFs::settle_copies`]).
+    pending_copies: Mutex<HashMap<String, tokio::sync::watch::Receiver<bool>>>,
+    /// Background renames running at once: a rename waits for a slot.
+    move_slots: Arc<tokio::sync::Semaphore>,
+}
+
+/// A receiver in `pending` for `path` or a path below it (`""`: any).
+fn pending_at_or_below(
+    pending: &Mutex<HashMap<String, tokio::sync::watch::Receiver<bool>>>,
+    path: &str,
+) -> Option<tokio::sync::watch::Receiver<bool>> {
+    let pending = pending.lock().unwrap();
+    if pending.is_empty() {
+        return None;
+    }
+    pending
+        .iter()
+        .find(|(p, _)| path.is_empty() || is_under_or_eq(p, path))
+        .map(|(_, receiver)| receiver.clone())
 }
 
 /// How a request is retried: transient errors only, `attempts` in all, the delay doubling.
@@ -799,6 +820,9 @@ const RELIST_MAX_ENTRIES: usize = 1000;
 const LISTING_ATTEMPTS: u32 = 3;
 /// Write-back uploads that run at once (each small file is one request: latency-bound).
 const WRITE_BACK_UPLOADS: usize = 8;
+
+/// Renames of fresh files the server may still be doing while the mount goes on.
+const BACKGROUND_MOVES: usize = 16;
 const RECENT_ERRORS: usize = 50;
 
 impl CellsFs {
@@ -868,10 +892,20 @@ impl CellsFs {
                 notifier: OnceLock::new(),
                 errors: Mutex::new(VecDeque::new()),
                 pending_deletes: Mutex::new(HashMap::new()),
+                pending_copies: Mutex::new(HashMap::new()),
+                move_slots: Arc::new(tokio::sync::Semaphore::new(BACKGROUND_MOVES)),
                 options,
             }),
         };
         fs.replay_journal()?;
+        for (id, record) in fs.inner.journal.open_moves() {
+            tracing::info!(
+                "finishing the rename of {} to {} left undone by a previous mount",
+                record.from,
+                record.to
+            );
+            fs.move_in_background(id, record, None, true);
+        }
         if !fs.inner.journal.open_streams().is_empty() {
             tokio::spawn(stream::abort_left_open(
                 fs.inner.api.clone(),
@@ -1229,6 +1263,7 @@ impl CellsFs {
                 }
             }
         } else {
+            self.settle_copies(path).await;
             // The REST listing hides dotfiles: the gateway's listing shows them. Both at once.
             let (nodes, objects) = tokio::join!(
                 self.inner.api.list_folder(path),
@@ -1399,6 +1434,7 @@ impl CellsFs {
                 .await
                 .map(|l| l.get(name).cloned())
         } else {
+            self.settle_copies(path).await;
             match self.inner.api.stat(path).await {
                 Ok(node) => Ok(node.map(|n| Meta::from_node(&n))),
                 Err(e) => Err(FsError::api(path, e)),
@@ -1867,6 +1903,8 @@ impl CellsFs {
         if kind == FileKind::Directory {
             return Err(FsError::IsADirectory(path));
         }
+        // Renamed moments ago: the server has the content under this name once copied.
+        self.settle_copies(&path).await;
         let access = flags & libc::O_ACCMODE;
         let writable = access == libc::O_WRONLY || access == libc::O_RDWR;
         if writable {
@@ -2329,9 +2367,9 @@ impl CellsFs {
                 self.forget_journal(file);
                 return Ok(());
             };
-            if self.delete_pending(&path) {
-                // The name's previous file is still being deleted: upload after it.
-                self.settle_deletes(&path).await;
+            if self.background_pending(&path) {
+                // The name's previous file is still being deleted (or copied to): upload after.
+                self.settle_background(&path).await;
                 continue;
             }
             // Parts sent while the file was written: send the rest and complete.
@@ -2569,14 +2607,28 @@ impl CellsFs {
         self.commit(ino, file).await
     }
 
-    /// Upload now, even in write-back mode; returns once the data is on the server.
+    /// Upload now, even in write-back mode; returns once the data is on the server, under
+    /// the file's name.
     pub async fn fsync(&self, ino: u64, fh: u64, _datasync: bool) -> FsResult<()> {
         self.handle(fh)?;
         let file = self.inner.table.lock().unwrap().get(ino)?.file.clone();
-        match file {
-            Some(file) if file.dirty() => self.upload(ino, &file, UploadMode::Sync).await,
-            _ => Ok(()),
+        if let Some(file) = file
+            && file.dirty()
+        {
+            self.upload(ino, &file, UploadMode::Sync).await?;
         }
+        let (path, _) = self.path_of(ino)?;
+        self.settle_background(&path).await;
+        Ok(())
+    }
+
+    /// Returns once the server holds every name this mount changed in the folder: folder
+    /// operations are synchronous on the server, but a fresh file's rename may still be
+    /// finishing in the background.
+    pub async fn fsyncdir(&self, ino: u64) -> FsResult<()> {
+        let path = self.dir_path(ino)?;
+        self.settle_background(&path).await;
+        Ok(())
     }
 
     /// Last close of a handle: uploads what is still pending, frees the handle.
@@ -2688,7 +2740,7 @@ impl CellsFs {
         if self.fetch_meta(&path, true).await?.is_some() {
             return Err(FsError::Exists(path));
         }
-        self.settle_deletes(&path).await;
+        self.settle_background(&path).await;
         let created = self
             .inner
             .api
@@ -2815,29 +2867,91 @@ impl CellsFs {
         });
     }
 
-    /// Wait until the work a finished operation left in the background (the delete of a
-    /// renamed file's old name) is done.
-    pub async fn settle(&self) {
-        self.settle_deletes("").await;
+    /// Finish a fresh file's rename on the server in the background: copy `from` to `to`,
+    /// then delete `from` (a move job if the copy is refused). This mount shows the new name
+    /// already; until the copy is done, reads of `to` from the server wait for it
+    /// ([`CellsFs::settle_copies`]), and changes at either name wait for the whole rename.
+    /// The journal holds the rename until it is done, so the next mount finishes what a
+    /// crash interrupted (`replay`: a missing `from` then means it was done).
+    fn move_in_background(
+        &self,
+        id: String,
+        record: journal::MoveRecord,
+        slot: Option<tokio::sync::OwnedSemaphorePermit>,
+        replay: bool,
+    ) {
+        let journal::MoveRecord { from, to } = record;
+        let (copied, copy_receiver) = tokio::sync::watch::channel(false);
+        let (deleted, delete_receiver) = tokio::sync::watch::channel(false);
+        self.inner
+            .pending_copies
+            .lock()
+            .unwrap()
+            .insert(to.clone(), copy_receiver);
+        self.inner
+            .pending_deletes
+            .lock()
+            .unwrap()
+            .insert(from.clone(), delete_receiver);
+        let fs = self.clone();
+        tokio::spawn(async move {
+            let _slot = slot;
+            let api = &fs.inner.api;
+            let outcome = match fs.retry().run(|| api.copy_object(&from, &to)).await {
+                Ok(()) => Ok(true),
+                Err(ApiError::NotFound(e)) => Err(ApiError::NotFound(e)),
+                Err(e) => {
+                    tracing::debug!("copy of {from} to {to} failed ({e}), moving instead");
+                    api.move_nodes(std::slice::from_ref(&from), &to, false)
+                        .await
+                        .map(|()| false)
+                }
+            };
+            fs.inner.pending_copies.lock().unwrap().remove(&to);
+            let _ = copied.send(true);
+            let result = match outcome {
+                Ok(true) => match fs.retry().run(|| api.delete_object(&from)).await {
+                    Ok(()) | Err(ApiError::NotFound(_)) => Ok(()),
+                    Err(e) => {
+                        fs.record_error(format!(
+                            "{from}: the old name of a file renamed to {to} could not be \
+                             deleted ({e}); it stays on the server"
+                        ));
+                        Err(())
+                    }
+                },
+                Ok(false) => Ok(()),
+                Err(ApiError::NotFound(_)) if replay => Ok(()),
+                Err(e) => {
+                    fs.record_error(format!(
+                        "{from} -> {to}: the server could not finish the rename ({e}); the \
+                         file stays under its old name"
+                    ));
+                    Err(())
+                }
+            };
+            fs.inner.pending_deletes.lock().unwrap().remove(&from);
+            let _ = deleted.send(true);
+            fs.inner.journal.move_ended(&id);
+            if result.is_err() {
+                // Show the server's names again: forget what this mount said of both.
+                fs.invalidate(RemoteChange::Moved { from: to, to: from });
+            }
+        });
     }
 
-    /// Wait until no background delete at or below `path` is running (`""`: any).
-    async fn settle_deletes(&self, path: &str) {
+    /// Wait until the work finished operations left in the background (renames of fresh
+    /// files: the server's copy, the delete of the old name) is done.
+    pub async fn settle(&self) {
+        self.settle_background("").await;
+    }
+
+    /// Wait until no background copy or delete at or below `path` is running (`""`: any):
+    /// before a change on the server there.
+    async fn settle_background(&self, path: &str) {
         loop {
-            let waiting = {
-                let pending = self.inner.pending_deletes.lock().unwrap();
-                if pending.is_empty() {
-                    return;
-                }
-                pending
-                    .iter()
-                    .find(|(p, _)| {
-                        path.is_empty()
-                            || *p == path
-                            || (p.starts_with(path) && p.as_bytes().get(path.len()) == Some(&b'/'))
-                    })
-                    .map(|(_, r)| r.clone())
-            };
+            let waiting = pending_at_or_below(&self.inner.pending_copies, path)
+                .or_else(|| pending_at_or_below(&self.inner.pending_deletes, path));
             match waiting {
                 Some(mut receiver) => {
                     let _ = receiver.wait_for(|done| *done).await;
@@ -2845,6 +2959,18 @@ impl CellsFs {
                 None => return,
             }
         }
+    }
+
+    /// Wait until no background copy to `path` or below is running: before reading `path`
+    /// from the server, which has it only once copied.
+    async fn settle_copies(&self, path: &str) {
+        while let Some(mut receiver) = pending_at_or_below(&self.inner.pending_copies, path) {
+            let _ = receiver.wait_for(|done| *done).await;
+        }
+    }
+
+    fn background_pending(&self, path: &str) -> bool {
+        self.delete_pending(path) || self.inner.pending_copies.lock().unwrap().contains_key(path)
     }
 
     fn delete_pending(&self, path: &str) -> bool {
@@ -2879,7 +3005,7 @@ impl CellsFs {
             self.ensure_staging(ino, false).await?;
         }
         if !local {
-            self.settle_deletes(&path).await;
+            self.settle_background(&path).await;
             self.delete_on_server(&path, FileKind::File, false).await?;
         }
         self.removed_locally(&path);
@@ -2898,7 +3024,7 @@ impl CellsFs {
             )));
         }
         self.check_writable(&path).await?;
-        self.settle_deletes(&path).await;
+        self.settle_background(&path).await;
         if !self.listing(&path, true).await?.is_empty() {
             return Err(FsError::NotEmpty(path));
         }
@@ -2939,8 +3065,8 @@ impl CellsFs {
         if from == to {
             return Ok(());
         }
-        self.settle_deletes(&from).await;
-        self.settle_deletes(&to).await;
+        self.settle_background(&from).await;
+        self.settle_background(&to).await;
         if is_under_or_eq(&to, &from) {
             return Err(FsError::InvalidArgument(format!(
                 "cannot move {from} into itself"
@@ -3004,12 +3130,35 @@ impl CellsFs {
             && target.as_ref().is_none_or(|t| t.kind == FileKind::File);
         if fresh {
             // The inode's meta is the upload's; the one found by name may predate it.
-            let meta = source_ino
+            let (meta, open) = source_ino
                 .and_then(|ino| {
                     let table = self.inner.table.lock().unwrap();
-                    table.inodes.get(&ino).map(|d| d.meta.clone())
+                    table
+                        .inodes
+                        .get(&ino)
+                        .map(|d| (d.meta.clone(), d.handles > 0))
                 })
-                .unwrap_or(meta.clone());
+                .unwrap_or((meta.clone(), false));
+            // Closed (its reads then start with an open, which waits for the copy): the
+            // rename returns at once and the server copies in the background, the rename
+            // journaled first. `fsync` of the folder, `sync` and the unmount wait for it.
+            if !open {
+                let slot = self.inner.move_slots.clone().acquire_owned().await.ok();
+                let id = uuid::Uuid::new_v4().simple().to_string();
+                let record = journal::MoveRecord {
+                    from: from.clone(),
+                    to: to.clone(),
+                };
+                match self.inner.journal.move_started(&id, &record) {
+                    Ok(()) => {
+                        self.removed_locally(&to);
+                        self.moved_locally(&from, &to, &meta);
+                        self.move_in_background(id, record, slot, false);
+                        return Ok(());
+                    }
+                    Err(e) => tracing::warn!("could not journal the rename of {from}: {e}"),
+                }
+            }
             match self.inner.api.copy_object(&from, &to).await {
                 Ok(()) => {
                     // The data is under its new name: the old one goes in the background
@@ -3161,6 +3310,9 @@ impl CellsFs {
         match name.to_str() {
             Some(XATTR_UUID) => {
                 let mut uuid = meta.uuid.clone();
+                if uuid.is_empty() {
+                    self.settle_copies(&path).await;
+                }
                 if uuid.is_empty()
                     && let Ok(Some(node)) = self.inner.api.stat(&path).await
                 {
@@ -3348,7 +3500,7 @@ impl CellsFs {
             }
             self.release_staging_if_idle(ino);
         }
-        self.settle_deletes("").await;
+        self.settle_background("").await;
         match first_error {
             Some(e) => Err(e),
             None => Ok(()),
