@@ -964,6 +964,36 @@ async fn a_rename_a_crash_interrupted_is_finished_by_the_next_mount() {
     let fs = mount(&api, options(cache.path())).await;
     fs.settle().await;
     assert_eq!(api.calls("copy_object"), calls);
+
+    // A new name another client wrote since is not overwritten with the older content.
+    let ws = resolve(&fs, WS).await.unwrap();
+    write_new(&fs, WS, ".y.tmp", b"ours").await.unwrap();
+    api.set_operation_delay("copy_object", Duration::from_secs(30));
+    let before = api.calls("copy_object");
+    fs.rename(ws, OsStr::new(".y.tmp"), ws, OsStr::new("y"), 0)
+        .await
+        .unwrap();
+    // Its copy is under way (counted), and never ends.
+    assert!(eventually(|| api.calls("copy_object") == before + 1).await);
+    std::mem::forget(fs);
+    api.set_operation_delay("copy_object", Duration::ZERO);
+    let later = SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .unwrap()
+        .as_secs() as i64
+        + 60;
+    api.set_clock(Some(later));
+    api.put_file(&format!("{WS}/y"), b"theirs, written later");
+    api.set_clock(None);
+    let calls = api.calls("copy_object");
+    let fs = mount(&api, options(cache.path())).await;
+    fs.settle().await;
+    assert_eq!(api.calls("copy_object"), calls, "not copied over");
+    assert_eq!(
+        api.read_file(&format!("{WS}/y")),
+        Some(b"theirs, written later".to_vec())
+    );
+    assert_eq!(api.read_file(&format!("{WS}/.y.tmp")), None);
 }
 
 /// A copy the server refuses falls back to its move job; when that fails too, the failure is

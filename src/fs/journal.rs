@@ -20,8 +20,8 @@
 //!   left open (with the temporary node the server shows for them). Not synced: a crash of the
 //!   machine at that moment leaves one such upload, as any client's would.
 //! - It also names the renames of fresh files that return before the server's copy
-//!   (`move`, synced before the rename returns; `moved` once the copy and the delete of the
-//!   old name are done), so the next mount finishes those a crash interrupted.
+//!   (`move`, synced before the rename returns; `moved` once the new name holds the data), so
+//!   the next mount finishes those a crash interrupted.
 //!
 //! When an upload fails for good, the staging file is copied to `<cache>/recovery/` under a
 //! name built from the time and the path, and the failure is reported; data is never dropped.
@@ -286,7 +286,7 @@ impl Journal {
         Ok(())
     }
 
-    /// The rename is done on the server (or given up and reported).
+    /// The new name holds the data on the server (or the rename was given up and reported).
     pub fn move_ended(&self, id: &str) {
         let mut log = self.log.lock().unwrap();
         if log.live.moves.remove(id).is_some() {

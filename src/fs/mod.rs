@@ -42,7 +42,8 @@ use serde::Serialize;
 use unicode_normalization::UnicodeNormalization;
 
 use crate::api::{
-    ApiError, ByteRange, CellsApi, Node, NodeKind, ObjectInfo, S3Entry, UploadOptions, Workspace,
+    ApiError, ApiResult, ByteRange, CellsApi, Node, NodeKind, ObjectInfo, S3Entry, UploadOptions,
+    Workspace,
 };
 pub use error::{FsError, FsResult};
 
@@ -823,6 +824,27 @@ const WRITE_BACK_UPLOADS: usize = 8;
 
 /// Renames of fresh files the server may still be doing while the mount goes on.
 const BACKGROUND_MOVES: usize = 16;
+
+/// Where a rename left to the background starts ([`CellsFs::rename_in_background`]).
+#[derive(Clone, Copy, PartialEq, Debug)]
+enum RenameStart {
+    /// Copy to the new name, then delete the old one.
+    Copy,
+    /// The copy is done: delete the old name.
+    Delete,
+    /// A previous mount's rename, from the journal: first see what the server has.
+    Replay,
+}
+
+/// What the copy step of a background rename did.
+enum RenameCopy {
+    /// The new name holds the data: the old one is to be deleted.
+    Copied,
+    /// The server's move job did it all.
+    Moved,
+    /// Nothing is left to do.
+    Nothing,
+}
 const RECENT_ERRORS: usize = 50;
 
 impl CellsFs {
@@ -904,7 +926,7 @@ impl CellsFs {
                 record.from,
                 record.to
             );
-            fs.move_in_background(id, record, None, true);
+            fs.rename_in_background(Some(id), record, None, RenameStart::Replay);
         }
         if !fs.inner.journal.open_streams().is_empty() {
             tokio::spawn(stream::abort_left_open(
@@ -2837,57 +2859,30 @@ impl CellsFs {
         }
     }
 
-    /// Delete the file `path` for good in the background: it is already gone from this
-    /// mount's view. Retried like an upload; a final failure is reported and the name shown
-    /// again. Until it ends, [`CellsFs::settle_deletes`] makes every server change at or
-    /// below `path` wait, and listings and stats hide it.
-    fn delete_in_background(&self, path: &str) {
-        let (done, receiver) = tokio::sync::watch::channel(false);
-        self.inner
-            .pending_deletes
-            .lock()
-            .unwrap()
-            .insert(path.to_string(), receiver);
-        let fs = self.clone();
-        let path = path.to_string();
-        tokio::spawn(async move {
-            let result = match fs.retry().run(|| fs.inner.api.delete_object(&path)).await {
-                Err(ApiError::NotFound(_)) => Ok(()),
-                result => result,
-            };
-            fs.inner.pending_deletes.lock().unwrap().remove(&path);
-            let _ = done.send(true);
-            if let Err(e) = result {
-                fs.record_error(format!(
-                    "{path}: the temporary name of a renamed file could not be deleted ({e}); \
-                     it stays on the server"
-                ));
-                fs.mark_stale(&path);
-            }
-        });
-    }
-
-    /// Finish a fresh file's rename on the server in the background: copy `from` to `to`,
-    /// then delete `from` (a move job if the copy is refused). This mount shows the new name
-    /// already; until the copy is done, reads of `to` from the server wait for it
-    /// ([`CellsFs::settle_copies`]), and changes at either name wait for the whole rename.
-    /// The journal holds the rename until it is done, so the next mount finishes what a
-    /// crash interrupted (`replay`: a missing `from` then means it was done).
-    fn move_in_background(
+    /// Finish a fresh file's rename on the server in the background (see [`RenameStart`]):
+    /// copy `from` to `to` (the server's move job if the copy is refused), then delete `from`
+    /// for good. This mount shows the new name already. Until the copy is done, reads of `to`
+    /// from the server wait for it ([`CellsFs::settle_copies`]); until the delete is done,
+    /// `from` is hidden; changes at either name wait for both ([`CellsFs::settle_background`]).
+    /// A journaled rename (`id`) is forgotten once `to` holds the data: a crash before that
+    /// is finished by the next mount, a crash after it can leave `from` behind (a copy).
+    fn rename_in_background(
         &self,
-        id: String,
+        id: Option<String>,
         record: journal::MoveRecord,
         slot: Option<tokio::sync::OwnedSemaphorePermit>,
-        replay: bool,
+        start: RenameStart,
     ) {
         let journal::MoveRecord { from, to } = record;
         let (copied, copy_receiver) = tokio::sync::watch::channel(false);
         let (deleted, delete_receiver) = tokio::sync::watch::channel(false);
-        self.inner
-            .pending_copies
-            .lock()
-            .unwrap()
-            .insert(to.clone(), copy_receiver);
+        if start != RenameStart::Delete {
+            self.inner
+                .pending_copies
+                .lock()
+                .unwrap()
+                .insert(to.clone(), copy_receiver);
+        }
         self.inner
             .pending_deletes
             .lock()
@@ -2896,48 +2891,100 @@ impl CellsFs {
         let fs = self.clone();
         tokio::spawn(async move {
             let _slot = slot;
-            let api = &fs.inner.api;
-            let outcome = match fs.retry().run(|| api.copy_object(&from, &to)).await {
-                Ok(()) => Ok(true),
-                Err(ApiError::NotFound(e)) => Err(ApiError::NotFound(e)),
-                Err(e) => {
-                    tracing::debug!("copy of {from} to {to} failed ({e}), moving instead");
-                    api.move_nodes(std::slice::from_ref(&from), &to, false)
-                        .await
-                        .map(|()| false)
-                }
+            let outcome = match start {
+                RenameStart::Copy => fs.copy_renamed(&from, &to).await,
+                RenameStart::Delete => Ok(RenameCopy::Copied),
+                RenameStart::Replay => fs.replay_renamed(&from, &to).await,
             };
+            if let Some(id) = &id
+                && (outcome.is_ok() || start != RenameStart::Replay)
+            {
+                fs.inner.journal.move_ended(id);
+            }
             fs.inner.pending_copies.lock().unwrap().remove(&to);
             let _ = copied.send(true);
-            let result = match outcome {
-                Ok(true) => match fs.retry().run(|| api.delete_object(&from)).await {
-                    Ok(()) | Err(ApiError::NotFound(_)) => Ok(()),
-                    Err(e) => {
-                        fs.record_error(format!(
-                            "{from}: the old name of a file renamed to {to} could not be \
-                             deleted ({e}); it stays on the server"
-                        ));
-                        Err(())
+            let failed = match outcome {
+                Ok(RenameCopy::Copied) => {
+                    match fs.retry().run(|| fs.inner.api.delete_object(&from)).await {
+                        Ok(()) | Err(ApiError::NotFound(_)) => false,
+                        Err(e) => {
+                            fs.record_error(format!(
+                                "{from}: the old name of a file renamed to {to} could not be \
+                                 deleted ({e}); it stays on the server"
+                            ));
+                            true
+                        }
                     }
-                },
-                Ok(false) => Ok(()),
-                Err(ApiError::NotFound(_)) if replay => Ok(()),
+                }
+                Ok(RenameCopy::Moved | RenameCopy::Nothing) => false,
                 Err(e) => {
                     fs.record_error(format!(
                         "{from} -> {to}: the server could not finish the rename ({e}); the \
                          file stays under its old name"
                     ));
-                    Err(())
+                    true
                 }
             };
             fs.inner.pending_deletes.lock().unwrap().remove(&from);
             let _ = deleted.send(true);
-            fs.inner.journal.move_ended(&id);
-            if result.is_err() {
+            if failed {
                 // Show the server's names again: forget what this mount said of both.
                 fs.invalidate(RemoteChange::Moved { from: to, to: from });
             }
         });
+    }
+
+    /// The copy of a background rename, retried; the server's move job if refused.
+    async fn copy_renamed(&self, from: &str, to: &str) -> ApiResult<RenameCopy> {
+        let api = &self.inner.api;
+        match self.retry().run(|| api.copy_object(from, to)).await {
+            Ok(()) => Ok(RenameCopy::Copied),
+            Err(ApiError::NotFound(e)) => Err(ApiError::NotFound(e)),
+            Err(e) => {
+                tracing::debug!("copy of {from} to {to} failed ({e}), moving instead");
+                api.move_nodes(&[from.to_string()], to, false)
+                    .await
+                    .map(|()| RenameCopy::Moved)
+            }
+        }
+    }
+
+    /// The copy of a rename a previous mount left in the journal, unless the server shows it
+    /// done: `from` gone, or `to` holding the same content or a newer one (written after the
+    /// copy; never overwritten with the older `from`).
+    async fn replay_renamed(&self, from: &str, to: &str) -> ApiResult<RenameCopy> {
+        let (source, target) = tokio::join!(self.server_meta(from), self.server_meta(to));
+        let Some(source) = source? else {
+            return Ok(RenameCopy::Nothing);
+        };
+        match target? {
+            Some(t) if t.etag == source.etag || t.mtime > source.mtime => Ok(RenameCopy::Copied),
+            Some(t) if t.mtime == source.mtime => {
+                self.record_error(format!(
+                    "{from} -> {to}: a rename left unfinished by a crash was not redone, both \
+                     names were written the same second; both are kept"
+                ));
+                Ok(RenameCopy::Nothing)
+            }
+            _ => self.copy_renamed(from, to).await,
+        }
+    }
+
+    /// The server's metadata of `path`, from no cache (dotfiles from the gateway's listing).
+    async fn server_meta(&self, path: &str) -> ApiResult<Option<Meta>> {
+        if !base_name(path).starts_with('.') {
+            return Ok(self
+                .inner
+                .api
+                .stat(path)
+                .await?
+                .map(|n| Meta::from_node(&n)));
+        }
+        let entries = self.inner.api.list_folder_s3(parent_path(path)).await?;
+        Ok(entries.iter().find_map(|entry| match entry {
+            S3Entry::Object(object) if object.path == path => Some(Meta::from_object(object)),
+            _ => None,
+        }))
     }
 
     /// Wait until the work finished operations left in the background (renames of fresh
@@ -3142,18 +3189,19 @@ impl CellsFs {
             // Closed (its reads then start with an open, which waits for the copy): the
             // rename returns at once and the server copies in the background, the rename
             // journaled first. `fsync` of the folder, `sync` and the unmount wait for it.
+            // Open: the copy first, then only the delete in the background.
+            let slot = self.inner.move_slots.clone().acquire_owned().await.ok();
+            let record = journal::MoveRecord {
+                from: from.clone(),
+                to: to.clone(),
+            };
             if !open {
-                let slot = self.inner.move_slots.clone().acquire_owned().await.ok();
                 let id = uuid::Uuid::new_v4().simple().to_string();
-                let record = journal::MoveRecord {
-                    from: from.clone(),
-                    to: to.clone(),
-                };
                 match self.inner.journal.move_started(&id, &record) {
                     Ok(()) => {
                         self.removed_locally(&to);
                         self.moved_locally(&from, &to, &meta);
-                        self.move_in_background(id, record, slot, false);
+                        self.rename_in_background(Some(id), record, slot, RenameStart::Copy);
                         return Ok(());
                     }
                     Err(e) => tracing::warn!("could not journal the rename of {from}: {e}"),
@@ -3161,11 +3209,9 @@ impl CellsFs {
             }
             match self.inner.api.copy_object(&from, &to).await {
                 Ok(()) => {
-                    // The data is under its new name: the old one goes in the background
-                    // (one request less in series per rsync'd file).
                     self.removed_locally(&to);
                     self.moved_locally(&from, &to, &meta);
-                    self.delete_in_background(&from);
+                    self.rename_in_background(None, record, slot, RenameStart::Delete);
                     return Ok(());
                 }
                 Err(e) => tracing::debug!("copy of {from} to {to} failed, moving instead: {e}"),
