@@ -3195,26 +3195,31 @@ impl CellsFs {
                 from: from.clone(),
                 to: to.clone(),
             };
-            if !open {
+            let journaled = (!open).then(|| {
                 let id = uuid::Uuid::new_v4().simple().to_string();
                 match self.inner.journal.move_started(&id, &record) {
-                    Ok(()) => {
-                        self.removed_locally(&to);
-                        self.moved_locally(&from, &to, &meta);
-                        self.rename_in_background(Some(id), record, slot, RenameStart::Copy);
-                        return Ok(());
+                    Ok(()) => Some(id),
+                    Err(e) => {
+                        tracing::warn!("could not journal the rename of {from}: {e}");
+                        None
                     }
-                    Err(e) => tracing::warn!("could not journal the rename of {from}: {e}"),
                 }
-            }
-            match self.inner.api.copy_object(&from, &to).await {
-                Ok(()) => {
-                    self.removed_locally(&to);
-                    self.moved_locally(&from, &to, &meta);
-                    self.rename_in_background(None, record, slot, RenameStart::Delete);
-                    return Ok(());
-                }
-                Err(e) => tracing::debug!("copy of {from} to {to} failed, moving instead: {e}"),
+            });
+            let start = match journaled.flatten() {
+                Some(id) => Some((Some(id), RenameStart::Copy)),
+                None => match self.inner.api.copy_object(&from, &to).await {
+                    Ok(()) => Some((None, RenameStart::Delete)),
+                    Err(e) => {
+                        tracing::debug!("copy of {from} to {to} failed, moving instead: {e}");
+                        None
+                    }
+                },
+            };
+            if let Some((id, start)) = start {
+                self.removed_locally(&to);
+                self.moved_locally(&from, &to, &meta);
+                self.rename_in_background(id, record, slot, start);
+                return Ok(());
             }
         }
         if let Some(target) = &target {
