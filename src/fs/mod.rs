@@ -2925,12 +2925,16 @@ impl CellsFs {
                     true
                 }
             };
+            if failed {
+                // Show the server's names again: forget what this mount said of both (before
+                // anyone waiting for the rename goes on).
+                fs.invalidate(RemoteChange::Moved {
+                    from: to.clone(),
+                    to: from.clone(),
+                });
+            }
             fs.inner.pending_deletes.lock().unwrap().remove(&from);
             let _ = deleted.send(true);
-            if failed {
-                // Show the server's names again: forget what this mount said of both.
-                fs.invalidate(RemoteChange::Moved { from: to, to: from });
-            }
         });
     }
 
