@@ -223,16 +223,13 @@ impl Journal {
 
     /// Record (or re-record, after a rename) a pending upload; durable when this returns.
     pub fn record(&self, id: &str, record: &Record) -> std::io::Result<()> {
-        let data = line_bytes(&Line::Put {
+        let line = Line::Put {
             id: id.to_string(),
             record: record.clone(),
-        })?;
-        let mut log = self.log.lock().unwrap();
-        log.file.write_all(&data)?;
-        log.file.sync_data()?;
-        log.lines += 1;
-        log.live.pending.insert(id.to_string(), record.clone());
-        Ok(())
+        };
+        self.append_synced(&line, |live| {
+            live.pending.insert(id.to_string(), record.clone());
+        })
     }
 
     /// The upload is on the server (or in the recovery folder): forget it.
@@ -274,16 +271,13 @@ impl Journal {
 
     /// A rename that returns before the server has done it; durable when this returns.
     pub fn move_started(&self, id: &str, record: &MoveRecord) -> std::io::Result<()> {
-        let data = line_bytes(&Line::Move {
+        let line = Line::Move {
             id: id.to_string(),
             record: record.clone(),
-        })?;
-        let mut log = self.log.lock().unwrap();
-        log.file.write_all(&data)?;
-        log.file.sync_data()?;
-        log.lines += 1;
-        log.live.moves.insert(id.to_string(), record.clone());
-        Ok(())
+        };
+        self.append_synced(&line, |live| {
+            live.moves.insert(id.to_string(), record.clone());
+        })
     }
 
     /// The new name holds the data on the server (or the rename was given up and reported).
@@ -302,6 +296,17 @@ impl Journal {
     /// Multipart uploads a previous mount left open, as `(upload id, path)`.
     pub fn open_streams(&self) -> Vec<(String, String)> {
         sorted(&self.log.lock().unwrap().live.streams)
+    }
+
+    /// Append `line` and sync it; `live` takes it in once it is durable.
+    fn append_synced(&self, line: &Line, update: impl FnOnce(&mut Live)) -> std::io::Result<()> {
+        let data = line_bytes(line)?;
+        let mut log = self.log.lock().unwrap();
+        log.file.write_all(&data)?;
+        log.file.sync_data()?;
+        log.lines += 1;
+        update(&mut log.live);
+        Ok(())
     }
 
     /// Append a line that needs no sync; compact the log when it grew.
