@@ -3000,15 +3000,10 @@ impl CellsFs {
     /// Wait until no background copy or delete at or below `path` is running (`""`: any):
     /// before a change on the server there.
     async fn settle_background(&self, path: &str) {
-        loop {
-            let waiting = pending_at_or_below(&self.inner.pending_copies, path)
-                .or_else(|| pending_at_or_below(&self.inner.pending_deletes, path));
-            match waiting {
-                Some(mut receiver) => {
-                    let _ = receiver.wait_for(|done| *done).await;
-                }
-                None => return,
-            }
+        while let Some(mut receiver) = pending_at_or_below(&self.inner.pending_copies, path)
+            .or_else(|| pending_at_or_below(&self.inner.pending_deletes, path))
+        {
+            let _ = receiver.wait_for(|done| *done).await;
         }
     }
 
