@@ -933,6 +933,21 @@ async fn a_fresh_rename_returns_before_the_server_copy_and_reads_wait_for_it() {
     assert_eq!(api.read_file(&format!("{WS}/.h2")), None);
 }
 
+/// Rename `from` to `to` in the workspace, then crash the mount while the server's copy is
+/// under way (counted) and before it ends.
+async fn rename_then_crash(api: &MemoryCellsApi, fs: CellsFs, from: &str, to: &str) {
+    let ws = resolve(&fs, WS).await.unwrap();
+    api.set_operation_delay("copy_object", Duration::from_secs(30));
+    let before = api.calls("copy_object");
+    fs.rename(ws, OsStr::new(from), ws, OsStr::new(to), 0)
+        .await
+        .unwrap();
+    assert!(eventually(|| api.calls("copy_object") == before + 1).await);
+    // The crash: nothing is dropped, the copy never ends.
+    std::mem::forget(fs);
+    api.set_operation_delay("copy_object", Duration::ZERO);
+}
+
 /// SEMANTICS: "the rename is journaled before it returns: a crash before the server's copy
 /// is finished by the next mount".
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -940,17 +955,10 @@ async fn a_rename_a_crash_interrupted_is_finished_by_the_next_mount() {
     let api = Arc::new(MemoryCellsApi::default());
     let cache = tempfile::tempdir().unwrap();
     let fs = mount(&api, options(cache.path())).await;
-    let ws = resolve(&fs, WS).await.unwrap();
     write_new(&fs, WS, ".kept.tmp", b"acknowledged")
         .await
         .unwrap();
-    api.set_operation_delay("copy_object", Duration::from_secs(30));
-    fs.rename(ws, OsStr::new(".kept.tmp"), ws, OsStr::new("kept"), 0)
-        .await
-        .unwrap();
-    // The crash: the copy never happens.
-    std::mem::forget(fs);
-    api.set_operation_delay("copy_object", Duration::ZERO);
+    rename_then_crash(&api, fs, ".kept.tmp", "kept").await;
     let fs = mount(&api, options(cache.path())).await;
     fs.settle().await;
     assert_eq!(
@@ -966,17 +974,8 @@ async fn a_rename_a_crash_interrupted_is_finished_by_the_next_mount() {
     assert_eq!(api.calls("copy_object"), calls);
 
     // A new name another client wrote since is not overwritten with the older content.
-    let ws = resolve(&fs, WS).await.unwrap();
     write_new(&fs, WS, ".y.tmp", b"ours").await.unwrap();
-    api.set_operation_delay("copy_object", Duration::from_secs(30));
-    let before = api.calls("copy_object");
-    fs.rename(ws, OsStr::new(".y.tmp"), ws, OsStr::new("y"), 0)
-        .await
-        .unwrap();
-    // Its copy is under way (counted), and never ends.
-    assert!(eventually(|| api.calls("copy_object") == before + 1).await);
-    std::mem::forget(fs);
-    api.set_operation_delay("copy_object", Duration::ZERO);
+    rename_then_crash(&api, fs, ".y.tmp", "y").await;
     let later = SystemTime::now()
         .duration_since(UNIX_EPOCH)
         .unwrap()
