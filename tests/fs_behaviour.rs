@@ -166,16 +166,26 @@ async fn listing_a_folder_fills_attributes_without_per_file_stats() {
 #[tokio::test]
 async fn data_cache_respects_its_cap_and_survives_remount() {
     let api = Arc::new(MemoryCellsApi::default());
-    let big = pattern(3 * 1024 * 1024);
+    // Eight files of 200 KiB (each small enough to be cached: a quarter of the cap at
+    // most) overflow the 1 MiB cap: the first ones are evicted.
     let small = pattern(200 * 1024);
-    api.put_file(&format!("{WS}/big"), &big);
+    for i in 0..8 {
+        api.put_file(&format!("{WS}/f{i}"), &pattern(200 * 1024 + i));
+    }
     api.put_file(&format!("{WS}/small"), &small);
     let cache = tempfile::tempdir().unwrap();
     let cap = 1024 * 1024;
     let mut opts = options(cache.path());
     opts.cache_size = cap;
     let fs = mount(&api, opts.clone()).await;
-    assert_eq!(read_all(&fs, &format!("{WS}/big"), 64 * 1024).await, big);
+    for i in 0..8 {
+        assert_eq!(
+            read_all(&fs, &format!("{WS}/f{i}"), 64 * 1024).await,
+            pattern(200 * 1024 + i)
+        );
+        fs.sync_all().await.unwrap();
+        assert!(fs.status().cache_bytes <= cap, "{:?}", fs.status());
+    }
     assert_eq!(
         read_all(&fs, &format!("{WS}/small"), 64 * 1024).await,
         small
@@ -214,6 +224,61 @@ async fn data_cache_respects_its_cap_and_survives_remount() {
     assert_eq!(
         read_all(&fs, &format!("{WS}/small"), 64 * 1024).await,
         changed
+    );
+}
+
+/// SEMANTICS: "a file larger than a quarter of --cache-size, read from start to end, is not
+/// stored in the data cache".
+#[tokio::test]
+async fn a_large_file_streamed_once_leaves_the_data_cache_alone() {
+    let api = Arc::new(MemoryCellsApi::default());
+    let big = pattern(3 * 1024 * 1024);
+    let small = pattern(200 * 1024);
+    api.put_file(&format!("{WS}/big"), &big);
+    api.put_file(&format!("{WS}/small"), &small);
+    let cache = tempfile::tempdir().unwrap();
+    let mut opts = options(cache.path());
+    opts.cache_size = 1024 * 1024;
+    let fs = mount(&api, opts.clone()).await;
+    assert_eq!(
+        read_all(&fs, &format!("{WS}/small"), 64 * 1024).await,
+        small
+    );
+    fs.sync_all().await.unwrap();
+    let after_small = fs.status().cache_bytes;
+    assert!(after_small >= small.len() as u64, "{:?}", fs.status());
+    assert_eq!(read_all(&fs, &format!("{WS}/big"), 128 * 1024).await, big);
+    fs.sync_all().await.unwrap();
+    assert_eq!(
+        fs.status().cache_bytes,
+        after_small,
+        "the stream of the big file stored nothing and evicted nothing"
+    );
+    // A random read of the big file is still cached: the blocks it fetched.
+    let ino = resolve(&fs, &format!("{WS}/big")).await.unwrap();
+    let open = fs.open(ino, libc::O_RDONLY).await.unwrap();
+    let at = 2 * 1024 * 1024 + 4096;
+    let piece = fs.read(ino, open.fh, at, 4096).await.unwrap();
+    assert_eq!(&piece[..], &big[at as usize..at as usize + 4096]);
+    fs.release(ino, open.fh).await.unwrap();
+    fs.sync_all().await.unwrap();
+    assert!(fs.status().cache_bytes > after_small, "{:?}", fs.status());
+    drop(fs);
+    let fs = mount(&api, opts).await;
+    api.reset_calls();
+    assert_eq!(
+        read_all(&fs, &format!("{WS}/small"), 64 * 1024).await,
+        small
+    );
+    let ino = resolve(&fs, &format!("{WS}/big")).await.unwrap();
+    let open = fs.open(ino, libc::O_RDONLY).await.unwrap();
+    let piece = fs.read(ino, open.fh, at, 4096).await.unwrap();
+    assert_eq!(&piece[..], &big[at as usize..at as usize + 4096]);
+    fs.release(ino, open.fh).await.unwrap();
+    assert_eq!(
+        api.calls("get_object"),
+        0,
+        "the small file and the random block came from the cache"
     );
 }
 

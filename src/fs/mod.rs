@@ -696,6 +696,10 @@ impl ReadState {
 /// by the kernel into two requests must not start one. A read at offset 0 starts at once.
 const STREAK_TO_PREFETCH: u32 = 2;
 
+/// A file streamed sequentially is stored in the data cache only when it takes at most this
+/// fraction (1/N) of the cache's capacity (see `CellsFs::stream_cache_writer`).
+const STREAM_CACHE_SHARE: u64 = 4;
+
 struct Handle {
     ino: u64,
     writable: bool,
@@ -2082,6 +2086,19 @@ impl CellsFs {
         self.inner.data_cache.as_ref()?.read(key, size, offset, end)
     }
 
+    /// Where a sequential stream of a `size`-byte file stores its blocks: the data cache,
+    /// unless the file would take more than [`STREAM_CACHE_SHARE`] of its capacity. A
+    /// one-time read of a large file (a video, a backup being restored) would otherwise
+    /// evict everything else and cost more CPU to store than to download; the kernel's page
+    /// cache still keeps it while memory allows, and random reads of it are still cached.
+    fn stream_cache_writer(&self, size: u64) -> Option<cache::CacheWriter> {
+        let capacity = self.inner.data_cache.as_ref()?.capacity();
+        if size > capacity / STREAM_CACHE_SHARE {
+            return None;
+        }
+        self.inner.cache_writer.clone()
+    }
+
     /// A sequential read-ahead from `offset`, sized by the global read-ahead budget.
     fn start_prefetch(
         &self,
@@ -2105,7 +2122,7 @@ impl CellsFs {
             path: path.to_string(),
             key,
             size,
-            cache: self.inner.cache_writer.clone(),
+            cache: self.stream_cache_writer(size),
         };
         let config = prefetch::PrefetchConfig {
             max_ahead,
