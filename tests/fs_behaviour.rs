@@ -1484,6 +1484,90 @@ async fn live_events_let_the_cache_be_trusted_longer_except_for_dotfiles() {
     assert_eq!(fs.getattr(plain, None).await.unwrap().attr.size, 4);
 }
 
+/// SEMANTICS: "the kernel is given the same trust: while the event stream is connected it keeps
+/// names and attributes for what is left of `--events-cache-time` ...; when the stream drops,
+/// the mount asks it to forget them all".
+#[tokio::test]
+async fn the_kernel_keeps_names_longer_while_events_are_live_and_forgets_them_when_they_stop() {
+    struct RecordingNotifier(std::sync::Mutex<Vec<String>>);
+    impl cec::fs::KernelNotifier for RecordingNotifier {
+        fn invalidate_entry(&self, parent: u64, name: &OsStr) {
+            self.0
+                .lock()
+                .unwrap()
+                .push(format!("{parent}/{}", name.to_string_lossy()));
+        }
+        fn invalidate_inode(&self, ino: u64) {
+            self.0.lock().unwrap().push(format!("inode {ino}"));
+        }
+    }
+    let api = Arc::new(MemoryCellsApi::default());
+    api.put_file(&format!("{WS}/dir/plain"), b"one");
+    api.put_file(&format!("{WS}/dir/.dot"), b"one");
+    let cache = tempfile::tempdir().unwrap();
+    let mut opts = options(cache.path());
+    opts.attr_timeout = Duration::from_secs(1);
+    opts.events_cache_time = Duration::from_secs(60);
+    let fs = mount(&api, opts).await;
+    let notifier = Arc::new(RecordingNotifier(std::sync::Mutex::new(Vec::new())));
+    fs.set_notifier(notifier.clone());
+    let dir = resolve(&fs, &format!("{WS}/dir")).await.unwrap();
+    // Without events: the attribute timeout.
+    let entry = fs.lookup(dir, OsStr::new("plain")).await.unwrap();
+    assert_eq!(entry.ttl, Duration::from_secs(1));
+    let plain = entry.attr.ino;
+    fs.set_events_live(true);
+    let entry = fs.lookup(dir, OsStr::new("plain")).await.unwrap();
+    assert!(
+        entry.ttl > Duration::from_secs(50) && entry.ttl <= Duration::from_secs(60),
+        "{:?}",
+        entry.ttl
+    );
+    assert!(fs.getattr(plain, None).await.unwrap().ttl > Duration::from_secs(50));
+    let listed = {
+        let fh = fs.opendir(dir, 0).await.unwrap();
+        let mut ttls = Vec::new();
+        fs.readdir(dir, fh, 0, true, |e| {
+            ttls.push((e.name.to_string_lossy().into_owned(), e.entry.ttl));
+            false
+        })
+        .await
+        .unwrap();
+        fs.releasedir(dir, fh).await.unwrap();
+        ttls
+    };
+    let ttl_of = |name: &str| listed.iter().find(|(n, _)| n == name).unwrap().1;
+    assert!(ttl_of("plain") > Duration::from_secs(50));
+    assert_eq!(
+        ttl_of(".dot"),
+        Duration::from_secs(1),
+        "dotfiles are never announced"
+    );
+    let dot = fs.lookup(dir, OsStr::new(".dot")).await.unwrap();
+    assert_eq!(dot.ttl, Duration::from_secs(1));
+    // The stream drops: the kernel is told to forget the names and attributes it holds.
+    notifier.0.lock().unwrap().clear();
+    fs.set_events_live(false);
+    let expected = [
+        format!("inode {plain}"),
+        format!("{dir}/plain"),
+        format!("inode {dir}"),
+    ];
+    let deadline = Instant::now() + Duration::from_secs(5);
+    loop {
+        let seen = notifier.0.lock().unwrap().clone();
+        if expected.iter().all(|e| seen.contains(e)) {
+            break;
+        }
+        assert!(Instant::now() < deadline, "{seen:?}");
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    assert_eq!(
+        fs.lookup(dir, OsStr::new("plain")).await.unwrap().ttl,
+        Duration::from_secs(1)
+    );
+}
+
 /// SEMANTICS: "a small file costs one upload request: its Uuid is learnt when asked for".
 #[tokio::test]
 async fn a_small_upload_costs_one_request_and_the_uuid_comes_when_asked() {

@@ -1047,6 +1047,22 @@ impl CellsFs {
         stamp.is_some_and(|(at, generation)| generation == self.generation() && at.elapsed() < ttl)
     }
 
+    /// How long the kernel may keep what the mount tells it about `data` without asking
+    /// again: `--attr-timeout`, or, while change events arrive (they invalidate the kernel's
+    /// copy precisely), what is left of the mount's own trust in it. Entries and attributes
+    /// the kernel keeps are answered without a request to the daemon at all (`stat`, path
+    /// walks), which is most of a metadata-heavy job such as a no-op `rsync`.
+    fn kernel_ttl(&self, data: &InodeData) -> Duration {
+        let base = self.inner.options.attr_timeout;
+        let trust = self.trusted_for(base, &data.path);
+        match data.validated {
+            Some((at, generation)) if trust > base && generation == self.generation() => {
+                trust.saturating_sub(at.elapsed()).max(base)
+            }
+            _ => base,
+        }
+    }
+
     /// How long an answer about `path` validated under TTL `base` is trusted: longer while
     /// change events arrive, except for paths Cells never announces (dotfiles and whatever
     /// lives under a dot-folder).
@@ -1242,7 +1258,7 @@ impl CellsFs {
         let data = table.get(ino)?;
         Ok(Entry {
             attr: self.attr_of(ino, data),
-            ttl: self.inner.options.attr_timeout,
+            ttl: self.kernel_ttl(data),
             generation: 0,
         })
     }
@@ -1536,7 +1552,7 @@ impl CellsFs {
         let data = table.get(ino)?;
         Ok(Entry {
             attr: self.attr_of(ino, data),
-            ttl: self.inner.options.attr_timeout,
+            ttl: self.kernel_ttl(data),
             generation: 0,
         })
     }
@@ -1574,7 +1590,7 @@ impl CellsFs {
         self.attr_trusted(ino, data).then(|| {
             Ok(AttrReply {
                 attr: self.attr_of(ino, data),
-                ttl: self.inner.options.attr_timeout,
+                ttl: self.kernel_ttl(data),
             })
         })
     }
@@ -1608,7 +1624,7 @@ impl CellsFs {
         let data = table.get(ino)?;
         Ok(AttrReply {
             attr: self.attr_of(ino, data),
-            ttl: self.inner.options.attr_timeout,
+            ttl: self.kernel_ttl(data),
         })
     }
 
@@ -1726,7 +1742,7 @@ impl CellsFs {
                     name: OsString::from(name),
                     entry: Entry {
                         attr: self.attr_of(child_ino, data),
-                        ttl,
+                        ttl: self.kernel_ttl(data),
                         generation: 0,
                     },
                 },
@@ -3534,9 +3550,34 @@ impl CellsFs {
     /// The event stream was subscribed (`true`) or lost (`false`). Whatever was cached before
     /// is stale either way (events may have been missed); from now on, while live, cached
     /// answers are trusted for [`FsOptions::events_cache_time`].
+    /// The kernel was given long TTLs while the stream was live ([`CellsFs::kernel_ttl`]):
+    /// when it stops, the kernel forgets every name and attribute it holds from this mount.
     pub fn set_events_live(&self, live: bool) {
-        self.inner.events_live.store(live, Ordering::SeqCst);
+        let was_live = self.inner.events_live.swap(live, Ordering::SeqCst);
         self.bump_generation();
+        if was_live {
+            self.invalidate_kernel_cache();
+        }
+    }
+
+    /// Ask the kernel to forget every entry and attribute of the inodes this mount knows.
+    fn invalidate_kernel_cache(&self) {
+        let Some(notifier) = self.inner.notifier.get() else {
+            return;
+        };
+        let table = self.inner.table.lock().unwrap();
+        for (path, &ino) in &table.by_path {
+            if path.is_empty() {
+                continue;
+            }
+            let _ = notifier.send(KernelInvalidation::Inode(ino));
+            if let Some(&parent) = table.by_path.get(parent_path(path)) {
+                let _ = notifier.send(KernelInvalidation::Entry(
+                    parent,
+                    base_name(path).to_string(),
+                ));
+            }
+        }
     }
 
     /// Upload every pending change now (write-back included). Used at unmount; failures are
