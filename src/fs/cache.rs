@@ -399,9 +399,7 @@ impl DataCache {
                     {
                         extent.parts.push(data);
                     } else {
-                        if let Some(done) = gathering.take() {
-                            self.store(done);
-                        }
+                        self.store(&mut gathering);
                         gathering = Some(Gathering {
                             key,
                             first,
@@ -409,33 +407,28 @@ impl DataCache {
                         });
                     }
                     if gathering.as_ref().is_some_and(Gathering::complete) {
-                        self.store(gathering.take().expect("checked above"));
+                        self.store(&mut gathering);
                     }
                 }
                 Ok(WriterJob::Flush(done)) => {
-                    if let Some(extent) = gathering.take() {
-                        self.store(extent);
-                    }
+                    self.store(&mut gathering);
                     let _ = done.send(());
                 }
-                Err(RecvTimeoutError::Timeout) => {
-                    if let Some(extent) = gathering.take() {
-                        self.store(extent);
-                    }
-                }
+                Err(RecvTimeoutError::Timeout) => self.store(&mut gathering),
                 Err(RecvTimeoutError::Disconnected) => {
-                    if let Some(extent) = gathering.take() {
-                        self.store(extent);
-                    }
+                    self.store(&mut gathering);
                     return;
                 }
             }
         }
     }
 
-    fn store(&self, extent: Gathering) {
-        let parts: Vec<&[u8]> = extent.parts.iter().map(|part| &part[..]).collect();
-        self.insert_parts(&extent.key, extent.first, &parts);
+    /// Store the extent being gathered, if any.
+    fn store(&self, gathering: &mut Option<Gathering>) {
+        if let Some(extent) = gathering.take() {
+            let parts: Vec<&[u8]> = extent.parts.iter().map(|part| &part[..]).collect();
+            self.insert_parts(&extent.key, extent.first, &parts);
+        }
     }
 
     /// Bytes currently cached.
