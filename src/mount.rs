@@ -997,7 +997,7 @@ impl crate::api::events::EventSink for CoreEventSink {
     }
 
     fn workspaces_changed(&self) {
-        self.fs.bump_generation();
+        self.fs.workspaces_changed();
     }
 }
 

@@ -1545,6 +1545,23 @@ async fn the_kernel_keeps_names_longer_while_events_are_live_and_forgets_them_wh
     );
     let dot = fs.lookup(dir, OsStr::new(".dot")).await.unwrap();
     assert_eq!(dot.ttl, Duration::from_secs(1));
+    // Workspaces changed (an access taken away): the kernel forgets the workspaces only.
+    notifier.0.lock().unwrap().clear();
+    fs.workspaces_changed();
+    let ws = resolve(&fs, WS).await.unwrap();
+    let deadline = Instant::now() + Duration::from_secs(5);
+    while notifier.0.lock().unwrap().len() < 3 && Instant::now() < deadline {
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    let mut seen = notifier.0.lock().unwrap().clone();
+    seen.sort();
+    let mut expected = vec![
+        format!("inode {ROOT_INO}"),
+        format!("inode {ws}"),
+        format!("{ROOT_INO}/{WS}"),
+    ];
+    expected.sort();
+    assert_eq!(seen, expected);
     // The stream drops: the kernel is told to forget the names and attributes it holds.
     notifier.0.lock().unwrap().clear();
     fs.set_events_live(false);

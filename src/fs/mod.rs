@@ -3,8 +3,8 @@
 //! [`CellsFs`] owns the inode table, the metadata cache, file handles, read-ahead, write
 //! staging and uploads, the on-disk data cache and the mtime overlay. The FUSE adapter
 //! (`src/fuse.rs`) translates each kernel request into one call here and maps failures with
-//! [`FsError::errno`]; the events client calls [`CellsFs::invalidate`] and
-//! [`CellsFs::bump_generation`].
+//! [`FsError::errno`]; the events client calls [`CellsFs::invalidate`],
+//! [`CellsFs::set_events_live`] and [`CellsFs::workspaces_changed`].
 //!
 //! Invariants (see also the essays atop each sub-module):
 //! - Inode numbers are never reused while the kernel may hold them: an inode leaves the table
@@ -3543,31 +3543,43 @@ impl CellsFs {
     }
 
     /// Consider every cached entry stale (after an events reconnect: events may be lost).
-    pub fn bump_generation(&self) {
+    fn bump_generation(&self) {
         self.inner.generation.fetch_add(1, Ordering::SeqCst);
     }
 
     /// The event stream was subscribed (`true`) or lost (`false`). Whatever was cached before
     /// is stale either way (events may have been missed); from now on, while live, cached
     /// answers are trusted for [`FsOptions::events_cache_time`].
+    ///
     /// The kernel was given long TTLs while the stream was live ([`CellsFs::kernel_ttl`]):
     /// when it stops, the kernel forgets every name and attribute it holds from this mount.
     pub fn set_events_live(&self, live: bool) {
         let was_live = self.inner.events_live.swap(live, Ordering::SeqCst);
         self.bump_generation();
         if was_live {
-            self.invalidate_kernel_cache();
+            self.invalidate_kernel_cache(false);
         }
     }
 
-    /// Ask the kernel to forget every entry and attribute of the inodes this mount knows.
-    fn invalidate_kernel_cache(&self) {
+    /// The user's workspaces changed (an access granted or taken away): every cached entry
+    /// is stale, and the kernel forgets the workspaces it holds (the root's entries).
+    pub fn workspaces_changed(&self) {
+        self.bump_generation();
+        self.invalidate_kernel_cache(true);
+    }
+
+    /// Ask the kernel to forget the entries and attributes of the inodes this mount knows:
+    /// all of them, or only the workspaces.
+    fn invalidate_kernel_cache(&self, only_workspaces: bool) {
         let Some(notifier) = self.inner.notifier.get() else {
             return;
         };
+        if only_workspaces {
+            let _ = notifier.send(KernelInvalidation::Inode(ROOT_INO));
+        }
         let table = self.inner.table.lock().unwrap();
         for (path, &ino) in &table.by_path {
-            if path.is_empty() {
+            if path.is_empty() || (only_workspaces && path.contains('/')) {
                 continue;
             }
             let _ = notifier.send(KernelInvalidation::Inode(ino));
