@@ -462,7 +462,16 @@ impl Filesystem for CellsFuse {
         let span = tracing::debug_span!("opendir", ino = ino.0);
         self.spawn(span, async move {
             match fs.opendir(ino.0, flags.0).await {
-                Ok(fh) => reply.opened(FileHandle(fh), FopenFlags::empty()),
+                Ok(fh) => {
+                    let caching = match fs.dir_caching(ino.0) {
+                        fs::DirCaching::None => FopenFlags::empty(),
+                        fs::DirCaching::Fill => FopenFlags::FOPEN_CACHE_DIR,
+                        fs::DirCaching::Keep => {
+                            FopenFlags::FOPEN_CACHE_DIR | FopenFlags::FOPEN_KEEP_CACHE
+                        }
+                    };
+                    reply.opened(FileHandle(fh), caching)
+                }
                 Err(err) => reply.error(errno("opendir", &err)),
             }
         });

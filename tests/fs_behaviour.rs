@@ -1585,6 +1585,74 @@ async fn the_kernel_keeps_names_longer_while_events_are_live_and_forgets_them_wh
     );
 }
 
+/// SEMANTICS: "... and a folder's entries, which it reuses only while the listing they came
+/// from is still the one the mount trusts".
+#[tokio::test]
+async fn the_kernel_reuses_a_folder_s_entries_only_while_their_listing_is_trusted() {
+    use cec::fs::DirCaching;
+    let api = Arc::new(MemoryCellsApi::default());
+    api.put_file(&format!("{WS}/dir/a"), b"a");
+    api.put_file(&format!("{WS}/.dotdir/a"), b"a");
+    let cache = tempfile::tempdir().unwrap();
+    let mut opts = options(cache.path());
+    opts.events_cache_time = Duration::from_secs(60);
+    let fs = mount(&api, opts).await;
+    let dir = resolve(&fs, &format!("{WS}/dir")).await.unwrap();
+    let dot = resolve(&fs, &format!("{WS}/.dotdir")).await.unwrap();
+    let list = async |ino: u64| {
+        let fh = fs.opendir(ino, 0).await.unwrap();
+        let mut names = Vec::new();
+        fs.readdir(ino, fh, 0, false, |e| {
+            names.push(e.name.to_string_lossy().into_owned());
+            false
+        })
+        .await
+        .unwrap();
+        fs.releasedir(ino, fh).await.unwrap();
+        names
+    };
+    list(dir).await;
+    assert_eq!(
+        fs.dir_caching(dir),
+        DirCaching::None,
+        "no events: ask every time"
+    );
+    fs.set_events_live(true);
+    assert_eq!(
+        fs.dir_caching(dir),
+        DirCaching::Fill,
+        "nothing given under events yet"
+    );
+    list(dir).await;
+    assert_eq!(fs.dir_caching(dir), DirCaching::Keep);
+    list(dot).await;
+    assert_eq!(
+        fs.dir_caching(dot),
+        DirCaching::None,
+        "dot-folders are never announced"
+    );
+    // A change elsewhere: the kernel's copy must not be reused.
+    api.put_file(&format!("{WS}/dir/b"), b"b");
+    fs.invalidate(RemoteChange::Created {
+        path: format!("{WS}/dir/b"),
+    });
+    assert_eq!(fs.dir_caching(dir), DirCaching::Fill);
+    // The mount lists the folder again without the kernel reading it (a dotfile is looked up
+    // in the folder's listing): still not reusable, until the kernel reads the new entries.
+    api.reset_calls();
+    assert!(fs.lookup(dir, OsStr::new(".missing")).await.is_err());
+    assert_eq!(
+        api.calls("list_folder_s3"),
+        1,
+        "the folder was listed again"
+    );
+    assert_eq!(fs.dir_caching(dir), DirCaching::Fill);
+    assert!(list(dir).await.contains(&"b".to_string()));
+    assert_eq!(fs.dir_caching(dir), DirCaching::Keep);
+    fs.set_events_live(false);
+    assert_eq!(fs.dir_caching(dir), DirCaching::None);
+}
+
 /// SEMANTICS: "a small file costs one upload request: its Uuid is learnt when asked for".
 #[tokio::test]
 async fn a_small_upload_costs_one_request_and_the_uuid_comes_when_asked() {

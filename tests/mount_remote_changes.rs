@@ -63,8 +63,20 @@ fn remote_changes_show_within(h: &Harness, dir: &Path, within: Duration) {
         false,
     ))
     .unwrap();
+    // Listed as well as looked up: a folder the kernel keeps the entries of (while events
+    // are live) must not keep showing the old name.
+    let names = |dir: &Path| -> Vec<String> {
+        std::fs::read_dir(dir)
+            .unwrap()
+            .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
+            .collect()
+    };
     let took = eventually(within, "a remote rename", || {
-        !dir.join("created.txt").exists() && dir.join("renamed.txt").exists()
+        let listed = names(dir);
+        !dir.join("created.txt").exists()
+            && dir.join("renamed.txt").exists()
+            && listed.iter().any(|n| n == "renamed.txt")
+            && !listed.iter().any(|n| n == "created.txt")
     });
     eprintln!("rename seen after {took:?}");
 

@@ -261,6 +261,17 @@ pub trait KernelNotifier: Send + Sync + 'static {
     fn invalidate_inode(&self, ino: u64);
 }
 
+/// What the kernel may do with the entries it reads from a folder handle.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum DirCaching {
+    /// Ask the mount every time.
+    None,
+    /// Keep them (from this handle on): its earlier copy, if any, is stale.
+    Fill,
+    /// Reuse its copy: the listing it came from is still the trusted one.
+    Keep,
+}
+
 /// One upload not yet on the server.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]
 pub struct PendingUpload {
@@ -553,6 +564,9 @@ struct InodeData {
     detached: bool,
     /// Etag of the content when the kernel last opened it (for keep_cache).
     kernel_etag: Option<String>,
+    /// A folder: when the listing whose entries the kernel was last given was fetched (its
+    /// copy of them may be reused while that listing is still the trusted one).
+    kernel_listing: Option<Instant>,
 }
 
 #[derive(Default)]
@@ -611,6 +625,7 @@ impl Table {
                 created_here: None,
                 detached: false,
                 kernel_etag: None,
+                kernel_listing: None,
             },
         );
         self.by_path.insert(path.to_string(), ino);
@@ -891,6 +906,7 @@ impl CellsFs {
                 created_here: None,
                 detached: false,
                 kernel_etag: None,
+                kernel_listing: None,
             },
         );
         table.by_path.insert(String::new(), ROOT_INO);
@@ -1697,10 +1713,44 @@ impl CellsFs {
         Ok(fh)
     }
 
+    /// Whether the kernel may keep the entries of folder `ino` it reads from the handle just
+    /// opened ([`DirCaching`]). Only while events are live for it (they drop the mount's
+    /// listing when the folder changes elsewhere), and reused only while the listing the
+    /// kernel was given is still the one the mount trusts; the kernel drops its copy itself
+    /// when this mount changes the folder.
+    pub fn dir_caching(&self, ino: u64) -> DirCaching {
+        let table = self.inner.table.lock().unwrap();
+        let Ok(data) = table.get(ino) else {
+            return DirCaching::None;
+        };
+        let trust = self.trusted_for(self.inner.options.dir_cache_time, &data.path);
+        if trust <= self.inner.options.dir_cache_time || data.path.is_empty() {
+            return DirCaching::None;
+        }
+        match &data.listing {
+            Some(listing)
+                if data.kernel_listing == Some(listing.at)
+                    && self.fresh(Some((listing.at, listing.generation)), trust) =>
+            {
+                DirCaching::Keep
+            }
+            _ => DirCaching::Fill,
+        }
+    }
+
     async fn dir_snapshot(&self, ino: u64) -> FsResult<Vec<(DirEntry, String)>> {
         let path = self.dir_path(ino)?;
         let children = self.listing(&path, false).await?;
         let mut table = self.inner.table.lock().unwrap();
+        // Which listing these entries come from (none if it changed meanwhile).
+        let source = table
+            .get(ino)
+            .ok()
+            .and_then(|d| d.listing.as_ref())
+            .and_then(|l| l.children.keys().eq(children.keys()).then_some(l.at));
+        if let Ok(data) = table.get_mut(ino) {
+            data.kernel_listing = source;
+        }
         let ttl = self.inner.options.attr_timeout;
         let parent_ino = table
             .by_path
@@ -1821,6 +1871,7 @@ impl CellsFs {
                                 created_here: None,
                                 detached: false,
                                 kernel_etag: None,
+                                kernel_listing: None,
                             },
                         );
                     }
