@@ -1083,12 +1083,18 @@ impl CellsFs {
     /// change events arrive, except for paths Cells never announces (dotfiles and whatever
     /// lives under a dot-folder).
     fn trusted_for(&self, base: Duration, path: &str) -> Duration {
-        let announced = !path.split('/').any(|part| part.starts_with('.'));
-        if announced && self.inner.events_live.load(Ordering::SeqCst) {
+        if self.events_cover(path) {
             base.max(self.inner.options.events_cache_time)
         } else {
             base
         }
+    }
+
+    /// Whether a change of `path` elsewhere would reach this mount as an event now: the
+    /// stream is live and Cells announces that path (not a dotfile, nor under a dot-folder).
+    fn events_cover(&self, path: &str) -> bool {
+        let announced = !path.split('/').any(|part| part.starts_with('.'));
+        announced && self.inner.events_live.load(Ordering::SeqCst)
     }
 
     /// Retries as the options say (the upload attempts and delay).
@@ -1723,10 +1729,10 @@ impl CellsFs {
         let Ok(data) = table.get(ino) else {
             return DirCaching::None;
         };
-        let trust = self.trusted_for(self.inner.options.dir_cache_time, &data.path);
-        if trust <= self.inner.options.dir_cache_time || data.path.is_empty() {
+        if data.path.is_empty() || !self.events_cover(&data.path) {
             return DirCaching::None;
         }
+        let trust = self.trusted_for(self.inner.options.dir_cache_time, &data.path);
         match &data.listing {
             Some(listing)
                 if data.kernel_listing == Some(listing.at)
