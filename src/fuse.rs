@@ -142,6 +142,9 @@ impl Filesystem for CellsFuse {
             InitFlags::FUSE_READDIRPLUS_AUTO,
             InitFlags::FUSE_PARALLEL_DIROPS,
             InitFlags::FUSE_ATOMIC_O_TRUNC,
+            // The kernel then caches "no ACL" per inode: `ls -l` no longer asks every file
+            // for `system.posix_acl_access` (modes are fixed, so there is nothing to mask).
+            InitFlags::FUSE_POSIX_ACL,
         ] {
             if config.add_capabilities(flag).is_err() {
                 tracing::debug!(?flag, "kernel lacks FUSE capability");
