@@ -83,6 +83,30 @@ async fn list_names(fs: &CellsFs, dir: u64) -> Vec<String> {
     names
 }
 
+/// A kernel notifier that records what it is asked (`"inode N"`, `"PARENT/name"`), each
+/// after `delay` (the kernel may block a notification while a request is pending).
+struct RecordingNotifier(std::sync::Mutex<Vec<String>>, Duration);
+
+impl RecordingNotifier {
+    fn new(delay: Duration) -> Arc<RecordingNotifier> {
+        Arc::new(RecordingNotifier(std::sync::Mutex::new(Vec::new()), delay))
+    }
+}
+
+impl cec::fs::KernelNotifier for RecordingNotifier {
+    fn invalidate_entry(&self, parent: u64, name: &OsStr) {
+        std::thread::sleep(self.1);
+        self.0
+            .lock()
+            .unwrap()
+            .push(format!("{parent}/{}", name.to_string_lossy()));
+    }
+    fn invalidate_inode(&self, ino: u64) {
+        std::thread::sleep(self.1);
+        self.0.lock().unwrap().push(format!("inode {ino}"));
+    }
+}
+
 fn pattern(len: usize) -> Vec<u8> {
     (0..len).map(|i| (i * 7 % 251) as u8).collect()
 }
@@ -695,25 +719,11 @@ async fn a_slow_upload_does_not_block_other_operations() {
 /// pending) must never stall `invalidate` nor the requests the kernel waits for.
 #[tokio::test(flavor = "current_thread")]
 async fn a_blocking_kernel_notifier_never_stalls_the_core() {
-    struct SlowNotifier(std::sync::Mutex<Vec<String>>);
-    impl cec::fs::KernelNotifier for SlowNotifier {
-        fn invalidate_entry(&self, parent: u64, name: &OsStr) {
-            std::thread::sleep(Duration::from_millis(300));
-            self.0
-                .lock()
-                .unwrap()
-                .push(format!("{parent}/{}", name.to_string_lossy()));
-        }
-        fn invalidate_inode(&self, ino: u64) {
-            std::thread::sleep(Duration::from_millis(300));
-            self.0.lock().unwrap().push(format!("inode {ino}"));
-        }
-    }
     let api = Arc::new(MemoryCellsApi::default());
     api.put_file(&format!("{WS}/watched"), b"v1");
     let cache = tempfile::tempdir().unwrap();
     let fs = mount(&api, options(cache.path())).await;
-    let notifier = Arc::new(SlowNotifier(std::sync::Mutex::new(Vec::new())));
+    let notifier = RecordingNotifier::new(Duration::from_millis(300));
     fs.set_notifier(notifier.clone());
     let ws = resolve(&fs, WS).await.unwrap();
     let ino = resolve(&fs, &format!("{WS}/watched")).await.unwrap();
@@ -1489,18 +1499,6 @@ async fn live_events_let_the_cache_be_trusted_longer_except_for_dotfiles() {
 /// the mount asks it to forget them all".
 #[tokio::test]
 async fn the_kernel_keeps_names_longer_while_events_are_live_and_forgets_them_when_they_stop() {
-    struct RecordingNotifier(std::sync::Mutex<Vec<String>>);
-    impl cec::fs::KernelNotifier for RecordingNotifier {
-        fn invalidate_entry(&self, parent: u64, name: &OsStr) {
-            self.0
-                .lock()
-                .unwrap()
-                .push(format!("{parent}/{}", name.to_string_lossy()));
-        }
-        fn invalidate_inode(&self, ino: u64) {
-            self.0.lock().unwrap().push(format!("inode {ino}"));
-        }
-    }
     let api = Arc::new(MemoryCellsApi::default());
     api.put_file(&format!("{WS}/dir/plain"), b"one");
     api.put_file(&format!("{WS}/dir/.dot"), b"one");
@@ -1509,7 +1507,7 @@ async fn the_kernel_keeps_names_longer_while_events_are_live_and_forgets_them_wh
     opts.attr_timeout = Duration::from_secs(1);
     opts.events_cache_time = Duration::from_secs(60);
     let fs = mount(&api, opts).await;
-    let notifier = Arc::new(RecordingNotifier(std::sync::Mutex::new(Vec::new())));
+    let notifier = RecordingNotifier::new(Duration::ZERO);
     fs.set_notifier(notifier.clone());
     let dir = resolve(&fs, &format!("{WS}/dir")).await.unwrap();
     // Without events: the attribute timeout.
@@ -1599,19 +1597,7 @@ async fn the_kernel_reuses_a_folder_s_entries_only_while_their_listing_is_truste
     let fs = mount(&api, opts).await;
     let dir = resolve(&fs, &format!("{WS}/dir")).await.unwrap();
     let dot = resolve(&fs, &format!("{WS}/.dotdir")).await.unwrap();
-    let list = async |ino: u64| {
-        let fh = fs.opendir(ino, 0).await.unwrap();
-        let mut names = Vec::new();
-        fs.readdir(ino, fh, 0, false, |e| {
-            names.push(e.name.to_string_lossy().into_owned());
-            false
-        })
-        .await
-        .unwrap();
-        fs.releasedir(ino, fh).await.unwrap();
-        names
-    };
-    list(dir).await;
+    list_names(&fs, dir).await;
     assert_eq!(
         fs.dir_caching(dir),
         DirCaching::None,
@@ -1623,9 +1609,9 @@ async fn the_kernel_reuses_a_folder_s_entries_only_while_their_listing_is_truste
         DirCaching::Fill,
         "nothing given under events yet"
     );
-    list(dir).await;
+    list_names(&fs, dir).await;
     assert_eq!(fs.dir_caching(dir), DirCaching::Keep);
-    list(dot).await;
+    list_names(&fs, dot).await;
     assert_eq!(
         fs.dir_caching(dot),
         DirCaching::None,
@@ -1647,7 +1633,7 @@ async fn the_kernel_reuses_a_folder_s_entries_only_while_their_listing_is_truste
         "the folder was listed again"
     );
     assert_eq!(fs.dir_caching(dir), DirCaching::Fill);
-    assert!(list(dir).await.contains(&"b".to_string()));
+    assert!(list_names(&fs, dir).await.contains(&"b".to_string()));
     assert_eq!(fs.dir_caching(dir), DirCaching::Keep);
     fs.set_events_live(false);
     assert_eq!(fs.dir_caching(dir), DirCaching::None);
