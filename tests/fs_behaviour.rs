@@ -318,12 +318,20 @@ async fn write_back_journal_is_replayed_after_a_crash() {
     let data = pattern(300_000);
     write_new(&fs, WS, "pending.bin", &data).await.unwrap();
     write_new(&fs, WS, ".dotpending", b"dot").await.unwrap();
+    // A new empty file closed (`close` has returned) but not yet released when the crash
+    // comes: the kernel sends `release` after `close` returns.
+    let parent = resolve(&fs, WS).await.unwrap();
+    let (entry, open) = fs
+        .create(parent, OsStr::new("empty"), 0o644, libc::O_WRONLY)
+        .await
+        .unwrap();
+    fs.flush(entry.attr.ino, open.fh).await.unwrap();
     assert_eq!(
         api.read_file(&format!("{WS}/pending.bin")),
         None,
         "not uploaded yet"
     );
-    assert_eq!(fs.status().pending_uploads.len(), 2);
+    assert_eq!(fs.status().pending_uploads.len(), 3);
     // The pending file is visible in the mount meanwhile.
     assert_eq!(
         read_all(&fs, &format!("{WS}/pending.bin"), 65536).await,
@@ -344,6 +352,7 @@ async fn write_back_journal_is_replayed_after_a_crash() {
         api.read_file(&format!("{WS}/.dotpending")),
         Some(b"dot".to_vec())
     );
+    assert_eq!(api.read_file(&format!("{WS}/empty")), Some(Vec::new()));
     assert!(fs.status().pending_uploads.is_empty());
     // Nothing is left in the journal: the next mount has nothing to replay.
     drop(fs);

@@ -2705,15 +2705,17 @@ impl CellsFs {
             return Ok(());
         };
         // A new file still empty: `cmd > f` closes a duplicate of the descriptor before it
-        // writes. Creating it then would cost an upload (or, in write-back, a journal record)
-        // for nothing; the last close (`release`) creates it if nothing is written.
+        // writes. Creating it then would cost an upload for nothing; the last close
+        // (`release`) creates it if nothing is written. In write-back, the journal records
+        // it now: `close` has returned when the kernel sends `release`, and a crash between
+        // the two would lose a file whose creation was acknowledged.
         let empty = file
             .staging
             .lock()
             .unwrap()
             .as_ref()
             .is_some_and(|s| s.size == 0);
-        if local && empty {
+        if local && empty && self.inner.options.write_back.is_none() {
             return Ok(());
         }
         self.commit(ino, file).await
