@@ -1,12 +1,14 @@
 //! The kernel adapter: the only module that knows fuser. Each FUSE request becomes one call
 //! to the filesystem core ([`CellsFs`]) in three beats: open a span, run the core's method
-//! on the tokio runtime, reply (or map the core's error with [`FsError::errno`], the mount's
-//! single errno policy).
+//! (on the runtime's context), reply (or map the core's error with [`FsError::errno`], the
+//! mount's single errno policy).
 //!
 //! Invariants:
-//! - No request is answered on fuser's dispatch thread after awaiting anything: every method
-//!   that can touch the network moves its reply (fuser replies are `Send + 'static`) into a
-//!   tokio task, so a slow upload or listing never stalls other requests.
+//! - No request waits on fuser's dispatch thread: the core's method runs there up to its
+//!   first wait (most requests never wait, and a hop to a runtime worker costs two thread
+//!   wake-ups); a request that has to wait (the network, another request's lock) moves with
+//!   its reply (fuser replies are `Send + 'static`) into a tokio task, so a slow upload or
+//!   listing never stalls other requests.
 //! - Nothing here decides semantics: attributes, TTLs, errors and cache flags all come from
 //!   the core; this file only converts types.
 //! - Kernel cache invalidations requested by the core go through [`FuseNotifier`], which is
@@ -43,12 +45,21 @@ impl CellsFuse {
         CellsFuse { fs, runtime }
     }
 
-    /// Run `work` on the runtime inside `span`.
+    /// Run `work` inside `span`: first on this dispatch thread, up to its first wait; only
+    /// work that has to wait moves to the runtime. Most requests (a write into the staging
+    /// file, a setattr, an xattr, a read the read-ahead has in memory) finish in that step.
     fn spawn<F>(&self, span: tracing::Span, work: F)
     where
         F: std::future::Future<Output = ()> + Send + 'static,
     {
-        self.runtime.spawn(work.instrument(span));
+        let mut work = Box::pin(work.instrument(span));
+        let _runtime = self.runtime.enter();
+        // A future may be polled with one waker and then another: the runtime's first poll
+        // of the task registers the waker that counts.
+        let mut first_step = std::task::Context::from_waker(std::task::Waker::noop());
+        if work.as_mut().poll(&mut first_step).is_pending() {
+            self.runtime.spawn(work);
+        }
     }
 }
 
