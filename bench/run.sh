@@ -50,7 +50,7 @@ fi
 # a real Cells server), and retries each with back-off: every folder lookup takes seconds to
 # minutes. BENCH_TARGETS="... s3fs" still runs it.
 TARGETS="${BENCH_TARGETS:-http ceiling cec cecwb rclone}"
-WORKLOADS="${BENCH_WORKLOADS:-seqread seqwrite ttfb createfew ls rsync untar createmany cpin cpout seqread4 seqwrite4 randread}"
+WORKLOADS="${BENCH_WORKLOADS:-seqread seqwrite ttfb createfew ls rsync untar createmany createpar cpin cpout seqread4 seqwrite4 randread}"
 RUN_TIMEOUT="${BENCH_TIMEOUT:-600}"
 RESULTS="${BENCH_RESULTS:-$ROOT/bench/results/mount.md}"
 BIG_BYTES=$((BIG_MIB * 1024 * 1024))
@@ -467,6 +467,45 @@ wl_create() { # name, count, target, run
     _ "$BASE/$d" "$n" "$KIB" "$t" "$PREFIX/$d" \
     && record "$wl" "$t" "$r" "$ELAPSED" || fail "$wl" "$t" "$r"
 }
+# The same files by 4 writers at once (file i by writer i mod 4): what a parallel job (`make
+# -j`, `cp` in parallel, a build) asks; the raw floor is 4 PUT series at once, the
+# emulator's throughput for small files on this machine.
+create_files_par() { # folder, count, 1 KiB of text
+  local w pids=()
+  mkdir -p "$1" || return 1
+  for w in 0 1 2 3; do
+    (for i in $(seq $((w + 1)) 4 "$2"); do printf '%s' "$3" >"$1/f$i" || exit 1; done) & pids+=($!)
+  done
+  for w in "${pids[@]}"; do wait "$w" || return 1; done
+}
+put_files_par() { # server prefix, count, file to upload
+  local w cfgs=() pids=() ok=0
+  for w in 0 1 2 3; do
+    cfgs+=("$(mktemp)")
+    for i in $(seq $((w + 1)) 4 "$2"); do
+      printf 'url = "%s"\nupload-file = "%s"\noutput = "/dev/null"\n' "$(s3_url "$1/f$i")" "$3"
+    done >"${cfgs[$w]}"
+  done
+  for w in 0 1 2 3; do
+    (codes=$(s3curl -K "${cfgs[$w]}" -w '%{http_code}\n' | sort -u); [ "$codes" = 200 ]) & pids+=($!)
+  done
+  for w in "${pids[@]}"; do wait "$w" || ok=1; done
+  rm -f "${cfgs[@]}"
+  return $ok
+}
+export -f create_files_par put_files_par
+wl_createpar() { # target, run
+  local t=$1 r=$2 d n=$SMALL_MANY; d=$(run_dir createpar "$t" "$r")
+  if [ "$t" = http ]; then
+    printf '%s' "$KIB" >"$WORK/kib.txt"
+    timed createpar "$t" "$r" put_files_par "$PREFIX/$d" "$n" "$WORK/kib.txt" \
+      && record createpar "$t" "$r" "$ELAPSED" || fail createpar "$t" "$r"
+    return
+  fi
+  timed createpar "$t" "$r" bash -c 'create_files_par "$1" "$2" "$3" && files_done "$4" "$5" "$2"' \
+    _ "$BASE/$d" "$n" "$KIB" "$t" "$PREFIX/$d" \
+    && record createpar "$t" "$r" "$ELAPSED" || fail createpar "$t" "$r"
+}
 wl_createfew() { wl_create createfew "$SMALL_FEW" "$@"; }
 wl_createmany() { wl_create createmany "$SMALL_MANY" "$@"; }
 
@@ -517,6 +556,7 @@ cpin|cp of the big file into the mount|MB/s|high
 cpout|cp of the big file out of the mount|MB/s|high
 createfew|create $SMALL_FEW files of 1 KiB|s|low
 createmany|create $SMALL_MANY files of 1 KiB|s|low
+createpar|create $SMALL_MANY files of 1 KiB, 4 writers at once|s|low
 lscold|ls -l of a $SMALL_MANY-file folder, cold|s|low
 lswarm|ls -l of the same folder, warm|s|low
 untar|untar of $TREE_FILES files ($TREE_MIB MiB)|s|low
@@ -585,7 +625,8 @@ write_table() {
     echo "Notes: raw HTTP is curl on the emulator's S3 gateway (SigV4, the PAT as access key): GET for reads"
     echo "(4 parallel ranged GETs for 4 jobs, a 4 KiB range for the first byte), PUT for writes; for the create"
     echo "rows, one PUT per file in series on one keep-alive connection: the floor of any client whose \`close\`"
-    echo "returns once the file is on the server (cec's default), whatever its implementation. Writes through"
+    echo "returns once the file is on the server (cec's default), whatever its implementation; with 4 writers,"
+    echo "4 such series at once: the emulator's throughput for small files, the floor of every client. Writes through"
     echo "a mount count until the server lists every file at its full size (rclone and s3fs upload after"
     echo "close). Cold rows mount afresh for every run; warm rows repeat the read on the same mount (rclone:"
     echo "on a \`--vfs-cache-mode full\` mount after one untimed read). \`ls -l\` cold runs after dropping the"
@@ -602,7 +643,7 @@ write_table() {
 }
 
 # ---------------------------------------------------------------- main loop
-WRITE_WORKLOADS="seqwrite seqwrite4 cpin createfew createmany untar rsync"
+WRITE_WORKLOADS="seqwrite seqwrite4 cpin createfew createmany createpar untar rsync"
 log "measuring: workloads [$WORKLOADS], targets [$TARGETS], $REPEATS run(s) each"
 for wl in $WORKLOADS; do
   declare -F "wl_$wl" >/dev/null || die "unknown workload $wl"
