@@ -45,9 +45,21 @@ impl CellsFuse {
         CellsFuse { fs, runtime }
     }
 
+    /// Run `work` on the runtime inside `span`.
+    fn spawn_on_runtime<F>(&self, span: tracing::Span, work: F)
+    where
+        F: std::future::Future<Output = ()> + Send + 'static,
+    {
+        self.runtime.spawn(work.instrument(span));
+    }
+
     /// Run `work` inside `span`: first on this dispatch thread, up to its first wait; only
     /// work that has to wait moves to the runtime. Most requests (a write into the staging
     /// file, a setattr, an xattr, a read the read-ahead has in memory) finish in that step.
+    /// Requests that may sync the disk before their first wait (`rename` and `flush`
+    /// journal, `fsync`, `release` in write-back) use [`CellsFuse::spawn_on_runtime`]: an
+    /// fsync on a dispatch thread would hold back the requests behind it, even those
+    /// answered from memory.
     fn spawn<F>(&self, span: tracing::Span, work: F)
     where
         F: std::future::Future<Output = ()> + Send + 'static,
@@ -322,7 +334,7 @@ impl Filesystem for CellsFuse {
         let newname = newname.to_owned();
         let span = tracing::debug_span!("rename", parent = parent.0, name = ?name,
             newparent = newparent.0, newname = ?newname);
-        self.spawn(span, async move {
+        self.spawn_on_runtime(span, async move {
             match fs
                 .rename(
                     parent.0,
@@ -425,7 +437,7 @@ impl Filesystem for CellsFuse {
     ) {
         let fs = self.fs.clone();
         let span = tracing::debug_span!("flush", ino = ino.0, fh = fh.0);
-        self.spawn(span, async move {
+        self.spawn_on_runtime(span, async move {
             match fs.flush(ino.0, fh.0).await {
                 Ok(()) => reply.ok(),
                 Err(err) => reply.error(errno("flush", &err)),
@@ -445,7 +457,7 @@ impl Filesystem for CellsFuse {
     ) {
         let fs = self.fs.clone();
         let span = tracing::debug_span!("release", ino = ino.0, fh = fh.0);
-        self.spawn(span, async move {
+        self.spawn_on_runtime(span, async move {
             match fs.release(ino.0, fh.0).await {
                 Ok(()) => reply.ok(),
                 Err(err) => reply.error(errno("release", &err)),
@@ -463,7 +475,7 @@ impl Filesystem for CellsFuse {
     ) {
         let fs = self.fs.clone();
         let span = tracing::debug_span!("fsync", ino = ino.0, fh = fh.0);
-        self.spawn(span, async move {
+        self.spawn_on_runtime(span, async move {
             match fs.fsync(ino.0, fh.0, datasync).await {
                 Ok(()) => reply.ok(),
                 Err(err) => reply.error(errno("fsync", &err)),
@@ -572,7 +584,7 @@ impl Filesystem for CellsFuse {
     ) {
         let fs = self.fs.clone();
         let span = tracing::debug_span!("fsyncdir", ino = ino.0);
-        self.spawn(span, async move {
+        self.spawn_on_runtime(span, async move {
             match fs.fsyncdir(ino.0).await {
                 Ok(()) => reply.ok(),
                 Err(err) => reply.error(errno("fsyncdir", &err)),
