@@ -8,7 +8,8 @@
 //!   first wait (most requests never wait, and a hop to a runtime worker costs two thread
 //!   wake-ups); a request that has to wait (the network, another request's lock) moves with
 //!   its reply (fuser replies are `Send + 'static`) into a tokio task, so a slow upload or
-//!   listing never stalls other requests.
+//!   listing never stalls other requests. Requests that may sync the disk before their
+//!   first wait run on the runtime from the start.
 //! - Nothing here decides semantics: attributes, TTLs, errors and cache flags all come from
 //!   the core; this file only converts types.
 //! - Kernel cache invalidations requested by the core go through [`FuseNotifier`], which is
