@@ -438,76 +438,48 @@ wl_cpout() {
   rm -f /dev/shm/cec-bench-out.bin
 }
 
-create_files() { # folder, count, 1 KiB of text
+create_files() { # folder, count, 1 KiB of text[, first file, step]
   local i
   mkdir -p "$1" || return 1
-  for i in $(seq 1 "$2"); do printf '%s' "$3" >"$1/f$i" || return 1; done
+  for i in $(seq "${4:-1}" "${5:-1}" "$2"); do printf '%s' "$3" >"$1/f$i" || return 1; done
 }
-export -f create_files
 # The raw floor of a client that stores each file before the next one: N PUTs in series on
 # one keep-alive connection (one curl, a config file of N uploads).
-put_files() { # server prefix, count, file to upload
+put_files() { # server prefix, count, file to upload[, first file, step]
   local i cfg; cfg=$(mktemp)
-  for i in $(seq 1 "$2"); do
+  for i in $(seq "${4:-1}" "${5:-1}" "$2"); do
     printf 'url = "%s"\nupload-file = "%s"\noutput = "/dev/null"\n' "$(s3_url "$1/f$i")" "$3"
   done >"$cfg"
   local codes; codes=$(s3curl -K "$cfg" -w '%{http_code}\n' | sort -u); rm -f "$cfg"
   [ "$codes" = 200 ]
 }
-export -f put_files
-wl_create() { # name, count, target, run
-  local wl=$1 n=$2 t=$3 r=$4 d; d=$(run_dir "$wl" "$t" "$r")
-  if [ "$t" = http ]; then
-    printf '%s' "$KIB" >"$WORK/kib.txt"
-    timed "$wl" "$t" "$r" put_files "$PREFIX/$d" "$n" "$WORK/kib.txt" \
-      && record "$wl" "$t" "$r" "$ELAPSED" || fail "$wl" "$t" "$r"
-    return
-  fi
-  timed "$wl" "$t" "$r" bash -c 'create_files "$1" "$2" "$3" && files_done "$4" "$5" "$2"' \
-    _ "$BASE/$d" "$n" "$KIB" "$t" "$PREFIX/$d" \
-    && record "$wl" "$t" "$r" "$ELAPSED" || fail "$wl" "$t" "$r"
-}
 # The same files by 4 writers at once (file i by writer i mod 4): what a parallel job (`make
 # -j`, `cp` in parallel, a build) asks; the raw floor is 4 PUT series at once, the
 # emulator's throughput for small files on this machine.
-create_files_par() { # folder, count, 1 KiB of text
-  local w pids=()
-  mkdir -p "$1" || return 1
-  for w in 0 1 2 3; do
-    (for i in $(seq $((w + 1)) 4 "$2"); do printf '%s' "$3" >"$1/f$i" || exit 1; done) & pids+=($!)
-  done
-  for w in "${pids[@]}"; do wait "$w" || return 1; done
-}
-put_files_par() { # server prefix, count, file to upload
-  local w cfgs=() pids=() ok=0
-  for w in 0 1 2 3; do
-    cfgs+=("$(mktemp)")
-    for i in $(seq $((w + 1)) 4 "$2"); do
-      printf 'url = "%s"\nupload-file = "%s"\noutput = "/dev/null"\n' "$(s3_url "$1/f$i")" "$3"
-    done >"${cfgs[$w]}"
-  done
-  for w in 0 1 2 3; do
-    (codes=$(s3curl -K "${cfgs[$w]}" -w '%{http_code}\n' | sort -u); [ "$codes" = 200 ]) & pids+=($!)
-  done
+by_4_writers() { # command args...: runs it as 4 writers at once (first file, step 4)
+  local w pids=() ok=0
+  for w in 1 2 3 4; do "$@" "$w" 4 & pids+=($!); done
   for w in "${pids[@]}"; do wait "$w" || ok=1; done
-  rm -f "${cfgs[@]}"
   return $ok
 }
-export -f create_files_par put_files_par
-wl_createpar() { # target, run
-  local t=$1 r=$2 d n=$SMALL_MANY; d=$(run_dir createpar "$t" "$r")
+create_files_par() { by_4_writers create_files "$@"; }
+put_files_par() { by_4_writers put_files "$@"; }
+export -f create_files put_files by_4_writers create_files_par put_files_par
+wl_create() { # name, count, files|files_par, target, run
+  local wl=$1 n=$2 how=$3 t=$4 r=$5 d; d=$(run_dir "$wl" "$t" "$r")
   if [ "$t" = http ]; then
     printf '%s' "$KIB" >"$WORK/kib.txt"
-    timed createpar "$t" "$r" put_files_par "$PREFIX/$d" "$n" "$WORK/kib.txt" \
-      && record createpar "$t" "$r" "$ELAPSED" || fail createpar "$t" "$r"
+    timed "$wl" "$t" "$r" "put_$how" "$PREFIX/$d" "$n" "$WORK/kib.txt" \
+      && record "$wl" "$t" "$r" "$ELAPSED" || fail "$wl" "$t" "$r"
     return
   fi
-  timed createpar "$t" "$r" bash -c 'create_files_par "$1" "$2" "$3" && files_done "$4" "$5" "$2"' \
-    _ "$BASE/$d" "$n" "$KIB" "$t" "$PREFIX/$d" \
-    && record createpar "$t" "$r" "$ELAPSED" || fail createpar "$t" "$r"
+  timed "$wl" "$t" "$r" bash -c 'create_$1 "$2" "$3" "$4" && files_done "$5" "$6" "$3"' \
+    _ "$how" "$BASE/$d" "$n" "$KIB" "$t" "$PREFIX/$d" \
+    && record "$wl" "$t" "$r" "$ELAPSED" || fail "$wl" "$t" "$r"
 }
-wl_createfew() { wl_create createfew "$SMALL_FEW" "$@"; }
-wl_createmany() { wl_create createmany "$SMALL_MANY" "$@"; }
+wl_createfew() { wl_create createfew "$SMALL_FEW" files "$@"; }
+wl_createmany() { wl_create createmany "$SMALL_MANY" files "$@"; }
+wl_createpar() { wl_create createpar "$SMALL_MANY" files_par "$@"; }
 
 FRESH_ls=1
 wl_ls() {
