@@ -58,7 +58,7 @@ impl CellsFuse {
     /// work that has to wait moves to the runtime. Most requests (a write into the staging
     /// file, a setattr, an xattr, a read the read-ahead has in memory) finish in that step.
     /// Requests that may sync the disk before their first wait (`rename` and `flush`
-    /// journal, `fsync`, `release` in write-back) use [`CellsFuse::spawn_on_runtime`]: an
+    /// journal, `fsync`, `release` in write-back, a truncate by path) use [`CellsFuse::spawn_on_runtime`]: an
     /// fsync on a dispatch thread would hold back the requests behind it, even those
     /// answered from memory.
     fn spawn<F>(&self, span: tracing::Span, work: F)
@@ -234,9 +234,13 @@ impl Filesystem for CellsFuse {
             fh: fh.map(|f| f.0),
         };
         let span = tracing::debug_span!("setattr", ino = ino.0, ?size);
-        self.spawn(span, async move {
-            reply_attr(reply, "setattr", fs.setattr(ino.0, changes).await)
-        });
+        let work = async move { reply_attr(reply, "setattr", fs.setattr(ino.0, changes).await) };
+        // A truncate by path commits the file (in write-back, a synced journal line).
+        if size.is_some() && fh.is_none() {
+            self.spawn_on_runtime(span, work);
+        } else {
+            self.spawn(span, work);
+        }
     }
 
     fn readlink(&self, _req: &Request, _ino: INodeNo, reply: ReplyData) {
