@@ -365,6 +365,54 @@ async fn write_back_journal_is_replayed_after_a_crash() {
     assert_eq!(api.calls("put_object_from_file"), calls);
 }
 
+fn staging_files(cache: &std::path::Path) -> usize {
+    std::fs::read_dir(cache.join("staging")).unwrap().count()
+}
+
+/// A staging file released after its upload serves the next file written (no inode created
+/// and freed per file); in write-back, only once its journal record is durably forgotten.
+#[tokio::test]
+async fn staging_files_are_reused_once_no_journal_record_can_name_them() {
+    let api = Arc::new(MemoryCellsApi::default());
+    let cache = tempfile::tempdir().unwrap();
+    let fs = mount(&api, options(cache.path())).await;
+    for i in 0..20 {
+        write_new(&fs, WS, &format!("f{i}"), format!("small {i}").as_bytes())
+            .await
+            .unwrap();
+    }
+    assert_eq!(staging_files(cache.path()), 1, "one file served all twenty");
+    assert_eq!(
+        api.read_file(&format!("{WS}/f19")),
+        Some(b"small 19".to_vec())
+    );
+    drop(fs);
+
+    let cache = tempfile::tempdir().unwrap();
+    let mut opts = options(cache.path());
+    opts.write_back = Some(Duration::from_millis(20));
+    let fs = mount(&api, opts).await;
+    write_new(&fs, WS, "a", b"aaa").await.unwrap();
+    // Until uploaded and its staging file released.
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while !fs.status().pending_uploads.is_empty() && Instant::now() < deadline {
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    tokio::time::sleep(Duration::from_millis(100)).await;
+    assert_eq!(api.read_file(&format!("{WS}/a")), Some(b"aaa".to_vec()));
+    // a's `done` line is not synced yet: a crash now would replay a's record, so b must not
+    // take a's staging file.
+    write_new(&fs, WS, "b", b"bbbbbb").await.unwrap();
+    assert_eq!(staging_files(cache.path()), 2, "b got a new staging file");
+    // b's record was synced, and a's `done` line with it: c may take a's file.
+    write_new(&fs, WS, "c", b"c").await.unwrap();
+    assert_eq!(staging_files(cache.path()), 2, "c reused a's staging file");
+    fs.sync_all().await.unwrap();
+    for (name, data) in [("a", &b"aaa"[..]), ("b", b"bbbbbb"), ("c", b"c")] {
+        assert_eq!(api.read_file(&format!("{WS}/{name}")), Some(data.to_vec()));
+    }
+}
+
 /// SEMANTICS: "write-back: fsync uploads now; sync_all (unmount) uploads everything".
 #[tokio::test]
 async fn write_back_uploads_on_fsync_and_sync_all() {

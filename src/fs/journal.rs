@@ -23,6 +23,11 @@
 //!   (`move`, synced before the rename returns; `moved` once the new name holds the data), so
 //!   the next mount finishes those a crash interrupted.
 //!
+//! - Each line appended has a mark (a count since the journal was opened); [`Journal::durable`]
+//!   is the mark up to which lines are on disk (a synced line makes every earlier one durable,
+//!   and so does a rewrite). A staging file whose record was removed is reused for another
+//!   file only once its `done` line is durable (see `staging_pool`).
+//!
 //! When an upload fails for good, the staging file is copied to `<cache>/recovery/` under a
 //! name built from the time and the path, and the failure is reported; data is never dropped.
 
@@ -90,6 +95,10 @@ struct Log {
     file: std::fs::File,
     live: Live,
     lines: usize,
+    /// Lines appended since the journal was opened (the mark of the last one).
+    appended: u64,
+    /// The mark up to which appended lines are durable (synced, or folded by a rewrite).
+    durable: u64,
 }
 
 /// What the log holds that is not done yet.
@@ -188,6 +197,8 @@ impl Journal {
             file: Self::rewrite(&dir, &live)?,
             lines: live.len(),
             live,
+            appended: 0,
+            durable: 0,
         };
         for path in legacy {
             let _ = std::fs::remove_file(path);
@@ -232,13 +243,20 @@ impl Journal {
         })
     }
 
-    /// The upload is on the server (or in the recovery folder): forget it.
-    pub fn remove(&self, id: &str) {
+    /// The upload is on the server (or in the recovery folder): forget it. Returns the mark
+    /// from which the record is forgotten durably (see [`Journal::durable`]).
+    pub fn remove(&self, id: &str) -> u64 {
         let mut log = self.log.lock().unwrap();
-        if log.live.pending.remove(id).is_none() {
-            return;
+        if log.live.pending.remove(id).is_some() {
+            self.append(&mut log, &Line::Done { id: id.to_string() });
         }
-        self.append(&mut log, &Line::Done { id: id.to_string() });
+        log.appended
+    }
+
+    /// The mark up to which lines are durable: a record removed with a mark at most this
+    /// will not come back after a crash.
+    pub fn durable(&self) -> u64 {
+        self.log.lock().unwrap().durable
     }
 
     /// A multipart upload was opened for `path` (see the module documentation).
@@ -303,8 +321,10 @@ impl Journal {
         let data = line_bytes(line)?;
         let mut log = self.log.lock().unwrap();
         log.file.write_all(&data)?;
-        log.file.sync_data()?;
+        log.appended += 1;
         log.lines += 1;
+        log.file.sync_data()?;
+        log.durable = log.appended;
         update(&mut log.live);
         Ok(())
     }
@@ -318,12 +338,14 @@ impl Journal {
             return;
         }
         log.lines += 1;
+        log.appended += 1;
         let live = log.live.len();
         if log.lines >= COMPACT_AFTER && log.lines >= 4 * live {
             match Self::rewrite(&self.dir, &log.live) {
                 Ok(file) => {
                     log.file = file;
                     log.lines = live;
+                    log.durable = log.appended;
                 }
                 Err(e) => tracing::warn!("could not compact the write-back journal: {e}"),
             }
@@ -401,6 +423,21 @@ mod tests {
         journal.remove("a");
         drop(journal);
         assert!(Journal::open(cache.path()).unwrap().pending().is_empty());
+    }
+
+    #[test]
+    fn a_removal_is_durable_once_a_later_line_is_synced() {
+        let cache = tempfile::tempdir().unwrap();
+        let journal = Journal::open(cache.path()).unwrap();
+        journal.record("a", &record("ws/a")).unwrap();
+        let mark = journal.remove("a");
+        assert!(journal.durable() < mark, "the done line is not synced");
+        journal.record("b", &record("ws/b")).unwrap();
+        assert!(
+            journal.durable() >= mark,
+            "syncing b's line wrote a's done line too"
+        );
+        assert_eq!(journal.remove("nothing"), journal.remove("nothing"));
     }
 
     #[test]

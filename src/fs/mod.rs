@@ -25,6 +25,7 @@ pub mod error;
 mod journal;
 mod overlay;
 mod prefetch;
+mod staging_pool;
 mod stream;
 
 use std::collections::{BTreeMap, HashMap, HashSet, VecDeque};
@@ -501,6 +502,8 @@ struct Staging {
     synced_version: u64,
     /// A write-back task is scheduled.
     scheduled: bool,
+    /// The journal mark from which this file's last record is forgotten (0: it had none).
+    done_mark: u64,
     attempts: u32,
     modified: SystemTime,
     /// Every write since the content was empty appended at its end.
@@ -758,6 +761,7 @@ struct Inner {
     overlay: overlay::Overlay,
     journal: Arc<journal::Journal>,
     staging_dir: PathBuf,
+    staging_pool: staging_pool::StagingPool,
     read_budget: Arc<tokio::sync::Semaphore>,
     /// Write-back uploads running at once.
     upload_slots: Arc<tokio::sync::Semaphore>,
@@ -928,6 +932,7 @@ impl CellsFs {
                 cache_writer,
                 overlay,
                 journal,
+                staging_pool: staging_pool::StagingPool::new(&staging_dir),
                 staging_dir,
                 read_budget: Arc::new(tokio::sync::Semaphore::new(permits as usize)),
                 upload_slots: Arc::new(tokio::sync::Semaphore::new(WRITE_BACK_UPLOADS)),
@@ -988,6 +993,7 @@ impl CellsFs {
                     journaled: true,
                     synced_version: 1,
                     scheduled: false,
+                    done_mark: 0,
                     attempts: 0,
                     modified: SystemTime::now(),
                     appending: false,
@@ -1929,13 +1935,10 @@ impl CellsFs {
             let data = table.get(ino)?;
             (data.path.clone(), data.meta.clone(), data.local)
         };
-        let staging_path = self.inner.staging_dir.join(&file.id);
-        let mut staging_file = std::fs::OpenOptions::new()
-            .read(true)
-            .write(true)
-            .create(true)
-            .truncate(true)
-            .open(&staging_path)?;
+        let (mut staging_file, staging_path) = self
+            .inner
+            .staging_pool
+            .take(&file.id, self.inner.journal.durable())?;
         let mut size = 0;
         if !truncate && !local && meta.size > 0 {
             let mut stream = self
@@ -1961,6 +1964,7 @@ impl CellsFs {
             journaled: false,
             synced_version: 0,
             scheduled: false,
+            done_mark: 0,
             attempts: 0,
             modified: SystemTime::now(),
             appending: size == 0,
@@ -2591,7 +2595,7 @@ impl CellsFs {
             && s.journaled
             && !s.dirty()
         {
-            self.inner.journal.remove(&file.id);
+            s.done_mark = self.inner.journal.remove(&file.id);
             s.journaled = false;
         }
     }
@@ -2682,7 +2686,17 @@ impl CellsFs {
             .is_none_or(|s| !s.dirty() && !s.journaled && !s.scheduled);
         if idle {
             if let Some(s) = guard.take() {
-                let _ = std::fs::remove_file(&s.path);
+                let Staging {
+                    file,
+                    path,
+                    size,
+                    done_mark,
+                    ..
+                } = s;
+                let durable = self.inner.journal.durable();
+                self.inner
+                    .staging_pool
+                    .give_back(file, path, size, done_mark, durable);
             }
             drop(guard);
             data.file = None;
@@ -2907,7 +2921,7 @@ impl CellsFs {
                 if let Some(s) = guard.as_mut() {
                     s.clean_version = s.version;
                     if s.journaled {
-                        self.inner.journal.remove(&file.id);
+                        s.done_mark = self.inner.journal.remove(&file.id);
                         s.journaled = false;
                     }
                 }
