@@ -413,6 +413,51 @@ async fn staging_files_are_reused_once_no_journal_record_can_name_them() {
     }
 }
 
+/// SEMANTICS: "A small file's record (up to 16 KiB) carries its bytes".
+/// A crash may lose a staging file's unsynced bytes: the next mount uploads them anyway, at
+/// the file's latest name.
+#[tokio::test]
+async fn write_back_small_files_survive_a_crash_that_lost_their_staging_bytes() {
+    let api = Arc::new(MemoryCellsApi::default());
+    let cache = tempfile::tempdir().unwrap();
+    let mut opts = options(cache.path());
+    opts.write_back = Some(Duration::from_secs(3600));
+    let fs = mount(&api, opts.clone()).await;
+    write_new(&fs, WS, "note.txt", b"small and precious")
+        .await
+        .unwrap();
+    write_new(&fs, WS, "moved-before.txt", b"renamed after close")
+        .await
+        .unwrap();
+    let parent = resolve(&fs, WS).await.unwrap();
+    fs.rename(
+        parent,
+        OsStr::new("moved-before.txt"),
+        parent,
+        OsStr::new("moved-after.txt"),
+        0,
+    )
+    .await
+    .unwrap();
+    // Crash; the staging files' bytes never reached the disk.
+    drop(fs);
+    for entry in std::fs::read_dir(cache.path().join("staging")).unwrap() {
+        std::fs::write(entry.unwrap().path(), b"").unwrap();
+    }
+    opts.write_back = None;
+    let fs = mount(&api, opts).await;
+    fs.sync_all().await.unwrap();
+    assert_eq!(
+        api.read_file(&format!("{WS}/note.txt")),
+        Some(b"small and precious".to_vec())
+    );
+    assert_eq!(
+        api.read_file(&format!("{WS}/moved-after.txt")),
+        Some(b"renamed after close".to_vec())
+    );
+    assert_eq!(api.read_file(&format!("{WS}/moved-before.txt")), None);
+}
+
 /// SEMANTICS: "write-back: fsync uploads now; sync_all (unmount) uploads everything".
 #[tokio::test]
 async fn write_back_uploads_on_fsync_and_sync_all() {

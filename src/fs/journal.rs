@@ -1,8 +1,9 @@
 //! The write-back journal and the recovery folder.
 //!
-//! With `--write-back`, `close` returns before the upload. Before it returns, the staging file
-//! is synced and a record naming the destination path and the staging file is appended to the
-//! log `<cache>/journal/log` and synced (one `fdatasync`, no file created per record). When the
+//! With `--write-back`, `close` returns before the upload. Before it returns, a record naming
+//! the destination path and the staging file is appended to the log `<cache>/journal/log` and
+//! synced. A small file's record carries its bytes (up to [`INLINE_MAX`]), so its `close`
+//! costs that one `fdatasync`; a larger file's staging file is synced first. When the
 //! server confirmed the upload, a `done` line is appended (not synced: a lost one only means
 //! an upload done twice). `CellsFs::new` reads the records still pending and uploads again: a
 //! crash or a reboot loses nothing that `close` acknowledged.
@@ -12,7 +13,12 @@
 //!   appended when the machine stopped) is ignored, and only it can be torn.
 //! - The log is rewritten with the pending records alone (temporary file, sync, rename,
 //!   directory sync) when the mount starts and whenever it holds four times more lines than
-//!   pending records (and over a thousand), so it stays small.
+//!   pending records (and over a thousand), so it stays small. The bytes of a record are not
+//!   kept in memory: at the start they are written into their staging file (and synced)
+//!   before the rewrite, and a later rewrite first syncs the staging file of every record
+//!   whose bytes only the log holds (or keeps the old log if it cannot).
+//! - A rename of a file with a pending record appends a `repath` line (synced): the record's
+//!   bytes, if it has them, stay with it.
 //! - Records of earlier versions (one `<id>.json` file each) are read too, and removed once the
 //!   rewritten log holds them.
 //! - The log also names the multipart uploads a big file is streamed into while it is written
@@ -31,11 +37,13 @@
 //! When an upload fails for good, the staging file is copied to `<cache>/recovery/` under a
 //! name built from the time and the path, and the failure is reported; data is never dropped.
 
-use std::collections::HashMap;
+use std::collections::{HashMap, HashSet};
 use std::io::Write;
 use std::path::{Path, PathBuf};
 use std::sync::Mutex;
 
+use base64::Engine;
+use base64::engine::general_purpose::STANDARD as BASE64;
 use serde::{Deserialize, Serialize};
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -46,6 +54,9 @@ pub struct Record {
     pub staging: String,
 }
 
+/// The largest file whose bytes a record carries (instead of syncing its staging file).
+pub const INLINE_MAX: u64 = 16 * 1024;
+
 /// One line of the log.
 #[derive(Serialize, Deserialize)]
 #[serde(rename_all = "lowercase")]
@@ -53,6 +64,14 @@ enum Line {
     Put {
         id: String,
         record: Record,
+        /// The content (base64), when the staging file was not synced.
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        data: Option<String>,
+    },
+    /// A pending record's new destination (after a rename).
+    Repath {
+        id: String,
+        path: String,
     },
     Done {
         id: String,
@@ -87,6 +106,7 @@ const COMPACT_AFTER: usize = 1000;
 
 pub struct Journal {
     dir: PathBuf,
+    staging_dir: PathBuf,
     recovery: PathBuf,
     log: Mutex<Log>,
 }
@@ -105,6 +125,8 @@ struct Log {
 struct Live {
     /// Pending records by id.
     pending: HashMap<String, Record>,
+    /// Pending records whose bytes only the log holds (their staging file was not synced).
+    inline: HashSet<String>,
     /// Multipart uploads open: upload id -> path.
     streams: HashMap<String, String>,
     /// Renames not done on the server yet, by id.
@@ -144,9 +166,13 @@ impl Journal {
     pub fn open(cache_dir: &Path) -> std::io::Result<Journal> {
         let dir = cache_dir.join("journal");
         let recovery = cache_dir.join("recovery");
+        let staging_dir = cache_dir.join("staging");
         std::fs::create_dir_all(&dir)?;
         std::fs::create_dir_all(&recovery)?;
+        std::fs::create_dir_all(&staging_dir)?;
         let mut pending = HashMap::new();
+        // The bytes of records that carry them, by id (the last line for an id wins).
+        let mut inline_data: HashMap<String, Vec<u8>> = HashMap::new();
         let mut streams = HashMap::new();
         let mut moves = HashMap::new();
         let mut legacy = Vec::new();
@@ -166,11 +192,27 @@ impl Journal {
         if let Ok(data) = std::fs::read(dir.join("log")) {
             for line in data.split(|b| *b == b'\n') {
                 match serde_json::from_slice::<Line>(line) {
-                    Ok(Line::Put { id, record }) => {
+                    Ok(Line::Put { id, record, data }) => {
+                        match data.map(|d| BASE64.decode(d)) {
+                            // A line that parses but does not decode is as good as torn.
+                            Some(Err(_)) => continue,
+                            Some(Ok(bytes)) => {
+                                inline_data.insert(id.clone(), bytes);
+                            }
+                            None => {
+                                inline_data.remove(&id);
+                            }
+                        }
                         pending.insert(id, record);
+                    }
+                    Ok(Line::Repath { id, path }) => {
+                        if let Some(record) = pending.get_mut(&id) {
+                            record.path = path;
+                        }
                     }
                     Ok(Line::Done { id }) => {
                         pending.remove(&id);
+                        inline_data.remove(&id);
                     }
                     Ok(Line::Stream { id, path }) => {
                         streams.insert(id, path);
@@ -188,13 +230,37 @@ impl Journal {
                 }
             }
         }
+        // Bytes only the log held go to their staging files (synced) before the rewrite drops
+        // them; those that cannot be written stay in the log.
+        let mut written = false;
+        inline_data.retain(|id, bytes| {
+            let Some(record) = pending.get(id) else {
+                return false;
+            };
+            let stored = std::fs::File::create(staging_dir.join(&record.staging))
+                .and_then(|mut f| f.write_all(bytes).and_then(|()| f.sync_data()));
+            match stored {
+                Ok(()) => {
+                    written = true;
+                    false
+                }
+                Err(e) => {
+                    tracing::warn!(path = %record.path, "write-back journal: keeping the bytes in the log: {e}");
+                    true
+                }
+            }
+        });
+        if written {
+            sync_dir(&staging_dir);
+        }
         let live = Live {
             pending,
+            inline: inline_data.keys().cloned().collect(),
             streams,
             moves,
         };
         let log = Log {
-            file: Self::rewrite(&dir, &live)?,
+            file: Self::rewrite(&dir, &live, &inline_data)?,
             lines: live.len(),
             live,
             appended: 0,
@@ -205,18 +271,25 @@ impl Journal {
         }
         Ok(Journal {
             dir,
+            staging_dir,
             recovery,
             log: Mutex::new(log),
         })
     }
 
-    /// Write a log holding `live` alone, durably, and open it for appending.
-    fn rewrite(dir: &Path, live: &Live) -> std::io::Result<std::fs::File> {
+    /// Write a log holding `live` alone, durably, and open it for appending; the records in
+    /// `inline_data` keep their bytes.
+    fn rewrite(
+        dir: &Path,
+        live: &Live,
+        inline_data: &HashMap<String, Vec<u8>>,
+    ) -> std::io::Result<std::fs::File> {
         let tmp = dir.join("log.tmp");
         {
             let mut out = std::io::BufWriter::new(std::fs::File::create(&tmp)?);
             for (id, record) in sorted(&live.pending) {
-                out.write_all(&line_bytes(&Line::Put { id, record })?)?;
+                let data = inline_data.get(&id).map(|bytes| BASE64.encode(bytes));
+                out.write_all(&line_bytes(&Line::Put { id, record, data })?)?;
             }
             for (id, path) in sorted(&live.streams) {
                 out.write_all(&line_bytes(&Line::Stream { id, path })?)?;
@@ -232,14 +305,46 @@ impl Journal {
         std::fs::OpenOptions::new().append(true).open(&log)
     }
 
-    /// Record (or re-record, after a rename) a pending upload; durable when this returns.
+    /// Record a pending upload whose staging file is synced; durable when this returns.
     pub fn record(&self, id: &str, record: &Record) -> std::io::Result<()> {
         let line = Line::Put {
             id: id.to_string(),
             record: record.clone(),
+            data: None,
         };
         self.append_synced(&line, |live| {
             live.pending.insert(id.to_string(), record.clone());
+            live.inline.remove(id);
+        })
+    }
+
+    /// Record a pending upload with its bytes (at most [`INLINE_MAX`]), its staging file left
+    /// unsynced; durable when this returns.
+    pub fn record_inline(&self, id: &str, record: &Record, bytes: &[u8]) -> std::io::Result<()> {
+        let line = Line::Put {
+            id: id.to_string(),
+            record: record.clone(),
+            data: Some(BASE64.encode(bytes)),
+        };
+        self.append_synced(&line, |live| {
+            live.pending.insert(id.to_string(), record.clone());
+            live.inline.insert(id.to_string());
+        })
+    }
+
+    /// A pending upload's destination changed (a rename); durable when this returns.
+    pub fn repath(&self, id: &str, path: &str) -> std::io::Result<()> {
+        if !self.log.lock().unwrap().live.pending.contains_key(id) {
+            return Ok(());
+        }
+        let line = Line::Repath {
+            id: id.to_string(),
+            path: path.to_string(),
+        };
+        self.append_synced(&line, |live| {
+            if let Some(record) = live.pending.get_mut(id) {
+                record.path = path.to_string();
+            }
         })
     }
 
@@ -247,6 +352,7 @@ impl Journal {
     /// from which the record is forgotten durably (see [`Journal::durable`]).
     pub fn remove(&self, id: &str) -> u64 {
         let mut log = self.log.lock().unwrap();
+        log.live.inline.remove(id);
         if log.live.pending.remove(id).is_some() {
             self.append(&mut log, &Line::Done { id: id.to_string() });
         }
@@ -341,15 +447,32 @@ impl Journal {
         log.appended += 1;
         let live = log.live.len();
         if log.lines >= COMPACT_AFTER && log.lines >= 4 * live {
-            match Self::rewrite(&self.dir, &log.live) {
+            let rewritten = self
+                .sync_inline_staging(&log.live)
+                .and_then(|()| Self::rewrite(&self.dir, &log.live, &HashMap::new()));
+            match rewritten {
                 Ok(file) => {
                     log.file = file;
                     log.lines = live;
                     log.durable = log.appended;
+                    log.live.inline.clear();
                 }
                 Err(e) => tracing::warn!("could not compact the write-back journal: {e}"),
             }
         }
+    }
+
+    /// Sync the staging files whose bytes only the log holds, so a rewrite may drop them.
+    fn sync_inline_staging(&self, live: &Live) -> std::io::Result<()> {
+        for id in &live.inline {
+            if let Some(record) = live.pending.get(id) {
+                std::fs::File::open(self.staging_dir.join(&record.staging))?.sync_data()?;
+            }
+        }
+        if !live.inline.is_empty() {
+            std::fs::File::open(&self.staging_dir)?.sync_all()?;
+        }
+        Ok(())
     }
 
     /// Every record pending, as `(id, record)`, by id.
@@ -423,6 +546,81 @@ mod tests {
         journal.remove("a");
         drop(journal);
         assert!(Journal::open(cache.path()).unwrap().pending().is_empty());
+    }
+
+    fn staged(path: &str, staging: &str) -> Record {
+        Record {
+            path: path.into(),
+            staging: staging.into(),
+        }
+    }
+
+    #[test]
+    fn a_small_record_carries_its_bytes_through_a_crash_and_a_rename() {
+        let cache = tempfile::tempdir().unwrap();
+        let staging = cache.path().join("staging");
+        let journal = Journal::open(cache.path()).unwrap();
+        std::fs::write(staging.join("sa"), b"hello").unwrap();
+        journal
+            .record_inline("a", &staged("ws/a", "sa"), b"hello")
+            .unwrap();
+        journal.repath("a", "ws/renamed").unwrap();
+        std::fs::write(staging.join("sb"), b"big, synced").unwrap();
+        journal.record("b", &staged("ws/b", "sb")).unwrap();
+        drop(journal);
+        // The machine stopped before the unsynced staging file reached the disk.
+        std::fs::write(staging.join("sa"), b"").unwrap();
+        let journal = Journal::open(cache.path()).unwrap();
+        assert_eq!(
+            journal.pending(),
+            vec![
+                ("a".to_string(), staged("ws/renamed", "sa")),
+                ("b".to_string(), staged("ws/b", "sb"))
+            ]
+        );
+        assert_eq!(std::fs::read(staging.join("sa")).unwrap(), b"hello");
+        assert_eq!(std::fs::read(staging.join("sb")).unwrap(), b"big, synced");
+        // The bytes are in the staging file now; the rewritten log no longer holds them.
+        let text = std::fs::read_to_string(cache.path().join("journal/log")).unwrap();
+        assert!(!text.contains("data"), "{text}");
+        // A later record without bytes (the file grew, its staging file was synced) wins.
+        journal
+            .record_inline("c", &staged("ws/c", "sc"), b"old")
+            .unwrap();
+        std::fs::write(staging.join("sc"), b"newer and synced").unwrap();
+        journal.record("c", &staged("ws/c", "sc")).unwrap();
+        drop(journal);
+        let _journal = Journal::open(cache.path()).unwrap();
+        assert_eq!(
+            std::fs::read(staging.join("sc")).unwrap(),
+            b"newer and synced"
+        );
+    }
+
+    #[test]
+    fn compaction_keeps_a_record_whose_bytes_only_the_log_held() {
+        let cache = tempfile::tempdir().unwrap();
+        let staging = cache.path().join("staging");
+        let journal = Journal::open(cache.path()).unwrap();
+        std::fs::write(staging.join("skeep"), b"kept bytes").unwrap();
+        let keep = staged("ws/keep", "skeep");
+        journal.record_inline("keep", &keep, b"kept bytes").unwrap();
+        for i in 0..2 * COMPACT_AFTER {
+            let id = format!("f{i}");
+            journal.record(&id, &record(&id)).unwrap();
+            journal.remove(&id);
+        }
+        let text = std::fs::read_to_string(cache.path().join("journal/log")).unwrap();
+        assert!(text.lines().count() < COMPACT_AFTER);
+        assert!(
+            !text.contains("data"),
+            "the staging file was synced instead"
+        );
+        assert!(journal.log.lock().unwrap().live.inline.is_empty());
+        drop(journal);
+        let journal = Journal::open(cache.path()).unwrap();
+        assert_eq!(journal.pending(), vec![("keep".to_string(), keep)]);
+        assert_eq!(std::fs::read(staging.join("skeep")).unwrap(), b"kept bytes");
     }
 
     #[test]

@@ -498,6 +498,8 @@ struct Staging {
     clean_version: u64,
     /// A journal record exists for this pending upload.
     journaled: bool,
+    /// That record carries the bytes (the staging file was not synced for it).
+    journaled_inline: bool,
     /// The version last made durable on the local disk (write-back).
     synced_version: u64,
     /// A write-back task is scheduled.
@@ -991,6 +993,7 @@ impl CellsFs {
                     version: 1,
                     clean_version: 0,
                     journaled: true,
+                    journaled_inline: false,
                     synced_version: 1,
                     scheduled: false,
                     done_mark: 0,
@@ -1962,6 +1965,7 @@ impl CellsFs {
             version,
             clean_version: 0,
             journaled: false,
+            journaled_inline: false,
             synced_version: 0,
             scheduled: false,
             done_mark: 0,
@@ -2384,20 +2388,33 @@ impl CellsFs {
         let Some(staging) = guard.as_mut() else {
             return Ok(());
         };
-        if staging.synced_version != staging.version {
-            staging.file.sync_data()?;
-            staging.synced_version = staging.version;
+        if staging.journaled && staging.synced_version == staging.version {
+            return Ok(());
         }
-        if !staging.journaled {
-            self.inner.journal.record(
-                &file.id,
-                &journal::Record {
-                    path,
-                    staging: file.id.clone(),
-                },
-            )?;
-            staging.journaled = true;
+        let record = journal::Record {
+            path,
+            staging: file.id.clone(),
+        };
+        if staging.size <= journal::INLINE_MAX {
+            // One sync: the record carries the bytes, the staging file stays unsynced.
+            let mut bytes = vec![0; staging.size as usize];
+            std::os::unix::fs::FileExt::read_exact_at(&staging.file, &mut bytes, 0)?;
+            self.inner
+                .journal
+                .record_inline(&file.id, &record, &bytes)?;
+            staging.journaled_inline = true;
+        } else {
+            if staging.synced_version != staging.version {
+                staging.file.sync_data()?;
+            }
+            // A record that carried older bytes must not outlive this version.
+            if !staging.journaled || staging.journaled_inline {
+                self.inner.journal.record(&file.id, &record)?;
+            }
+            staging.journaled_inline = false;
         }
+        staging.synced_version = staging.version;
+        staging.journaled = true;
         Ok(())
     }
 
@@ -3396,13 +3413,9 @@ impl CellsFs {
         }
         drop(table);
         for (id, path) in rejournal {
-            let _ = self.inner.journal.record(
-                &id,
-                &journal::Record {
-                    path,
-                    staging: id.clone(),
-                },
-            );
+            if let Err(e) = self.inner.journal.repath(&id, &path) {
+                tracing::warn!(%path, "write-back journal: could not record the rename: {e}");
+            }
         }
         self.inner.overlay.rename(from, to);
         let mut negative = self.inner.negative.lock().unwrap();
