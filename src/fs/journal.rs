@@ -15,8 +15,8 @@
 //!   directory sync) when the mount starts and whenever it holds four times more lines than
 //!   pending records (and over a thousand), so it stays small. The bytes of a record are not
 //!   kept in memory: at the start they are written into their staging file (and synced)
-//!   before the rewrite, and a later rewrite first syncs the staging file of every record
-//!   whose bytes only the log holds (or keeps the old log if it cannot).
+//!   before the rewrite; a later rewrite reads them back from the staging files (a file
+//!   grown past [`INLINE_MAX`] since is synced instead, and its record loses its bytes).
 //! - A rename of a file with a pending record appends a `repath` line (synced): the record's
 //!   bytes, if it has them, stay with it.
 //! - Records of earlier versions (one `<id>.json` file each) are read too, and removed once the
@@ -447,32 +447,45 @@ impl Journal {
         log.appended += 1;
         let live = log.live.len();
         if log.lines >= COMPACT_AFTER && log.lines >= 4 * live {
-            let rewritten = self
-                .sync_inline_staging(&log.live)
-                .and_then(|()| Self::rewrite(&self.dir, &log.live, &HashMap::new()));
+            let rewritten = self.inline_bytes(&log.live).and_then(|inline_data| {
+                let file = Self::rewrite(&self.dir, &log.live, &inline_data)?;
+                Ok((file, inline_data))
+            });
             match rewritten {
-                Ok(file) => {
+                Ok((file, inline_data)) => {
                     log.file = file;
                     log.lines = live;
                     log.durable = log.appended;
-                    log.live.inline.clear();
+                    log.live.inline = inline_data.into_keys().collect();
                 }
                 Err(e) => tracing::warn!("could not compact the write-back journal: {e}"),
             }
         }
     }
 
-    /// Sync the staging files whose bytes only the log holds, so a rewrite may drop them.
-    fn sync_inline_staging(&self, live: &Live) -> std::io::Result<()> {
+    /// For a rewrite: the bytes of the records whose bytes only the log holds, read back from
+    /// their staging files (no sync: the rewritten log carries them again). A staging file
+    /// grown past [`INLINE_MAX`] since is synced instead, and its record loses its bytes.
+    fn inline_bytes(&self, live: &Live) -> std::io::Result<HashMap<String, Vec<u8>>> {
+        let mut out = HashMap::new();
+        let mut synced = false;
         for id in &live.inline {
-            if let Some(record) = live.pending.get(id) {
-                std::fs::File::open(self.staging_dir.join(&record.staging))?.sync_data()?;
+            let Some(record) = live.pending.get(id) else {
+                continue;
+            };
+            let path = self.staging_dir.join(&record.staging);
+            let file = std::fs::File::open(&path)?;
+            if file.metadata()?.len() <= INLINE_MAX {
+                out.insert(id.clone(), std::fs::read(&path)?);
+            } else {
+                file.sync_data()?;
+                synced = true;
             }
         }
-        if !live.inline.is_empty() {
+        if synced {
             std::fs::File::open(&self.staging_dir)?.sync_all()?;
         }
-        Ok(())
+        Ok(out)
     }
 
     /// Every record pending, as `(id, record)`, by id.
@@ -605,6 +618,12 @@ mod tests {
         std::fs::write(staging.join("skeep"), b"kept bytes").unwrap();
         let keep = staged("ws/keep", "skeep");
         journal.record_inline("keep", &keep, b"kept bytes").unwrap();
+        // Written again after its close, past what a record carries: synced at the rewrite.
+        let grown = vec![b'g'; INLINE_MAX as usize + 1];
+        journal
+            .record_inline("grow", &staged("ws/grow", "sgrow"), b"small")
+            .unwrap();
+        std::fs::write(staging.join("sgrow"), &grown).unwrap();
         for i in 0..2 * COMPACT_AFTER {
             let id = format!("f{i}");
             journal.record(&id, &record(&id)).unwrap();
@@ -613,14 +632,24 @@ mod tests {
         let text = std::fs::read_to_string(cache.path().join("journal/log")).unwrap();
         assert!(text.lines().count() < COMPACT_AFTER);
         assert!(
-            !text.contains("data"),
-            "the staging file was synced instead"
+            text.contains("data"),
+            "the rewritten log carries the bytes again"
         );
-        assert!(journal.log.lock().unwrap().live.inline.is_empty());
+        assert!(journal.log.lock().unwrap().live.inline.contains("keep"));
+        assert!(!journal.log.lock().unwrap().live.inline.contains("grow"));
         drop(journal);
+        // The machine stopped before the staging file reached the disk.
+        std::fs::write(staging.join("skeep"), b"").unwrap();
         let journal = Journal::open(cache.path()).unwrap();
-        assert_eq!(journal.pending(), vec![("keep".to_string(), keep)]);
+        assert_eq!(
+            journal.pending(),
+            vec![
+                ("grow".to_string(), staged("ws/grow", "sgrow")),
+                ("keep".to_string(), keep)
+            ]
+        );
         assert_eq!(std::fs::read(staging.join("skeep")).unwrap(), b"kept bytes");
+        assert_eq!(std::fs::read(staging.join("sgrow")).unwrap(), grown);
     }
 
     #[test]
