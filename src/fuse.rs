@@ -58,9 +58,9 @@ impl CellsFuse {
     /// work that has to wait moves to the runtime. Most requests (a write into the staging
     /// file, a setattr, an xattr, a read the read-ahead has in memory) finish in that step.
     /// Requests that may sync the disk before their first wait (`rename` and `flush`
-    /// journal, `fsync`, `release` in write-back, a truncate by path) use [`CellsFuse::spawn_on_runtime`]: an
-    /// fsync on a dispatch thread would hold back the requests behind it, even those
-    /// answered from memory.
+    /// journal, `fsync`, `release` in write-back, a truncate by path) use
+    /// [`CellsFuse::spawn_on_runtime`]: an fsync on a dispatch thread would hold back the
+    /// requests behind it, even those answered from memory.
     fn spawn<F>(&self, span: tracing::Span, work: F)
     where
         F: std::future::Future<Output = ()> + Send + 'static,

@@ -38,7 +38,7 @@
 //! name built from the time and the path, and the failure is reported; data is never dropped.
 
 use std::collections::{HashMap, HashSet};
-use std::io::Write;
+use std::io::{Read, Write};
 use std::path::{Path, PathBuf};
 use std::sync::Mutex;
 
@@ -140,10 +140,8 @@ impl Live {
     }
 }
 
-fn sync_dir(dir: &Path) {
-    if let Ok(d) = std::fs::File::open(dir) {
-        let _ = d.sync_all();
-    }
+fn sync_dir(dir: &Path) -> std::io::Result<()> {
+    std::fs::File::open(dir)?.sync_all()
 }
 
 /// The entries of `map`, by id.
@@ -251,7 +249,7 @@ impl Journal {
             }
         });
         if written {
-            sync_dir(&staging_dir);
+            let _ = sync_dir(&staging_dir);
         }
         let live = Live {
             pending,
@@ -301,35 +299,40 @@ impl Journal {
         }
         let log = dir.join("log");
         std::fs::rename(&tmp, &log)?;
-        sync_dir(dir);
+        let _ = sync_dir(dir);
         std::fs::OpenOptions::new().append(true).open(&log)
     }
 
     /// Record a pending upload whose staging file is synced; durable when this returns.
     pub fn record(&self, id: &str, record: &Record) -> std::io::Result<()> {
-        let line = Line::Put {
-            id: id.to_string(),
-            record: record.clone(),
-            data: None,
-        };
-        self.append_synced(&line, |live| {
-            live.pending.insert(id.to_string(), record.clone());
-            live.inline.remove(id);
-        })
+        self.put(id, record, None)
     }
 
     /// Record a pending upload with its bytes (at most [`INLINE_MAX`]), its staging file left
     /// unsynced; durable when this returns.
     pub fn record_inline(&self, id: &str, record: &Record, bytes: &[u8]) -> std::io::Result<()> {
+        self.put(id, record, Some(bytes))
+    }
+
+    fn put(&self, id: &str, record: &Record, bytes: Option<&[u8]>) -> std::io::Result<()> {
         let line = Line::Put {
             id: id.to_string(),
             record: record.clone(),
-            data: Some(BASE64.encode(bytes)),
+            data: bytes.map(|bytes| BASE64.encode(bytes)),
         };
         self.append_synced(&line, |live| {
             live.pending.insert(id.to_string(), record.clone());
-            live.inline.insert(id.to_string());
+            if bytes.is_some() {
+                live.inline.insert(id.to_string());
+            } else {
+                live.inline.remove(id);
+            }
         })
+    }
+
+    /// Whether the pending record of `id` carries its bytes (its staging file is not synced).
+    pub fn carries_bytes(&self, id: &str) -> bool {
+        self.log.lock().unwrap().live.inline.contains(id)
     }
 
     /// A pending upload's destination changed (a rename); durable when this returns.
@@ -473,17 +476,18 @@ impl Journal {
             let Some(record) = live.pending.get(id) else {
                 continue;
             };
-            let path = self.staging_dir.join(&record.staging);
-            let file = std::fs::File::open(&path)?;
+            let mut file = std::fs::File::open(self.staging_dir.join(&record.staging))?;
             if file.metadata()?.len() <= INLINE_MAX {
-                out.insert(id.clone(), std::fs::read(&path)?);
+                let mut bytes = Vec::new();
+                file.read_to_end(&mut bytes)?;
+                out.insert(id.clone(), bytes);
             } else {
                 file.sync_data()?;
                 synced = true;
             }
         }
         if synced {
-            std::fs::File::open(&self.staging_dir)?.sync_all()?;
+            sync_dir(&self.staging_dir)?;
         }
         Ok(out)
     }

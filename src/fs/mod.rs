@@ -498,8 +498,6 @@ struct Staging {
     clean_version: u64,
     /// A journal record exists for this pending upload.
     journaled: bool,
-    /// That record carries the bytes (the staging file was not synced for it).
-    journaled_inline: bool,
     /// The version last made durable on the local disk (write-back).
     synced_version: u64,
     /// A write-back task is scheduled.
@@ -993,7 +991,6 @@ impl CellsFs {
                     version: 1,
                     clean_version: 0,
                     journaled: true,
-                    journaled_inline: false,
                     synced_version: 1,
                     scheduled: false,
                     done_mark: 0,
@@ -1965,7 +1962,6 @@ impl CellsFs {
             version,
             clean_version: 0,
             journaled: false,
-            journaled_inline: false,
             synced_version: 0,
             scheduled: false,
             done_mark: 0,
@@ -2402,16 +2398,14 @@ impl CellsFs {
             self.inner
                 .journal
                 .record_inline(&file.id, &record, &bytes)?;
-            staging.journaled_inline = true;
         } else {
             if staging.synced_version != staging.version {
                 staging.file.sync_data()?;
             }
             // A record that carried older bytes must not outlive this version.
-            if !staging.journaled || staging.journaled_inline {
+            if !staging.journaled || self.inner.journal.carries_bytes(&file.id) {
                 self.inner.journal.record(&file.id, &record)?;
             }
-            staging.journaled_inline = false;
         }
         staging.synced_version = staging.version;
         staging.journaled = true;
