@@ -23,7 +23,7 @@
 #      Writes count until the server holds every byte (rclone and s3fs upload after close: the
 #      script polls the S3 listing), cold reads get a fresh mount for every repeat;
 #   4. records the peak RSS (VmHWM, reset through /proc/PID/clear_refs) and CPU time of each
-#      mount daemon per workload;
+#      mount daemon per workload, and how busy the machine's cores were (the emulator's part);
 #   5. rewrites bench/results/mount.md after every row (a run cut short still leaves a table,
 #      labelled partial) and prints it at the end.
 #
@@ -87,7 +87,8 @@ MP=""
 STATUS="partial (the run stopped before its end; the rows below are those that finished)"
 VALUES="$WORK/values.tsv"   # workload <TAB> target <TAB> run <TAB> value
 DAEMON="$WORK/daemon.tsv"   # workload <TAB> target <TAB> run <TAB> peak RSS KiB <TAB> CPU s
-: >"$VALUES"; : >"$DAEMON"
+MACHINE="$WORK/machine.tsv" # workload <TAB> target <TAB> run <TAB> busy cores <TAB> emulator cores
+: >"$VALUES"; : >"$DAEMON"; : >"$MACHINE"
 
 stop_pid() { # pid: TERM, then KILL after 15 s
   local pid=$1
@@ -164,13 +165,19 @@ CURLCFG="$WORK/curl.cfg"
 (umask 077 && printf 'user = "%s:gatewaysecret"\n' "$TOKEN" >"$CURLCFG")
 s3curl() { curl -s -K "$CURLCFG" --aws-sigv4 "aws:amz:us-east-1:s3" -H "x-amz-content-sha256: UNSIGNED-PAYLOAD" "$@"; }
 s3_url() { echo "$URL/io/$1"; }
+cpu_ticks() { awk '{ print $14 + $15 }' "/proc/$1/stat" 2>/dev/null || echo 0; }
+# Ticks the whole machine spent on anything but idling (and waiting for the disk).
+busy_ticks() { awk '$1 == "cpu" { print $2 + $3 + $4 + $7 + $8 + $9; exit }' /proc/stat; }
 # fio needs ~0.3 s to start here: each job stamps the moment its I/O begins into FIO_STAMP
-# (exec_prerun), and `timed` counts from the earliest stamp, not from the fio command.
+# (exec_prerun), with the machine's busy ticks and the emulator's CPU ticks at that moment;
+# `timed` counts from the earliest stamp, not from the fio command.
 FIO_STAMP="$WORK/fio.start"
+{ declare -f cpu_ticks busy_ticks
+  echo "echo \"\$(date +%s.%N) \$(busy_ticks) \$(cpu_ticks $EMU_PID)\" >>\"$FIO_STAMP\""; } >"$WORK/fio-stamp.sh"
 mkdir -p "$WORK/fio"
 fio_run() {
   (cd "$WORK/fio" && fio --output=/dev/null --ioengine=psync --bs=256k --invalidate=0 --group_reporting \
-    --exec_prerun="sh -c 'date +%s.%N >>$FIO_STAMP'" "$@")
+    --exec_prerun="bash $WORK/fio-stamp.sh" "$@")
 }
 export CURLCFG URL RUN_TIMEOUT WORK FIO_STAMP
 export -f s3curl s3_url fio_run
@@ -184,6 +191,7 @@ for i in $(seq 1 "$SMALL_MANY"); do printf '%s' "$KIB" >"$WORK/ls/lsdir/f$i"; do
 tar -C "$(dirname "$TREE")" --hard-dereference -chf "$WORK/tree.tar" "$(basename "$TREE")" 2>/dev/null || die "cannot tar $TREE"
 mkdir -p "$WORK/tree" && tar -C "$WORK/tree" -xf "$WORK/tree.tar"
 TREE_SRC="$WORK/tree/$(basename "$TREE")"
+export TREE_SRC
 TREE_FILES=$(find "$TREE_SRC" -type f ! -name '.*' | wc -l)  # as server_files counts
 TREE_DIRS=$(find "$TREE_SRC" -type d | wc -l)
 TREE_MIB=$(du -sm "$TREE_SRC" | cut -f1)
@@ -279,15 +287,16 @@ unmount_target() {
 }
 
 # ---------------------------------------------------------------- measuring
-cpu_ticks() { awk '{ print $14 + $15 }' "/proc/$1/stat" 2>/dev/null || echo 0; }
 hwm_kib() { awk '/^VmHWM/ { print $2 }' "/proc/$1/status" 2>/dev/null || echo 0; }
 TICKS=$(getconf CLK_TCK)
 
 # timed WORKLOAD TARGET RUN CMD...: runs CMD (bounded by RUN_TIMEOUT), sets ELAPSED (s) and
-# records the daemon's peak RSS and CPU time over the run. Returns CMD's status.
+# records the daemon's peak RSS and CPU time over the run, and the machine's busy CPU with the
+# emulator's part of it. Returns CMD's status.
 timed() {
   local wl=$1 target=$2 run=$3; shift 3
-  local t0 t1 c0=0 status=0
+  local t0 t1 c0=0 status=0 e0 b0
+  e0=$(cpu_ticks "$EMU_PID"); b0=$(busy_ticks)
   if [ -n "$DAEMON_PID" ]; then
     echo 5 >"/proc/$DAEMON_PID/clear_refs" 2>/dev/null || true
     c0=$(cpu_ticks "$DAEMON_PID")
@@ -296,8 +305,13 @@ timed() {
   t0=$(now)
   timeout "$RUN_TIMEOUT" bash -c '"$@"' _ "$@" || status=$?  # bash: CMD may be an exported function
   t1=$(now)
-  [ -s "$FIO_STAMP" ] && t0=$(sort -g "$FIO_STAMP" | head -1)
+  [ -s "$FIO_STAMP" ] && read -r t0 b0 e0 < <(sort -g "$FIO_STAMP" | head -1)
   ELAPSED=$(awk -v a="$t0" -v b="$t1" 'BEGIN { printf "%.3f", b - a }')
+  # The machine's busy CPU over the run, as cores on average, and the emulator's share of it.
+  local e1 b1
+  e1=$(cpu_ticks "$EMU_PID"); b1=$(busy_ticks)
+  printf '%s\t%s\t%s\t%s\n' "$wl" "$target" "$run" "$(awk -v b0="$b0" -v b1="$b1" -v e0="$e0" -v e1="$e1" \
+    -v t="$TICKS" -v w="$ELAPSED" 'BEGIN { if (w <= 0) w = 0.001; printf "%.2f\t%.2f", (b1 - b0) / t / w, (e1 - e0) / t / w }')" >>"$MACHINE"
   if [ -n "$DAEMON_PID" ]; then
     local c1 hwm
     c1=$(cpu_ticks "$DAEMON_PID"); hwm=$(hwm_kib "$DAEMON_PID")
@@ -333,18 +347,19 @@ wl_seqread() {
 }
 
 FRESH_seqread4=1
+get_quarters() { # server path, quarter size: 4 ranged GETs at once
+  local i pids=()
+  for i in 0 1 2 3; do
+    s3curl -f -o /dev/null -r "$((i * $2))-$(((i + 1) * $2 - 1))" "$(s3_url "$1")" & pids+=($!)
+  done
+  for i in "${pids[@]}"; do wait "$i" || return 1; done
+}
+export -f get_quarters
 wl_seqread4() {
   local t=$1 r=$2 q=$((BIG_BYTES / 4))
   if [ "$t" = http ]; then
-    par_get() {
-      local i pids=()
-      for i in 0 1 2 3; do
-        s3curl -f -o /dev/null -r "$((i * q))-$(((i + 1) * q - 1))" "$(s3_url "$PREFIX/big.bin")" & pids+=($!)
-      done
-      for i in "${pids[@]}"; do wait "$i" || return 1; done
-    }
-    local t0 t1; t0=$(now)
-    if par_get; then t1=$(now); record seqread4 "$t" "$r" "$(mbps $BIG_BYTES "$(awk -v a="$t0" -v b="$t1" 'BEGIN{print b-a}')")"; else fail seqread4 "$t" "$r"; fi
+    timed seqread4 "$t" "$r" get_quarters "$PREFIX/big.bin" "$q" \
+      && record seqread4 "$t" "$r" "$(mbps $BIG_BYTES "$ELAPSED")" || fail seqread4 "$t" "$r"
     return
   fi
   timed seqread4 "$t" "$r" fio_run --name=seqread4 --rw=read --readonly --filename="$BASE/big.bin" \
@@ -498,9 +513,23 @@ wl_ls() {
     && record lswarm "$t" "$r" "$ELAPSED" || fail lswarm "$t" "$r"
 }
 
+# The raw floor of the tree rows for a client that stores each file before the next: every
+# file of the tree PUT in series on one connection (parent folders come with the keys).
+put_tree() { # server prefix
+  local f cfg codes; cfg=$(mktemp)
+  (cd "$TREE_SRC" && find . -type f ! -name '.*' | sed 's|^\./||') | while IFS= read -r f; do
+    printf 'url = "%s"\nupload-file = "%s"\noutput = "/dev/null"\n' "$(s3_url "$1/$f")" "$TREE_SRC/$f"
+  done >"$cfg"
+  codes=$(s3curl -K "$cfg" -w '%{http_code}\n' | sort -u); rm -f "$cfg"
+  [ "$codes" = 200 ]
+}
+export -f put_tree
 wl_untar() {
   local t=$1 r=$2 d; d=$(run_dir untar "$t" "$r")
-  [ "$t" = http ] && return
+  if [ "$t" = http ]; then
+    timed untar "$t" "$r" put_tree "$PREFIX/$d" && record untar "$t" "$r" "$ELAPSED" || fail untar "$t" "$r"
+    return
+  fi
   mkdir -p "$BASE/$d"
   timed untar "$t" "$r" bash -c 'tar -C "$1" -xf "$2" && files_done "$3" "$4" "$5"' \
     _ "$BASE/$d" "$WORK/tree.tar" "$t" "$PREFIX/$d" "$TREE_FILES" \
@@ -509,7 +538,10 @@ wl_untar() {
 
 wl_rsync() {
   local t=$1 r=$2 d; d=$(run_dir rsync "$t" "$r")
-  [ "$t" = http ] && return
+  if [ "$t" = http ]; then # the same floor as untar's: the tree's files, each stored in turn
+    timed rsync "$t" "$r" put_tree "$PREFIX/$d" && record rsync "$t" "$r" "$ELAPSED" || fail rsync "$t" "$r"
+    return
+  fi
   timed rsync "$t" "$r" bash -c 'rsync -a "$1" "$2" && files_done "$3" "$4" "$5"' \
     _ "$TREE_SRC/" "$BASE/$d/" "$t" "$PREFIX/$d" "$TREE_FILES" \
     && record rsync "$t" "$r" "$ELAPSED" || fail rsync "$t" "$r"
@@ -565,6 +597,14 @@ daemon_cell() { # workload target -> "peak MiB / median CPU s"
   echo "$hwm MiB / $cpu s"
 }
 
+machine_cell() { # workload target -> "busy cores (emulator cores)", medians over the runs
+  local busy emu
+  busy=$(awk -F'\t' -v w="$1" -v t="$2" '$1 == w && $2 == t { print $4 }' "$MACHINE" | median)
+  [ -n "$busy" ] || { echo "—"; return; }
+  emu=$(awk -F'\t' -v w="$1" -v t="$2" '$1 == w && $2 == t { print $5 }' "$MACHINE" | median)
+  echo "$busy ($emu)"
+}
+
 write_table() {
   mkdir -p "$(dirname "$RESULTS")"
   local cpu mem kernel
@@ -599,8 +639,9 @@ write_table() {
     echo
     echo "Notes: raw HTTP is curl on the emulator's S3 gateway (SigV4, the PAT as access key): GET for reads"
     echo "(4 parallel ranged GETs for 4 jobs, a 4 KiB range for the first byte), PUT for writes; for the create"
-    echo "rows, one PUT per file in series on one keep-alive connection: the floor of any client whose \`close\`"
-    echo "returns once the file is on the server (cec's default), whatever its implementation; with 4 writers,"
+    echo "rows and the tree rows (untar, rsync: the tree's files), one PUT per file in series on one keep-alive"
+    echo "connection: the floor of any client whose \`close\` returns once the file is on the server (cec's"
+    echo "default), whatever its implementation; with 4 writers,"
     echo "4 such series at once: the emulator's throughput for small files, the floor of every client. Writes through"
     echo "a mount count until the server lists every file at its full size (rclone and s3fs upload after"
     echo "close). Cold rows mount afresh for every run; warm rows repeat the read on the same mount (rclone:"
@@ -613,6 +654,21 @@ write_table() {
     echo "only once the data is on the server, so every small file costs one upload round trip in series."
     echo "rclone sees at most 1,000 entries of a folder here: the Cells gateway (like the real server) treats"
     echo "ListObjects' max-keys as a node limit and never paginates, so rclone's 10,000-file listing rows fail."
+    echo
+    echo "## Where the machine's CPU went"
+    echo
+    echo "Cores busy on average during each run (all processes: the mount daemon, the emulator, fio, tar,"
+    echo "curl, the kernel), then in brackets the emulator's part; medians over the runs. This machine has"
+    echo "$(nproc) cores: a cell near $(nproc) is bound by CPU, and a mount can only go faster there by"
+    echo "spending less of it, wherever that CPU goes. The emulator's part is the server's work, which a"
+    echo "real deployment would run on another machine."
+    echo
+    echo "| workload | raw HTTP | FUSE ceiling | **cec** | cec --write-back 1 | rclone mount | s3fs |"
+    echo "|---|---:|---:|---:|---:|---:|---:|"
+    while IFS='|' read -r id label unit better; do
+      grep -q "^$id	" "$MACHINE" || continue
+      echo "| $label | $(machine_cell "$id" http) | $(machine_cell "$id" ceiling) | **$(machine_cell "$id" cec)** | $(machine_cell "$id" cecwb) | $(machine_cell "$id" rclone) | $(machine_cell "$id" s3fs) |"
+    done <<<"$ROWS"
   } >"$RESULTS.tmp"
   mv "$RESULTS.tmp" "$RESULTS"
 }
