@@ -618,8 +618,8 @@ write_table() {
     echo "Status: $STATUS. Produced by \`bench/run.sh\` on $(date -u +%Y-%m-%dT%H:%MZ); never edited by hand."
     echo
     echo "Machine: $(nproc) cores ($cpu), $mem RAM, $kernel, $(. /etc/os-release && echo "$PRETTY_NAME")."
-    echo "Versions: $("$CEC" --version 2>/dev/null | head -1), $(rclone version 2>/dev/null | head -1),"
-    echo "$(s3fs --version 2>/dev/null | head -1 | sed 's/ *$//'), $(fio --version), curl $(curl --version | head -1 | cut -d' ' -f2)."
+    echo "Versions: $("$CEC" --version 2>/dev/null | sed -n 1p), $(rclone version 2>/dev/null | sed -n 1p),"
+    echo "$(s3fs --version 2>/dev/null | sed -n 1p | sed 's/ *$//'), $(fio --version), curl $(curl --version | head -1 | cut -d' ' -f2)."
     echo
     echo "Sizes: big file ${BIG_MIB} MiB; small files 1 KiB; listing folder $SMALL_MANY files; tree \`$TREE\` ($TREE_FILES files, $TREE_DIRS folders, $TREE_MIB MiB);"
     echo "median of $REPEATS run(s) per cell. All on 127.0.0.1 against one cells-emu (\`scratch\` workspace)."
