@@ -460,16 +460,20 @@ create_files() { # folder, count, 1 KiB of text[, first file, step]
   mkdir -p "$1" || return 1
   for i in $(seq "${4:-1}" "${5:-1}" "$2"); do printf '%s' "$3" >"$1/f$i" || return 1; done
 }
-# The raw floor of a client that stores each file before the next one: N PUTs in series on
-# one keep-alive connection (one curl, a config file of N uploads).
-put_files() { # server prefix, count, file to upload[, first file, step]
-  local i cfg; cfg=$(mktemp)
+# The raw floor of a client that stores each file before the next one: PUTs in series on one
+# keep-alive connection (one curl, a config file of the uploads).
+put_series() { # stdin: lines "server key<TAB>local file"
+  local key file cfg codes; cfg=$(mktemp)
   # (no `$(s3_url ...)` per file: a subshell each would add seconds to the floor it measures)
-  for i in $(seq "${4:-1}" "${5:-1}" "$2"); do
-    printf 'url = "%s"\nupload-file = "%s"\noutput = "/dev/null"\n' "$URL/io/$1/f$i" "$3"
+  while IFS=$'\t' read -r key file; do
+    printf 'url = "%s"\nupload-file = "%s"\noutput = "/dev/null"\n' "$URL/io/$key" "$file"
   done >"$cfg"
-  local codes; codes=$(s3curl -K "$cfg" -w '%{http_code}\n' | sort -u); rm -f "$cfg"
+  codes=$(s3curl -K "$cfg" -w '%{http_code}\n' | sort -u); rm -f "$cfg"
   [ "$codes" = 200 ]
+}
+put_files() { # server prefix, count, file to upload[, first file, step]
+  local i
+  for i in $(seq "${4:-1}" "${5:-1}" "$2"); do printf '%s/f%s\t%s\n' "$1" "$i" "$3"; done | put_series
 }
 # The same files by 4 writers at once (file i by writer i mod 4): what a parallel job (`make
 # -j`, `cp` in parallel, a build) asks; the raw floor is 4 PUT series at once, the
@@ -482,7 +486,7 @@ by_4_writers() { # command args...: runs it as 4 writers at once (first file, st
 }
 create_files_par() { by_4_writers create_files "$@"; }
 put_files_par() { by_4_writers put_files "$@"; }
-export -f create_files put_files by_4_writers create_files_par put_files_par
+export -f put_series create_files put_files by_4_writers create_files_par put_files_par
 wl_create() { # name, count, files|files_par, target, run
   local wl=$1 n=$2 how=$3 t=$4 r=$5 d; d=$(run_dir "$wl" "$t" "$r")
   if [ "$t" = http ]; then
@@ -517,12 +521,10 @@ wl_ls() {
 # The raw floor of the tree rows for a client that stores each file before the next: every
 # file of the tree PUT in series on one connection (parent folders come with the keys).
 put_tree() { # server prefix
-  local f cfg codes; cfg=$(mktemp)
+  local f
   (cd "$TREE_SRC" && find . -type f ! -name '.*' | sed 's|^\./||') | while IFS= read -r f; do
-    printf 'url = "%s"\nupload-file = "%s"\noutput = "/dev/null"\n' "$URL/io/$1/$f" "$TREE_SRC/$f"
-  done >"$cfg"
-  codes=$(s3curl -K "$cfg" -w '%{http_code}\n' | sort -u); rm -f "$cfg"
-  [ "$codes" = 200 ]
+    printf '%s/%s\t%s\n' "$1" "$f" "$TREE_SRC/$f"
+  done | put_series
 }
 export -f put_tree
 wl_untar() {

@@ -532,10 +532,7 @@ mod tests {
     use super::*;
 
     fn record(path: &str) -> Record {
-        Record {
-            path: path.into(),
-            staging: format!("s-{path}"),
-        }
+        staged(path, &format!("s-{path}"))
     }
 
     #[test]
