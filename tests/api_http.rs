@@ -228,6 +228,58 @@ async fn s3_single_put_ranged_get_head_copy_delete_and_dotfiles() {
 }
 
 #[tokio::test(flavor = "multi_thread")]
+async fn a_small_upload_whose_file_is_shorter_than_announced_fails_and_creates_nothing() {
+    let server = spawn_emulator().await;
+    let api = api_with_token(&server, &mint_pat(&server, "alice"));
+    let src = temp_file_with(b"only ten b");
+    match api
+        .put_object_from_file(
+            "personal-files/short.txt",
+            src.path(),
+            20,
+            &UploadOptions::default(),
+        )
+        .await
+    {
+        Err(ApiError::Local(m)) => assert!(m.contains(&src.path().display().to_string()), "{m}"),
+        other => panic!("expected a local error naming the file, got {other:?}"),
+    }
+    let gone = src.path().with_extension("missing");
+    match api
+        .put_object_from_file(
+            "personal-files/short.txt",
+            &gone,
+            5,
+            &UploadOptions::default(),
+        )
+        .await
+    {
+        Err(ApiError::Local(m)) => assert!(m.contains("cannot read"), "{m}"),
+        other => panic!("expected a local error, got {other:?}"),
+    }
+    assert!(
+        api.stat("personal-files/short.txt")
+            .await
+            .unwrap()
+            .is_none()
+    );
+    // Announced as its true size, the same file goes up whole.
+    api.put_object_from_file(
+        "personal-files/short.txt",
+        src.path(),
+        10,
+        &UploadOptions::default(),
+    )
+    .await
+    .unwrap();
+    assert_eq!(
+        read_all(&api, "personal-files/short.txt", None).await,
+        b"only ten b"
+    );
+    server.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread")]
 async fn multipart_upload_in_parallel_parts() {
     let server = spawn_emulator().await;
     let api = api_with_token(&server, &mint_pat(&server, "alice"));

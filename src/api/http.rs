@@ -44,6 +44,8 @@ pub const PART_QUANTUM: u64 = 10 * MIB;
 pub const LIST_PAGE: usize = 1000;
 /// REST listing pages fetched at once when the folder's child count is known.
 const LIST_PAGES_AT_ONCE: usize = 4;
+/// Bodies read from a file up to this size are sent from memory, larger ones streamed.
+const SMALL_FILE_BODY: u64 = 256 * 1024;
 /// `max-keys` of gateway listings: the Cells gateway takes it as a node limit and never
 /// paginates (cells-api.md §6.7), and without it stops at 1,000 nodes, so a big folder's
 /// dotfiles past that point would be missed.
@@ -272,6 +274,19 @@ impl HttpCellsApi {
             BodySpec::Bytes(b) => builder
                 .header(reqwest::header::CONTENT_LENGTH, b.len().to_string())
                 .body(b.clone()),
+            // A small body is read at once: streaming it would hand each read of the file
+            // to tokio's blocking pool, two thread wake-ups for a few kilobytes.
+            BodySpec::File { path, offset, len } if *len <= SMALL_FILE_BODY => {
+                let mut bytes = vec![0; *len as usize];
+                std::fs::File::open(path)
+                    .and_then(|f| {
+                        std::os::unix::fs::FileExt::read_exact_at(&f, &mut bytes, *offset)
+                    })
+                    .map_err(|e| ApiError::Local(format!("cannot read {}: {e}", path.display())))?;
+                builder
+                    .header(reqwest::header::CONTENT_LENGTH, len.to_string())
+                    .body(bytes)
+            }
             BodySpec::File { path, offset, len } => {
                 use std::io::{Seek, SeekFrom};
                 let mut file = std::fs::File::open(path)
