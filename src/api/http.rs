@@ -274,31 +274,9 @@ impl HttpCellsApi {
             BodySpec::Bytes(b) => builder
                 .header(reqwest::header::CONTENT_LENGTH, b.len().to_string())
                 .body(b.clone()),
-            // A small body is read at once: streaming it would hand each read of the file
-            // to tokio's blocking pool, two thread wake-ups for a few kilobytes.
-            BodySpec::File { path, offset, len } if *len <= SMALL_FILE_BODY => {
-                let mut bytes = vec![0; *len as usize];
-                std::fs::File::open(path)
-                    .and_then(|f| {
-                        std::os::unix::fs::FileExt::read_exact_at(&f, &mut bytes, *offset)
-                    })
-                    .map_err(|e| ApiError::Local(format!("cannot read {}: {e}", path.display())))?;
-                builder
-                    .header(reqwest::header::CONTENT_LENGTH, len.to_string())
-                    .body(bytes)
-            }
-            BodySpec::File { path, offset, len } => {
-                use std::io::{Seek, SeekFrom};
-                let mut file = std::fs::File::open(path)
-                    .map_err(|e| ApiError::Local(format!("cannot read {}: {e}", path.display())))?;
-                file.seek(SeekFrom::Start(*offset))
-                    .map_err(|e| ApiError::Local(format!("cannot read {}: {e}", path.display())))?;
-                let file = tokio::io::AsyncReadExt::take(tokio::fs::File::from_std(file), *len);
-                let stream = tokio_util::io::ReaderStream::with_capacity(file, 256 * 1024);
-                builder
-                    .header(reqwest::header::CONTENT_LENGTH, len.to_string())
-                    .body(reqwest::Body::wrap_stream(stream))
-            }
+            BodySpec::File { path, offset, len } => builder
+                .header(reqwest::header::CONTENT_LENGTH, len.to_string())
+                .body(file_body(path, *offset, *len)?),
         };
         let mut req = builder
             .build()
@@ -1010,6 +988,26 @@ fn redact(message: &str) -> String {
 
 /// Sign an S3 gateway request with SigV4: the token as access key, `gatewaysecret` as secret,
 /// `UNSIGNED-PAYLOAD`. The signed headers are marked sensitive so they are never logged.
+/// `len` bytes of the file at `path` from `offset`, as a request body. A small body is read at
+/// once: streaming it would hand each read of the file to tokio's blocking pool, two thread
+/// wake-ups for a few kilobytes.
+fn file_body(path: &Path, offset: u64, len: u64) -> ApiResult<reqwest::Body> {
+    use std::io::{Seek, SeekFrom};
+    let cannot_read =
+        |e: std::io::Error| ApiError::Local(format!("cannot read {}: {e}", path.display()));
+    let mut file = std::fs::File::open(path).map_err(cannot_read)?;
+    if len <= SMALL_FILE_BODY {
+        let mut bytes = vec![0; len as usize];
+        std::os::unix::fs::FileExt::read_exact_at(&file, &mut bytes, offset)
+            .map_err(cannot_read)?;
+        return Ok(bytes.into());
+    }
+    file.seek(SeekFrom::Start(offset)).map_err(cannot_read)?;
+    let file = tokio::io::AsyncReadExt::take(tokio::fs::File::from_std(file), len);
+    let stream = tokio_util::io::ReaderStream::with_capacity(file, 256 * 1024);
+    Ok(reqwest::Body::wrap_stream(stream))
+}
+
 pub(crate) fn sign_s3(req: &mut reqwest::Request, token: &str) -> Result<(), ApiError> {
     use aws_sigv4::http_request::{
         PayloadChecksumKind, PercentEncodingMode, SignableBody, SignableRequest, SigningSettings,
