@@ -7,8 +7,8 @@ use std::ffi::OsStr;
 use std::sync::Arc;
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
-use cec::api::ApiError;
 use cec::api::memory::{MemoryCellsApi, MemoryWorkspace};
+use cec::api::{ApiError, ByteRange};
 use cec::fs::{CellsFs, FsOptions, ROOT_INO, RemoteChange, SetAttr, TimeOrNow};
 
 const WS: &str = "personal-files";
@@ -124,9 +124,10 @@ async fn read_ahead_doubles_while_sequential_and_resets_on_seek() {
     let fs = mount(&api, opts).await;
     let got = read_all(&fs, &format!("{WS}/big.bin"), 128 * 1024).await;
     assert_eq!(got, content);
-    // One streamed GET (the first is 8 MiB long) serves all 64 sequential reads.
+    // Two streamed GETs (the small opening one and the next, 8 MiB long) serve all 64
+    // sequential reads.
     let sequential_gets = api.calls("get_object");
-    assert_eq!(sequential_gets, 1, "GETs for 64 sequential reads");
+    assert_eq!(sequential_gets, 2, "GETs for 64 sequential reads");
     // Random reads: each one fetches only the initial window.
     let ino = resolve(&fs, &format!("{WS}/big.bin")).await.unwrap();
     let open = fs.open(ino, libc::O_RDONLY).await.unwrap();
@@ -248,6 +249,46 @@ async fn data_cache_respects_its_cap_and_survives_remount() {
     assert_eq!(
         read_all(&fs, &format!("{WS}/small"), 64 * 1024).await,
         changed
+    );
+}
+
+/// SEMANTICS: "a stream opens with a small GET (the first read-ahead window), so the first
+/// bytes of a large file come back as soon as the server answers; the GETs after it are long".
+#[tokio::test]
+async fn a_stream_opens_with_a_small_get_then_long_ones() {
+    let api = Arc::new(MemoryCellsApi::default());
+    let size = 3 * 1024 * 1024 + 1000;
+    let content = pattern(size);
+    api.put_file(&format!("{WS}/big.bin"), &content);
+    let cache = tempfile::tempdir().unwrap();
+    let mut opts = options(cache.path());
+    opts.cache_size = 0;
+    let window = opts.read_ahead_initial;
+    let fs = mount(&api, opts).await;
+    let ino = resolve(&fs, &format!("{WS}/big.bin")).await.unwrap();
+    let range = |offset: u64, len: u64| {
+        Some(ByteRange {
+            offset,
+            len: Some(len),
+        })
+    };
+    // The opening GET, then one long GET for the rest.
+    let open = fs.open(ino, libc::O_RDONLY).await.unwrap();
+    api.reset_calls();
+    let mut offset = 0u64;
+    while offset < size as u64 {
+        let data = fs.read(ino, open.fh, offset, 128 * 1024).await.unwrap();
+        assert!(!data.is_empty());
+        assert_eq!(
+            &data[..],
+            &content[offset as usize..offset as usize + data.len()]
+        );
+        offset += data.len() as u64;
+    }
+    fs.release(ino, open.fh).await.unwrap();
+    assert_eq!(
+        api.get_ranges(),
+        [range(0, window), range(window, size as u64 - window)]
     );
 }
 

@@ -82,6 +82,8 @@ pub struct MemoryCellsApi {
     delay: Mutex<Duration>,
     operation_delays: Mutex<HashMap<String, Duration>>,
     calls: Mutex<HashMap<String, u64>>,
+    /// The ranges `get_object` was asked for, in call order (`None`: the whole file).
+    get_ranges: Mutex<Vec<Option<ByteRange>>>,
 }
 
 impl Default for MemoryCellsApi {
@@ -310,6 +312,7 @@ impl MemoryCellsApi {
             delay: Mutex::new(Duration::ZERO),
             operation_delays: Mutex::new(HashMap::new()),
             calls: Mutex::new(HashMap::new()),
+            get_ranges: Mutex::new(Vec::new()),
         }
     }
 
@@ -369,6 +372,13 @@ impl MemoryCellsApi {
 
     pub fn reset_calls(&self) {
         self.calls.lock().unwrap().clear();
+        self.get_ranges.lock().unwrap().clear();
+    }
+
+    /// The ranges `get_object` was asked for since the last [`MemoryCellsApi::reset_calls`],
+    /// in call order (`None`: the whole file).
+    pub fn get_ranges(&self) -> Vec<Option<ByteRange>> {
+        self.get_ranges.lock().unwrap().clone()
     }
 
     /// Another client writes a file (parents created).
@@ -661,6 +671,7 @@ impl CellsApi for MemoryCellsApi {
     }
 
     async fn get_object(&self, path: &str, range: Option<ByteRange>) -> ApiResult<ByteStream> {
+        self.get_ranges.lock().unwrap().push(range);
         self.enter("get_object").await?;
         let content = {
             let state = self.state.lock().unwrap();

@@ -2204,7 +2204,8 @@ impl CellsFs {
         let config = prefetch::PrefetchConfig {
             max_ahead,
             keep_behind,
-            first_request: 8 * 1024 * 1024,
+            opening_request: options.read_ahead_initial,
+            second_request: 8 * 1024 * 1024,
             max_request: 256 * 1024 * 1024,
             attempts: options.upload_attempts.max(1),
             retry_delay: options.upload_retry_delay,

@@ -47,8 +47,13 @@ pub(crate) struct PrefetchConfig {
     pub max_ahead: u64,
     /// Bytes kept behind the furthest byte read, for reordered reads.
     pub keep_behind: u64,
-    /// Size of the first GET; each next GET is twice as long, up to `max_request`.
-    pub first_request: u64,
+    /// Size of the GET that opens the stream: small, so that its first bytes come back as
+    /// soon as the server answers (a server may read a large range's first buffer, 1 MiB
+    /// for the emulator, from its storage before any byte goes out).
+    pub opening_request: u64,
+    /// Size of the GET after the opening one; each next GET is twice as long, up to
+    /// `max_request`.
+    pub second_request: u64,
     pub max_request: u64,
     /// Attempts per GET and the first retry delay (doubling).
     pub attempts: u32,
@@ -243,11 +248,12 @@ fn trim(queue: &mut Queue, keep_behind: u64) {
     }
 }
 
-/// The producer: GETs from `start` to the end of the content, in growing ranges, appending
-/// chunks while there is room ahead of the reader.
+/// The producer: GETs from `start` to the end of the content, one after the other, a small
+/// opening one then growing ranges, appending chunks while there is room ahead of the reader.
 async fn produce(shared: Arc<Shared>, source: PrefetchSource, start: u64, config: PrefetchConfig) {
     let mut pos = start;
-    let mut request = config.first_request.max(cache::BLOCK_SIZE);
+    let second = config.second_request.max(cache::BLOCK_SIZE);
+    let mut request = config.opening_request.clamp(cache::BLOCK_SIZE, second);
     // The chunk being filled (starts at `pos - partial.len()`).
     let mut partial = BytesMut::new();
     let mut chunk_size = cache::BLOCK_SIZE;
@@ -292,7 +298,7 @@ async fn produce(shared: Arc<Shared>, source: PrefetchSource, start: u64, config
         .await;
         match outcome {
             Ok(()) if pos >= request_end => {
-                request = (request * 2).min(config.max_request.max(cache::BLOCK_SIZE));
+                request = (request * 2).clamp(second, config.max_request.max(second));
             }
             Ok(()) => {
                 let expected = source.size - start;
