@@ -992,20 +992,35 @@ fn redact(message: &str) -> String {
 /// once: streaming it would hand each read of the file to tokio's blocking pool, two thread
 /// wake-ups for a few kilobytes.
 fn file_body(path: &Path, offset: u64, len: u64) -> ApiResult<reqwest::Body> {
-    use std::io::{Seek, SeekFrom};
-    let cannot_read =
-        |e: std::io::Error| ApiError::Local(format!("cannot read {}: {e}", path.display()));
-    let mut file = std::fs::File::open(path).map_err(cannot_read)?;
     if len <= SMALL_FILE_BODY {
+        let file = std::fs::File::open(path).map_err(|e| cannot_read(path, e))?;
         let mut bytes = vec![0; len as usize];
         std::os::unix::fs::FileExt::read_exact_at(&file, &mut bytes, offset)
-            .map_err(cannot_read)?;
+            .map_err(|e| cannot_read(path, e))?;
         return Ok(bytes.into());
     }
-    file.seek(SeekFrom::Start(offset)).map_err(cannot_read)?;
+    Ok(reqwest::Body::wrap_stream(file_stream(path, offset, len)?))
+}
+
+/// `len` bytes of the local file `path` from `offset`, as a stream of 256 KiB chunks.
+pub(crate) fn file_stream(
+    path: &Path,
+    offset: u64,
+    len: u64,
+) -> ApiResult<tokio_util::io::ReaderStream<tokio::io::Take<tokio::fs::File>>> {
+    use std::io::{Seek, SeekFrom};
+    let mut file = std::fs::File::open(path).map_err(|e| cannot_read(path, e))?;
+    file.seek(SeekFrom::Start(offset))
+        .map_err(|e| cannot_read(path, e))?;
     let file = tokio::io::AsyncReadExt::take(tokio::fs::File::from_std(file), len);
-    let stream = tokio_util::io::ReaderStream::with_capacity(file, 256 * 1024);
-    Ok(reqwest::Body::wrap_stream(stream))
+    Ok(tokio_util::io::ReaderStream::with_capacity(
+        file,
+        256 * 1024,
+    ))
+}
+
+fn cannot_read(path: &Path, e: std::io::Error) -> ApiError {
+    ApiError::Local(format!("cannot read {}: {e}", path.display()))
 }
 
 pub(crate) fn sign_s3(req: &mut reqwest::Request, token: &str) -> Result<(), ApiError> {

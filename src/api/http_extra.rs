@@ -203,22 +203,13 @@ impl HttpCellsApi {
                     progress,
                 } => {
                     use futures::StreamExt;
-                    use std::io::{Seek, SeekFrom};
-                    let local = |e: std::io::Error| {
-                        ApiError::Local(format!("cannot read {}: {e}", path.display()))
-                    };
-                    let mut file = std::fs::File::open(path).map_err(local)?;
-                    file.seek(SeekFrom::Start(*offset)).map_err(local)?;
-                    let file = tokio::io::AsyncReadExt::take(tokio::fs::File::from_std(file), *len);
                     let progress = progress.clone();
-                    let stream = tokio_util::io::ReaderStream::with_capacity(file, 256 * 1024).map(
-                        move |chunk| {
-                            if let (Ok(c), Some(p)) = (&chunk, &progress) {
-                                p(c.len() as u64);
-                            }
-                            chunk
-                        },
-                    );
+                    let stream = super::http::file_stream(path, *offset, *len)?.map(move |chunk| {
+                        if let (Ok(c), Some(p)) = (&chunk, &progress) {
+                            p(c.len() as u64);
+                        }
+                        chunk
+                    });
                     builder
                         .header(reqwest::header::CONTENT_LENGTH, len.to_string())
                         .body(reqwest::Body::wrap_stream(stream))
