@@ -929,8 +929,9 @@ async fn transient_download_failures_are_retried() {
     api.clear_faults();
 }
 
-/// SEMANTICS: "A new file still empty at a `close` while another descriptor of it stays open
-/// (the shell's `cmd > f` does this) is created on the server when its last descriptor closes."
+/// SEMANTICS: "A file still empty at a `close`, new or emptied by a truncating open, while
+/// another descriptor of it stays open (the shell's `cmd > f` does this) is stored on the
+/// server when its last descriptor closes".
 #[tokio::test]
 async fn shell_redirection_uploads_once_and_touch_still_creates() {
     let api = Arc::new(MemoryCellsApi::default());
@@ -963,6 +964,33 @@ async fn shell_redirection_uploads_once_and_touch_still_creates() {
     fs.flush(entry.attr.ino, open.fh).await.unwrap();
     fs.release(entry.attr.ino, open.fh).await.unwrap();
     assert_eq!(api.read_file(&format!("{WS}/touched")), Some(Vec::new()));
+    // `echo new > existing`: the truncating open empties it here; the server keeps the old
+    // content until the new one goes up, once.
+    api.put_file(&format!("{WS}/existing"), b"old content\n");
+    let ino = resolve(&fs, &format!("{WS}/existing")).await.unwrap();
+    let open = fs.open(ino, libc::O_WRONLY | libc::O_TRUNC).await.unwrap();
+    api.reset_calls();
+    fs.flush(ino, open.fh).await.unwrap();
+    assert_eq!(api.calls("put_object_from_file"), 0, "nothing to store yet");
+    assert_eq!(
+        api.read_file(&format!("{WS}/existing")),
+        Some(b"old content\n".to_vec()),
+        "no empty version in between"
+    );
+    fs.write(ino, open.fh, 0, b"new\n").await.unwrap();
+    fs.flush(ino, open.fh).await.unwrap();
+    assert_eq!(
+        api.read_file(&format!("{WS}/existing")),
+        Some(b"new\n".to_vec()),
+        "on the server when close returns"
+    );
+    fs.release(ino, open.fh).await.unwrap();
+    assert_eq!(api.calls("put_object_from_file"), 1, "one upload in all");
+    // `: > existing`: emptied on the server once its last descriptor is closed.
+    let open = fs.open(ino, libc::O_WRONLY | libc::O_TRUNC).await.unwrap();
+    fs.flush(ino, open.fh).await.unwrap();
+    fs.release(ino, open.fh).await.unwrap();
+    assert_eq!(api.read_file(&format!("{WS}/existing")), Some(Vec::new()));
 }
 
 /// SEMANTICS: "a file this mount created less than five minutes ago (and at most 64 MiB) is

@@ -2730,18 +2730,19 @@ impl CellsFs {
         let Some(file) = file else {
             return Ok(());
         };
-        // A new file still empty: `cmd > f` closes a duplicate of the descriptor before it
-        // writes. Creating it then would cost an upload for nothing; the last close
-        // (`release`) creates it if nothing is written. In write-back, the journal records
-        // it now: `close` has returned when the kernel sends `release`, and a crash between
-        // the two would lose a file whose creation was acknowledged.
+        // A file still empty, new or just truncated by its opening: `cmd > f` closes a
+        // duplicate of the descriptor before it writes. Storing it then would cost an upload
+        // for nothing (and, for an existing file, show other clients an empty version); the
+        // last close (`release`) stores it if nothing is written. In write-back, the journal
+        // records it now: `close` has returned when the kernel sends `release`, and a crash
+        // between the two would lose a change that was acknowledged.
         let empty = file
             .staging
             .lock()
             .unwrap()
             .as_ref()
             .is_some_and(|s| s.size == 0);
-        if local && empty && self.inner.options.write_back.is_none() {
+        if empty && (local || file.dirty()) && self.inner.options.write_back.is_none() {
             return Ok(());
         }
         self.commit(ino, file).await
