@@ -398,6 +398,49 @@ pub fn auto_unmount_possible() -> bool {
             .unwrap_or(false)
 }
 
+/// Raise the kernel's read-ahead for the FUSE mount at `path` to `kib` KiB (Linux; needs
+/// root: `/sys/class/bdi/<device>/read_ahead_kb`). The kernel offers FUSE its default
+/// read-ahead (128 KiB) and caps the mount's at what the filesystem answers, so a read of
+/// 256 KiB reached the mount as two requests, each waiting for its own GET. Raised once the
+/// mount answers (the kernel applies that cap when it gets the `init` reply). Returns the
+/// read-ahead now in force, or why it could not be changed.
+pub fn raise_kernel_read_ahead(path: &Path, kib: u32) -> anyhow::Result<u32> {
+    #[cfg(not(target_os = "linux"))]
+    {
+        let _ = (path, kib);
+        anyhow::bail!("no per-mount read-ahead setting on this system")
+    }
+    #[cfg(target_os = "linux")]
+    {
+        let canonical = absolute(path)?;
+        let wanted = canonical.to_string_lossy().into_owned();
+        let info = std::fs::read_to_string("/proc/self/mountinfo")?;
+        // The last line for the path: the mount on top.
+        let device = info
+            .lines()
+            .rev()
+            .find_map(|line| {
+                // Field 3 is the device (`major:minor`), field 5 the mount point.
+                let fields: Vec<&str> = line.split(' ').collect();
+                let here = fields
+                    .get(4)
+                    .is_some_and(|mp| unescape_mountinfo(mp) == wanted);
+                here.then(|| fields.get(2).map(|d| d.to_string()))?
+            })
+            .ok_or_else(|| anyhow::anyhow!("{wanted} is not in /proc/self/mountinfo"))?;
+        let setting = Path::new("/sys/class/bdi")
+            .join(&device)
+            .join("read_ahead_kb");
+        let current: u32 = std::fs::read_to_string(&setting)?.trim().parse()?;
+        if current >= kib {
+            return Ok(current);
+        }
+        std::fs::write(&setting, kib.to_string())
+            .map_err(|e| anyhow::anyhow!("cannot write {}: {e}", setting.display()))?;
+        Ok(kib)
+    }
+}
+
 /// Wait until a `statfs` through `path` reports a FUSE filesystem (the mount answers).
 /// The probe runs on its own thread so a hung mount cannot block the caller past `timeout`.
 pub fn wait_until_answers(path: &Path, timeout: Duration) -> anyhow::Result<()> {
@@ -1190,6 +1233,10 @@ async fn mount_and_serve(plan: MountPlan, readiness: &mut Readiness) -> anyhow::
         let _ = tokio::task::spawn_blocking(move || unmount_now(&mp)).await;
         drop(mounted);
         return Err(err);
+    }
+    match raise_kernel_read_ahead(&mountpoint, crate::fuse::MAX_WRITE / 1024) {
+        Ok(kib) => tracing::debug!(kib, "kernel read-ahead"),
+        Err(err) => tracing::debug!("kernel read-ahead left as it is: {err:#}"),
     }
 
     let events = if plan.events {

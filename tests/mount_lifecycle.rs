@@ -208,3 +208,55 @@ fn an_external_umount_ends_the_mount_process() {
     let status = m.wait_exit(Duration::from_secs(30));
     assert!(status.success(), "{status}: {}", m.log_text());
 }
+
+/// The kernel's read-ahead for the mount is raised to 1 MiB, so a 256 KiB read at a random
+/// offset reaches the mount as one request and costs one GET (at the kernel's default of
+/// 128 KiB it came as two requests, one after the other, each with its own GET).
+#[test]
+fn a_large_random_read_costs_one_get() {
+    use std::os::unix::fs::{FileExt, MetadataExt};
+    let h = Harness::start();
+    let src = h.dir.path().join("four-mib.src");
+    write_pattern(&src, 4 << 20, 3);
+    h.block_on(h.api.put_object_from_file(
+        "personal-files/four-mib.bin",
+        &src,
+        4 << 20,
+        &cec::api::UploadOptions::default(),
+    ))
+    .unwrap();
+    let mut m = h.mount("mnt", &[]);
+    let dev = std::fs::metadata(&m.path).unwrap().dev();
+    let setting = format!(
+        "/sys/class/bdi/{}:{}/read_ahead_kb",
+        nix::sys::stat::major(dev),
+        nix::sys::stat::minor(dev)
+    );
+    eventually(Duration::from_secs(5), "read-ahead raised", || {
+        std::fs::read_to_string(&setting).is_ok_and(|kb| kb.trim() == "1024")
+    });
+    let file = std::fs::File::open(h.personal(&m).join("four-mib.bin")).unwrap();
+    // A rule adding no latency to every GET of the file counts them.
+    let counter = h.state().faults.add_latency(
+        cells_emu::faults::RequestMatch::new(Some("GET"), "/io/personal-files/four-mib.bin"),
+        Duration::ZERO,
+        Some(1000),
+    );
+    let mut buf = vec![0u8; 256 * 1024];
+    file.read_exact_at(&mut buf, 2 << 20).unwrap();
+    let expected = std::fs::read(&src).unwrap();
+    assert!(
+        buf == expected[2 << 20..(2 << 20) + 256 * 1024],
+        "bytes read"
+    );
+    let left = h
+        .state()
+        .faults
+        .rules()
+        .into_iter()
+        .find(|r| r.id == counter)
+        .and_then(|r| r.remaining)
+        .unwrap_or(0);
+    assert_eq!(1000 - left, 1, "GETs for one 256 KiB read");
+    m.unmount();
+}

@@ -5,8 +5,9 @@
 //! disk and no cache policy: no real mount can beat it.
 //!
 //! Invariants:
-//! - The kernel is configured as `cec mount` configures it (1 MiB writes and read-ahead,
-//!   readdirplus, 2 session threads), so the two differ only by what happens behind FUSE.
+//! - The kernel is configured as `cec mount` configures it (1 MiB writes and read-ahead, the
+//!   latter raised through sysfs once the mount answers; readdirplus, 2 session threads), so
+//!   the two differ only by what happens behind FUSE.
 //! - Files are opened without `FOPEN_KEEP_CACHE`: every open reads through FUSE again, like
 //!   a cold read of a remote file.
 //! - Runs in the foreground until the mount is unmounted (`umount MOUNTPOINT`) or it gets
@@ -555,6 +556,7 @@ fn main() -> io::Result<()> {
         set
     };
     let session = fuser::Session::new(fs, &mountpoint, &config)?.spawn()?;
+    raise_read_ahead(&mountpoint);
     let waiter = std::thread::spawn(move || {
         let mut sig = 0;
         // SAFETY: `set` is an initialised signal set.
@@ -574,4 +576,22 @@ fn main() -> io::Result<()> {
         std::thread::sleep(Duration::from_millis(100));
     }
     session.join()
+}
+
+/// The kernel offers FUSE its default read-ahead (128 KiB) and caps the mount's at it when it
+/// gets the `init` reply; like `cec mount`, raise it afterwards through the mount's device.
+/// A `stat` of the root answers only once `init` is done.
+fn raise_read_ahead(mountpoint: &std::path::Path) {
+    use std::os::unix::fs::MetadataExt;
+    let Ok(meta) = std::fs::metadata(mountpoint) else {
+        return;
+    };
+    let setting = format!(
+        "/sys/class/bdi/{}:{}/read_ahead_kb",
+        libc::major(meta.dev()),
+        libc::minor(meta.dev())
+    );
+    if let Err(e) = std::fs::write(&setting, (MAX_REQUEST / 1024).to_string()) {
+        eprintln!("fuse-ceiling: read-ahead left as it is ({setting}: {e})");
+    }
 }
