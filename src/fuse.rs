@@ -32,9 +32,9 @@ use tracing::Instrument;
 
 use crate::fs::{self, CellsFs, FsError, KernelNotifier};
 
-/// Largest write request asked of the kernel (the kernel caps requests at 1 MiB here), and
-/// the kernel read-ahead the mount asks for (see [`crate::mount::raise_kernel_read_ahead`]).
-pub const MAX_WRITE: u32 = 1024 * 1024;
+/// Largest request asked of the kernel: writes (the kernel caps them at 1 MiB here) and the
+/// read-ahead (see [`crate::mount::raise_kernel_read_ahead`]).
+pub const MAX_REQUEST: u32 = 1024 * 1024;
 
 /// The fuser [`Filesystem`] over the core.
 pub struct CellsFuse {
@@ -159,10 +159,10 @@ fn time_or_now(t: fuser::TimeOrNow) -> fs::TimeOrNow {
 
 impl Filesystem for CellsFuse {
     fn init(&mut self, _req: &Request, config: &mut KernelConfig) -> io::Result<()> {
-        let _ = config.set_max_write(MAX_WRITE);
+        let _ = config.set_max_write(MAX_REQUEST);
         // Refused when the kernel offers less (its default, 128 KiB): the mount raises it
         // once it answers.
-        let _ = config.set_max_readahead(MAX_WRITE);
+        let _ = config.set_max_readahead(MAX_REQUEST);
         let _ = config.set_max_background(64);
         for flag in [
             InitFlags::FUSE_DO_READDIRPLUS,

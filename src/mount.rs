@@ -1234,7 +1234,7 @@ async fn mount_and_serve(plan: MountPlan, readiness: &mut Readiness) -> anyhow::
         drop(mounted);
         return Err(err);
     }
-    match raise_kernel_read_ahead(&mountpoint, crate::fuse::MAX_WRITE / 1024) {
+    match raise_kernel_read_ahead(&mountpoint, crate::fuse::MAX_REQUEST / 1024) {
         Ok(kib) => tracing::debug!(kib, "kernel read-ahead"),
         Err(err) => tracing::debug!("kernel read-ahead left as it is: {err:#}"),
     }

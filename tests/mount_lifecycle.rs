@@ -1,6 +1,7 @@
 //! The mount's lifecycle for real (FUSE, root): foreground mount and SIGTERM, `--daemon`
 //! readiness and failure, `cec unmount`, `cec mount --status`, a dead mount cleared at the
-//! next mount, `auto_unmount` after kill -9, an external `umount`.
+//! next mount, `auto_unmount` after kill -9, an external `umount`, the kernel read-ahead the
+//! mount sets for itself.
 
 mod mount_common;
 
@@ -211,7 +212,7 @@ fn an_external_umount_ends_the_mount_process() {
 
 /// The kernel's read-ahead for the mount is raised to 1 MiB, so a 256 KiB read at a random
 /// offset reaches the mount as one request and costs one GET (at the kernel's default of
-/// 128 KiB it came as two requests, one after the other, each with its own GET).
+/// 128 KiB it came in pieces, one after the other, each with its own GET).
 #[test]
 fn a_large_random_read_costs_one_get() {
     use std::os::unix::fs::{FileExt, MetadataExt};
