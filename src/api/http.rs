@@ -986,8 +986,6 @@ fn redact(message: &str) -> String {
     out
 }
 
-/// Sign an S3 gateway request with SigV4: the token as access key, `gatewaysecret` as secret,
-/// `UNSIGNED-PAYLOAD`. The signed headers are marked sensitive so they are never logged.
 /// `len` bytes of the file at `path` from `offset`, as a request body. A small body is read at
 /// once: streaming it would hand each read of the file to tokio's blocking pool, two thread
 /// wake-ups for a few kilobytes.
@@ -1023,6 +1021,8 @@ fn cannot_read(path: &Path, e: std::io::Error) -> ApiError {
     ApiError::Local(format!("cannot read {}: {e}", path.display()))
 }
 
+/// Sign an S3 gateway request with SigV4: the token as access key, `gatewaysecret` as secret,
+/// `UNSIGNED-PAYLOAD`. The signed headers are marked sensitive so they are never logged.
 pub(crate) fn sign_s3(req: &mut reqwest::Request, token: &str) -> Result<(), ApiError> {
     use aws_sigv4::http_request::{
         PayloadChecksumKind, PercentEncodingMode, SignableBody, SignableRequest, SigningSettings,
