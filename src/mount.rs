@@ -110,13 +110,7 @@ pub fn is_mount_point(path: &Path) -> bool {
     }
     #[cfg(not(target_os = "macos"))]
     {
-        let Ok(info) = std::fs::read_to_string("/proc/self/mountinfo") else {
-            return false;
-        };
-        let wanted = canonical.to_string_lossy().into_owned();
-        info.lines()
-            .filter_map(|line| line.split(' ').nth(4))
-            .any(|mp| unescape_mountinfo(mp) == wanted)
+        !mountinfo_entries_at(&canonical).is_empty()
     }
 }
 
@@ -134,19 +128,33 @@ pub fn is_fuse_mount_point(path: &Path) -> bool {
     }
     #[cfg(not(target_os = "macos"))]
     {
-        let wanted = canonical.to_string_lossy().into_owned();
-        let Ok(info) = std::fs::read_to_string("/proc/self/mountinfo") else {
-            return false;
-        };
-        info.lines().any(|line| {
-            let fields: Vec<&str> = line.split(' ').collect();
-            let Some(sep) = fields.iter().position(|f| *f == "-") else {
-                return false;
-            };
-            fields.get(4).map(|mp| unescape_mountinfo(mp)) == Some(wanted.clone())
-                && fields.get(sep + 1).is_some_and(|t| t.starts_with("fuse"))
+        mountinfo_entries_at(&canonical).iter().any(|fields| {
+            let fstype = fields
+                .iter()
+                .position(|f| f == "-")
+                .and_then(|sep| fields.get(sep + 1));
+            fstype.is_some_and(|t| t.starts_with("fuse"))
         })
     }
+}
+
+/// The lines of `/proc/self/mountinfo` for mounts at `path` (absolute), oldest first, split
+/// into their fields: field 3 is the device (`major:minor`), field 5 the mount point, and the
+/// filesystem type follows the `-` separator. Empty when mountinfo cannot be read.
+#[cfg(not(target_os = "macos"))]
+fn mountinfo_entries_at(path: &Path) -> Vec<Vec<String>> {
+    let wanted = path.to_string_lossy();
+    let Ok(info) = std::fs::read_to_string("/proc/self/mountinfo") else {
+        return Vec::new();
+    };
+    info.lines()
+        .map(|line| line.split(' ').map(str::to_owned).collect::<Vec<_>>())
+        .filter(|fields| {
+            fields
+                .get(4)
+                .is_some_and(|mp| unescape_mountinfo(mp) == wanted)
+        })
+        .collect()
 }
 
 #[cfg(not(target_os = "macos"))]
@@ -413,21 +421,13 @@ pub fn raise_kernel_read_ahead(path: &Path, kib: u32) -> anyhow::Result<u32> {
     #[cfg(target_os = "linux")]
     {
         let canonical = absolute(path)?;
-        let wanted = canonical.to_string_lossy().into_owned();
-        let info = std::fs::read_to_string("/proc/self/mountinfo")?;
         // The last line for the path: the mount on top.
-        let device = info
-            .lines()
-            .rev()
-            .find_map(|line| {
-                // Field 3 is the device (`major:minor`), field 5 the mount point.
-                let fields: Vec<&str> = line.split(' ').collect();
-                let here = fields
-                    .get(4)
-                    .is_some_and(|mp| unescape_mountinfo(mp) == wanted);
-                here.then(|| fields.get(2).map(|d| d.to_string()))?
-            })
-            .ok_or_else(|| anyhow::anyhow!("{wanted} is not in /proc/self/mountinfo"))?;
+        let device = mountinfo_entries_at(&canonical)
+            .pop()
+            .and_then(|fields| fields.get(2).cloned())
+            .ok_or_else(|| {
+                anyhow::anyhow!("{} is not in /proc/self/mountinfo", canonical.display())
+            })?;
         let setting = Path::new("/sys/class/bdi")
             .join(&device)
             .join("read_ahead_kb");
