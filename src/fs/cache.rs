@@ -53,32 +53,52 @@ pub struct CacheWriter {
 }
 
 enum WriterJob {
-    Store(String, u64, Bytes),
+    /// Content key, first block, and the extent's bytes in parts.
+    Store(String, u64, Vec<Bytes>),
     Flush(std::sync::mpsc::SyncSender<()>),
 }
 
 impl CacheWriter {
-    /// Queue `bytes`, which start at `offset` (a block boundary), as extents of at most
-    /// [`EXTENT_BLOCKS`] blocks (slices of `bytes`: nothing is copied here). Dropped when the
-    /// queue is full.
+    /// Queue `bytes`, which start at `offset` (a block boundary); see
+    /// [`CacheWriter::submit_parts`].
     pub fn submit_range(&self, key: &str, offset: u64, bytes: &Bytes) {
+        self.submit_parts(key, offset, std::slice::from_ref(bytes));
+    }
+
+    /// Queue the concatenation of `parts`, which starts at `offset` (a block boundary), as
+    /// extents of at most [`EXTENT_BLOCKS`] blocks (slices of the parts: nothing is copied
+    /// here). Dropped when the queue is full.
+    pub fn submit_parts(&self, key: &str, offset: u64, parts: &[Bytes]) {
         debug_assert_eq!(offset % BLOCK_SIZE, 0);
         let Some(sender) = &self.sender else {
             return;
         };
-        let most = (EXTENT_BLOCKS * BLOCK_SIZE) as usize;
-        let mut at = 0usize;
-        while at < bytes.len() {
-            let stop = (at + most).min(bytes.len());
-            let job = WriterJob::Store(
-                key.to_string(),
-                (offset + at as u64) / BLOCK_SIZE,
-                bytes.slice(at..stop),
-            );
-            if sender.try_send(job).is_err() {
-                return;
+        let most = EXTENT_BLOCKS * BLOCK_SIZE;
+        let mut first = offset / BLOCK_SIZE;
+        let mut extent: Vec<Bytes> = Vec::new();
+        let mut extent_len = 0u64;
+        let send = |first: u64, extent: Vec<Bytes>| {
+            sender
+                .try_send(WriterJob::Store(key.to_string(), first, extent))
+                .is_ok()
+        };
+        for part in parts {
+            let mut part = part.clone();
+            while !part.is_empty() {
+                let take = ((most - extent_len) as usize).min(part.len());
+                extent.push(part.split_to(take));
+                extent_len += take as u64;
+                if extent_len == most {
+                    if !send(first, std::mem::take(&mut extent)) {
+                        return;
+                    }
+                    first += EXTENT_BLOCKS;
+                    extent_len = 0;
+                }
             }
-            at = stop;
+        }
+        if extent_len > 0 {
+            send(first, extent);
         }
     }
 
@@ -393,18 +413,15 @@ impl DataCache {
                 Some(_) => receiver.recv_timeout(WRITER_LINGER),
             };
             match job {
-                Ok(WriterJob::Store(key, first, data)) => {
+                Ok(WriterJob::Store(key, first, parts)) => {
+                    let len = parts.iter().map(|part| part.len() as u64).sum();
                     if let Some(extent) = gathering.as_mut()
-                        && extent.continues(&key, first, data.len() as u64)
+                        && extent.continues(&key, first, len)
                     {
-                        extent.parts.push(data);
+                        extent.parts.extend(parts);
                     } else {
                         self.store(&mut gathering);
-                        gathering = Some(Gathering {
-                            key,
-                            first,
-                            parts: vec![data],
-                        });
+                        gathering = Some(Gathering { key, first, parts });
                     }
                     if gathering.as_ref().is_some_and(Gathering::complete) {
                         self.store(&mut gathering);
@@ -490,16 +507,21 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let cache = Arc::new(DataCache::open(dir.path(), 256 * BLOCK_SIZE).unwrap());
         let writer = cache.writer();
-        // 70 blocks and a short tail from block 2 on, handed over 1 MiB at a time as the
-        // read-ahead does.
+        // 70 blocks and a short tail from block 2 on, handed over in pieces that do not
+        // follow block boundaries (as an HTTP body arrives): the first 1 MiB alone, the rest
+        // at once, so the split between the two extents falls inside a piece.
         let mut data = content(2, 70);
         data.extend_from_slice(&content(72, 1)[..1000]);
         let size = (72 * B + 1000) as u64;
         let data = Bytes::from(data);
-        for at in (0..data.len()).step_by(8 * B) {
-            let piece = data.slice(at..(at + 8 * B).min(data.len()));
-            writer.submit_range("k", 2 * BLOCK_SIZE + at as u64, &piece);
-        }
+        let pieces = |from: usize, to: usize| -> Vec<Bytes> {
+            (from..to)
+                .step_by(100_000)
+                .map(|at| data.slice(at..(at + 100_000).min(to)))
+                .collect()
+        };
+        writer.submit_parts("k", 2 * BLOCK_SIZE, &pieces(0, 8 * B));
+        writer.submit_parts("k", 10 * BLOCK_SIZE, &pieces(8 * B, data.len()));
         writer.flush();
         assert_eq!(files_in(dir.path()), 2, "64 blocks, then 6 and the tail");
         let whole = cache.read("k", size, 2 * BLOCK_SIZE, size).unwrap();

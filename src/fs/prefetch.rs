@@ -3,12 +3,13 @@
 //! the same time instead of taking turns.
 //!
 //! Invariants:
-//! - The queue is contiguous: `chunks` hold the bytes `[start, end)` of one content (one Uuid
+//! - The queue is contiguous: `pieces` hold the bytes `[start, end)` of one content (one Uuid
 //!   and Etag), in order, with no gap. The producer only appends at `end`; the reader only
-//!   drops chunks from the front once they lie more than `keep_behind` bytes behind the
+//!   drops pieces from the front once they lie more than `keep_behind` bytes behind the
 //!   furthest byte it has read (so slightly reordered kernel reads are still served).
 //! - Memory is bounded: the producer waits while it is more than `max_ahead` bytes ahead of
-//!   the reader, so one prefetcher holds at most `max_ahead + keep_behind + chunk` bytes. The
+//!   the reader, so one prefetcher holds at most `max_ahead + keep_behind + chunk` bytes (give
+//!   or take the HTTP client's read buffer that the pieces at each end share). The
 //!   caller sizes `max_ahead` from the mount's global read-ahead budget and the permit lives
 //!   as long as the prefetcher.
 //! - A transient failure (also a connection cut mid-body) resumes the GET at the first byte
@@ -16,8 +17,11 @@
 //!   error is kept and every later read that needs missing bytes gets it. A body shorter than
 //!   announced means the file changed on the server: that is an error too, never a short read.
 //! - Dropping the prefetcher stops its task (and its HTTP stream) at once.
-//! - Chunks start on data-cache block boundaries and are multiples of the block size (but the
-//!   last), so every complete chunk can be handed to the data cache as whole blocks.
+//! - The producer appends a chunk at a time: the pieces of the HTTP body (slices of the
+//!   client's buffers, not copied) that make up `[chunk start, chunk end)`. Chunks start on
+//!   data-cache block boundaries and are multiples of the block size (but the last), so every
+//!   chunk can be handed to the data cache as whole blocks. A read within one piece is a slice
+//!   of it; a read across pieces is copied once.
 
 use std::collections::VecDeque;
 use std::sync::{Arc, Mutex};
@@ -73,8 +77,8 @@ pub(crate) struct PrefetchSource {
 }
 
 struct Queue {
-    chunks: VecDeque<Bytes>,
-    /// Offset of the first byte of `chunks[0]`.
+    pieces: VecDeque<Bytes>,
+    /// Offset of the first byte of `pieces[0]`.
     start: u64,
     /// Offset after the last buffered byte (where the producer appends).
     end: u64,
@@ -123,7 +127,7 @@ impl Prefetcher {
         let start = offset / cache::BLOCK_SIZE * cache::BLOCK_SIZE;
         let shared = Arc::new(Shared {
             queue: Mutex::new(Queue {
-                chunks: VecDeque::new(),
+                pieces: VecDeque::new(),
                 start,
                 end: start,
                 read_to: start,
@@ -212,39 +216,39 @@ impl Prefetcher {
     }
 }
 
-/// Copy (or slice, when one chunk holds it all) `[from, to)` out of the queue.
+/// Copy (or slice, when one piece holds it all) `[from, to)` out of the queue.
 fn copy_range(queue: &Queue, from: u64, to: u64) -> Bytes {
     let mut at = queue.start;
     let mut out: Option<BytesMut> = None;
-    for chunk in &queue.chunks {
-        let chunk_end = at + chunk.len() as u64;
-        if chunk_end > from && at < to {
+    for piece in &queue.pieces {
+        let piece_end = at + piece.len() as u64;
+        if piece_end > from && at < to {
             let lo = (from.max(at) - at) as usize;
-            let hi = (to.min(chunk_end) - at) as usize;
-            if out.is_none() && from >= at && to <= chunk_end {
-                return chunk.slice(lo..hi);
+            let hi = (to.min(piece_end) - at) as usize;
+            if out.is_none() && from >= at && to <= piece_end {
+                return piece.slice(lo..hi);
             }
             out.get_or_insert_with(|| BytesMut::with_capacity((to - from) as usize))
-                .extend_from_slice(&chunk[lo..hi]);
+                .extend_from_slice(&piece[lo..hi]);
         }
-        if chunk_end >= to {
+        if piece_end >= to {
             break;
         }
-        at = chunk_end;
+        at = piece_end;
     }
     out.map(BytesMut::freeze).unwrap_or_default()
 }
 
-/// Drop chunks that lie wholly more than `keep_behind` bytes behind the reader.
+/// Drop pieces that lie wholly more than `keep_behind` bytes behind the reader.
 fn trim(queue: &mut Queue, keep_behind: u64) {
     let floor = queue.read_to.saturating_sub(keep_behind);
-    while let Some(first) = queue.chunks.front() {
+    while let Some(first) = queue.pieces.front() {
         let first_end = queue.start + first.len() as u64;
         if first_end > floor {
             break;
         }
         queue.start = first_end;
-        queue.chunks.pop_front();
+        queue.pieces.pop_front();
     }
 }
 
@@ -254,8 +258,11 @@ async fn produce(shared: Arc<Shared>, source: PrefetchSource, start: u64, config
     let mut pos = start;
     let second = config.second_request.max(cache::BLOCK_SIZE);
     let mut request = config.opening_request.clamp(cache::BLOCK_SIZE, second);
-    // The chunk being filled (starts at `pos - partial.len()`).
-    let mut partial = BytesMut::new();
+    // The pieces of the chunk being gathered (it starts at `pos - gathered`): slices of the
+    // HTTP client's buffers, queued as they are, so a byte is copied once on its way to the
+    // reader (by `copy_range`, when a read spans pieces), not also into a chunk buffer.
+    let mut pieces: Vec<Bytes> = Vec::new();
+    let mut gathered = 0u64;
     let mut chunk_size = cache::BLOCK_SIZE;
     let mut attempt = 0u32;
     let mut delay = config.retry_delay;
@@ -276,16 +283,13 @@ async fn produce(shared: Arc<Shared>, source: PrefetchSource, start: u64, config
                 let mut piece = piece?;
                 attempt = 0;
                 while !piece.is_empty() {
-                    if partial.capacity() == 0 {
-                        // One allocation per chunk: growing it would copy it again and again.
-                        partial = BytesMut::with_capacity(chunk_size as usize);
-                    }
-                    let room = (chunk_size as usize - partial.len()).min(piece.len());
-                    partial.extend_from_slice(&piece.split_to(room));
+                    let room = ((chunk_size - gathered) as usize).min(piece.len());
+                    pieces.push(piece.split_to(room));
+                    gathered += room as u64;
                     pos += room as u64;
-                    if partial.len() as u64 == chunk_size || pos == source.size {
-                        let chunk = std::mem::take(&mut partial).freeze();
-                        publish(&shared, &source, chunk, &config).await;
+                    if gathered == chunk_size || pos == source.size {
+                        publish(&shared, &source, std::mem::take(&mut pieces), &config).await;
+                        gathered = 0;
                         chunk_size = (chunk_size * 2).min(CHUNK_SIZE);
                     }
                 }
@@ -320,18 +324,26 @@ async fn produce(shared: Arc<Shared>, source: PrefetchSource, start: u64, config
     }
 }
 
-/// Append a chunk for the reader and the data cache, then wait while far enough ahead.
-async fn publish(shared: &Shared, source: &PrefetchSource, chunk: Bytes, config: &PrefetchConfig) {
+/// Append a chunk (its pieces) for the reader and the data cache, then wait while far enough
+/// ahead.
+async fn publish(
+    shared: &Shared,
+    source: &PrefetchSource,
+    pieces: Vec<Bytes>,
+    config: &PrefetchConfig,
+) {
     let chunk_start;
     {
         let mut queue = shared.queue.lock().unwrap();
         chunk_start = queue.end;
-        queue.end += chunk.len() as u64;
-        queue.chunks.push_back(chunk.clone());
+        for piece in &pieces {
+            queue.end += piece.len() as u64;
+            queue.pieces.push_back(piece.clone());
+        }
     }
     shared.data_ready.notify_waiters();
     if let Some(cache) = &source.cache {
-        cache.submit_range(&source.key, chunk_start, &chunk);
+        cache.submit_parts(&source.key, chunk_start, &pieces);
     }
     loop {
         let room = shared.room.notified();
@@ -356,11 +368,11 @@ fn fail(shared: &Shared, error: PrefetchError) {
 mod tests {
     use super::*;
 
-    fn queue_of(start: u64, chunks: &[&[u8]]) -> Queue {
-        let chunks: VecDeque<Bytes> = chunks.iter().map(|c| Bytes::copy_from_slice(c)).collect();
-        let len: u64 = chunks.iter().map(|c| c.len() as u64).sum();
+    fn queue_of(start: u64, pieces: &[&[u8]]) -> Queue {
+        let pieces: VecDeque<Bytes> = pieces.iter().map(|c| Bytes::copy_from_slice(c)).collect();
+        let len: u64 = pieces.iter().map(|c| c.len() as u64).sum();
         Queue {
-            chunks,
+            pieces,
             start,
             end: start + len,
             read_to: start,
@@ -369,7 +381,7 @@ mod tests {
     }
 
     #[test]
-    fn ranges_are_sliced_within_a_chunk_and_copied_across_chunks() {
+    fn ranges_are_sliced_within_a_piece_and_copied_across_pieces() {
         let queue = queue_of(10, &[b"abcd", b"efgh", b"ij"]);
         assert_eq!(copy_range(&queue, 11, 13), Bytes::from_static(b"bc"));
         assert_eq!(copy_range(&queue, 12, 19), Bytes::from_static(b"cdefghi"));
@@ -380,6 +392,54 @@ mod tests {
         assert_eq!(copy_range(&queue, 14, 18), Bytes::from_static(b"efgh"));
     }
 
+    #[tokio::test]
+    async fn the_body_is_queued_as_received_and_copied_only_across_pieces() {
+        use crate::api::memory::{MemoryCellsApi, MemoryWorkspace};
+        let api = Arc::new(MemoryCellsApi::new(vec![MemoryWorkspace::new("ws", true)]));
+        let content: Vec<u8> = (0..3 * 1024 * 1024).map(|i| (i % 251) as u8).collect();
+        api.put_file("ws/f", &content);
+        // The memory server sends slices of the stored content (64 KiB pieces): where the
+        // stored bytes lie tells whether the reader got them without a copy.
+        let mut body = api.get_object("ws/f", None).await.unwrap();
+        let stored = body.next().await.unwrap().unwrap().as_ptr();
+        drop(body);
+        let source = PrefetchSource {
+            api: api.clone(),
+            path: "ws/f".into(),
+            key: "k".into(),
+            size: content.len() as u64,
+            cache: None,
+        };
+        let config = PrefetchConfig {
+            max_ahead: 8 * 1024 * 1024,
+            keep_behind: 1024 * 1024,
+            opening_request: 128 * 1024,
+            second_request: 1024 * 1024,
+            max_request: 4 * 1024 * 1024,
+            attempts: 1,
+            retry_delay: Duration::from_millis(1),
+        };
+        let prefetcher = Prefetcher::start(source, 0, config, None);
+        // Across a piece boundary (64 KiB): copied, and right.
+        let got = prefetcher.read(65_000, 2000).await.unwrap();
+        assert!(got[..] == content[65_000..67_000]);
+        // Within the second piece, and within a piece of the second GET.
+        for (offset, len) in [(70_000u64, 1000u64), (2_100_000, 5000)] {
+            let got = prefetcher.read(offset, len).await.unwrap();
+            assert!(got[..] == content[offset as usize..(offset + len) as usize]);
+            assert_eq!(
+                got.as_ptr(),
+                stored.wrapping_add(offset as usize),
+                "a read within one piece is a slice of it"
+            );
+        }
+        let got = prefetcher.read(3 * 1024 * 1024 - 10, 100).await.unwrap();
+        assert!(
+            got[..] == content[content.len() - 10..],
+            "clipped at the end"
+        );
+    }
+
     #[test]
     fn trimming_keeps_the_bytes_just_behind_the_reader() {
         let mut queue = queue_of(0, &[b"abcd", b"efgh", b"ijkl"]);
@@ -387,12 +447,12 @@ mod tests {
         trim(&mut queue, 2);
         assert_eq!(
             queue.start, 4,
-            "only the first chunk lies wholly behind 9 - 2"
+            "only the first piece lies wholly behind 9 - 2"
         );
         assert_eq!(copy_range(&queue, 7, 12), Bytes::from_static(b"hijkl"));
         queue.read_to = 12;
         trim(&mut queue, 0);
-        assert!(queue.chunks.is_empty());
+        assert!(queue.pieces.is_empty());
         assert_eq!(queue.start, 12);
     }
 }
