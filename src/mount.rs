@@ -81,19 +81,81 @@ pub fn mountpoint_state(path: &Path) -> MountpointState {
             _ => MountpointState::Mounted,
         };
     }
-    match std::fs::metadata(path) {
+    match is_directory(path) {
         Err(err) if err.raw_os_error().is_some_and(is_dead_mount_errno) => MountpointState::Dead,
         Err(err) if err.kind() == std::io::ErrorKind::NotFound => MountpointState::Missing,
         Err(_) => MountpointState::Dead,
-        Ok(meta) if !meta.is_dir() => MountpointState::NotADirectory,
-        Ok(_) => {
-            if is_mount_point(path) {
+        Ok(false) => MountpointState::NotADirectory,
+        Ok(true) => {
+            if is_mount_point(path) && !is_automount_point(path) {
                 MountpointState::Mounted
             } else {
                 MountpointState::Free
             }
         }
     }
+}
+
+/// Whether `path` (followed if a symlink) is a directory, without asking an automounter to
+/// mount it: std's `metadata` is a `statx` without `AT_NO_AUTOMOUNT`, which would.
+pub fn is_directory(path: &Path) -> std::io::Result<bool> {
+    #[cfg(target_os = "linux")]
+    {
+        use nix::fcntl::{AT_FDCWD, AtFlags};
+        let stat = nix::sys::stat::fstatat(AT_FDCWD, path, AtFlags::AT_NO_AUTOMOUNT)
+            .map_err(|errno| std::io::Error::from_raw_os_error(errno as i32))?;
+        Ok(stat.st_mode & libc::S_IFMT == libc::S_IFDIR)
+    }
+    #[cfg(not(target_os = "linux"))]
+    {
+        std::fs::metadata(path).map(|meta| meta.is_dir())
+    }
+}
+
+/// Whether only an automount trigger (`autofs`: what systemd's `.automount` units and the
+/// autofs daemon put there first) is mounted at `path`: the real mount goes on top of it.
+/// Such a folder must not be listed while mounting: opening it would ask the automounter to
+/// mount it, which is waiting for this very mount.
+pub fn is_automount_point(path: &Path) -> bool {
+    let Ok(canonical) = path.canonicalize().or_else(|_| absolute(path)) else {
+        return false;
+    };
+    #[cfg(target_os = "macos")]
+    let types: Vec<String> = macos::mounts()
+        .into_iter()
+        .filter(|(mp, _)| Path::new(mp) == canonical)
+        .map(|(_, fstype)| fstype)
+        .collect();
+    #[cfg(not(target_os = "macos"))]
+    let types: Vec<String> = mountinfo_entries_at(&canonical)
+        .into_iter()
+        .filter_map(|fields| {
+            let sep = fields.iter().position(|f| f == "-")?;
+            fields.get(sep + 1).cloned()
+        })
+        .collect();
+    !types.is_empty() && types.iter().all(|t| t == "autofs")
+}
+
+/// Refuse a mountpoint that holds files, unless `allow_non_empty`: the mount would hide them
+/// until the unmount (and what was written there while nothing was mounted would seem lost).
+/// An automount point is not looked into (see [`is_automount_point`]).
+pub fn check_mountpoint_empty(path: &Path, allow_non_empty: bool) -> anyhow::Result<()> {
+    if allow_non_empty || !is_directory(path).unwrap_or(false) || is_mount_point(path) {
+        return Ok(());
+    }
+    let mut entries = std::fs::read_dir(path)
+        .with_context(|| format!("cannot list the mountpoint {}", path.display()))?;
+    if let Some(entry) = entries.next() {
+        let first = entry.map(|e| e.file_name().to_string_lossy().into_owned());
+        bail!(
+            "mountpoint {} is not empty (it holds {}): mounting would hide its files until the \
+             unmount; empty it, choose an empty folder, or pass --allow-non-empty",
+            path.display(),
+            first.map_or_else(|_| "entries".to_string(), |name| format!("`{name}`"))
+        );
+    }
+    Ok(())
 }
 
 /// Whether `path` is listed as a mount point in `/proc/self/mountinfo` (macOS:
@@ -338,10 +400,11 @@ mod macos {
     }
 }
 
-/// Make `path` usable as a mountpoint: clear a dead FUSE mount, refuse a live one.
-pub fn prepare_mountpoint(path: &Path) -> anyhow::Result<()> {
+/// Make `path` usable as a mountpoint: clear a dead FUSE mount, refuse a live one, and one
+/// that holds files unless `allow_non_empty` (see [`check_mountpoint_empty`]).
+pub fn prepare_mountpoint(path: &Path, allow_non_empty: bool) -> anyhow::Result<()> {
     match mountpoint_state(path) {
-        MountpointState::Free => Ok(()),
+        MountpointState::Free => check_mountpoint_empty(path, allow_non_empty),
         MountpointState::Dead => {
             tracing::warn!(
                 mountpoint = %path.display(),
@@ -349,7 +412,7 @@ pub fn prepare_mountpoint(path: &Path) -> anyhow::Result<()> {
             );
             force_unmount(path)?;
             match mountpoint_state(path) {
-                MountpointState::Free => Ok(()),
+                MountpointState::Free => check_mountpoint_empty(path, allow_non_empty),
                 other => bail!(
                     "{} still unusable after clearing a dead mount ({other:?})",
                     path.display()
@@ -752,8 +815,15 @@ impl Readiness {
         self.pipe.is_some()
     }
 
-    /// The mount answers: tell systemd and the parent.
+    /// The mount answers: tell systemd and the parent. A `--daemon` child leaves the parent's
+    /// session now, not before: until its mount is in place it stays in the parent's process
+    /// group, which is the automounter's when systemd's automount runs `mount.cec` (mount
+    /// units share systemd's process group). Outside that group, any look at the folder
+    /// while the automount is pending waits for it, and it waits for this very mount.
     pub fn ready(&mut self, mountpoint: &Path) {
+        if self.pipe.is_some() {
+            let _ = nix::unistd::setsid();
+        }
         // Only systemd's status line names the mountpoint (launchd has no readiness protocol).
         #[cfg(not(target_os = "linux"))]
         let _ = mountpoint;
@@ -782,9 +852,9 @@ impl Readiness {
     }
 }
 
-/// `--daemon`: start this same command again without `--daemon`, detached (new session,
-/// stdin from /dev/null, output to the daemon log), and wait until it reports that the mount
-/// answers. Returns the child's pid, or the child's own error message.
+/// `--daemon`: start this same command again without `--daemon`, detached (stdin from
+/// /dev/null, output to the daemon log, a new session once mounted: see
+/// [`Readiness::ready`]), and wait until it reports that the mount answers. Returns the child's pid, or the child's own error message.
 pub fn spawn_daemon(mountpoint: &Path, timeout: Duration) -> anyhow::Result<u32> {
     use std::os::unix::process::CommandExt;
     let exe = std::env::current_exe().context("locating the cec executable")?;
@@ -822,10 +892,9 @@ pub fn spawn_daemon(mountpoint: &Path, timeout: Duration) -> anyhow::Result<u32>
         .stdin(std::process::Stdio::null())
         .stdout(log.try_clone()?)
         .stderr(log);
-    // SAFETY: only async-signal-safe calls between fork and exec: setsid and fcntl.
+    // SAFETY: only an async-signal-safe call between fork and exec: fcntl.
     unsafe {
         command.pre_exec(move || {
-            nix::unistd::setsid().map_err(std::io::Error::from)?;
             // Keep the readiness pipe across exec.
             let flags = libc::fcntl(write_raw, libc::F_GETFD);
             if flags < 0 || libc::fcntl(write_raw, libc::F_SETFD, flags & !libc::FD_CLOEXEC) < 0 {
@@ -1011,6 +1080,8 @@ pub struct MountPlan {
     pub tokens: std::sync::Arc<dyn crate::auth::TokenSource>,
     pub fs_options: crate::fs::FsOptions,
     pub allow_other: bool,
+    /// Mount even over a folder that holds files (see [`check_mountpoint_empty`]).
+    pub allow_non_empty: bool,
     /// Listen to `/ws/event` (otherwise TTLs only).
     pub events: bool,
     /// `ENDPOINT_WEBSOCKET` from bootconf, when known.
@@ -1161,7 +1232,8 @@ async fn mount_and_serve(plan: MountPlan, readiness: &mut Readiness) -> anyhow::
     let mountpoint = plan.mountpoint.clone();
     {
         let mp = mountpoint.clone();
-        tokio::task::spawn_blocking(move || prepare_mountpoint(&mp)).await??;
+        let allow_non_empty = plan.allow_non_empty;
+        tokio::task::spawn_blocking(move || prepare_mountpoint(&mp, allow_non_empty)).await??;
     }
     // Signals are caught from here on, so a SIGTERM during start-up still ends cleanly.
     let mut sigint = signal(SignalKind::interrupt())?;

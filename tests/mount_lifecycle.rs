@@ -1,7 +1,7 @@
 //! The mount's lifecycle for real (FUSE, root): foreground mount and SIGTERM, `--daemon`
 //! readiness and failure, `cec unmount`, `cec mount --status`, a dead mount cleared at the
 //! next mount, `auto_unmount` after kill -9, an external `umount`, the kernel read-ahead the
-//! mount sets for itself.
+//! mount sets for itself, a folder that holds files, a systemd automount trigger.
 
 mod mount_common;
 
@@ -260,4 +260,200 @@ fn a_large_random_read_costs_one_get() {
         .unwrap_or(0);
     assert_eq!(1000 - left, 1, "GETs for one 256 KiB read");
     m.unmount();
+}
+
+#[test]
+fn a_folder_that_holds_files_is_refused_unless_allowed() {
+    let h = Harness::start();
+    let mountpoint = h.new_dir("not-empty");
+    std::fs::write(
+        mountpoint.join("notes.txt"),
+        b"written while nothing was mounted",
+    )
+    .unwrap();
+    for daemon in [false, true] {
+        let mut cmd = h.cec();
+        cmd.arg("mount").arg(&mountpoint);
+        if daemon {
+            cmd.arg("--daemon");
+        }
+        let out = cmd.output().unwrap();
+        let err = String::from_utf8_lossy(&out.stderr);
+        assert_eq!(out.status.code(), Some(1), "daemon {daemon}: {err}");
+        assert!(
+            err.contains("is not empty") && err.contains("notes.txt"),
+            "{err}"
+        );
+        assert!(err.contains("--allow-non-empty"), "{err}");
+        assert!(!in_mountinfo(&mountpoint));
+    }
+    // Allowed: mounted over it, and the file is there again after the unmount.
+    let mut m = h.mount_at(&mountpoint, &["--allow-non-empty"]);
+    assert!(m.path.join("personal-files").is_dir());
+    assert!(!m.path.join("notes.txt").exists(), "hidden while mounted");
+    m.unmount();
+    assert!(mountpoint.join("notes.txt").is_file());
+}
+
+/// What systemd does for an `.automount` unit (and `x-systemd.automount` in fstab): an
+/// `autofs` trigger in direct mode is mounted at the folder first, with a pipe to the
+/// automounter; the first access by anyone else waits while the automounter runs the real
+/// mount in its own process group (systemd's mount units share its group: `mount.cec`, then
+/// `cec mount --daemon`), over the trigger, then tells the kernel it is ready. Here the test
+/// is the automounter.
+#[test]
+fn a_daemon_mount_goes_over_an_automount_trigger() {
+    use std::io::Read;
+    use std::os::fd::AsRawFd;
+    use std::os::unix::process::CommandExt;
+
+    let h = Harness::start();
+    let mountpoint = h.new_dir("automount");
+    let (pipe_read, pipe_write) = nix::unistd::pipe().unwrap();
+    let options = format!(
+        "fd={},pgrp={},minproto=5,maxproto=5,direct",
+        pipe_write.as_raw_fd(),
+        nix::unistd::getpgrp()
+    );
+    nix::mount::mount(
+        Some("cec-test-automount"),
+        &mountpoint,
+        Some("autofs"),
+        nix::mount::MsFlags::empty(),
+        Some(options.as_str()),
+    )
+    .expect("mounting an autofs trigger");
+    drop(pipe_write);
+    /// Answers the automount request (`AUTOFS_IOC_READY`, or `AUTOFS_IOC_FAIL` to let the
+    /// waiters go when the test fails) and clears every mount at the folder.
+    struct Automounter {
+        control: std::fs::File,
+        mountpoint: std::path::PathBuf,
+        token: Option<u32>,
+        children: Vec<std::process::Child>,
+    }
+    impl Automounter {
+        fn answer(&mut self, ready: bool) {
+            if let Some(token) = self.token.take() {
+                let request: libc::c_ulong = if ready { 0x9360 } else { 0x9361 };
+                // SAFETY: an autofs ioctl on the trigger's root, with its wait token.
+                let done = unsafe {
+                    libc::ioctl(
+                        self.control.as_raw_fd(),
+                        request as _,
+                        token as libc::c_ulong,
+                    )
+                };
+                assert_eq!(done, 0, "autofs ioctl: {}", std::io::Error::last_os_error());
+            }
+        }
+    }
+    impl Drop for Automounter {
+        fn drop(&mut self) {
+            self.answer(false);
+            for child in &mut self.children {
+                let _ = child.kill();
+                let _ = child.wait();
+            }
+            while in_mountinfo(&self.mountpoint) {
+                if nix::mount::umount2(&self.mountpoint, nix::mount::MntFlags::MNT_DETACH).is_err()
+                {
+                    break;
+                }
+            }
+        }
+    }
+    // In the automounter's process group, opening the trigger asks for nothing.
+    let mut automounter = Automounter {
+        control: std::fs::File::open(&mountpoint).unwrap(),
+        mountpoint: mountpoint.clone(),
+        token: None,
+        children: Vec::new(),
+    };
+
+    // A user opens the folder: the kernel asks the automounter, and the user waits.
+    let user = std::process::Command::new("ls")
+        .arg(&mountpoint)
+        .process_group(0)
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    automounter.children.push(user);
+    nix::fcntl::fcntl(
+        &pipe_read,
+        nix::fcntl::FcntlArg::F_SETFL(nix::fcntl::OFlag::O_NONBLOCK),
+    )
+    .unwrap();
+    let mut requests = std::fs::File::from(pipe_read);
+    let mut packet = [0u8; 512];
+    eventually(Duration::from_secs(10), "the automount request", || {
+        requests.read(&mut packet).is_ok_and(|n| n >= 12)
+    });
+    automounter.token = Some(u32::from_ne_bytes(packet[8..12].try_into().unwrap()));
+
+    // The mount, in the automounter's process group; the daemon must put its mount in place
+    // before it leaves that group (outside it, it would wait for the pending automount).
+    let mount = h
+        .cec()
+        .arg("mount")
+        .arg(&mountpoint)
+        .arg("--daemon")
+        .arg("--cache-dir")
+        .arg(h.dir.path().join("cache"))
+        .stdin(std::process::Stdio::null())
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    automounter.children.push(mount);
+    let deadline = std::time::Instant::now() + Duration::from_secs(30);
+    let status = loop {
+        if let Some(status) = automounter.children[1].try_wait().unwrap() {
+            break status;
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "cec mount --daemon did not return within 30 s"
+        );
+        std::thread::sleep(Duration::from_millis(50));
+    };
+    let mut err = String::new();
+    let _ = automounter.children[1]
+        .stderr
+        .take()
+        .unwrap()
+        .read_to_string(&mut err);
+    assert!(status.success(), "cec mount --daemon: {err}");
+    assert!(is_fuse(&mountpoint), "mounted over the trigger: {err}");
+    automounter.answer(true);
+
+    // The user's `ls` goes on and sees the mount.
+    let user = automounter.children.remove(0);
+    let listed = user.wait_with_output().unwrap();
+    let names = String::from_utf8_lossy(&listed.stdout);
+    assert!(
+        listed.status.success() && names.contains("personal-files"),
+        "ls: {names} {}",
+        String::from_utf8_lossy(&listed.stderr)
+    );
+    // Mounted, the daemon has left the automounter's process group and session.
+    let pid: i32 = err
+        .split("daemon pid ")
+        .nth(1)
+        .and_then(|s| s.split(|c: char| !c.is_ascii_digit()).next())
+        .and_then(|s| s.parse().ok())
+        .unwrap_or_else(|| panic!("no pid in {err:?}"));
+    let daemon = nix::unistd::Pid::from_raw(pid);
+    assert_eq!(nix::unistd::getsid(Some(daemon)).unwrap(), daemon);
+    let out = h.cec().arg("unmount").arg(&mountpoint).output().unwrap();
+    assert!(
+        out.status.success(),
+        "cec unmount: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(!is_fuse(&mountpoint), "the trigger is back in place");
+    eventually(Duration::from_secs(30), "daemon exits", || {
+        nix::sys::signal::kill(daemon, None).is_err()
+    });
 }

@@ -41,6 +41,9 @@ pub struct MountArgs {
     /// Let other users use the mount (non-root: needs user_allow_other in /etc/fuse.conf)
     #[arg(long)]
     pub allow_other: bool,
+    /// Mount even over a folder that holds files (they are hidden until the unmount)
+    #[arg(long)]
+    pub allow_non_empty: bool,
     /// Delete permanently instead of moving to the workspace's recycle bin
     #[arg(long)]
     pub permanent_delete: bool,
@@ -176,11 +179,13 @@ fn show_status(mountpoint: &Path) -> Result<(), CliError> {
 }
 
 fn start_daemon(args: &MountArgs) -> Result<(), CliError> {
-    if !args.mountpoint.is_dir() {
-        // The daemon would fail the same way; say it before forking.
-        mount::prepare_mountpoint(&args.mountpoint)
+    // The daemon would fail the same way; say it before forking.
+    if !mount::is_directory(&args.mountpoint).unwrap_or(false) {
+        mount::prepare_mountpoint(&args.mountpoint, args.allow_non_empty)
             .map_err(|e| CliError::failure(format!("{e:#}")))?;
     }
+    mount::check_mountpoint_empty(&args.mountpoint, args.allow_non_empty)
+        .map_err(|e| CliError::failure(format!("{e:#}")))?;
     let pid = mount::spawn_daemon(&args.mountpoint, Duration::from_secs(120))
         .map_err(|e| CliError::failure(format!("{e:#}")))?;
     let log = mount::daemon_log_path(&args.mountpoint)
@@ -268,6 +273,7 @@ async fn plan_for_profile(args: &MountArgs, global: &GlobalArgs) -> Result<Mount
         tokens: session.tokens.clone(),
         fs_options: fs_options(args, cache_dir),
         allow_other: args.allow_other,
+        allow_non_empty: args.allow_non_empty,
         events: !args.no_events,
         websocket_endpoint,
         fs_name: fs_name(&session.login, &session.base_url),
@@ -333,6 +339,7 @@ async fn run_demo(args: &MountArgs, readiness: &mut Readiness) -> Result<(), Cli
         tokens,
         fs_options: fs_options(args, base.join("cache")),
         allow_other: args.allow_other,
+        allow_non_empty: args.allow_non_empty,
         events: !args.no_events,
         websocket_endpoint: None,
         fs_name: fs_name(DEMO_LOGIN, "demo"),

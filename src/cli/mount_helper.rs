@@ -242,6 +242,7 @@ impl HelperInvocation {
             match name {
                 "ro" => mount.push("--read-only".into()),
                 "allow_other" => mount.push("--allow-other".into()),
+                "allow_non_empty" | "nonempty" => mount.push("--allow-non-empty".into()),
                 "permanent_delete" => mount.push("--permanent-delete".into()),
                 "no_events" => mount.push("--no-events".into()),
                 "uid" => flag_with_value("--uid", value)?,
@@ -336,7 +337,7 @@ mod tests {
             "https://cells.example.com",
             "/mnt/cells",
             "-o",
-            "rw,_netdev,nofail,x-systemd.automount,allow_other,uid=1000,gid=100,cache_dir=/var/cache/cec,token_file=/etc/cec/t",
+            "rw,_netdev,nofail,x-systemd.automount,allow_other,nonempty,uid=1000,gid=100,cache_dir=/var/cache/cec,token_file=/etc/cec/t",
         ]))
         .unwrap();
         assert_eq!(inv.mountpoint, PathBuf::from("/mnt/cells"));
@@ -351,6 +352,7 @@ mod tests {
                 "mount",
                 "/mnt/cells",
                 "--allow-other",
+                "--allow-non-empty",
                 "--uid",
                 "1000",
                 "--gid",
