@@ -40,11 +40,24 @@ pub const MAX_REQUEST: u32 = 1024 * 1024;
 pub struct CellsFuse {
     fs: CellsFs,
     runtime: tokio::runtime::Handle,
+    /// Dropped with the adapter, which fuser drops when the session ends: its receivers
+    /// learn it then (see [`MountedSession::ended`]).
+    _session_alive: tokio::sync::watch::Sender<()>,
 }
 
 impl CellsFuse {
-    pub fn new(fs: CellsFs, runtime: tokio::runtime::Handle) -> CellsFuse {
-        CellsFuse { fs, runtime }
+    /// The adapter, and a receiver that sees its sender go when the session ends.
+    pub fn new(
+        fs: CellsFs,
+        runtime: tokio::runtime::Handle,
+    ) -> (CellsFuse, tokio::sync::watch::Receiver<()>) {
+        let (session_alive, ended) = tokio::sync::watch::channel(());
+        let adapter = CellsFuse {
+            fs,
+            runtime,
+            _session_alive: session_alive,
+        };
+        (adapter, ended)
     }
 
     /// Run `work` on the runtime inside `span`.
@@ -839,12 +852,14 @@ pub struct FuseMountOptions {
 /// A live mount: the fuser session running on its own threads.
 pub struct MountedSession {
     session: fuser::BackgroundSession,
+    ended: tokio::sync::watch::Receiver<()>,
 }
 
 impl MountedSession {
-    /// Whether the session ended (unmounted from outside, or the kernel connection broke).
-    pub fn is_finished(&self) -> bool {
-        self.session.guard.is_finished()
+    /// Resolves once the session ended (unmounted from outside, or the kernel connection
+    /// broke), without polling: fuser drops the adapter then.
+    pub async fn ended(&mut self) {
+        while self.ended.changed().await.is_ok() {}
     }
 
     /// Wait for the session to end (after the filesystem was unmounted). fuser's own
@@ -924,12 +939,13 @@ pub fn mount(
     };
     config.n_threads = Some(threads);
     config.clone_fd = threads > 1;
-    let session = fuser::Session::new(CellsFuse::new(fs.clone(), runtime), mountpoint, &config)?;
+    let (adapter, ended) = CellsFuse::new(fs.clone(), runtime);
+    let session = fuser::Session::new(adapter, mountpoint, &config)?;
     fs.set_notifier(Arc::new(FuseNotifier {
         notifier: session.notifier(),
     }));
     let session = session.spawn()?;
-    Ok(MountedSession { session })
+    Ok(MountedSession { session, ended })
 }
 
 /// The kernel's rename flags in the core's (Linux) values.

@@ -1271,7 +1271,7 @@ async fn mount_and_serve(plan: MountPlan, readiness: &mut Readiness) -> anyhow::
         );
         tokio::task::spawn_blocking(move || crate::fuse::mount(fs, rt, &mp, &opts)).await?
     };
-    let mounted = match mounted {
+    let mut mounted = match mounted {
         Ok(m) => m,
         Err(err) if fuse_options.auto_unmount => {
             tracing::warn!(error = %err, "mounting with auto_unmount failed; retrying without");
@@ -1355,14 +1355,13 @@ async fn mount_and_serve(plan: MountPlan, readiness: &mut Readiness) -> anyhow::
         mountpoint.display()
     );
 
-    let mut poll = tokio::time::interval(Duration::from_millis(250));
     let reason = loop {
         tokio::select! {
             _ = sigint.recv() => break StopReason::Signal("SIGINT"),
             _ = sigterm.recv() => break StopReason::Signal("SIGTERM"),
             // (`None`: the control socket is not served; the mount goes on without it.)
             Some(()) = unmount_rx.recv() => break StopReason::ControlSocket,
-            _ = poll.tick() => if mounted.is_finished() { break StopReason::UnmountedFromOutside },
+            () = mounted.ended() => break StopReason::UnmountedFromOutside,
         }
     };
     let why = match &reason {

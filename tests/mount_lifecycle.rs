@@ -1,7 +1,8 @@
 //! The mount's lifecycle for real (FUSE, root): foreground mount and SIGTERM, `--daemon`
 //! readiness and failure, `cec unmount`, `cec mount --status`, a dead mount cleared at the
-//! next mount, `auto_unmount` after kill -9, an external `umount`, the kernel read-ahead the
-//! mount sets for itself, a folder that holds files, a systemd automount trigger.
+//! next mount, `auto_unmount` after kill -9, an idle mount and an external `umount`, the
+//! kernel read-ahead the mount sets for itself, a folder that holds files, a systemd
+//! automount trigger.
 
 mod mount_common;
 
@@ -193,10 +194,33 @@ fn kill_9_with_auto_unmount_leaves_no_dead_mount() {
     assert!(std::fs::metadata(&m.path).is_ok());
 }
 
+/// Context switches of every thread of process `pid` so far.
+fn context_switches(pid: u32) -> u64 {
+    let tasks = std::fs::read_dir(format!("/proc/{pid}/task")).unwrap();
+    tasks
+        .filter_map(|task| std::fs::read_to_string(task.ok()?.path().join("status")).ok())
+        .flat_map(|status| {
+            status
+                .lines()
+                .filter(|l| l.contains("ctxt_switches:"))
+                .filter_map(|l| l.split_whitespace().nth(1)?.parse::<u64>().ok())
+                .collect::<Vec<_>>()
+        })
+        .sum()
+}
+
 #[test]
-fn an_external_umount_ends_the_mount_process() {
+fn an_idle_mount_sleeps_and_an_external_umount_ends_it() {
     let h = Harness::start();
     let mut m = h.mount("ext", &[]);
+    // Nothing asked of it: the daemon does not wake up (it once polled for the end of its
+    // session four times a second, about 50 wake-ups in these 3 s).
+    std::thread::sleep(Duration::from_secs(1));
+    let before = context_switches(m.pid());
+    std::thread::sleep(Duration::from_secs(3));
+    let woken = context_switches(m.pid()) - before;
+    assert!(woken <= 6, "{woken} context switches in 3 s of idling");
+    // Unmounted by someone else: the daemon learns it at once and exits.
     let out = std::process::Command::new("umount")
         .arg(&m.path)
         .output()
