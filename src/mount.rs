@@ -1355,14 +1355,12 @@ async fn mount_and_serve(plan: MountPlan, readiness: &mut Readiness) -> anyhow::
         mountpoint.display()
     );
 
-    let reason = loop {
-        tokio::select! {
-            _ = sigint.recv() => break StopReason::Signal("SIGINT"),
-            _ = sigterm.recv() => break StopReason::Signal("SIGTERM"),
-            // (`None`: the control socket is not served; the mount goes on without it.)
-            Some(()) = unmount_rx.recv() => break StopReason::ControlSocket,
-            () = mounted.ended() => break StopReason::UnmountedFromOutside,
-        }
+    let reason = tokio::select! {
+        _ = sigint.recv() => StopReason::Signal("SIGINT"),
+        _ = sigterm.recv() => StopReason::Signal("SIGTERM"),
+        // (`None` disables the branch: the control socket is not served; the mount goes on.)
+        Some(()) = unmount_rx.recv() => StopReason::ControlSocket,
+        () = mounted.ended() => StopReason::UnmountedFromOutside,
     };
     let why = match &reason {
         StopReason::Signal(name) => *name,
