@@ -114,8 +114,8 @@ pub fn is_directory(path: &Path) -> std::io::Result<bool> {
 
 /// Whether only an automount trigger (`autofs`: what systemd's `.automount` units and the
 /// autofs daemon put there first) is mounted at `path`: the real mount goes on top of it.
-/// Such a folder must not be listed while mounting: opening it would ask the automounter to
-/// mount it, which is waiting for this very mount.
+/// Such a folder is not listed: outside the automounter's process group, opening it asks the
+/// automounter to mount it (or waits for the mount it is doing), which may be this very one.
 pub fn is_automount_point(path: &Path) -> bool {
     let Ok(canonical) = path.canonicalize().or_else(|_| absolute(path)) else {
         return false;
