@@ -120,21 +120,31 @@ pub fn is_automount_point(path: &Path) -> bool {
     let Ok(canonical) = path.canonicalize().or_else(|_| absolute(path)) else {
         return false;
     };
-    #[cfg(target_os = "macos")]
-    let types: Vec<String> = macos::mounts()
-        .into_iter()
-        .filter(|(mp, _)| Path::new(mp) == canonical)
-        .map(|(_, fstype)| fstype)
-        .collect();
-    #[cfg(not(target_os = "macos"))]
-    let types: Vec<String> = mountinfo_entries_at(&canonical)
-        .into_iter()
-        .filter_map(|fields| {
-            let sep = fields.iter().position(|f| f == "-")?;
-            fields.get(sep + 1).cloned()
-        })
-        .collect();
+    let types = mount_types_at(&canonical);
     !types.is_empty() && types.iter().all(|t| t == "autofs")
+}
+
+/// The filesystem types mounted at `path` (absolute, resolved), oldest first (per mountinfo;
+/// macOS: `getfsstat`).
+fn mount_types_at(path: &Path) -> Vec<String> {
+    #[cfg(target_os = "macos")]
+    {
+        macos::mounts()
+            .into_iter()
+            .filter(|(mp, _)| Path::new(mp) == path)
+            .map(|(_, fstype)| fstype)
+            .collect()
+    }
+    #[cfg(not(target_os = "macos"))]
+    {
+        mountinfo_entries_at(path)
+            .into_iter()
+            .filter_map(|fields| {
+                let sep = fields.iter().position(|f| f == "-")?;
+                fields.get(sep + 1).cloned()
+            })
+            .collect()
+    }
 }
 
 /// Refuse a mountpoint that holds files, unless `allow_non_empty`: the mount would hide them
@@ -182,22 +192,13 @@ pub fn is_fuse_mount_point(path: &Path) -> bool {
     let Ok(canonical) = absolute(path) else {
         return false;
     };
-    #[cfg(target_os = "macos")]
-    {
-        macos::mounts()
-            .iter()
-            .any(|(mp, fstype)| Path::new(mp) == canonical && is_macfuse_type(fstype))
-    }
-    #[cfg(not(target_os = "macos"))]
-    {
-        mountinfo_entries_at(&canonical).iter().any(|fields| {
-            let fstype = fields
-                .iter()
-                .position(|f| f == "-")
-                .and_then(|sep| fields.get(sep + 1));
-            fstype.is_some_and(|t| t.starts_with("fuse"))
-        })
-    }
+    mount_types_at(&canonical).iter().any(|fstype| {
+        if cfg!(target_os = "macos") {
+            is_macfuse_type(fstype)
+        } else {
+            fstype.starts_with("fuse")
+        }
+    })
 }
 
 /// The lines of `/proc/self/mountinfo` for mounts at `path` (absolute), oldest first, split
@@ -854,7 +855,8 @@ impl Readiness {
 
 /// `--daemon`: start this same command again without `--daemon`, detached (stdin from
 /// /dev/null, output to the daemon log, a new session once mounted: see
-/// [`Readiness::ready`]), and wait until it reports that the mount answers. Returns the child's pid, or the child's own error message.
+/// [`Readiness::ready`]), and wait until it reports that the mount answers. Returns the
+/// child's pid, or the child's own error message.
 pub fn spawn_daemon(mountpoint: &Path, timeout: Duration) -> anyhow::Result<u32> {
     use std::os::unix::process::CommandExt;
     let exe = std::env::current_exe().context("locating the cec executable")?;
