@@ -507,21 +507,19 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let cache = Arc::new(DataCache::open(dir.path(), 256 * BLOCK_SIZE).unwrap());
         let writer = cache.writer();
-        // 70 blocks and a short tail from block 2 on, handed over in pieces that do not
-        // follow block boundaries (as an HTTP body arrives): the first 1 MiB alone, the rest
-        // at once, so the split between the two extents falls inside a piece.
+        // 70 blocks and a short tail from block 2 on, handed over at once in pieces that do
+        // not follow block boundaries (as an HTTP body arrives): the split between the two
+        // extents (after 64 blocks) falls inside a piece.
         let mut data = content(2, 70);
         data.extend_from_slice(&content(72, 1)[..1000]);
         let size = (72 * B + 1000) as u64;
         let data = Bytes::from(data);
-        let pieces = |from: usize, to: usize| -> Vec<Bytes> {
-            (from..to)
-                .step_by(100_000)
-                .map(|at| data.slice(at..(at + 100_000).min(to)))
-                .collect()
-        };
-        writer.submit_parts("k", 2 * BLOCK_SIZE, &pieces(0, 8 * B));
-        writer.submit_parts("k", 10 * BLOCK_SIZE, &pieces(8 * B, data.len()));
+        let pieces: Vec<Bytes> = (0..data.len())
+            .step_by(100_000)
+            .map(|at| data.slice(at..(at + 100_000).min(data.len())))
+            .collect();
+        assert_ne!(64 * B % 100_000, 0);
+        writer.submit_parts("k", 2 * BLOCK_SIZE, &pieces);
         writer.flush();
         assert_eq!(files_in(dir.path()), 2, "64 blocks, then 6 and the tail");
         let whole = cache.read("k", size, 2 * BLOCK_SIZE, size).unwrap();
