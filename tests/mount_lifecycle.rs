@@ -10,6 +10,16 @@ use std::time::Duration;
 
 use mount_common::*;
 
+/// The daemon's pid, from what `cec mount --daemon` printed ("... daemon pid N ...").
+fn daemon_pid(stderr: &str) -> i32 {
+    stderr
+        .split("daemon pid ")
+        .nth(1)
+        .and_then(|s| s.split(|c: char| !c.is_ascii_digit()).next())
+        .and_then(|s| s.parse().ok())
+        .unwrap_or_else(|| panic!("no pid in {stderr:?}"))
+}
+
 #[test]
 fn foreground_mount_lists_workspaces_and_sigterm_unmounts_cleanly() {
     let h = Harness::start();
@@ -105,12 +115,7 @@ fn daemon_returns_once_mounted_and_unmount_ends_it() {
         "not mounted when --daemon returned: {err}"
     );
     assert!(mountpoint.join("personal-files").is_dir());
-    let pid: i32 = err
-        .split("daemon pid ")
-        .nth(1)
-        .and_then(|s| s.split(|c: char| !c.is_ascii_digit()).next())
-        .and_then(|s| s.parse().ok())
-        .unwrap_or_else(|| panic!("no pid in {err:?}"));
+    let pid = daemon_pid(&err);
     let out = h.cec().arg("unmount").arg(&mountpoint).output().unwrap();
     if !out.status.success() {
         force_detach(&mountpoint);
@@ -462,12 +467,7 @@ fn a_daemon_mount_goes_over_an_automount_trigger() {
         String::from_utf8_lossy(&listed.stderr)
     );
     // Mounted, the daemon has left the automounter's process group and session.
-    let pid: i32 = err
-        .split("daemon pid ")
-        .nth(1)
-        .and_then(|s| s.split(|c: char| !c.is_ascii_digit()).next())
-        .and_then(|s| s.parse().ok())
-        .unwrap_or_else(|| panic!("no pid in {err:?}"));
+    let pid = daemon_pid(&err);
     let daemon = nix::unistd::Pid::from_raw(pid);
     assert_eq!(nix::unistd::getsid(Some(daemon)).unwrap(), daemon);
     let out = h.cec().arg("unmount").arg(&mountpoint).output().unwrap();
