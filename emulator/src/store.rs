@@ -280,6 +280,8 @@ pub struct TempBlob {
     block: CellsHasher,
     written: u64,
     etag_override: Option<String>,
+    /// Renamed into `blobs/` by [`Store::seal`]: nothing is left at `path` to remove.
+    sealed: bool,
 }
 
 /// Incremental `x-cells-hash`: MD5 over the raw MD5 digests of consecutive 10 MiB blocks.
@@ -454,7 +456,9 @@ impl std::io::Write for TempBlob {
 impl Drop for TempBlob {
     fn drop(&mut self) {
         self.file.take();
-        let _ = std::fs::remove_file(&self.path);
+        if !self.sealed {
+            let _ = std::fs::remove_file(&self.path);
+        }
     }
 }
 
@@ -1068,6 +1072,7 @@ impl Store {
             block: CellsHasher::new(),
             written: 0,
             etag_override: None,
+            sealed: false,
         })
     }
 
@@ -1101,6 +1106,7 @@ impl Store {
             std::fs::create_dir_all(dir)?;
         }
         std::fs::rename(&blob.path, &dest)?;
+        blob.sealed = true;
         if let Some(dir) = dest.parent()
             && let Ok(d) = std::fs::File::open(dir)
         {
