@@ -63,6 +63,11 @@ pub const READY_FD_ENV: &str = "CEC_MOUNT_READY_FD";
 pub enum MountpointState {
     /// An existing directory with nothing mounted on it.
     Free,
+    /// A directory with only an automount trigger (`autofs`: what systemd's `.automount`
+    /// units and the autofs daemon put there first) mounted on it: the mount goes on top.
+    /// It is not looked into: outside the automounter's process group, opening it asks the
+    /// automounter to mount it (or waits for the mount it is doing), which may be this one.
+    Automount,
     /// A FUSE mount whose daemon is gone ("Transport endpoint is not connected").
     Dead,
     /// A live mount (FUSE or not): refuse to stack on it.
@@ -87,10 +92,17 @@ pub fn mountpoint_state(path: &Path) -> MountpointState {
         Err(_) => MountpointState::Dead,
         Ok(false) => MountpointState::NotADirectory,
         Ok(true) => {
-            if is_mount_point(path) && !is_automount_point(path) {
-                MountpointState::Mounted
-            } else {
+            let types = path
+                .canonicalize()
+                .or_else(|_| absolute(path))
+                .map(|canonical| mount_types_at(&canonical))
+                .unwrap_or_default();
+            if types.is_empty() {
                 MountpointState::Free
+            } else if types.iter().all(|t| t == "autofs") {
+                MountpointState::Automount
+            } else {
+                MountpointState::Mounted
             }
         }
     }
@@ -98,7 +110,7 @@ pub fn mountpoint_state(path: &Path) -> MountpointState {
 
 /// Whether `path` (followed if a symlink) is a directory, without asking an automounter to
 /// mount it: std's `metadata` is a `statx` without `AT_NO_AUTOMOUNT`, which would.
-pub fn is_directory(path: &Path) -> std::io::Result<bool> {
+fn is_directory(path: &Path) -> std::io::Result<bool> {
     #[cfg(target_os = "linux")]
     {
         use nix::fcntl::{AT_FDCWD, AtFlags};
@@ -110,18 +122,6 @@ pub fn is_directory(path: &Path) -> std::io::Result<bool> {
     {
         std::fs::metadata(path).map(|meta| meta.is_dir())
     }
-}
-
-/// Whether only an automount trigger (`autofs`: what systemd's `.automount` units and the
-/// autofs daemon put there first) is mounted at `path`: the real mount goes on top of it.
-/// Such a folder is not listed: outside the automounter's process group, opening it asks the
-/// automounter to mount it (or waits for the mount it is doing), which may be this very one.
-pub fn is_automount_point(path: &Path) -> bool {
-    let Ok(canonical) = path.canonicalize().or_else(|_| absolute(path)) else {
-        return false;
-    };
-    let types = mount_types_at(&canonical);
-    !types.is_empty() && types.iter().all(|t| t == "autofs")
 }
 
 /// The filesystem types mounted at `path` (absolute, resolved), oldest first (per mountinfo;
@@ -147,11 +147,11 @@ fn mount_types_at(path: &Path) -> Vec<String> {
     }
 }
 
-/// Refuse a mountpoint that holds files, unless `allow_non_empty`: the mount would hide them
-/// until the unmount (and what was written there while nothing was mounted would seem lost).
-/// An automount point is not looked into (see [`is_automount_point`]).
-pub fn check_mountpoint_empty(path: &Path, allow_non_empty: bool) -> anyhow::Result<()> {
-    if allow_non_empty || !is_directory(path).unwrap_or(false) || is_mount_point(path) {
+/// Refuse a free mountpoint that holds files, unless `allow_non_empty`: the mount would hide
+/// them until the unmount (and what was written there while nothing was mounted would seem
+/// lost).
+fn refuse_files_in(path: &Path, allow_non_empty: bool) -> anyhow::Result<()> {
+    if allow_non_empty {
         return Ok(());
     }
     let mut entries = std::fs::read_dir(path)
@@ -401,11 +401,12 @@ mod macos {
     }
 }
 
-/// Make `path` usable as a mountpoint: clear a dead FUSE mount, refuse a live one, and one
-/// that holds files unless `allow_non_empty` (see [`check_mountpoint_empty`]).
+/// Make `path` usable as a mountpoint: clear a dead FUSE mount, refuse a live one, and a free
+/// one that holds files unless `allow_non_empty` (see [`refuse_files_in`]).
 pub fn prepare_mountpoint(path: &Path, allow_non_empty: bool) -> anyhow::Result<()> {
     match mountpoint_state(path) {
-        MountpointState::Free => check_mountpoint_empty(path, allow_non_empty),
+        MountpointState::Free => refuse_files_in(path, allow_non_empty),
+        MountpointState::Automount => Ok(()),
         MountpointState::Dead => {
             tracing::warn!(
                 mountpoint = %path.display(),
@@ -413,7 +414,8 @@ pub fn prepare_mountpoint(path: &Path, allow_non_empty: bool) -> anyhow::Result<
             );
             force_unmount(path)?;
             match mountpoint_state(path) {
-                MountpointState::Free => check_mountpoint_empty(path, allow_non_empty),
+                MountpointState::Free => refuse_files_in(path, allow_non_empty),
+                MountpointState::Automount => Ok(()),
                 other => bail!(
                     "{} still unusable after clearing a dead mount ({other:?})",
                     path.display()
@@ -430,6 +432,19 @@ pub fn prepare_mountpoint(path: &Path, allow_non_empty: bool) -> anyhow::Result<
             path.display()
         ),
         MountpointState::NotADirectory => bail!("mountpoint {} is not a directory", path.display()),
+    }
+}
+
+/// What `cec mount --daemon` checks before it forks, so that these errors show at once: a
+/// missing folder, not a folder, files in a free one (and a dead mount is cleared). A live
+/// mount is left for the daemon to refuse, an automount trigger for it to mount over.
+pub fn check_before_daemon(path: &Path, allow_non_empty: bool) -> anyhow::Result<()> {
+    match mountpoint_state(path) {
+        MountpointState::Free => refuse_files_in(path, allow_non_empty),
+        MountpointState::Automount | MountpointState::Mounted => Ok(()),
+        MountpointState::Dead | MountpointState::Missing | MountpointState::NotADirectory => {
+            prepare_mountpoint(path, allow_non_empty)
+        }
     }
 }
 
@@ -1082,7 +1097,7 @@ pub struct MountPlan {
     pub tokens: std::sync::Arc<dyn crate::auth::TokenSource>,
     pub fs_options: crate::fs::FsOptions,
     pub allow_other: bool,
-    /// Mount even over a folder that holds files (see [`check_mountpoint_empty`]).
+    /// Mount even over a folder that holds files (see [`refuse_files_in`]).
     pub allow_non_empty: bool,
     /// Listen to `/ws/event` (otherwise TTLs only).
     pub events: bool,

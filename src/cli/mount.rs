@@ -180,11 +180,7 @@ fn show_status(mountpoint: &Path) -> Result<(), CliError> {
 
 fn start_daemon(args: &MountArgs) -> Result<(), CliError> {
     // The daemon would fail the same way; say it before forking.
-    if !mount::is_directory(&args.mountpoint).unwrap_or(false) {
-        mount::prepare_mountpoint(&args.mountpoint, args.allow_non_empty)
-            .map_err(|e| CliError::failure(format!("{e:#}")))?;
-    }
-    mount::check_mountpoint_empty(&args.mountpoint, args.allow_non_empty)
+    mount::check_before_daemon(&args.mountpoint, args.allow_non_empty)
         .map_err(|e| CliError::failure(format!("{e:#}")))?;
     let pid = mount::spawn_daemon(&args.mountpoint, Duration::from_secs(120))
         .map_err(|e| CliError::failure(format!("{e:#}")))?;
