@@ -979,7 +979,15 @@ impl OpenOptionsExt0600 for std::fs::OpenOptions {
 pub fn unmount(mountpoint: &Path, timeout: Duration) -> anyhow::Result<()> {
     let asked = request_unmount(mountpoint).is_ok();
     if !asked {
-        if !is_mount_point(mountpoint) && mountpoint_state(mountpoint) != MountpointState::Dead {
+        let state = mountpoint_state(mountpoint);
+        if state == MountpointState::Automount {
+            // Detaching the trigger would end the automount until systemd sets it up again.
+            bail!(
+                "{} is not mounted (only its automount trigger is there)",
+                mountpoint.display()
+            );
+        }
+        if !is_mount_point(mountpoint) && state != MountpointState::Dead {
             bail!("{} is not mounted", mountpoint.display());
         }
         force_unmount(mountpoint)?;

@@ -477,6 +477,15 @@ fn a_daemon_mount_goes_over_an_automount_trigger() {
         String::from_utf8_lossy(&out.stderr)
     );
     assert!(!is_fuse(&mountpoint), "the trigger is back in place");
+    // With only the trigger left, `cec unmount` says so and leaves the trigger alone.
+    let out = h.cec().arg("unmount").arg(&mountpoint).output().unwrap();
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(1), "{err}");
+    assert!(err.contains("not mounted"), "{err}");
+    assert!(
+        in_mountinfo(&mountpoint),
+        "the automount trigger was detached"
+    );
     eventually(Duration::from_secs(30), "daemon exits", || {
         nix::sys::signal::kill(daemon, None).is_err()
     });
