@@ -929,6 +929,37 @@ async fn transient_download_failures_are_retried() {
     api.clear_faults();
 }
 
+/// What the shell's `cmd > name` does once `name` is open for writing (as `fh`): the close of
+/// the duplicate descriptor stores nothing (the server still has `before`), the write and the
+/// last close store `content`, in one upload in all.
+async fn redirect(
+    fs: &CellsFs,
+    api: &MemoryCellsApi,
+    ino: u64,
+    fh: u64,
+    name: &str,
+    before: Option<&[u8]>,
+    content: &[u8],
+) {
+    let path = format!("{WS}/{name}");
+    fs.flush(ino, fh).await.unwrap();
+    assert_eq!(api.calls("put_object_from_file"), 0, "nothing to store yet");
+    assert_eq!(
+        api.read_file(&path),
+        before.map(<[u8]>::to_vec),
+        "no empty version in between"
+    );
+    fs.write(ino, fh, 0, content).await.unwrap();
+    fs.flush(ino, fh).await.unwrap();
+    assert_eq!(
+        api.read_file(&path),
+        Some(content.to_vec()),
+        "on the server when close returns"
+    );
+    fs.release(ino, fh).await.unwrap();
+    assert_eq!(api.calls("put_object_from_file"), 1, "one upload in all");
+}
+
 /// SEMANTICS: "A file still empty at a `close`, new or emptied by a truncating open, while
 /// another descriptor of it stays open (the shell's `cmd > f` does this) is stored on the
 /// server when its last descriptor closes".
@@ -943,19 +974,17 @@ async fn shell_redirection_uploads_once_and_touch_still_creates() {
         .create(parent, OsStr::new("redirected"), 0o644, libc::O_WRONLY)
         .await
         .unwrap();
-    let ino = entry.attr.ino;
     api.reset_calls();
-    fs.flush(ino, open.fh).await.unwrap();
-    assert_eq!(api.calls("put_object_from_file"), 0, "nothing to store yet");
-    fs.write(ino, open.fh, 0, b"hi\n").await.unwrap();
-    fs.flush(ino, open.fh).await.unwrap();
-    assert_eq!(
-        api.read_file(&format!("{WS}/redirected")),
-        Some(b"hi\n".to_vec()),
-        "on the server when close returns"
-    );
-    fs.release(ino, open.fh).await.unwrap();
-    assert_eq!(api.calls("put_object_from_file"), 1, "one upload in all");
+    redirect(
+        &fs,
+        &api,
+        entry.attr.ino,
+        open.fh,
+        "redirected",
+        None,
+        b"hi\n",
+    )
+    .await;
     // `touch g`: the empty file exists on the server once its last descriptor is closed.
     let (entry, open) = fs
         .create(parent, OsStr::new("touched"), 0o644, libc::O_WRONLY)
@@ -970,22 +999,8 @@ async fn shell_redirection_uploads_once_and_touch_still_creates() {
     let ino = resolve(&fs, &format!("{WS}/existing")).await.unwrap();
     let open = fs.open(ino, libc::O_WRONLY | libc::O_TRUNC).await.unwrap();
     api.reset_calls();
-    fs.flush(ino, open.fh).await.unwrap();
-    assert_eq!(api.calls("put_object_from_file"), 0, "nothing to store yet");
-    assert_eq!(
-        api.read_file(&format!("{WS}/existing")),
-        Some(b"old content\n".to_vec()),
-        "no empty version in between"
-    );
-    fs.write(ino, open.fh, 0, b"new\n").await.unwrap();
-    fs.flush(ino, open.fh).await.unwrap();
-    assert_eq!(
-        api.read_file(&format!("{WS}/existing")),
-        Some(b"new\n".to_vec()),
-        "on the server when close returns"
-    );
-    fs.release(ino, open.fh).await.unwrap();
-    assert_eq!(api.calls("put_object_from_file"), 1, "one upload in all");
+    let old: &[u8] = b"old content\n";
+    redirect(&fs, &api, ino, open.fh, "existing", Some(old), b"new\n").await;
     // `: > existing`: emptied on the server once its last descriptor is closed.
     let open = fs.open(ino, libc::O_WRONLY | libc::O_TRUNC).await.unwrap();
     fs.flush(ino, open.fh).await.unwrap();
