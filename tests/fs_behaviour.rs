@@ -107,6 +107,11 @@ impl cec::fs::KernelNotifier for RecordingNotifier {
     }
 }
 
+/// Uploads of whole files, from memory or from a staging file.
+fn uploads(api: &MemoryCellsApi) -> u64 {
+    api.calls("put_object") + api.calls("put_object_from_file")
+}
+
 fn pattern(len: usize) -> Vec<u8> {
     (0..len).map(|i| (i * 7 % 251) as u8).collect()
 }
@@ -401,13 +406,20 @@ async fn write_back_journal_is_replayed_after_a_crash() {
     opts.write_back = Some(Duration::from_secs(3600));
     let fs = mount(&api, opts).await;
     assert!(fs.status().pending_uploads.is_empty());
-    let calls = api.calls("put_object_from_file");
+    let calls = uploads(&api);
     fs.sync_all().await.unwrap();
-    assert_eq!(api.calls("put_object_from_file"), calls);
+    assert_eq!(uploads(&api), calls);
 }
 
 fn staging_files(cache: &std::path::Path) -> usize {
     std::fs::read_dir(cache.join("staging")).unwrap().count()
+}
+
+/// Content past what is held in memory (16 KiB): with a distinct first byte, a staging file.
+fn sized(first: u8) -> Vec<u8> {
+    let mut data = pattern(20_000);
+    data[0] = first;
+    data
 }
 
 /// A staging file released after its upload serves the next file written (no inode created
@@ -418,40 +430,119 @@ async fn staging_files_are_reused_once_no_journal_record_can_name_them() {
     let cache = tempfile::tempdir().unwrap();
     let fs = mount(&api, options(cache.path())).await;
     for i in 0..20 {
-        write_new(&fs, WS, &format!("f{i}"), format!("small {i}").as_bytes())
+        write_new(&fs, WS, &format!("f{i}"), &sized(i))
             .await
             .unwrap();
     }
     assert_eq!(staging_files(cache.path()), 1, "one file served all twenty");
-    assert_eq!(
-        api.read_file(&format!("{WS}/f19")),
-        Some(b"small 19".to_vec())
-    );
+    assert_eq!(api.read_file(&format!("{WS}/f19")), Some(sized(19)));
     drop(fs);
 
     let cache = tempfile::tempdir().unwrap();
     let mut opts = options(cache.path());
     opts.write_back = Some(Duration::from_millis(20));
     let fs = mount(&api, opts).await;
-    write_new(&fs, WS, "a", b"aaa").await.unwrap();
+    write_new(&fs, WS, "a", &sized(b'a')).await.unwrap();
     // Until uploaded and its staging file released.
     let deadline = Instant::now() + Duration::from_secs(10);
     while !fs.status().pending_uploads.is_empty() && Instant::now() < deadline {
         tokio::time::sleep(Duration::from_millis(10)).await;
     }
     tokio::time::sleep(Duration::from_millis(100)).await;
-    assert_eq!(api.read_file(&format!("{WS}/a")), Some(b"aaa".to_vec()));
+    assert_eq!(api.read_file(&format!("{WS}/a")), Some(sized(b'a')));
     // a's `done` line is not synced yet: a crash now would replay a's record, so b must not
     // take a's staging file.
-    write_new(&fs, WS, "b", b"bbbbbb").await.unwrap();
+    write_new(&fs, WS, "b", &sized(b'b')).await.unwrap();
     assert_eq!(staging_files(cache.path()), 2, "b got a new staging file");
     // b's record was synced, and a's `done` line with it: c may take a's file.
-    write_new(&fs, WS, "c", b"c").await.unwrap();
+    write_new(&fs, WS, "c", &sized(b'c')).await.unwrap();
     assert_eq!(staging_files(cache.path()), 2, "c reused a's staging file");
     fs.sync_all().await.unwrap();
-    for (name, data) in [("a", &b"aaa"[..]), ("b", b"bbbbbb"), ("c", b"c")] {
-        assert_eq!(api.read_file(&format!("{WS}/{name}")), Some(data.to_vec()));
+    for name in ["a", "b", "c"] {
+        let first = name.as_bytes()[0];
+        assert_eq!(api.read_file(&format!("{WS}/{name}")), Some(sized(first)));
     }
+}
+
+/// A small file written from empty is held in memory, never in a staging file (no inode
+/// allocated and freed per file), in both modes; in write-back its journal record carries it
+/// through a crash and the journal's compactions, and a file that grows past 16 KiB moves to
+/// a staging file with every byte.
+#[tokio::test]
+async fn small_files_are_written_without_a_staging_file() {
+    let api = Arc::new(MemoryCellsApi::default());
+    let cache = tempfile::tempdir().unwrap();
+    let fs = mount(&api, options(cache.path())).await;
+    for i in 0..5 {
+        write_new(&fs, WS, &format!("s{i}"), format!("small {i}").as_bytes())
+            .await
+            .unwrap();
+    }
+    assert_eq!(staging_files(cache.path()), 0);
+    assert_eq!(
+        api.read_file(&format!("{WS}/s4")),
+        Some(b"small 4".to_vec())
+    );
+    assert_eq!(api.calls("put_object"), 5, "sent from memory");
+    // One that outgrows memory while open: read back through the handle, then uploaded whole.
+    let parent = resolve(&fs, WS).await.unwrap();
+    let (entry, open) = fs
+        .create(parent, OsStr::new("grows"), 0o644, libc::O_RDWR)
+        .await
+        .unwrap();
+    let ino = entry.attr.ino;
+    let data = pattern(40_000);
+    fs.write(ino, open.fh, 0, &data[..10_000]).await.unwrap();
+    assert_eq!(staging_files(cache.path()), 0, "10,000 bytes: in memory");
+    fs.write(ino, open.fh, 10_000, &data[10_000..])
+        .await
+        .unwrap();
+    assert_eq!(
+        staging_files(cache.path()),
+        1,
+        "past 16 KiB: a staging file"
+    );
+    assert_eq!(
+        fs.read(ino, open.fh, 9_990, 20).await.unwrap().to_vec(),
+        &data[9_990..10_010]
+    );
+    close(&fs, ino, open.fh).await.unwrap();
+    assert_eq!(api.read_file(&format!("{WS}/grows")), Some(data));
+    drop(fs);
+
+    // Write-back: closed, journaled, then the crash after more than a compaction's worth of
+    // other records came and went.
+    let cache = tempfile::tempdir().unwrap();
+    let mut opts = options(cache.path());
+    opts.write_back = Some(Duration::from_secs(3600));
+    let fs = mount(&api, opts.clone()).await;
+    write_new(&fs, WS, "pending", b"only in the journal")
+        .await
+        .unwrap();
+    for i in 0..1100 {
+        let name = format!("churn{i}");
+        write_new(&fs, WS, &name, b"x").await.unwrap();
+        let ino = resolve(&fs, &format!("{WS}/{name}")).await.unwrap();
+        let fh = fs.open(ino, libc::O_RDONLY).await.unwrap().fh;
+        fs.fsync(ino, fh, false).await.unwrap();
+        fs.release(ino, fh).await.unwrap();
+    }
+    assert_eq!(staging_files(cache.path()), 0);
+    let log = std::fs::read_to_string(cache.path().join("journal/log")).unwrap();
+    assert!(
+        log.lines().count() < 1000,
+        "compacted: {} lines",
+        log.lines().count()
+    );
+    assert_eq!(api.read_file(&format!("{WS}/pending")), None);
+    drop(fs);
+    opts.write_back = None;
+    let fs = mount(&api, opts).await;
+    fs.sync_all().await.unwrap();
+    assert_eq!(
+        api.read_file(&format!("{WS}/pending")),
+        Some(b"only in the journal".to_vec())
+    );
 }
 
 /// SEMANTICS: "A small file's record (up to 16 KiB) carries its bytes".
@@ -579,14 +670,14 @@ async fn transient_upload_failures_are_retried() {
     let fs = mount(&api, options(cache.path())).await;
     api.fail_next(
         2,
-        Some("put_object_from_file"),
+        Some("put_object"),
         ApiError::Server {
             status: 503,
             message: "busy".into(),
         },
     );
     write_new(&fs, WS, "retried", b"content").await.unwrap();
-    assert_eq!(api.calls("put_object_from_file"), 3);
+    assert_eq!(api.calls("put_object"), 3);
     assert_eq!(
         api.read_file(&format!("{WS}/retried")),
         Some(b"content".to_vec())
@@ -594,7 +685,8 @@ async fn transient_upload_failures_are_retried() {
 }
 
 /// SEMANTICS: "when an upload fails for good, close fails with EIO and the data is kept in
-/// the recovery folder".
+/// the recovery folder". Both for a small file (its content held in memory, sent from there)
+/// and for a larger one (sent from its staging file).
 #[tokio::test]
 async fn failed_uploads_land_in_the_recovery_folder() {
     let api = Arc::new(MemoryCellsApi::default());
@@ -602,27 +694,36 @@ async fn failed_uploads_land_in_the_recovery_folder() {
     let mut opts = options(cache.path());
     opts.upload_attempts = 3;
     let fs = mount(&api, opts).await;
-    api.fail_next(
-        100,
-        Some("put_object_from_file"),
-        ApiError::Network("connection reset".into()),
-    );
-    let result = write_new(&fs, WS, "doomed", b"precious bytes").await;
-    assert_eq!(result, Err(libc::EIO));
-    assert_eq!(api.calls("put_object_from_file"), 3);
-    let status = fs.status();
-    assert_eq!(status.recovered_files.len(), 1, "{status:?}");
-    assert_eq!(
-        std::fs::read(&status.recovered_files[0]).unwrap(),
-        b"precious bytes"
-    );
-    assert!(
-        status
-            .recent_errors
+    let large = pattern(100_000);
+    let cases: [(&str, &str, &[u8]); 2] = [
+        ("put_object", "doomed", b"precious bytes"),
+        ("put_object_from_file", "doomed-large", &large),
+    ];
+    for (operation, name, content) in cases {
+        api.fail_next(
+            100,
+            Some(operation),
+            ApiError::Network("connection reset".into()),
+        );
+        let result = write_new(&fs, WS, name, content).await;
+        assert_eq!(result, Err(libc::EIO), "{name}");
+        assert_eq!(api.calls(operation), 3, "{name}");
+        api.clear_faults();
+        let status = fs.status();
+        let kept = status
+            .recovered_files
             .iter()
-            .any(|e| e.message.contains("doomed"))
-    );
-    api.clear_faults();
+            .find(|f| f.to_string_lossy().ends_with(&format!("_{name}")))
+            .unwrap_or_else(|| panic!("{name} is not in {status:?}"));
+        assert_eq!(std::fs::read(kept).unwrap(), content, "{name}");
+        assert!(
+            status
+                .recent_errors
+                .iter()
+                .any(|e| e.message.contains(name))
+        );
+    }
+    assert_eq!(fs.status().recovered_files.len(), 2);
 }
 
 /// SEMANTICS: "dotfiles are listed and found (through the gateway listing)".
@@ -838,7 +939,7 @@ async fn a_slow_upload_does_not_block_other_operations() {
     api.put_file(&format!("{WS}/other"), b"other");
     let cache = tempfile::tempdir().unwrap();
     let fs = mount(&api, options(cache.path())).await;
-    api.set_operation_delay("put_object_from_file", Duration::from_secs(2));
+    api.set_operation_delay("put_object", Duration::from_secs(2));
     let slow = {
         let fs = fs.clone();
         tokio::spawn(async move { write_new(&fs, WS, "slow", b"slow").await })
@@ -943,7 +1044,7 @@ async fn redirect(
 ) {
     let path = format!("{WS}/{name}");
     fs.flush(ino, fh).await.unwrap();
-    assert_eq!(api.calls("put_object_from_file"), 0, "nothing to store yet");
+    assert_eq!(uploads(api), 0, "nothing to store yet");
     assert_eq!(
         api.read_file(&path),
         before.map(<[u8]>::to_vec),
@@ -957,7 +1058,7 @@ async fn redirect(
         "on the server when close returns"
     );
     fs.release(ino, fh).await.unwrap();
-    assert_eq!(api.calls("put_object_from_file"), 1, "one upload in all");
+    assert_eq!(uploads(api), 1, "one upload in all");
 }
 
 /// SEMANTICS: "A file still empty at a `close`, new or emptied by a truncating open, while
@@ -1841,7 +1942,7 @@ async fn a_small_upload_costs_one_request_and_the_uuid_comes_when_asked() {
     fs.write(ino, open.fh, 0, b"hello").await.unwrap();
     fs.flush(ino, open.fh).await.unwrap();
     fs.release(ino, open.fh).await.unwrap();
-    assert_eq!(api.calls("put_object_from_file"), 1);
+    assert_eq!(api.calls("put_object"), 1);
     assert_eq!(api.calls("stat"), 0, "no stat after a single-part upload");
     let node = api.node(&format!("{WS}/small")).unwrap();
     let attr = fs.getattr(ino, None).await.unwrap().attr;

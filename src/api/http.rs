@@ -646,10 +646,6 @@ impl HttpCellsApi {
         size: u64,
         options: &UploadOptions,
     ) -> ApiResult<String> {
-        let mut headers = vec![];
-        if let Some(ct) = &options.content_type {
-            headers.push((reqwest::header::CONTENT_TYPE, ct.clone()));
-        }
         let body = if size == 0 {
             BodySpec::Bytes(bytes::Bytes::new())
         } else {
@@ -659,6 +655,20 @@ impl HttpCellsApi {
                 len: size,
             }
         };
+        self.put_body(key, body, options).await
+    }
+
+    /// One PUT of `body` to `key`; returns the ETag.
+    async fn put_body(
+        &self,
+        key: &str,
+        body: BodySpec,
+        options: &UploadOptions,
+    ) -> ApiResult<String> {
+        let mut headers = vec![];
+        if let Some(ct) = &options.content_type {
+            headers.push((reqwest::header::CONTENT_TYPE, ct.clone()));
+        }
         let resp = self
             .execute(self.s3_spec(Method::PUT, key, &[], headers, body, true))
             .await?;
@@ -1629,6 +1639,16 @@ impl CellsApi for HttpCellsApi {
         } else {
             self.upload_single(&path, source, size, options).await
         }
+    }
+
+    async fn put_object(
+        &self,
+        path: &str,
+        content: bytes::Bytes,
+        options: &UploadOptions,
+    ) -> ApiResult<String> {
+        self.put_body(&clean_path(path), BodySpec::Bytes(content), options)
+            .await
     }
 
     async fn create_multipart(&self, path: &str, options: &UploadOptions) -> ApiResult<String> {

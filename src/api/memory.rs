@@ -731,6 +731,18 @@ impl CellsApi for MemoryCellsApi {
         state.write_file(path, Bytes::from(content))
     }
 
+    async fn put_object(
+        &self,
+        path: &str,
+        content: Bytes,
+        _options: &UploadOptions,
+    ) -> ApiResult<String> {
+        self.enter("put_object").await?;
+        let mut state = self.state.lock().unwrap();
+        state.check_writable(path)?;
+        state.write_file(path, content)
+    }
+
     async fn create_multipart(&self, path: &str, _options: &UploadOptions) -> ApiResult<String> {
         self.enter("create_multipart").await?;
         let mut state = self.state.lock().unwrap();

@@ -260,6 +260,15 @@ pub trait CellsApi: Send + Sync + 'static {
         options: &UploadOptions,
     ) -> ApiResult<String>;
 
+    /// Upload `content` to `path` in one PUT (content held in memory, below the multipart
+    /// threshold). Returns the new ETag.
+    async fn put_object(
+        &self,
+        path: &str,
+        content: bytes::Bytes,
+        options: &UploadOptions,
+    ) -> ApiResult<String>;
+
     /// Start a multipart upload of `path` whose size is not known yet (the mount sends the
     /// parts of a big file while it is still being written). Returns the upload id. The server
     /// shows a temporary node at `path` until the upload is completed or aborted.

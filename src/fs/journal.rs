@@ -44,6 +44,7 @@ use std::sync::Mutex;
 
 use base64::Engine;
 use base64::engine::general_purpose::STANDARD as BASE64;
+use bytes::Bytes;
 use serde::{Deserialize, Serialize};
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -127,6 +128,9 @@ struct Live {
     pending: HashMap<String, Record>,
     /// Pending records whose bytes only the log holds (their staging file was not synced).
     inline: HashSet<String>,
+    /// The bytes of those records that have no staging file at all (the mount held the
+    /// content in memory): a rewrite takes them from here.
+    held: HashMap<String, Bytes>,
     /// Multipart uploads open: upload id -> path.
     streams: HashMap<String, String>,
     /// Renames not done on the server yet, by id.
@@ -254,6 +258,7 @@ impl Journal {
         let live = Live {
             pending,
             inline: inline_data.keys().cloned().collect(),
+            held: HashMap::new(),
             streams,
             moves,
         };
@@ -309,23 +314,37 @@ impl Journal {
     }
 
     /// Record a pending upload with its bytes (at most [`INLINE_MAX`]), its staging file left
-    /// unsynced; durable when this returns.
-    pub fn record_inline(&self, id: &str, record: &Record, bytes: &[u8]) -> std::io::Result<()> {
-        self.put(id, record, Some(bytes))
+    /// unsynced; durable when this returns. `no_staging_file`: the content has no staging
+    /// file (it is held in memory), so the journal keeps these bytes for its rewrites.
+    pub fn record_inline(
+        &self,
+        id: &str,
+        record: &Record,
+        bytes: Bytes,
+        no_staging_file: bool,
+    ) -> std::io::Result<()> {
+        self.put(id, record, Some((bytes, no_staging_file)))
     }
 
-    fn put(&self, id: &str, record: &Record, bytes: Option<&[u8]>) -> std::io::Result<()> {
+    fn put(&self, id: &str, record: &Record, inline: Option<(Bytes, bool)>) -> std::io::Result<()> {
         let line = Line::Put {
             id: id.to_string(),
             record: record.clone(),
-            data: bytes.map(|bytes| BASE64.encode(bytes)),
+            data: inline.as_ref().map(|(bytes, _)| BASE64.encode(bytes)),
         };
         self.append_synced(&line, |live| {
             live.pending.insert(id.to_string(), record.clone());
-            if bytes.is_some() {
-                live.inline.insert(id.to_string());
-            } else {
-                live.inline.remove(id);
+            live.held.remove(id);
+            match inline {
+                Some((bytes, no_staging_file)) => {
+                    live.inline.insert(id.to_string());
+                    if no_staging_file {
+                        live.held.insert(id.to_string(), bytes);
+                    }
+                }
+                None => {
+                    live.inline.remove(id);
+                }
             }
         })
     }
@@ -356,6 +375,7 @@ impl Journal {
     pub fn remove(&self, id: &str) -> u64 {
         let mut log = self.log.lock().unwrap();
         log.live.inline.remove(id);
+        log.live.held.remove(id);
         if log.live.pending.remove(id).is_some() {
             self.append(&mut log, &Line::Done { id: id.to_string() });
         }
@@ -476,6 +496,10 @@ impl Journal {
             let Some(record) = live.pending.get(id) else {
                 continue;
             };
+            if let Some(bytes) = live.held.get(id) {
+                out.insert(id.clone(), bytes.to_vec());
+                continue;
+            }
             let mut file = std::fs::File::open(self.staging_dir.join(&record.staging))?;
             if file.metadata()?.len() <= INLINE_MAX {
                 let mut bytes = Vec::new();
@@ -499,6 +523,20 @@ impl Journal {
 
     /// Keep a copy of `staging` for `path` in the recovery folder; returns where.
     pub fn keep_for_recovery(&self, path: &str, staging: &Path) -> std::io::Result<PathBuf> {
+        let target = self.recovery_target(path);
+        std::fs::copy(staging, &target)?;
+        Ok(target)
+    }
+
+    /// Keep `bytes` (content that had no staging file) for `path` in the recovery folder.
+    pub fn keep_bytes_for_recovery(&self, path: &str, bytes: &[u8]) -> std::io::Result<PathBuf> {
+        let target = self.recovery_target(path);
+        std::fs::write(&target, bytes)?;
+        Ok(target)
+    }
+
+    /// A free name in the recovery folder for a copy of `path`.
+    fn recovery_target(&self, path: &str) -> PathBuf {
         let stamp = std::time::SystemTime::now()
             .duration_since(std::time::UNIX_EPOCH)
             .map(|d| d.as_secs())
@@ -513,8 +551,7 @@ impl Journal {
             target = self.recovery.join(format!("{stamp}-{n}-{flat}"));
             n += 1;
         }
-        std::fs::copy(staging, &target)?;
-        Ok(target)
+        target
     }
 
     /// Files in the recovery folder.
@@ -576,7 +613,12 @@ mod tests {
         let journal = Journal::open(cache.path()).unwrap();
         std::fs::write(staging.join("sa"), b"hello").unwrap();
         journal
-            .record_inline("a", &staged("ws/a", "sa"), b"hello")
+            .record_inline(
+                "a",
+                &staged("ws/a", "sa"),
+                Bytes::from_static(b"hello"),
+                false,
+            )
             .unwrap();
         journal.repath("a", "ws/renamed").unwrap();
         std::fs::write(staging.join("sb"), b"big, synced").unwrap();
@@ -599,7 +641,12 @@ mod tests {
         assert!(!text.contains("data"), "{text}");
         // A later record without bytes (the file grew, its staging file was synced) wins.
         journal
-            .record_inline("c", &staged("ws/c", "sc"), b"old")
+            .record_inline(
+                "c",
+                &staged("ws/c", "sc"),
+                Bytes::from_static(b"old"),
+                false,
+            )
             .unwrap();
         std::fs::write(staging.join("sc"), b"newer and synced").unwrap();
         journal.record("c", &staged("ws/c", "sc")).unwrap();
@@ -618,11 +665,23 @@ mod tests {
         let journal = Journal::open(cache.path()).unwrap();
         std::fs::write(staging.join("skeep"), b"kept bytes").unwrap();
         let keep = staged("ws/keep", "skeep");
-        journal.record_inline("keep", &keep, b"kept bytes").unwrap();
+        journal
+            .record_inline("keep", &keep, Bytes::from_static(b"kept bytes"), false)
+            .unwrap();
+        // Content the mount held in memory: no staging file at all, only the log has it.
+        let held = staged("ws/held", "sheld");
+        journal
+            .record_inline("held", &held, Bytes::from_static(b"held bytes"), true)
+            .unwrap();
         // Written again after its close, past what a record carries: synced at the rewrite.
         let grown = vec![b'g'; INLINE_MAX as usize + 1];
         journal
-            .record_inline("grow", &staged("ws/grow", "sgrow"), b"small")
+            .record_inline(
+                "grow",
+                &staged("ws/grow", "sgrow"),
+                Bytes::from_static(b"small"),
+                false,
+            )
             .unwrap();
         std::fs::write(staging.join("sgrow"), &grown).unwrap();
         for i in 0..2 * COMPACT_AFTER {
@@ -637,7 +696,12 @@ mod tests {
             "the rewritten log carries the bytes again"
         );
         assert!(journal.log.lock().unwrap().live.inline.contains("keep"));
+        assert!(journal.log.lock().unwrap().live.inline.contains("held"));
         assert!(!journal.log.lock().unwrap().live.inline.contains("grow"));
+        assert!(
+            !staging.join("sheld").exists(),
+            "a rewrite creates no staging file"
+        );
         drop(journal);
         // The machine stopped before the staging file reached the disk.
         std::fs::write(staging.join("skeep"), b"").unwrap();
@@ -646,10 +710,12 @@ mod tests {
             journal.pending(),
             vec![
                 ("grow".to_string(), staged("ws/grow", "sgrow")),
+                ("held".to_string(), held),
                 ("keep".to_string(), keep)
             ]
         );
         assert_eq!(std::fs::read(staging.join("skeep")).unwrap(), b"kept bytes");
+        assert_eq!(std::fs::read(staging.join("sheld")).unwrap(), b"held bytes");
         assert_eq!(std::fs::read(staging.join("sgrow")).unwrap(), grown);
     }
 

@@ -17,10 +17,13 @@
 //! - The mount's own changes update the cache at once; remote changes arrive through
 //!   `invalidate` and TTLs are the safety net. A cache entry is valid only while its TTL runs
 //!   and its generation equals the current one.
-//! - Data accepted by `write` is either on the server, in a staging file recorded in the
-//!   write-back journal, or in the recovery folder; it is never silently dropped.
+//! - Data accepted by `write` is staged (in memory or in a staging file) until uploaded. Once
+//!   `close` has returned it is on the server, in the write-back journal (a record carrying
+//!   the bytes or naming a synced staging file), or in the recovery folder; it is never
+//!   silently dropped.
 
 mod cache;
+mod content;
 pub mod error;
 mod journal;
 mod overlay;
@@ -31,7 +34,7 @@ mod stream;
 use std::collections::{BTreeMap, HashMap, HashSet, VecDeque};
 use std::ffi::{OsStr, OsString};
 use std::num::NonZeroUsize;
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, OnceLock};
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
@@ -488,10 +491,9 @@ struct Listing {
     generation: u64,
 }
 
-/// The staging file of a file opened for writing (shared by all its handles).
+/// The content of a file opened for writing (shared by all its handles).
 struct Staging {
-    file: std::fs::File,
-    path: PathBuf,
+    content: content::Content,
     size: u64,
     /// Bumped by every change; the content is on the server when equal to `clean_version`.
     version: u64,
@@ -526,6 +528,12 @@ impl Staging {
     fn dirty(&self) -> bool {
         self.version != self.clean_version
     }
+}
+
+/// What an upload sends: a staging file, or the content held in memory.
+enum UploadSource {
+    File(PathBuf),
+    Memory(Bytes),
 }
 
 /// Per-file state shared by the handles of one inode.
@@ -762,6 +770,8 @@ struct Inner {
     journal: Arc<journal::Journal>,
     staging_dir: PathBuf,
     staging_pool: staging_pool::StagingPool,
+    /// Shared by the contents held in memory (see `content`).
+    memory_budget: Arc<content::MemoryBudget>,
     read_budget: Arc<tokio::sync::Semaphore>,
     /// Write-back uploads running at once.
     upload_slots: Arc<tokio::sync::Semaphore>,
@@ -844,6 +854,10 @@ const RELIST_MAX_ENTRIES: usize = 1000;
 const LISTING_ATTEMPTS: u32 = 3;
 /// Write-back uploads that run at once (each small file is one request: latency-bound).
 const WRITE_BACK_UPLOADS: usize = 8;
+/// How many bytes small files being written may hold in memory together, instead of in
+/// staging files (see `content`); the journal keeps a copy of a pending one's bytes, so
+/// write-back holds at most twice this.
+const MEMORY_CONTENT_BUDGET: u64 = 16 * 1024 * 1024;
 
 /// Renames of fresh files the server may still be doing while the mount goes on.
 const BACKGROUND_MOVES: usize = 16;
@@ -933,6 +947,7 @@ impl CellsFs {
                 overlay,
                 journal,
                 staging_pool: staging_pool::StagingPool::new(&staging_dir),
+                memory_budget: content::MemoryBudget::new(MEMORY_CONTENT_BUDGET),
                 staging_dir,
                 read_budget: Arc::new(tokio::sync::Semaphore::new(permits as usize)),
                 upload_slots: Arc::new(tokio::sync::Semaphore::new(WRITE_BACK_UPLOADS)),
@@ -985,8 +1000,7 @@ impl CellsFs {
             let state = Arc::new(FileState {
                 id: id.clone(),
                 staging: Mutex::new(Some(Staging {
-                    file,
-                    path: staging_path,
+                    content: content::Content::in_file(file, staging_path),
                     size,
                     version: 1,
                     clean_version: 0,
@@ -1669,7 +1683,9 @@ impl CellsFs {
             {
                 let mut guard = file.staging.lock().unwrap();
                 let staging = guard.as_mut().expect("staging exists");
-                staging.file.set_len(size)?;
+                staging
+                    .content
+                    .set_len(size, &self.staging_file_for(&file.id))?;
                 staging.size = size;
                 staging.version += 1;
                 staging.modified = SystemTime::now();
@@ -1900,8 +1916,8 @@ impl CellsFs {
 
     // ----- files: open, read -----
 
-    /// The shared state of an open file, with a staging file holding its whole content
-    /// (downloaded once unless `truncate`).
+    /// The shared state of an open file, its whole content staged: in memory when written
+    /// from empty (see `content`), else in a staging file (downloaded once unless `truncate`).
     async fn ensure_staging(&self, ino: u64, truncate: bool) -> FsResult<Arc<FileState>> {
         let file = {
             let mut table = self.inner.table.lock().unwrap();
@@ -1921,7 +1937,9 @@ impl CellsFs {
             let mut guard = file.staging.lock().unwrap();
             if let Some(staging) = guard.as_mut() {
                 if truncate && staging.size > 0 {
-                    staging.file.set_len(0)?;
+                    staging
+                        .content
+                        .set_len(0, &self.staging_file_for(&file.id))?;
                     staging.size = 0;
                     staging.version += 1;
                     staging.modified = SystemTime::now();
@@ -1935,12 +1953,15 @@ impl CellsFs {
             let data = table.get(ino)?;
             (data.path.clone(), data.meta.clone(), data.local)
         };
-        let (mut staging_file, staging_path) = self
-            .inner
-            .staging_pool
-            .take(&file.id, self.inner.journal.durable())?;
         let mut size = 0;
-        if !truncate && !local && meta.size > 0 {
+        let content = if truncate || local || meta.size == 0 {
+            // Written from empty: in memory while small (see `content`).
+            content::Content::in_memory(&self.inner.memory_budget)
+        } else {
+            let (mut staging_file, staging_path) = self
+                .inner
+                .staging_pool
+                .take(&file.id, self.inner.journal.durable())?;
             let mut stream = self
                 .inner
                 .api
@@ -1953,11 +1974,11 @@ impl CellsFs {
                 staging_file.write_all(&chunk)?;
                 size += chunk.len() as u64;
             }
-        }
+            content::Content::in_file(staging_file, staging_path)
+        };
         let version = u64::from(truncate && meta.size > 0 || local);
         *file.staging.lock().unwrap() = Some(Staging {
-            file: staging_file,
-            path: staging_path,
+            content,
             size,
             version,
             clean_version: 0,
@@ -1972,6 +1993,18 @@ impl CellsFs {
             stream_started: false,
         });
         Ok(file.clone())
+    }
+
+    /// Hands out the staging file of `id` when its content leaves memory.
+    fn staging_file_for<'a>(
+        &'a self,
+        id: &'a str,
+    ) -> impl Fn() -> std::io::Result<(std::fs::File, PathBuf)> + 'a {
+        move || {
+            self.inner
+                .staging_pool
+                .take(id, self.inner.journal.durable())
+        }
     }
 
     fn new_handle(&self, ino: u64, writable: bool, append: bool) -> u64 {
@@ -2059,13 +2092,12 @@ impl CellsFs {
         if let Some(file) = file {
             let guard = file.staging.lock().unwrap();
             if let Some(staging) = guard.as_ref() {
-                use std::os::unix::fs::FileExt;
                 let end = (offset + size as u64).min(staging.size);
                 if offset >= end {
                     return Ok(Bytes::new());
                 }
                 let mut buf = vec![0u8; (end - offset) as usize];
-                staging.file.read_exact_at(&mut buf, offset)?;
+                staging.content.read_exact_at(&mut buf, offset)?;
                 return Ok(Bytes::from(buf));
             }
         }
@@ -2291,7 +2323,7 @@ impl CellsFs {
 
     // ----- files: write, flush, release -----
 
-    /// Write `data` at `offset` into the file's staging file; returns the bytes written.
+    /// Write `data` at `offset` into the file's staged content; returns the bytes written.
     pub async fn write(&self, ino: u64, fh: u64, offset: u64, data: &[u8]) -> FsResult<u32> {
         let handle = self.handle(fh)?;
         if !handle.writable {
@@ -2318,8 +2350,9 @@ impl CellsFs {
                 .as_mut()
                 .ok_or_else(|| FsError::Local(format!("{path}: no staging file")))?;
             let at = if handle.append { staging.size } else { offset };
-            use std::os::unix::fs::FileExt;
-            staging.file.write_all_at(data, at)?;
+            staging
+                .content
+                .write_at(data, at, &self.staging_file_for(&file.id))?;
             if at != staging.size {
                 staging.stop_stream(false);
             }
@@ -2349,12 +2382,16 @@ impl CellsFs {
             {
                 return;
             }
+            // Content this large is in a staging file (see `content::MEMORY_MAX`).
+            let Some(staging_path) = staging.content.staging_path() else {
+                return;
+            };
             staging.stream_started = true;
             staging.stream = Some(stream::PartStream::start(
                 self.inner.api.clone(),
                 self.inner.journal.clone(),
                 path,
-                staging.path.clone(),
+                staging_path.to_path_buf(),
                 &options.upload_options,
                 self.retry(),
             ));
@@ -2393,15 +2430,17 @@ impl CellsFs {
             staging: file.id.clone(),
         };
         if staging.size <= journal::INLINE_MAX {
-            // One sync: the record carries the bytes, the staging file stays unsynced.
-            let mut bytes = vec![0; staging.size as usize];
-            std::os::unix::fs::FileExt::read_exact_at(&staging.file, &mut bytes, 0)?;
+            // One sync: the record carries the bytes, the staging file (if any) stays
+            // unsynced. Bytes with no staging file stay with the journal too, for its
+            // compactions.
+            let bytes = staging.content.to_bytes(staging.size)?;
+            let only_copy = staging.content.is_memory();
             self.inner
                 .journal
-                .record_inline(&file.id, &record, &bytes)?;
+                .record_inline(&file.id, &record, bytes, only_copy)?;
         } else {
             if staging.synced_version != staging.version {
-                staging.file.sync_data()?;
+                staging.content.sync_data()?;
             }
             // A record that carried older bytes must not outlive this version.
             if !staging.journaled || self.inner.journal.carries_bytes(&file.id) {
@@ -2460,7 +2499,7 @@ impl CellsFs {
         });
     }
 
-    /// Upload the staging file of `ino` to its current path, retrying. On success the cache
+    /// Upload the staged content of `ino` to its current path, retrying. On success the cache
     /// holds the server's new metadata; on final failure the data goes to the recovery folder
     /// (Sync, or Journaled with a non-transient error).
     async fn upload(&self, ino: u64, file: &FileState, mode: UploadMode) -> FsResult<()> {
@@ -2485,13 +2524,24 @@ impl CellsFs {
                             s.stream = None;
                             None
                         } else {
-                            Some((s.path.clone(), s.size, s.version))
+                            let source = match s.content.staging_path() {
+                                Some(path) => UploadSource::File(path.to_path_buf()),
+                                None => match s.content.to_bytes(s.size) {
+                                    Ok(bytes) => UploadSource::Memory(bytes),
+                                    Err(e) => {
+                                        return Err(FsError::Local(format!(
+                                            "{path}: cannot read the content: {e}"
+                                        )));
+                                    }
+                                },
+                            };
+                            Some((source, s.size, s.version))
                         }
                     }
                     _ => None,
                 }
             };
-            let Some((staging_path, size, version)) = snapshot else {
+            let Some((source, size, version)) = snapshot else {
                 self.forget_journal(file);
                 return Ok(());
             };
@@ -2528,12 +2578,25 @@ impl CellsFs {
             attempt += 1;
             let result = match streamed {
                 Some(etag) => Ok(etag),
-                None => {
-                    self.inner
-                        .api
-                        .put_object_from_file(&path, &staging_path, size, &options.upload_options)
-                        .await
-                }
+                None => match &source {
+                    UploadSource::File(staging_path) => {
+                        self.inner
+                            .api
+                            .put_object_from_file(
+                                &path,
+                                staging_path,
+                                size,
+                                &options.upload_options,
+                            )
+                            .await
+                    }
+                    UploadSource::Memory(bytes) => {
+                        self.inner
+                            .api
+                            .put_object(&path, bytes.clone(), &options.upload_options)
+                            .await
+                    }
+                },
             };
             match result {
                 Ok(etag) => {
@@ -2562,7 +2625,7 @@ impl CellsFs {
                         ));
                         return Err(FsError::api(&path, e));
                     }
-                    return Err(self.keep_for_recovery(file, &path, &staging_path, version, e));
+                    return Err(self.keep_for_recovery(file, &path, &source, version, e));
                 }
             }
         }
@@ -2572,17 +2635,27 @@ impl CellsFs {
         &self,
         file: &FileState,
         path: &str,
-        staging_path: &Path,
+        source: &UploadSource,
         version: u64,
         error: ApiError,
     ) -> FsError {
-        let kept = self.inner.journal.keep_for_recovery(path, staging_path);
-        let kept_at = match &kept {
-            Ok(p) => p.display().to_string(),
-            Err(e) => format!(
+        let kept = match source {
+            UploadSource::File(staging_path) => {
+                self.inner.journal.keep_for_recovery(path, staging_path)
+            }
+            UploadSource::Memory(bytes) => self.inner.journal.keep_bytes_for_recovery(path, bytes),
+        };
+        let kept_at = match (&kept, source) {
+            (Ok(p), _) => p.display().to_string(),
+            (Err(e), UploadSource::File(staging_path)) => format!(
                 "nowhere ({e}); the staging file {} stays",
                 staging_path.display()
             ),
+            (Err(e), UploadSource::Memory(_)) => {
+                format!(
+                    "nowhere ({e}); the mount keeps it in memory and tries again at the next close"
+                )
+            }
         };
         if kept.is_ok() {
             if let Some(s) = file.staging.lock().unwrap().as_mut()
@@ -2680,7 +2753,7 @@ impl CellsFs {
         self.forget_journal(file);
     }
 
-    /// Drop the staging file of a clean file no handle uses.
+    /// Drop the content of a clean file no handle uses (a staging file goes back to the pool).
     fn release_staging_if_idle(&self, ino: u64) {
         let mut table = self.inner.table.lock().unwrap();
         let Some(data) = table.inodes.get_mut(&ino) else {
@@ -2697,14 +2770,13 @@ impl CellsFs {
             .as_ref()
             .is_none_or(|s| !s.dirty() && !s.journaled && !s.scheduled);
         if idle {
-            if let Some(s) = guard.take() {
-                let Staging {
-                    file,
-                    path,
-                    size,
-                    done_mark,
-                    ..
-                } = s;
+            if let Some(Staging {
+                content: content::Content::File { file, path },
+                size,
+                done_mark,
+                ..
+            }) = guard.take()
+            {
                 let durable = self.inner.journal.durable();
                 self.inner
                     .staging_pool
