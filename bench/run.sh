@@ -592,6 +592,16 @@ cell() { # workload target better cec_median -> "figure (ratio)" or "—"
   fi
   echo "$text"
 }
+wb_cell() { # workload better -> cec --write-back's figure, and how many times better than rclone
+  local text wb rc
+  text=$(cell "$1" cecwb "$2" "")
+  wb=$(cell_median "$1" cecwb)
+  rc=$(cell_median "$1" rclone)
+  if [ -n "$wb" ] && [ -n "$rc" ] && [ "$wb" != 0 ] && [ "$rc" != 0 ]; then
+    text="$text ($(awk -v w="$wb" -v r="$rc" -v b="$2" 'BEGIN { printf "%.2fx", (b == "high") ? w / r : r / w }') rclone's)"
+  fi
+  echo "$text"
+}
 daemon_cell() { # workload target -> "peak MiB / median CPU s"
   local hwm cpu
   hwm=$(awk -F'\t' -v w="$1" -v t="$2" '$1 == w && $2 == t && $4 > m { m = $4 } END { if (m) printf "%.0f", m / 1024 }' "$DAEMON")
@@ -637,7 +647,7 @@ write_table() {
     while IFS='|' read -r id label unit better; do
       grep -q "^$id	" "$VALUES" || continue
       local c; c=$(cell_median "$id" cec)
-      echo "| $label | $unit | $(cell "$id" http "$better" "$c") | $(cell "$id" ceiling "$better" "$c") | **$(cell "$id" cec "$better" "$c")** | $(cell "$id" cecwb "$better" "") | $(cell "$id" rclone "$better" "$c") | $(cell "$id" s3fs "$better" "$c") | $(daemon_cell "$id" cec) | $(daemon_cell "$id" rclone) |"
+      echo "| $label | $unit | $(cell "$id" http "$better" "$c") | $(cell "$id" ceiling "$better" "$c") | **$(cell "$id" cec "$better" "$c")** | $(wb_cell "$id" "$better") | $(cell "$id" rclone "$better" "$c") | $(cell "$id" s3fs "$better" "$c") | $(daemon_cell "$id" cec) | $(daemon_cell "$id" rclone) |"
     done <<<"$ROWS"
     echo
     echo "Notes: raw HTTP is curl on the emulator's S3 gateway (SigV4, the PAT as access key): GET for reads"
@@ -651,7 +661,7 @@ write_table() {
     echo "on a \`--vfs-cache-mode full\` mount after one untimed read). \`ls -l\` cold runs after dropping the"
     echo "kernel's dentry and inode caches. Daemon figures: VmHWM (reset before each run) and user+system CPU"
     echo "over the run, max RSS and median CPU over the runs. A run over BENCH_TIMEOUT ($RUN_TIMEOUT s) counts as failed."
-    echo "\`cec --write-back 1\` (write rows only, no ratio: the ratios compare cec's default mode): \`close\`"
+    echo "\`cec --write-back 1\` (write rows only; its ratio is against rclone, whose mode it shares: the other ratios compare cec's default mode): \`close\`"
     echo "returns once the data is in the local journal (fsynced; replayed after a crash) and uploads start"
     echo "a second later, 8 at a time, like rclone's \`--vfs-cache-mode writes\`. cec's default \`close\` returns"
     echo "only once the data is on the server, so every small file costs one upload round trip in series."
