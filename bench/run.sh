@@ -341,6 +341,7 @@ wl_seqread() {
   if [ "$t" = rclone ]; then # warm rows: --vfs-cache-mode full, read once, then measure
     unmount_target
     mount_target rclone full || { echo "   rclone --vfs-cache-mode full: mount failed" >&2; fail seqreadwarm "$t" "$r"; return 0; }
+    job=(fio_run --name=seqread --rw=read --readonly --filename="$BASE/big.bin" --size="$BIG_BYTES") # the new mount's path
     timeout "$RUN_TIMEOUT" bash -c '"$@"' _ "${job[@]}" || true
   fi
   timed seqreadwarm "$t" "$r" "${job[@]}" && record seqreadwarm "$t" "$r" "$(mbps $BIG_BYTES "$ELAPSED")" || fail seqreadwarm "$t" "$r"
