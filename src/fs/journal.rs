@@ -15,10 +15,12 @@
 //!   last newline there may be zeros, which do not parse either.
 //! - The log is rewritten with the pending records alone (temporary file, sync, rename,
 //!   directory sync) when the mount starts and whenever it holds four times more lines than
-//!   pending records (and over a thousand), so it stays small. The bytes of a record are not
-//!   kept in memory: at the start they are written into their staging file (and synced)
-//!   before the rewrite; a later rewrite reads them back from the staging files (a file
-//!   grown past [`INLINE_MAX`] since is synced instead, and its record loses its bytes).
+//!   pending records (and over a thousand), so it stays small. At the start a record's bytes
+//!   are written into their staging file (and synced) before the rewrite; a later rewrite
+//!   reads them back from the staging files (a file grown past [`INLINE_MAX`] since is
+//!   synced instead, and its record loses its bytes). Only the bytes of content the mount
+//!   holds in memory, which has no staging file, are kept in memory here too (as long as
+//!   their record is pending; the mount bounds that content).
 //! - A rename of a file with a pending record appends a `repath` line (synced): the record's
 //!   bytes, if it has them, stay with it.
 //! - Records of earlier versions (one `<id>.json` file each) are read too, and removed once the
