@@ -217,19 +217,13 @@ impl Content {
 
 #[cfg(test)]
 mod tests {
+    use super::super::staging_pool::StagingPool;
     use super::*;
 
+    /// Hands out the staging file `staged` from a pool in `dir`, as the mount does.
     fn file_taker(dir: &Path) -> impl Fn() -> std::io::Result<(File, PathBuf)> + '_ {
-        move || {
-            let path = dir.join("staged");
-            let file = std::fs::OpenOptions::new()
-                .read(true)
-                .write(true)
-                .create(true)
-                .truncate(true)
-                .open(&path)?;
-            Ok((file, path))
-        }
+        let pool = StagingPool::new(dir);
+        move || pool.take("staged", 0)
     }
 
     fn read_all(content: &Content, size: u64) -> Vec<u8> {
