@@ -173,26 +173,18 @@ impl Content {
                 memory.bytes[at as usize..end as usize].copy_from_slice(data);
                 return Ok(());
             }
-            self.move_to_file(take_file)?;
         }
-        match self {
-            Content::File { file, .. } => file.write_all_at(data, at),
-            Content::Memory(_) => unreachable!("moved to a file above"),
-        }
+        self.staging_file(take_file)?.write_all_at(data, at)
     }
 
     /// Truncate or extend (with zeros) to `len`.
     pub fn set_len(&mut self, len: u64, take_file: TakeFile) -> std::io::Result<()> {
-        if let Content::Memory(memory) = self {
-            if memory.resize(len) {
-                return Ok(());
-            }
-            self.move_to_file(take_file)?;
+        if let Content::Memory(memory) = self
+            && memory.resize(len)
+        {
+            return Ok(());
         }
-        match self {
-            Content::File { file, .. } => file.set_len(len),
-            Content::Memory(_) => unreachable!("moved to a file above"),
-        }
+        self.staging_file(take_file)?.set_len(len)
     }
 
     /// Make the content durable on the local disk (nothing to do for memory, which only a
@@ -204,14 +196,17 @@ impl Content {
         }
     }
 
-    fn move_to_file(&mut self, take_file: TakeFile) -> std::io::Result<()> {
-        let Content::Memory(memory) = self else {
-            return Ok(());
-        };
-        let (file, path) = take_file()?;
-        file.write_all_at(&memory.bytes, 0)?;
-        *self = Content::File { file, path };
-        Ok(())
+    /// The staging file, the content moved into one from `take_file` first if in memory.
+    fn staging_file(&mut self, take_file: TakeFile) -> std::io::Result<&File> {
+        if let Content::Memory(memory) = self {
+            let (file, path) = take_file()?;
+            file.write_all_at(&memory.bytes, 0)?;
+            *self = Content::File { file, path };
+        }
+        match self {
+            Content::File { file, .. } => Ok(file),
+            Content::Memory(_) => unreachable!("moved to a file above"),
+        }
     }
 }
 
