@@ -1689,6 +1689,12 @@ async fn an_upload_a_crash_left_open_is_aborted_by_the_next_mount() {
         eventually(|| api.unfinished_multipart_uploads() == 0).await,
         "the open upload was aborted"
     );
+    // The journal forgets it once the server has answered the abort (a moment later).
+    let log = cache.path().join("journal/log");
+    assert!(
+        eventually(|| std::fs::read_to_string(&log).is_ok_and(|t| t.contains("\"ended\""))).await,
+        "the journal recorded the abort"
+    );
     assert_eq!(api.read_file(&format!("{WS}/crashed.bin")), None);
     // Once aborted, it is forgotten: a third mount has nothing to abort.
     drop(fs);

@@ -26,6 +26,7 @@ mod cache;
 mod content;
 pub mod error;
 mod journal;
+mod order;
 mod overlay;
 mod prefetch;
 mod staging_pool;
@@ -379,6 +380,23 @@ impl Meta {
     }
 }
 
+/// Inode numbers derived from a Uuid are at or above this; counted ones stay below it.
+const UUID_INO_BASE: u64 = 1 << 40;
+
+/// The inode number of the node with this Uuid: the same in every mount, on every machine,
+/// and across renames of the node or of any folder above it (Cells keeps a node's Uuid when
+/// it moves), so tools that remember inode numbers (`find`, `du`, git's index, backups) see
+/// one tree. Below 2^63: some programs hold inode numbers in signed 64-bit integers.
+fn uuid_ino(uuid: &str) -> Option<u64> {
+    use sha2::Digest;
+    if uuid.is_empty() {
+        return None;
+    }
+    let digest = sha2::Sha256::digest(uuid.as_bytes());
+    let n = u64::from_be_bytes(digest[..8].try_into().expect("8 bytes"));
+    Some(UUID_INO_BASE + n % ((1 << 63) - UUID_INO_BASE))
+}
+
 /// An MD5 in hex: what a single-part upload's ETag is on Cells.
 fn is_md5_hex(etag: &str) -> bool {
     etag.len() == 32 && etag.bytes().all(|b| b.is_ascii_hexdigit())
@@ -611,7 +629,14 @@ impl Table {
             if data.kind == meta.kind {
                 let busy = data.local || data.file.as_ref().is_some_and(|f| f.dirty());
                 if !busy {
-                    data.meta = meta;
+                    // The same content: its time never moves backwards (the mount showed
+                    // its own clock after uploading it; the server's may be a second behind).
+                    let mtime = if meta.etag == data.meta.etag && !meta.etag.is_empty() {
+                        meta.mtime.max(data.meta.mtime)
+                    } else {
+                        meta.mtime
+                    };
+                    data.meta = Meta { mtime, ..meta };
                     data.validated = validated;
                 }
                 return ino;
@@ -619,8 +644,15 @@ impl Table {
             // The node changed type on the server: the old inode is gone.
             self.detach(ino);
         }
-        self.next_ino += 1;
-        let ino = self.next_ino;
+        let ino = match uuid_ino(&meta.uuid) {
+            Some(ino) if !self.inodes.contains_key(&ino) => ino,
+            // No Uuid known (a file created here, a dotfile seen only by the S3 listing), or
+            // another node holds that number (two Uuids hashing alike): a counted number.
+            _ => {
+                self.next_ino += 1;
+                self.next_ino
+            }
+        };
         self.inodes.insert(
             ino,
             InodeData {
@@ -790,6 +822,8 @@ struct Inner {
     pending_copies: Mutex<HashMap<String, tokio::sync::watch::Receiver<bool>>>,
     /// Background renames running at once: a rename waits for a slot.
     move_slots: Arc<tokio::sync::Semaphore>,
+    /// The order in which changes of one name reach the server (see [`order`]).
+    order: Arc<order::PathOrder>,
 }
 
 /// A receiver in `pending` for `path` or a path below it (`""`: any).
@@ -956,6 +990,7 @@ impl CellsFs {
                 pending_deletes: Mutex::new(HashMap::new()),
                 pending_copies: Mutex::new(HashMap::new()),
                 move_slots: Arc::new(tokio::sync::Semaphore::new(BACKGROUND_MOVES)),
+                order: Arc::new(order::PathOrder::default()),
                 options,
             }),
         };
@@ -1244,8 +1279,12 @@ impl CellsFs {
         } else {
             self.inner.overlay.get(&data.path, etag)
         };
+        // Whole seconds, as the server keeps them: a file's time never goes back from the
+        // mount's clock to the server's second once uploaded.
         let server_mtime = if pending {
-            modified.unwrap_or_else(|| to_system_time(data.meta.mtime, 0))
+            modified
+                .map(|m| to_system_time(to_stamp(m).0, 0))
+                .unwrap_or_else(|| to_system_time(data.meta.mtime, 0))
         } else {
             to_system_time(data.meta.mtime, 0)
         };
@@ -2507,14 +2546,26 @@ impl CellsFs {
         let options = &self.inner.options;
         let mut delay = options.upload_retry_delay;
         let mut attempt = 0;
+        let path_now = || {
+            let table = self.inner.table.lock().unwrap();
+            match table.get(ino) {
+                Ok(data) => (data.path.clone(), data.detached),
+                Err(_) => (String::new(), true),
+            }
+        };
         loop {
-            let (path, detached) = {
-                let table = self.inner.table.lock().unwrap();
-                match table.get(ino) {
-                    Ok(data) => (data.path.clone(), data.detached),
-                    Err(_) => (String::new(), true),
-                }
+            let (path, detached) = path_now();
+            // Changes of this name (or of a folder above it) asked for before this upload
+            // reach the server first; later ones wait until it is done (see `order`).
+            let _turn = match detached {
+                true => None,
+                false => Some(self.inner.order.turn(&[&path]).await),
             };
+            let (path_then, detached) = path_now();
+            if path_then != path {
+                // Renamed while waiting for its turn: queue again under the new name.
+                continue;
+            }
             let snapshot = {
                 let mut guard = file.staging.lock().unwrap();
                 match guard.as_mut() {
@@ -2953,6 +3004,7 @@ impl CellsFs {
         if self.fetch_meta(&path, true).await?.is_some() {
             return Err(FsError::Exists(path));
         }
+        let _turn = self.inner.order.turn(&[&path]).await;
         self.settle_background(&path).await;
         let created = self
             .inner
@@ -3005,6 +3057,8 @@ impl CellsFs {
                 let mut guard = file.staging.lock().unwrap();
                 if let Some(s) = guard.as_mut() {
                     s.clean_version = s.version;
+                    // Parts sent while it was written: the upload is aborted.
+                    s.stream = None;
                     if s.journaled {
                         s.done_mark = self.inner.journal.remove(&file.id);
                         s.journaled = false;
@@ -3241,6 +3295,29 @@ impl CellsFs {
             // Keep the content for the open handles.
             self.ensure_staging(ino, false).await?;
         }
+        // An upload of this name may still be on its way (the kernel sends `release` after
+        // `close` has returned; write-back uploads later): it ends first, and one not begun
+        // yet finds the file removed. Only then is the name deleted on the server.
+        let file = ino.and_then(|ino| {
+            let table = self.inner.table.lock().unwrap();
+            table.inodes.get(&ino).and_then(|d| d.file.clone())
+        });
+        let _io = match &file {
+            Some(file) => Some(file.io_lock.lock().await),
+            None => None,
+        };
+        let _turn = self.inner.order.turn(&[&path]).await;
+        let local = match ino {
+            Some(ino) => self
+                .inner
+                .table
+                .lock()
+                .unwrap()
+                .inodes
+                .get(&ino)
+                .is_some_and(|d| d.local),
+            None => local,
+        };
         if !local {
             self.settle_background(&path).await;
             self.delete_on_server(&path, FileKind::File, false).await?;
@@ -3261,6 +3338,8 @@ impl CellsFs {
             )));
         }
         self.check_writable(&path).await?;
+        // Uploads below it asked for earlier end first (see `order`).
+        let _turn = self.inner.order.turn(&[&path]).await;
         self.settle_background(&path).await;
         if !self.listing(&path, true).await?.is_empty() {
             return Err(FsError::NotEmpty(path));
@@ -3347,6 +3426,9 @@ impl CellsFs {
             Some(file) => Some(file.io_lock.lock().await),
             None => None,
         };
+        // Changes of either name (or below them) asked for earlier reach the server first;
+        // later ones wait for this rename (see `order`).
+        let _turn = self.inner.order.turn(&[&from, &to]).await;
         let local = source_ino.is_some_and(|ino| {
             self.inner
                 .table

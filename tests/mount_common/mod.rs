@@ -210,11 +210,12 @@ impl Harness {
         let log_file = std::fs::File::create(&log).unwrap();
         let cache = self.dir.path().join("cache");
         let mut cmd = self.cec();
-        cmd.arg("mount")
-            .arg(mountpoint)
-            .arg("--cache-dir")
-            .arg(&cache)
-            .args(args)
+        cmd.arg("mount").arg(mountpoint);
+        // The harness's cache directory, unless the test gives one.
+        if !args.contains(&"--cache-dir") {
+            cmd.arg("--cache-dir").arg(&cache);
+        }
+        cmd.args(args)
             .envs(env.iter().copied())
             .env(
                 "CEC_LOG",
