@@ -28,6 +28,7 @@ pub mod error;
 mod journal;
 mod overlay;
 mod prefetch;
+mod private;
 mod staging_pool;
 mod stream;
 
@@ -891,9 +892,10 @@ impl CellsFs {
     /// [`CellsFs::sync_all`]).
     pub async fn new(api: Arc<dyn CellsApi>, options: FsOptions) -> FsResult<CellsFs> {
         let cache_dir = options.cache_dir.clone();
-        std::fs::create_dir_all(&cache_dir)?;
+        private::create_dir(&cache_dir)?;
+        private::tighten_tree(&cache_dir);
         let staging_dir = cache_dir.join("staging");
-        std::fs::create_dir_all(&staging_dir)?;
+        private::create_dir(&staging_dir)?;
         let data_cache = if options.cache_size > 0 {
             Some(Arc::new(cache::DataCache::open(
                 &cache_dir.join("data"),
