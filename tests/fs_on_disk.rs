@@ -274,7 +274,7 @@ async fn bad_journal_records_are_set_aside_never_acted_on() {
     .concat();
     std::fs::write(cache.join("journal/log"), journal).unwrap();
     let fs = mount(&api, options(&cache)).await;
-    fs.sync_all().await.unwrap();
+    let synced = fs.sync_all().await;
     fs.settle().await;
 
     assert!(!planted.exists(), "a record wrote outside the cache");
@@ -336,6 +336,7 @@ async fn bad_journal_records_are_set_aside_never_acted_on() {
         .map(|f| std::fs::read(f).unwrap())
         .collect();
     assert_eq!(kept, vec![b"kept aside".to_vec()]);
+    synced.unwrap();
     drop(fs);
     // Nothing set aside comes back at the next mount.
     let fs = mount(&api, options(&cache)).await;
