@@ -10,6 +10,7 @@
 //!   whole extent or none. Its name says which content and which blocks it holds, so startup
 //!   rebuilds the index from the directory (oldest first) and evicts down to the capacity,
 //!   which may have shrunk since the last mount.
+//! - The folder is 0700 and extent files 0600, whatever the umask (see `private`).
 //! - Extents start on block boundaries; only the last block of a content may be short.
 //!   Extents may overlap; one that covers others makes them redundant and they are dropped.
 //! - Failures of the cache are never failures of a read: an extent that cannot be written or
@@ -237,7 +238,7 @@ impl Index {
 impl DataCache {
     /// Open (or create) the cache in `dir` with a hard cap of `capacity` bytes.
     pub fn open(dir: &Path, capacity: u64) -> std::io::Result<DataCache> {
-        std::fs::create_dir_all(dir)?;
+        super::private::create_dir(dir)?;
         let mut found = Vec::new();
         for entry in std::fs::read_dir(dir)? {
             let entry = entry?;
@@ -379,7 +380,7 @@ impl DataCache {
         let name = id.file_name();
         let path = self.dir.join(&name);
         let tmp = self.dir.join(format!("{name}.tmp"));
-        let written = std::fs::File::create(&tmp)
+        let written = super::private::create(&tmp)
             .and_then(|mut f| parts.iter().try_for_each(|part| f.write_all(part)))
             .and_then(|_| std::fs::rename(&tmp, &path));
         if written.is_ok() {

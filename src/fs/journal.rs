@@ -38,11 +38,25 @@
 //!   and so does a rewrite). A staging file whose record was removed is reused for another
 //!   file only once its `done` line is durable (see `staging_pool`).
 //!
-//! When an upload fails for good, the staging file is copied to `<cache>/recovery/` under a
-//! name built from the time and the path, and the failure is reported; data is never dropped.
+//! - The log is input like any other file: a record is acted on only if it names its staging
+//!   file by a plain name (see [`valid_staging_name`]: no `/`, no `..`, nothing absolute) and
+//!   its destination by a mount path the server can store (see [`valid_mount_path`]); a move
+//!   or stream line only with such paths. Any other line is set aside when the journal is
+//!   opened: appended to `<cache>/journal/rejected`, its data (if its staging name is plain)
+//!   copied to the recovery folder, reported by [`Journal::rejected`], never replayed. A
+//!   staging file is never followed through a symbolic link.
+//! - The journal's folder, the recovery folder and every file written in them are private to
+//!   the user (0700 / 0600, see `private`).
+//!
+//! When an upload fails for good, the staging file is copied to `<cache>/recovery/` and the
+//! failure is reported; data is never dropped. A copy has its own flat name,
+//! `<unix time>-<hash of the path>_<file name, shortened>` (always under 255 bytes, whatever
+//! the path's length), and the server path it was meant for is written beside it, in the
+//! same name plus `.path`.
 
 use std::collections::{HashMap, HashSet};
 use std::io::{Read, Write};
+use std::os::unix::fs::OpenOptionsExt;
 use std::path::{Path, PathBuf};
 use std::sync::Mutex;
 
@@ -50,6 +64,9 @@ use base64::Engine;
 use base64::engine::general_purpose::STANDARD as BASE64;
 use bytes::Bytes;
 use serde::{Deserialize, Serialize};
+use sha2::{Digest, Sha256};
+
+use super::private;
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct Record {
@@ -114,6 +131,72 @@ pub struct Journal {
     staging_dir: PathBuf,
     recovery: PathBuf,
     log: Mutex<Log>,
+    /// Why each line set aside at open was (see the module documentation).
+    rejected: Vec<String>,
+}
+
+/// The file, in the journal's folder, that keeps the lines set aside.
+const REJECTED: &str = "rejected";
+
+/// Whether `name` may name a staging file: a plain file name inside `<cache>/staging`, as the
+/// mount makes them (a Uuid): ASCII letters, digits, `-`, `_` and `.`, not starting with `.`,
+/// at most 255 bytes. Anything else (`/etc/passwd`, `../x`, `..`) is refused with the reason.
+pub(crate) fn valid_staging_name(name: &str) -> Result<(), String> {
+    let plain = !name.is_empty()
+        && name.len() <= 255
+        && !name.starts_with('.')
+        && name
+            .bytes()
+            .all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_' || b == b'.');
+    if plain {
+        Ok(())
+    } else {
+        Err(format!(
+            "staging file {:?} is not a plain file name inside the cache directory",
+            shorten(name)
+        ))
+    }
+}
+
+/// Whether `path` is a mount path a record may write to: `<workspace>/<path>`, with no empty,
+/// `.` or `..` component, no NUL, no component over 255 bytes, and no longer than the server
+/// can store ([`super::MAX_KEY_BYTES`]).
+pub(crate) fn valid_mount_path(path: &str) -> Result<(), String> {
+    let why = if path.len() > super::MAX_KEY_BYTES {
+        Some(format!(
+            "is {} bytes long, more than the server stores ({})",
+            path.len(),
+            super::MAX_KEY_BYTES
+        ))
+    } else if path.contains('\0') {
+        Some("contains a NUL byte".to_string())
+    } else if !path.contains('/') {
+        Some("names no file inside a workspace".to_string())
+    } else if path
+        .split('/')
+        .any(|part| part.is_empty() || part == "." || part == ".." || part.len() > 255)
+    {
+        Some("has an empty, `.`, `..` or over-long component".to_string())
+    } else {
+        None
+    };
+    match why {
+        Some(why) => Err(format!("destination {:?} {why}", shorten(path))),
+        None => Ok(()),
+    }
+}
+
+/// `text` cut to a length fit for a message.
+fn shorten(text: &str) -> String {
+    const SHOWN: usize = 120;
+    if text.len() <= SHOWN {
+        return text.to_string();
+    }
+    let mut end = SHOWN;
+    while !text.is_char_boundary(end) {
+        end -= 1;
+    }
+    format!("{}...", &text[..end])
 }
 
 struct Log {
@@ -218,9 +301,9 @@ impl Journal {
         let dir = cache_dir.join("journal");
         let recovery = cache_dir.join("recovery");
         let staging_dir = cache_dir.join("staging");
-        std::fs::create_dir_all(&dir)?;
-        std::fs::create_dir_all(&recovery)?;
-        std::fs::create_dir_all(&staging_dir)?;
+        private::create_dir(&dir)?;
+        private::create_dir(&recovery)?;
+        private::create_dir(&staging_dir)?;
         let mut pending = HashMap::new();
         // The bytes of records that carry them, by id (the last line for an id wins).
         let mut inline_data: HashMap<String, Vec<u8>> = HashMap::new();
@@ -236,7 +319,7 @@ impl Journal {
                     pending.insert(id.to_string(), record);
                 }
                 legacy.push(entry.path());
-            } else if name != "log" {
+            } else if name != "log" && name != REJECTED {
                 let _ = std::fs::remove_file(entry.path());
             }
         }
@@ -281,6 +364,15 @@ impl Journal {
                 }
             }
         }
+        let rejected = Self::set_aside(
+            &dir,
+            &recovery,
+            &staging_dir,
+            &mut pending,
+            &mut inline_data,
+            &mut streams,
+            &mut moves,
+        );
         // Bytes only the log held go to their staging files (synced) before the rewrite drops
         // them; those that cannot be written stay in the log.
         let mut written = false;
@@ -288,7 +380,7 @@ impl Journal {
             let Some(record) = pending.get(id) else {
                 return false;
             };
-            let stored = std::fs::File::create(staging_dir.join(&record.staging))
+            let stored = open_staging(&staging_dir, &record.staging, true)
                 .and_then(|mut f| f.write_all(bytes).and_then(|()| f.sync_data()));
             match stored {
                 Ok(()) => {
@@ -326,7 +418,115 @@ impl Journal {
             staging_dir,
             recovery,
             log: Mutex::new(log),
+            rejected,
         })
+    }
+
+    /// Take the lines that fail validation out of what was read (see the module
+    /// documentation): append them to the `rejected` file, keep their data in the recovery
+    /// folder when their staging name is plain, and return why each was set aside.
+    fn set_aside(
+        dir: &Path,
+        recovery: &Path,
+        staging_dir: &Path,
+        pending: &mut HashMap<String, Record>,
+        inline_data: &mut HashMap<String, Vec<u8>>,
+        streams: &mut HashMap<String, String>,
+        moves: &mut HashMap<String, MoveRecord>,
+    ) -> Vec<String> {
+        let mut lines = Vec::new();
+        let mut out = Vec::new();
+        for (id, record) in sorted(pending) {
+            let staging_ok = valid_staging_name(&record.staging);
+            let Err(why) = staging_ok
+                .clone()
+                .and_then(|()| valid_mount_path(&record.path))
+            else {
+                continue;
+            };
+            pending.remove(&id);
+            let data = inline_data.remove(&id);
+            let kept = if staging_ok.is_err() {
+                // The file it names is not ours: never read it.
+                "its data is not read".to_string()
+            } else {
+                let kept = match &data {
+                    Some(bytes) => keep_in_recovery(recovery, &record.path, Source::Bytes(bytes)),
+                    None => keep_in_recovery(
+                        recovery,
+                        &record.path,
+                        Source::Staging(staging_dir, &record.staging),
+                    ),
+                };
+                match kept {
+                    Ok(at) => format!("its data is kept in {}", at.display()),
+                    Err(e) => format!("its data could not be kept ({e})"),
+                }
+            };
+            out.push(format!(
+                "write-back journal: upload record {id} set aside, never replayed: {why}; {kept}"
+            ));
+            lines.push(Line::Put {
+                id,
+                record,
+                data: data.map(|bytes| BASE64.encode(bytes)),
+            });
+        }
+        for (id, record) in sorted(moves) {
+            let Err(why) =
+                valid_mount_path(&record.from).and_then(|()| valid_mount_path(&record.to))
+            else {
+                continue;
+            };
+            moves.remove(&id);
+            out.push(format!(
+                "write-back journal: rename record {id} set aside, never replayed: {why}"
+            ));
+            lines.push(Line::Move { id, record });
+        }
+        for (id, path) in sorted(streams) {
+            let Err(why) = valid_mount_path(&path) else {
+                continue;
+            };
+            streams.remove(&id);
+            out.push(format!(
+                "write-back journal: upload stream record set aside, never replayed: {why}"
+            ));
+            lines.push(Line::Stream { id, path });
+        }
+        if lines.is_empty() {
+            return out;
+        }
+        let target = dir.join(REJECTED);
+        let appended = private::options()
+            .append(true)
+            .create(true)
+            .custom_flags(libc::O_NOFOLLOW)
+            .open(&target)
+            .and_then(|mut file| {
+                private::tighten_file(&file)?;
+                for line in &lines {
+                    file.write_all(&line_bytes(line)?)?;
+                }
+                file.sync_data()
+            });
+        let kept = match appended {
+            Ok(()) => format!("the lines set aside are in {}", target.display()),
+            Err(e) => format!(
+                "the lines set aside could not be kept in {} ({e})",
+                target.display()
+            ),
+        };
+        for message in &mut out {
+            message.push_str("; ");
+            message.push_str(&kept);
+        }
+        out
+    }
+
+    /// Why each line set aside when the journal was opened was (empty: none was).
+    pub fn rejected(&self) -> &[String] {
+        &self.rejected
     }
 
     /// Write a log holding `live` alone, durably, and open it for appending; the records in
@@ -338,7 +538,7 @@ impl Journal {
     ) -> std::io::Result<std::fs::File> {
         let tmp = dir.join("log.tmp");
         {
-            let mut out = std::io::BufWriter::new(std::fs::File::create(&tmp)?);
+            let mut out = std::io::BufWriter::new(private::create(&tmp)?);
             for (id, record) in sorted(&live.pending) {
                 let data = inline_data.get(&id).map(|bytes| BASE64.encode(bytes));
                 out.write_all(&line_bytes(&Line::Put { id, record, data })?)?;
@@ -572,44 +772,130 @@ impl Journal {
 
     /// Keep a copy of `staging` for `path` in the recovery folder; returns where.
     pub fn keep_for_recovery(&self, path: &str, staging: &Path) -> std::io::Result<PathBuf> {
-        let target = self.recovery_target(path);
-        std::fs::copy(staging, &target)?;
-        Ok(target)
+        keep_in_recovery(&self.recovery, path, Source::File(staging))
     }
 
     /// Keep `bytes` (content that had no staging file) for `path` in the recovery folder.
     pub fn keep_bytes_for_recovery(&self, path: &str, bytes: &[u8]) -> std::io::Result<PathBuf> {
-        let target = self.recovery_target(path);
-        std::fs::write(&target, bytes)?;
-        Ok(target)
+        keep_in_recovery(&self.recovery, path, Source::Bytes(bytes))
     }
 
-    /// A free name in the recovery folder for a copy of `path`.
-    fn recovery_target(&self, path: &str) -> PathBuf {
-        let stamp = std::time::SystemTime::now()
-            .duration_since(std::time::UNIX_EPOCH)
-            .map(|d| d.as_secs())
-            .unwrap_or(0);
-        let flat: String = path
-            .chars()
-            .map(|c| if c == '/' { '_' } else { c })
-            .collect();
-        let mut target = self.recovery.join(format!("{stamp}-{flat}"));
-        let mut n = 1;
-        while target.exists() {
-            target = self.recovery.join(format!("{stamp}-{n}-{flat}"));
-            n += 1;
-        }
-        target
-    }
-
-    /// Files in the recovery folder.
+    /// Files in the recovery folder (not the `.path` files beside them).
     pub fn recovered(&self) -> Vec<PathBuf> {
         let mut out: Vec<PathBuf> = std::fs::read_dir(&self.recovery)
             .map(|entries| entries.flatten().map(|e| e.path()).collect())
             .unwrap_or_default();
+        let names: HashSet<PathBuf> = out.iter().cloned().collect();
+        out.retain(|file| {
+            let name = file.file_name().unwrap_or_default().to_string_lossy();
+            !name
+                .strip_suffix(PATH_SUFFIX)
+                .is_some_and(|data| names.contains(&file.with_file_name(data)))
+        });
         out.sort();
         out
+    }
+}
+
+/// Where the bytes to keep in the recovery folder are.
+enum Source<'a> {
+    File(&'a Path),
+    /// A staging file named in a record: `(staging folder, name)`.
+    Staging(&'a Path, &'a str),
+    Bytes(&'a [u8]),
+}
+
+/// The suffix of the file beside a recovery copy that holds its server path.
+const PATH_SUFFIX: &str = ".path";
+
+/// Open the staging file `name` of `staging_dir` (a plain name, see [`valid_staging_name`]),
+/// never through a symbolic link; `create`: create or empty it for writing (0600).
+fn open_staging(staging_dir: &Path, name: &str, create: bool) -> std::io::Result<std::fs::File> {
+    valid_staging_name(name).map_err(std::io::Error::other)?;
+    let mut options = private::options();
+    options.custom_flags(libc::O_NOFOLLOW);
+    if create {
+        options.write(true).create(true).truncate(true);
+    } else {
+        options.read(true);
+    }
+    let file = options.open(staging_dir.join(name))?;
+    if create {
+        private::tighten_file(&file)?;
+    }
+    Ok(file)
+}
+
+/// The flat name of a recovery copy of `path` (see the module documentation); `n` tells
+/// apart copies of one path kept within the same second.
+fn recovery_name(path: &str, stamp: u64, n: u32) -> String {
+    /// Bytes of the file name kept: the whole name stays far below 255 bytes.
+    const BASE_MAX: usize = 160;
+    let digest = Sha256::digest(path.as_bytes());
+    let hash: String = digest[..4].iter().map(|b| format!("{b:02x}")).collect();
+    let base = path.rsplit('/').next().unwrap_or(path);
+    let mut end = base.len().min(BASE_MAX);
+    while !base.is_char_boundary(end) {
+        end -= 1;
+    }
+    let base: String = base[..end]
+        .chars()
+        .map(|c| if c == '\0' || c == '/' { '_' } else { c })
+        .collect();
+    if n == 0 {
+        format!("{stamp}-{hash}_{base}")
+    } else {
+        format!("{stamp}-{hash}-{n}_{base}")
+    }
+}
+
+/// Copy `source` into a new file of `recovery` with its own flat name, the server path `path`
+/// written beside it; both synced and 0600. Returns the copy's path.
+fn keep_in_recovery(recovery: &Path, path: &str, source: Source) -> std::io::Result<PathBuf> {
+    let stamp = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.as_secs())
+        .unwrap_or(0);
+    let mut n = 0;
+    let (target, mut file) = loop {
+        let target = recovery.join(recovery_name(path, stamp, n));
+        match private::options()
+            .write(true)
+            .create_new(true)
+            .open(&target)
+        {
+            Ok(file) => break (target, file),
+            Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => n += 1,
+            Err(e) => return Err(e),
+        }
+    };
+    let mut beside = target.clone().into_os_string();
+    beside.push(PATH_SUFFIX);
+    let beside = PathBuf::from(beside);
+    let stored = (|| -> std::io::Result<()> {
+        match source {
+            Source::File(from) => {
+                std::io::copy(&mut std::fs::File::open(from)?, &mut file)?;
+            }
+            Source::Staging(dir, name) => {
+                std::io::copy(&mut open_staging(dir, name, false)?, &mut file)?;
+            }
+            Source::Bytes(bytes) => file.write_all(bytes)?,
+        }
+        file.sync_all()?;
+        let mut label = private::create(&beside)?;
+        label.write_all(path.as_bytes())?;
+        label.write_all(b"\n")?;
+        label.sync_all()?;
+        sync_dir(recovery)
+    })();
+    match stored {
+        Ok(()) => Ok(target),
+        Err(e) => {
+            let _ = std::fs::remove_file(&target);
+            let _ = std::fs::remove_file(&beside);
+            Err(e)
+        }
     }
 }
 
@@ -618,7 +904,7 @@ mod tests {
     use super::*;
 
     fn record(path: &str) -> Record {
-        staged(path, &format!("s-{path}"))
+        staged(path, &format!("s-{}", path.replace('/', "_")))
     }
 
     #[test]
@@ -682,11 +968,11 @@ mod tests {
         assert_eq!(ids, ["a", "b", "c"]);
         // A line longer than what is ahead still goes in whole.
         let long = "x".repeat(2 * LOG_AHEAD as usize);
-        journal.record("long", &record(&long)).unwrap();
+        journal.record(&long, &record("ws/long")).unwrap();
         drop(journal);
         let journal = Journal::open(cache.path()).unwrap();
         assert_eq!(journal.pending().len(), 4);
-        assert!(journal.pending().iter().any(|(_, r)| r.path == long));
+        assert!(journal.pending().iter().any(|(id, _)| *id == long));
     }
 
     #[test]
@@ -893,6 +1179,88 @@ mod tests {
         journal.move_ended("m1");
         drop(journal);
         assert!(Journal::open(cache.path()).unwrap().open_moves().is_empty());
+    }
+
+    #[test]
+    fn records_naming_files_outside_the_cache_or_bad_paths_are_set_aside() {
+        let top = tempfile::tempdir().unwrap();
+        let cache = top.path().join("cache");
+        let journal = Journal::open(&cache).unwrap();
+        std::fs::write(cache.join("staging/sgood"), b"good").unwrap();
+        std::fs::write(cache.join("staging/sdots"), b"dots").unwrap();
+        journal.record("good", &staged("ws/good", "sgood")).unwrap();
+        for (id, record) in [
+            ("abs", staged("ws/abs", "/etc/passwd")),
+            ("up", staged("ws/up", "../../planted")),
+            ("dot", staged("ws/dot", "..")),
+            ("empty", staged("ws/empty", "")),
+            ("dots", staged("ws/../../x", "sdots")),
+            ("root", staged("ws", "sroot")),
+            ("long", staged(&format!("ws/{}", "x".repeat(1100)), "slong")),
+        ] {
+            journal
+                .record_inline(id, &record, Bytes::from_static(b"planted"), false)
+                .unwrap();
+        }
+        journal
+            .move_started(
+                "m",
+                &MoveRecord {
+                    from: "ws/a".into(),
+                    to: "/ws/b".into(),
+                },
+            )
+            .unwrap();
+        journal.stream_started("u", "ws//x");
+        drop(journal);
+        let journal = Journal::open(&cache).unwrap();
+        assert_eq!(
+            journal.pending(),
+            vec![("good".to_string(), staged("ws/good", "sgood"))]
+        );
+        assert!(journal.open_moves().is_empty() && journal.open_streams().is_empty());
+        assert!(!top.path().join("planted").exists());
+        assert_eq!(journal.rejected().len(), 9, "{:#?}", journal.rejected());
+        let rejected = std::fs::read_to_string(cache.join("journal/rejected")).unwrap();
+        assert_eq!(rejected.lines().count(), 9, "{rejected}");
+        // A record naming the mount's own staging file keeps its data (here, its bytes).
+        let kept: Vec<Vec<u8>> = journal
+            .recovered()
+            .iter()
+            .map(|f| std::fs::read(f).unwrap())
+            .collect();
+        assert_eq!(kept.len(), 3, "dots, root and long");
+        assert!(kept.iter().all(|k| k == b"planted"));
+        drop(journal);
+        let journal = Journal::open(&cache).unwrap();
+        assert!(journal.rejected().is_empty(), "set aside once");
+        assert_eq!(journal.pending().len(), 1);
+    }
+
+    #[test]
+    fn recovery_copies_have_short_flat_names_and_their_path_beside() {
+        let cache = tempfile::tempdir().unwrap();
+        let journal = Journal::open(cache.path()).unwrap();
+        let long = format!("ws/{}/{}", "d".repeat(700), "é".repeat(150));
+        let paths = [long.clone(), long, "ws/a.path".to_string()];
+        for path in &paths {
+            journal
+                .keep_bytes_for_recovery(path, path.as_bytes())
+                .unwrap();
+        }
+        let kept = journal.recovered();
+        assert_eq!(kept.len(), 3, "{kept:?}");
+        for file in &kept {
+            let name = file.file_name().unwrap().to_str().unwrap();
+            assert!(name.len() + PATH_SUFFIX.len() < 255, "{}", name.len());
+            let path = std::fs::read_to_string(file).unwrap();
+            let mut beside = file.clone().into_os_string();
+            beside.push(PATH_SUFFIX);
+            assert_eq!(
+                std::fs::read_to_string(beside).unwrap(),
+                format!("{path}\n")
+            );
+        }
     }
 
     #[test]

@@ -21,6 +21,11 @@
 //!   `close` has returned it is on the server, in the write-back journal (a record carrying
 //!   the bytes or naming a synced staging file), or in the recovery folder; it is never
 //!   silently dropped.
+//! - A new name (`create`, `mknod`, `mkdir`, `rename`) goes through [`checked_path`]: the
+//!   server cannot store a path over [`MAX_KEY_BYTES`], so such a name is refused at once
+//!   (`ENAMETOOLONG`) rather than accepted and lost at upload.
+//! - What the core writes in the cache directory is 0700 / 0600 (`private`), and the
+//!   write-back journal is validated before it is replayed (`journal`).
 
 mod cache;
 mod content;
@@ -29,6 +34,7 @@ mod journal;
 mod order;
 mod overlay;
 mod prefetch;
+mod private;
 mod staging_pool;
 mod stream;
 
@@ -502,6 +508,24 @@ fn valid_name(name: &OsStr) -> FsResult<String> {
     Ok(name)
 }
 
+/// The longest mount path the server can store, in bytes: the S3 gateway's key is the mount
+/// path (workspace slug, then the path in it) and S3 keys are at most 1,024 bytes.
+pub(crate) const MAX_KEY_BYTES: usize = 1024;
+
+/// The mount path of a new node `name` in the folder `parent` (a mount path), refused when
+/// the name is invalid ([`valid_name`]) or the server could not store the path
+/// ([`MAX_KEY_BYTES`], ENAMETOOLONG). Every operation that makes a new name goes through here.
+fn checked_path(parent: &str, name: &OsStr) -> FsResult<String> {
+    let path = join_path(parent, &valid_name(name)?);
+    if path.len() > MAX_KEY_BYTES {
+        return Err(FsError::NameTooLong(format!(
+            "{path}: {} bytes, more than the {MAX_KEY_BYTES} the server stores",
+            path.len()
+        )));
+    }
+    Ok(path)
+}
+
 /// A folder listing, complete (REST listing plus the gateway's dotfiles).
 struct Listing {
     children: BTreeMap<String, Meta>,
@@ -925,9 +949,10 @@ impl CellsFs {
     /// [`CellsFs::sync_all`]).
     pub async fn new(api: Arc<dyn CellsApi>, options: FsOptions) -> FsResult<CellsFs> {
         let cache_dir = options.cache_dir.clone();
-        std::fs::create_dir_all(&cache_dir)?;
+        private::create_dir(&cache_dir)?;
+        private::tighten_tree(&cache_dir);
         let staging_dir = cache_dir.join("staging");
-        std::fs::create_dir_all(&staging_dir)?;
+        private::create_dir(&staging_dir)?;
         let data_cache = if options.cache_size > 0 {
             Some(Arc::new(cache::DataCache::open(
                 &cache_dir.join("data"),
@@ -994,6 +1019,9 @@ impl CellsFs {
                 options,
             }),
         };
+        for message in fs.inner.journal.rejected() {
+            fs.record_error(message.clone());
+        }
         fs.replay_journal()?;
         for (id, record) in fs.inner.journal.open_moves() {
             tracing::info!(
@@ -1016,10 +1044,12 @@ impl CellsFs {
     fn replay_journal(&self) -> FsResult<()> {
         for (id, record) in self.inner.journal.pending() {
             let staging_path = self.inner.staging_dir.join(&record.staging);
-            let file = match std::fs::OpenOptions::new()
-                .read(true)
-                .write(true)
-                .open(&staging_path)
+            // The journal checked the name; a link planted in the folder is not followed.
+            let file = match std::os::unix::fs::OpenOptionsExt::custom_flags(
+                std::fs::OpenOptions::new().read(true).write(true),
+                libc::O_NOFOLLOW,
+            )
+            .open(&staging_path)
             {
                 Ok(file) => file,
                 Err(e) => {
@@ -2934,8 +2964,7 @@ impl CellsFs {
         flags: i32,
     ) -> FsResult<(Entry, OpenReply)> {
         let parent_path = self.dir_path(parent)?;
-        let name = valid_name(name)?;
-        let path = join_path(&parent_path, &name);
+        let path = checked_path(&parent_path, name)?;
         self.check_writable(&path).await?;
         if self.fetch_meta(&path, true).await?.is_some() {
             return Err(FsError::Exists(path));
@@ -2998,8 +3027,8 @@ impl CellsFs {
 
     pub async fn mkdir(&self, parent: u64, name: &OsStr, _mode: u32) -> FsResult<Entry> {
         let parent_path = self.dir_path(parent)?;
-        let name = valid_name(name)?;
-        let path = join_path(&parent_path, &name);
+        let path = checked_path(&parent_path, name)?;
+        let name = base_name(&path).to_string();
         self.check_writable(&path).await?;
         if self.fetch_meta(&path, true).await?.is_some() {
             return Err(FsError::Exists(path));
@@ -3370,7 +3399,7 @@ impl CellsFs {
         }
         let (from, meta) = self.existing(parent, name).await?;
         let to_parent = self.dir_path(new_parent)?;
-        let to = join_path(&to_parent, &valid_name(new_name)?);
+        let to = checked_path(&to_parent, new_name)?;
         if !from.contains('/') {
             return Err(FsError::PermissionDenied(format!(
                 "{from}: workspaces cannot be renamed"

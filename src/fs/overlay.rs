@@ -11,6 +11,7 @@
 //!   costs the same with 10 or 100,000 entries); the log is folded into `times.json`
 //!   (temporary + rename) at open and whenever it outgrows the map. Both survive remounts and
 //!   crashes; a torn last log line is skipped.
+//! - Both files are 0600 whatever the umask (see `private`): they name the user's files.
 
 use std::collections::BTreeMap;
 use std::path::PathBuf;
@@ -94,15 +95,11 @@ impl Overlay {
         let mut log = self.log.lock().unwrap();
         let tmp = self.file.with_extension("json.tmp");
         let data = serde_json::to_vec(entries).unwrap_or_default();
-        if std::fs::write(&tmp, data).is_err() || std::fs::rename(&tmp, &self.file).is_err() {
+        if super::private::write(&tmp, &data).is_err() || std::fs::rename(&tmp, &self.file).is_err()
+        {
             return;
         }
-        log.file = std::fs::OpenOptions::new()
-            .create(true)
-            .write(true)
-            .truncate(true)
-            .open(self.file.with_extension("log"))
-            .ok();
+        log.file = super::private::create(&self.file.with_extension("log")).ok();
         log.lines = 0;
     }
 

@@ -18,6 +18,7 @@
 //!   synced past that line, so a replay after a crash never reads another file's bytes (or an
 //!   emptied file) in place of an upload that already succeeded.
 //! - A file handed out bears its new owner's name, is empty and is positioned at its start.
+//!   It is created 0600 whatever the umask (see `private`); a kept file keeps that mode.
 //! - Dropping the pool unlinks what it keeps; after a crash, the next mount's sweep of staging
 //!   files no record names does.
 
@@ -68,7 +69,7 @@ impl StagingPool {
             let _ = std::fs::remove_file(&kept.path);
         }
         // Truncating: a kept file is emptied here if it was not when kept.
-        let file = std::fs::OpenOptions::new()
+        let file = super::private::options()
             .read(true)
             .write(true)
             .create(true)
