@@ -577,6 +577,14 @@ impl Journal {
         Ok(target)
     }
 
+    /// Move `staging` itself to the recovery folder for `path` (a rename: it needs no disk
+    /// space, for when the disk is full); returns where.
+    pub fn move_to_recovery(&self, path: &str, staging: &Path) -> std::io::Result<PathBuf> {
+        let target = self.recovery_target(path);
+        std::fs::rename(staging, &target)?;
+        Ok(target)
+    }
+
     /// Keep `bytes` (content that had no staging file) for `path` in the recovery folder.
     pub fn keep_bytes_for_recovery(&self, path: &str, bytes: &[u8]) -> std::io::Result<PathBuf> {
         let target = self.recovery_target(path);
