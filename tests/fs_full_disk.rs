@@ -192,6 +192,12 @@ async fn full_disk_copy_keeps_the_server_version(write_back: bool, existing: boo
         "nothing is pending: {:?}",
         fs.status().pending_uploads
     );
+    // A new file that was not stored is not shown either (the server's view).
+    if !existing {
+        let parent = resolve(&fs, WS).await;
+        let looked_up = fs.lookup(parent, OsStr::new("big.bin")).await;
+        assert_eq!(looked_up.err().map(|e| e.errno()), Some(libc::ENOENT));
+    }
     // The staged bytes were let go: the disk is not left full.
     assert_eq!(
         disk.bytes_in("staging"),

@@ -10,6 +10,7 @@ mod mount_common;
 
 use std::path::{Path, PathBuf};
 use std::process::Command;
+use std::time::Duration;
 
 use mount_common::*;
 
@@ -105,7 +106,13 @@ fn full_cache_disk(args: &[&str]) {
         "{err}"
     );
 
-    // The server keeps its version; the new file is not there.
+    // The server keeps its version; the new file is not there, nor in the mount.
+    // (once the kernel has released cp's descriptor, which it does after close returns).
+    eventually(
+        Duration::from_secs(5),
+        "new.bin gone from the mount",
+        || !ws.join("new.bin").exists(),
+    );
     assert_eq!(server_sha256(&h, "personal-files/big.bin"), original_sha);
     assert!(
         h.block_on(h.api.stat("personal-files/new.bin"))

@@ -2908,6 +2908,12 @@ impl CellsFs {
             .as_ref()
             .is_none_or(|s| !s.dirty() && !s.journaled && !s.scheduled);
         if idle {
+            // A file the server never had, whose content failed to stage: nothing of it is
+            // stored, so its name goes too (the server's view, with nothing in between).
+            let unstored = (data.local
+                && !data.detached
+                && guard.as_ref().is_some_and(|s| s.failed.is_some()))
+            .then(|| data.path.clone());
             if let Some(Staging {
                 content: content::Content::File { file, path },
                 size,
@@ -2923,6 +2929,15 @@ impl CellsFs {
             drop(guard);
             data.file = None;
             table.maybe_drop(ino);
+            if let Some(path) = unstored {
+                let parent = table.by_path.get(parent_path(&path)).copied();
+                drop(table);
+                self.removed_locally(&path);
+                if let (Some(notifier), Some(parent)) = (self.inner.notifier.get(), parent) {
+                    let name = base_name(&path).to_string();
+                    let _ = notifier.send(KernelInvalidation::Entry(parent, name));
+                }
+            }
         }
     }
 
