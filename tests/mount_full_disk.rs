@@ -3,8 +3,8 @@
 //! docs/SEMANTICS.md: "a file whose staged content is incomplete (a write to the cache
 //! directory failed, for a full disk say) is never stored: that write fails with `ENOSPC`, so
 //! does every later write and `close` of it (with `--write-back` too, where nothing is
-//! journaled), the server keeps its version, and `cec mount --status` lists the file with the
-//! error."
+//! journaled), the server keeps its version (a new file is gone once closed), and `cec mount
+//! --status` lists the file with the error."
 
 mod mount_common;
 

@@ -425,8 +425,14 @@ impl Journal {
         let mut log = self.log.lock().unwrap();
         log.live.inline.remove(id);
         log.live.held.remove(id);
-        if log.live.pending.remove(id).is_some() {
-            self.append(&mut log, &Line::Done { id: id.to_string() });
+        if log.live.pending.remove(id).is_some()
+            && !self.append(&mut log, &Line::Done { id: id.to_string() })
+        {
+            // The record stays in the log without its `done` line (a full disk, say): its
+            // staging file must never be reused, or a replay after a crash would upload
+            // another file's bytes to this path. No mark is ever durable enough.
+            tracing::warn!("write-back journal: the end of an upload could not be recorded");
+            return u64::MAX;
         }
         log.appended
     }
@@ -507,13 +513,14 @@ impl Journal {
         Ok(())
     }
 
-    /// Append a line that needs no sync; compact the log when it grew.
-    fn append(&self, log: &mut Log, line: &Line) {
+    /// Append a line that needs no sync; compact the log when it grew. False when the line
+    /// could not be appended.
+    fn append(&self, log: &mut Log, line: &Line) -> bool {
         let Ok(data) = line_bytes(line) else {
-            return;
+            return false;
         };
         if log.file.append(&data).is_err() {
-            return;
+            return false;
         }
         log.lines += 1;
         log.appended += 1;
@@ -533,6 +540,7 @@ impl Journal {
                 Err(e) => tracing::warn!("could not compact the write-back journal: {e}"),
             }
         }
+        true
     }
 
     /// For a rewrite: the bytes of the records whose bytes only the log holds, read back from
@@ -823,6 +831,27 @@ mod tests {
             "syncing b's line wrote a's done line too"
         );
         assert_eq!(journal.remove("nothing"), journal.remove("nothing"));
+    }
+
+    #[test]
+    fn a_done_line_that_cannot_be_written_never_lets_the_staging_file_be_reused() {
+        let cache = tempfile::tempdir().unwrap();
+        let journal = Journal::open(cache.path()).unwrap();
+        journal.record("a", &record("ws/a")).unwrap();
+        // The disk is full: no line can be appended (a read-only descriptor stands in).
+        let log = std::fs::File::open(cache.path().join("journal/log")).unwrap();
+        journal.log.lock().unwrap().file = LogFile::new(log).unwrap();
+        let mark = journal.remove("a");
+        assert!(
+            mark > journal.durable(),
+            "a record whose done line is not on disk counts as forgotten (mark {mark})"
+        );
+        drop(journal);
+        assert_eq!(
+            Journal::open(cache.path()).unwrap().pending(),
+            vec![("a".to_string(), record("ws/a"))],
+            "the record is still in the log"
+        );
     }
 
     #[test]
