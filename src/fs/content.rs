@@ -16,6 +16,8 @@
 //!   write-back record, so it never needs a staging file to be durable.
 //! - Bytes in memory count against the budget exactly as long as they are held (released on
 //!   drop and when they move to a staging file).
+//! - A move to a staging file that fails (a full disk) leaves the content in memory, whole,
+//!   and no staging file behind.
 
 use std::fs::File;
 use std::os::unix::fs::FileExt;
@@ -200,7 +202,12 @@ impl Content {
     fn staging_file(&mut self, take_file: TakeFile) -> std::io::Result<&File> {
         if let Content::Memory(memory) = self {
             let (file, path) = take_file()?;
-            file.write_all_at(&memory.bytes, 0)?;
+            if let Err(e) = file.write_all_at(&memory.bytes, 0) {
+                // The content stays in memory; a partial copy would only hold disk space.
+                drop(file);
+                let _ = std::fs::remove_file(&path);
+                return Err(e);
+            }
             *self = Content::File { file, path };
         }
         match self {
@@ -275,6 +282,24 @@ mod tests {
             std::fs::metadata(dir.path().join("staged")).unwrap().len(),
             MEMORY_MAX + 10
         );
+    }
+
+    #[test]
+    fn a_failed_move_to_a_staging_file_keeps_the_content_in_memory_and_no_file() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("staged");
+        // A file that cannot be written stands for a full disk.
+        let take = || {
+            std::fs::write(&path, b"")?;
+            Ok((File::open(&path)?, path.clone()))
+        };
+        let budget = MemoryBudget::new(1 << 20);
+        let mut content = Content::in_memory(&budget);
+        content.write_at(b"kept", 0, &take).unwrap();
+        assert!(content.write_at(b"x", MEMORY_MAX, &take).is_err());
+        assert!(content.is_memory());
+        assert_eq!(read_all(&content, 4), b"kept");
+        assert!(!path.exists(), "the partial staging file was left behind");
     }
 
     #[test]

@@ -62,6 +62,15 @@ pub enum FsError {
         reason: String,
         kept_at: String,
     },
+    /// A write to a file's staged content failed (a full cache disk, say): what is staged is
+    /// not what was written, so it is never stored and the server keeps its version, until
+    /// the file is rewritten from empty. `no_space`: the failure was the disk being full.
+    #[error("{path} was not stored ({reason}); the server keeps its version")]
+    NotStored {
+        path: String,
+        reason: String,
+        no_space: bool,
+    },
     /// A local file error in the cache directory.
     #[error("local I/O error: {0}")]
     Local(String),
@@ -102,6 +111,10 @@ impl FsError {
             FsError::Busy(_) => libc::EBUSY,
             FsError::NoSpace(_) => libc::ENOSPC,
             FsError::UploadFailed { .. } => libc::EIO,
+            FsError::NotStored { no_space: true, .. } => libc::ENOSPC,
+            FsError::NotStored {
+                no_space: false, ..
+            } => libc::EIO,
             FsError::Local(_) => libc::EIO,
             FsError::Api { source, .. } => api_errno(source),
         }
@@ -171,5 +184,16 @@ mod tests {
             FsError::from(std::io::Error::from_raw_os_error(libc::ENOSPC)).errno(),
             libc::ENOSPC
         );
+    }
+
+    #[test]
+    fn content_not_stored_is_enospc_when_the_disk_was_full_else_eio() {
+        let not_stored = |no_space| FsError::NotStored {
+            path: "p".into(),
+            reason: "r".into(),
+            no_space,
+        };
+        assert_eq!(not_stored(true).errno(), libc::ENOSPC);
+        assert_eq!(not_stored(false).errno(), libc::EIO);
     }
 }

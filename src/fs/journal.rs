@@ -625,8 +625,14 @@ impl Journal {
         let mut log = self.log.lock().unwrap();
         log.live.inline.remove(id);
         log.live.held.remove(id);
-        if log.live.pending.remove(id).is_some() {
-            self.append(&mut log, &Line::Done { id: id.to_string() });
+        if log.live.pending.remove(id).is_some()
+            && !self.append(&mut log, &Line::Done { id: id.to_string() })
+        {
+            // The record stays in the log without its `done` line (a full disk, say): its
+            // staging file must never be reused, or a replay after a crash would upload
+            // another file's bytes to this path. No mark is ever durable enough.
+            tracing::warn!("write-back journal: the end of an upload could not be recorded");
+            return u64::MAX;
         }
         log.appended
     }
@@ -707,13 +713,14 @@ impl Journal {
         Ok(())
     }
 
-    /// Append a line that needs no sync; compact the log when it grew.
-    fn append(&self, log: &mut Log, line: &Line) {
+    /// Append a line that needs no sync; compact the log when it grew. False when the line
+    /// could not be appended.
+    fn append(&self, log: &mut Log, line: &Line) -> bool {
         let Ok(data) = line_bytes(line) else {
-            return;
+            return false;
         };
         if log.file.append(&data).is_err() {
-            return;
+            return false;
         }
         log.lines += 1;
         log.appended += 1;
@@ -733,6 +740,7 @@ impl Journal {
                 Err(e) => tracing::warn!("could not compact the write-back journal: {e}"),
             }
         }
+        true
     }
 
     /// For a rewrite: the bytes of the records whose bytes only the log holds, read back from
@@ -773,6 +781,14 @@ impl Journal {
     /// Keep a copy of `staging` for `path` in the recovery folder; returns where.
     pub fn keep_for_recovery(&self, path: &str, staging: &Path) -> std::io::Result<PathBuf> {
         keep_in_recovery(&self.recovery, path, Source::File(staging))
+    }
+
+    /// Move `staging` itself to the recovery folder for `path` (a rename: it needs no disk
+    /// space, for when the disk is full); returns where.
+    pub fn move_to_recovery(&self, path: &str, staging: &Path) -> std::io::Result<PathBuf> {
+        let target = self.recovery_target(path);
+        std::fs::rename(staging, &target)?;
+        Ok(target)
     }
 
     /// Keep `bytes` (content that had no staging file) for `path` in the recovery folder.
@@ -1101,6 +1117,27 @@ mod tests {
             "syncing b's line wrote a's done line too"
         );
         assert_eq!(journal.remove("nothing"), journal.remove("nothing"));
+    }
+
+    #[test]
+    fn a_done_line_that_cannot_be_written_never_lets_the_staging_file_be_reused() {
+        let cache = tempfile::tempdir().unwrap();
+        let journal = Journal::open(cache.path()).unwrap();
+        journal.record("a", &record("ws/a")).unwrap();
+        // The disk is full: no line can be appended (a read-only descriptor stands in).
+        let log = std::fs::File::open(cache.path().join("journal/log")).unwrap();
+        journal.log.lock().unwrap().file = LogFile::new(log).unwrap();
+        let mark = journal.remove("a");
+        assert!(
+            mark > journal.durable(),
+            "a record whose done line is not on disk counts as forgotten (mark {mark})"
+        );
+        drop(journal);
+        assert_eq!(
+            Journal::open(cache.path()).unwrap().pending(),
+            vec![("a".to_string(), record("ws/a"))],
+            "the record is still in the log"
+        );
     }
 
     #[test]

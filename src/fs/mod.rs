@@ -555,6 +555,10 @@ struct Staging {
     /// The parts sent while the file is written (see [`stream`]); at most one per content.
     stream: Option<stream::PartStream>,
     stream_started: bool,
+    /// A change to the content failed (a full cache disk): it is not what was written, so it
+    /// is never stored. Every write, `close` and `fsync` answers this error until the content
+    /// is emptied (see [`CellsFs::staging_failed`]).
+    failed: Option<FsError>,
 }
 
 impl Staging {
@@ -594,6 +598,15 @@ impl FileState {
             .unwrap()
             .as_ref()
             .is_some_and(Staging::dirty)
+    }
+
+    /// Why the staged content must not be stored, if it must not (see [`Staging::failed`]).
+    fn failed(&self) -> Option<FsError> {
+        self.staging
+            .lock()
+            .unwrap()
+            .as_ref()
+            .and_then(|s| s.failed.clone())
     }
 }
 
@@ -1078,6 +1091,7 @@ impl CellsFs {
                     appending: false,
                     stream: None,
                     stream_started: false,
+                    failed: None,
                 })),
                 io_lock: tokio::sync::Mutex::new(()),
             });
@@ -1752,9 +1766,18 @@ impl CellsFs {
             {
                 let mut guard = file.staging.lock().unwrap();
                 let staging = guard.as_mut().expect("staging exists");
-                staging
+                if size == 0 {
+                    // Emptied: the content is known again, whatever failed before.
+                    staging.failed = None;
+                } else if let Some(failed) = &staging.failed {
+                    return Err(failed.clone());
+                }
+                if let Err(e) = staging
                     .content
-                    .set_len(size, &self.staging_file_for(&file.id))?;
+                    .set_len(size, &self.staging_file_for(&file.id))
+                {
+                    return Err(self.staging_failed(&file.id, staging, &path, e.into()));
+                }
                 staging.size = size;
                 staging.version += 1;
                 staging.modified = SystemTime::now();
@@ -2003,12 +2026,17 @@ impl CellsFs {
         };
         let _io = file.io_lock.lock().await;
         {
+            // Before the staging lock: the table's is taken first.
+            let staged_path = self.path_of(ino).map(|(p, _)| p).unwrap_or_default();
             let mut guard = file.staging.lock().unwrap();
             if let Some(staging) = guard.as_mut() {
-                if truncate && staging.size > 0 {
-                    staging
-                        .content
-                        .set_len(0, &self.staging_file_for(&file.id))?;
+                if truncate && (staging.size > 0 || staging.failed.is_some()) {
+                    // Rewritten from empty: the content is known again, whatever failed.
+                    staging.failed = None;
+                    if let Err(e) = staging.content.set_len(0, &self.staging_file_for(&file.id)) {
+                        let failed = self.staging_failed(&file.id, staging, &staged_path, e.into());
+                        return Err(failed);
+                    }
                     staging.size = 0;
                     staging.version += 1;
                     staging.modified = SystemTime::now();
@@ -2031,17 +2059,27 @@ impl CellsFs {
                 .inner
                 .staging_pool
                 .take(&file.id, self.inner.journal.durable())?;
-            let mut stream = self
-                .inner
-                .api
-                .get_object(&path, None)
-                .await
-                .map_err(|e| FsError::api(&path, e))?;
-            use std::io::Write;
-            while let Some(chunk) = stream.next().await {
-                let chunk = chunk.map_err(|e| FsError::api(&path, e))?;
-                staging_file.write_all(&chunk)?;
-                size += chunk.len() as u64;
+            let downloaded: FsResult<()> = async {
+                let mut stream = self
+                    .inner
+                    .api
+                    .get_object(&path, None)
+                    .await
+                    .map_err(|e| FsError::api(&path, e))?;
+                use std::io::Write;
+                while let Some(chunk) = stream.next().await {
+                    let chunk = chunk.map_err(|e| FsError::api(&path, e))?;
+                    staging_file.write_all(&chunk)?;
+                    size += chunk.len() as u64;
+                }
+                Ok(())
+            }
+            .await;
+            if let Err(e) = downloaded {
+                // A partial copy (a full disk, a broken download) would only hold disk space.
+                drop(staging_file);
+                let _ = std::fs::remove_file(&staging_path);
+                return Err(e);
             }
             content::Content::in_file(staging_file, staging_path)
         };
@@ -2060,6 +2098,7 @@ impl CellsFs {
             appending: size == 0,
             stream: None,
             stream_started: false,
+            failed: None,
         });
         Ok(file.clone())
     }
@@ -2074,6 +2113,76 @@ impl CellsFs {
                 .staging_pool
                 .take(id, self.inner.journal.durable())
         }
+    }
+
+    /// A change to the staged content of the file `id` (at `path`) failed with `error` (the
+    /// cache disk is full, say): what is staged is no longer what was written, so it is never
+    /// stored. The pending upload is dropped (streamed parts are aborted): the server keeps
+    /// its version. The staged bytes are discarded, which frees the disk that is likely full:
+    /// the writer was told its data was not stored and still has it. Except when an earlier
+    /// `close` journaled this content (write-back), which was acknowledged: the staged file
+    /// then moves to the recovery folder (a rename, no space needed), or if that fails stays
+    /// with its record, for the next mount. Every later write, `close`, `fsync` and read of
+    /// this content answers the returned error, until the file is emptied (an open with
+    /// `O_TRUNC`, a truncate to 0) or its last handle closes (the server's version shows
+    /// again). The error is logged and listed in the status with the path.
+    fn staging_failed(
+        &self,
+        id: &str,
+        staging: &mut Staging,
+        path: &str,
+        error: FsError,
+    ) -> FsError {
+        if let Some(failed) = &staging.failed {
+            return failed.clone();
+        }
+        let no_space = error.errno() == libc::ENOSPC;
+        let mut reason = error.to_string();
+        staging.stream = None;
+        staging.clean_version = staging.version;
+        let staged = std::mem::replace(
+            &mut staging.content,
+            content::Content::in_memory(&self.inner.memory_budget),
+        );
+        let old_size = std::mem::replace(&mut staging.size, 0);
+        if staging.journaled {
+            let journal = &self.inner.journal;
+            let kept = match staged.staging_path() {
+                Some(staging_path) => journal.move_to_recovery(path, staging_path),
+                None => staged
+                    .to_bytes(old_size)
+                    .and_then(|bytes| journal.keep_bytes_for_recovery(path, &bytes)),
+            };
+            match kept {
+                Ok(at) => {
+                    staging.done_mark = journal.remove(id);
+                    staging.journaled = false;
+                    reason = format!(
+                        "{reason}; what an earlier close acknowledged, with the writes since, \
+                         is kept in {}",
+                        at.display()
+                    );
+                }
+                Err(e) => {
+                    staging.content = staged;
+                    staging.size = old_size;
+                    reason = format!(
+                        "{reason}; the write-back journal keeps what an earlier close \
+                         acknowledged (not moved to the recovery folder: {e})"
+                    );
+                }
+            }
+        } else if let Some(staging_path) = staged.staging_path() {
+            let _ = std::fs::remove_file(staging_path);
+        }
+        let failed = FsError::NotStored {
+            path: path.to_string(),
+            reason,
+            no_space,
+        };
+        self.record_error(failed.to_string());
+        staging.failed = Some(failed.clone());
+        failed
     }
 
     fn new_handle(&self, ino: u64, writable: bool, append: bool) -> u64 {
@@ -2161,6 +2270,9 @@ impl CellsFs {
         if let Some(file) = file {
             let guard = file.staging.lock().unwrap();
             if let Some(staging) = guard.as_ref() {
+                if let Some(failed) = &staging.failed {
+                    return Err(failed.clone());
+                }
                 let end = (offset + size as u64).min(staging.size);
                 if offset >= end {
                     return Ok(Bytes::new());
@@ -2418,10 +2530,16 @@ impl CellsFs {
             let staging = guard
                 .as_mut()
                 .ok_or_else(|| FsError::Local(format!("{path}: no staging file")))?;
+            if let Some(failed) = &staging.failed {
+                return Err(failed.clone());
+            }
             let at = if handle.append { staging.size } else { offset };
-            staging
+            if let Err(e) = staging
                 .content
-                .write_at(data, at, &self.staging_file_for(&file.id))?;
+                .write_at(data, at, &self.staging_file_for(&file.id))
+            {
+                return Err(self.staging_failed(&file.id, staging, &path, e.into()));
+            }
             if at != staging.size {
                 staging.stop_stream(false);
             }
@@ -2472,6 +2590,9 @@ impl CellsFs {
 
     /// Make the file's pending changes durable: upload now, or journal them in write-back.
     async fn commit(&self, ino: u64, file: Arc<FileState>) -> FsResult<()> {
+        if let Some(failed) = file.failed() {
+            return Err(failed);
+        }
         if !file.dirty() {
             return Ok(());
         }
@@ -2491,30 +2612,44 @@ impl CellsFs {
         let Some(staging) = guard.as_mut() else {
             return Ok(());
         };
+        if let Some(failed) = &staging.failed {
+            return Err(failed.clone());
+        }
         if staging.journaled && staging.synced_version == staging.version {
             return Ok(());
         }
         let record = journal::Record {
-            path,
+            path: path.clone(),
             staging: file.id.clone(),
         };
-        if staging.size <= journal::INLINE_MAX {
+        let recorded = if staging.size <= journal::INLINE_MAX {
             // One sync: the record carries the bytes, the staging file (if any) stays
             // unsynced. Bytes with no staging file stay with the journal too, for its
             // compactions.
-            let bytes = staging.content.to_bytes(staging.size)?;
-            let only_copy = staging.content.is_memory();
-            self.inner
-                .journal
-                .record_inline(&file.id, &record, bytes, only_copy)?;
+            staging.content.to_bytes(staging.size).and_then(|bytes| {
+                let only_copy = staging.content.is_memory();
+                self.inner
+                    .journal
+                    .record_inline(&file.id, &record, bytes, only_copy)
+            })
         } else {
-            if staging.synced_version != staging.version {
-                staging.content.sync_data()?;
-            }
+            let synced = if staging.synced_version != staging.version {
+                staging.content.sync_data()
+            } else {
+                Ok(())
+            };
             // A record that carried older bytes must not outlive this version.
-            if !staging.journaled || self.inner.journal.carries_bytes(&file.id) {
-                self.inner.journal.record(&file.id, &record)?;
-            }
+            synced.and_then(|()| {
+                if !staging.journaled || self.inner.journal.carries_bytes(&file.id) {
+                    self.inner.journal.record(&file.id, &record)
+                } else {
+                    Ok(())
+                }
+            })
+        };
+        if let Err(e) = recorded {
+            // Not durable, so not acknowledged: never uploaded later either.
+            return Err(self.staging_failed(&file.id, staging, &path, e.into()));
         }
         staging.synced_version = staging.version;
         staging.journaled = true;
@@ -2598,6 +2733,9 @@ impl CellsFs {
             }
             let snapshot = {
                 let mut guard = file.staging.lock().unwrap();
+                if let Some(failed) = guard.as_ref().and_then(|s| s.failed.clone()) {
+                    return Err(failed);
+                }
                 match guard.as_mut() {
                     Some(s) if s.dirty() => {
                         if detached {
@@ -2851,6 +2989,12 @@ impl CellsFs {
             .as_ref()
             .is_none_or(|s| !s.dirty() && !s.journaled && !s.scheduled);
         if idle {
+            // A file the server never had, whose content failed to stage: nothing of it is
+            // stored, so its name goes too (the server's view, with nothing in between).
+            let unstored = (data.local
+                && !data.detached
+                && guard.as_ref().is_some_and(|s| s.failed.is_some()))
+            .then(|| data.path.clone());
             if let Some(Staging {
                 content: content::Content::File { file, path },
                 size,
@@ -2866,6 +3010,15 @@ impl CellsFs {
             drop(guard);
             data.file = None;
             table.maybe_drop(ino);
+            if let Some(path) = unstored {
+                let parent = table.by_path.get(parent_path(&path)).copied();
+                drop(table);
+                self.removed_locally(&path);
+                if let (Some(notifier), Some(parent)) = (self.inner.notifier.get(), parent) {
+                    let name = base_name(&path).to_string();
+                    let _ = notifier.send(KernelInvalidation::Entry(parent, name));
+                }
+            }
         }
     }
 
@@ -2883,6 +3036,9 @@ impl CellsFs {
         let Some(file) = file else {
             return Ok(());
         };
+        if let Some(failed) = file.failed() {
+            return Err(failed);
+        }
         // A file still empty, new or just truncated by its opening: `cmd > f` closes a
         // duplicate of the descriptor before it writes. Storing it then would cost an upload
         // for nothing (and, for an existing file, show other clients an empty version); the
@@ -2906,6 +3062,9 @@ impl CellsFs {
     pub async fn fsync(&self, ino: u64, fh: u64, _datasync: bool) -> FsResult<()> {
         self.handle(fh)?;
         let file = self.inner.table.lock().unwrap().get(ino)?.file.clone();
+        if let Some(failed) = file.as_ref().and_then(|f| f.failed()) {
+            return Err(failed);
+        }
         if let Some(file) = file
             && file.dirty()
         {
