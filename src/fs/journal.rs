@@ -786,8 +786,20 @@ impl Journal {
     /// Move `staging` itself to the recovery folder for `path` (a rename: it needs no disk
     /// space, for when the disk is full); returns where.
     pub fn move_to_recovery(&self, path: &str, staging: &Path) -> std::io::Result<PathBuf> {
-        let target = self.recovery_target(path);
-        std::fs::rename(staging, &target)?;
+        let (target, _reserved) = reserve_recovery_name(&self.recovery, path)?;
+        if let Err(e) = std::fs::rename(staging, &target) {
+            let _ = std::fs::remove_file(&target);
+            return Err(e);
+        }
+        // The label takes a few bytes: on a disk still full the copy stays without it (the
+        // error reported for the file names its path).
+        if let Err(e) = write_recovery_label(&target, path) {
+            tracing::warn!(
+                "{}: could not write {PATH_SUFFIX} beside it: {e}",
+                target.display()
+            );
+        }
+        let _ = sync_dir(&self.recovery);
         Ok(target)
     }
 
@@ -865,29 +877,47 @@ fn recovery_name(path: &str, stamp: u64, n: u32) -> String {
     }
 }
 
-/// Copy `source` into a new file of `recovery` with its own flat name, the server path `path`
-/// written beside it; both synced and 0600. Returns the copy's path.
-fn keep_in_recovery(recovery: &Path, path: &str, source: Source) -> std::io::Result<PathBuf> {
+/// A new, empty file of `recovery` with its own flat name for `path` (0600).
+fn reserve_recovery_name(recovery: &Path, path: &str) -> std::io::Result<(PathBuf, std::fs::File)> {
     let stamp = std::time::SystemTime::now()
         .duration_since(std::time::UNIX_EPOCH)
         .map(|d| d.as_secs())
         .unwrap_or(0);
     let mut n = 0;
-    let (target, mut file) = loop {
+    loop {
         let target = recovery.join(recovery_name(path, stamp, n));
         match private::options()
             .write(true)
             .create_new(true)
             .open(&target)
         {
-            Ok(file) => break (target, file),
+            Ok(file) => return Ok((target, file)),
             Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => n += 1,
             Err(e) => return Err(e),
         }
-    };
-    let mut beside = target.clone().into_os_string();
+    }
+}
+
+/// The file beside a recovery copy that names its server path.
+fn label_of(copy: &Path) -> PathBuf {
+    let mut beside = copy.to_path_buf().into_os_string();
     beside.push(PATH_SUFFIX);
-    let beside = PathBuf::from(beside);
+    PathBuf::from(beside)
+}
+
+/// Write `path` (and a newline) into the label beside `copy`, synced.
+fn write_recovery_label(copy: &Path, path: &str) -> std::io::Result<()> {
+    let mut label = private::create(&label_of(copy))?;
+    label.write_all(path.as_bytes())?;
+    label.write_all(b"\n")?;
+    label.sync_all()
+}
+
+/// Copy `source` into a new file of `recovery` with its own flat name, the server path `path`
+/// written beside it; both synced and 0600. Returns the copy's path.
+fn keep_in_recovery(recovery: &Path, path: &str, source: Source) -> std::io::Result<PathBuf> {
+    let (target, mut file) = reserve_recovery_name(recovery, path)?;
+    let beside = label_of(&target);
     let stored = (|| -> std::io::Result<()> {
         match source {
             Source::File(from) => {
@@ -899,10 +929,7 @@ fn keep_in_recovery(recovery: &Path, path: &str, source: Source) -> std::io::Res
             Source::Bytes(bytes) => file.write_all(bytes)?,
         }
         file.sync_all()?;
-        let mut label = private::create(&beside)?;
-        label.write_all(path.as_bytes())?;
-        label.write_all(b"\n")?;
-        label.sync_all()?;
+        write_recovery_label(&target, path)?;
         sync_dir(recovery)
     })();
     match stored {
