@@ -12,6 +12,10 @@
 //!   covers the paths it does not (SIGKILL, panics).
 //! - The control socket lives in a 0700 directory owned by the user and answers only status
 //!   and unmount requests; it never carries a secret.
+//! - One daemon per cache directory ([`cache_dir::CacheLock`], held from before the journal
+//!   is replayed until the process exits); the cache directory is the user's, 0700.
+
+pub mod cache_dir;
 
 use std::io::{BufRead, BufReader, Read, Write};
 use std::os::fd::{AsRawFd, FromRawFd};
@@ -1260,6 +1264,13 @@ async fn mount_and_serve(plan: MountPlan, readiness: &mut Readiness) -> anyhow::
         let allow_non_empty = plan.allow_non_empty;
         tokio::task::spawn_blocking(move || prepare_mountpoint(&mp, allow_non_empty)).await??;
     }
+    // The cache directory is this daemon's alone, from before the journal is replayed until
+    // the process exits (the lock lives as long as this function runs).
+    let _cache_lock = {
+        let dir = plan.fs_options.cache_dir.clone();
+        cache_dir::prepare_cache_dir(&dir)?;
+        cache_dir::lock_cache_dir(&dir, &mountpoint)?
+    };
     // Signals are caught from here on, so a SIGTERM during start-up still ends cleanly.
     let mut sigint = signal(SignalKind::interrupt())?;
     let mut sigterm = signal(SignalKind::terminate())?;
