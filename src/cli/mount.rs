@@ -91,6 +91,10 @@ pub struct UnmountArgs {
     /// How long to wait for pending uploads before giving up (e.g. 10m)
     #[arg(long, default_value = "10m", value_parser = humantime::parse_duration)]
     pub timeout: Duration,
+    /// Detach now even if busy: the mount lives on for the processes still using it, and
+    /// its daemon finishes pending uploads and exits when the last of them leaves
+    #[arg(long, short = 'l')]
+    pub lazy: bool,
 }
 
 fn parse_mode(text: &str) -> Result<u16, String> {
@@ -165,8 +169,8 @@ pub fn run_mount(args: MountArgs, global: &GlobalArgs) -> ExitCode {
 }
 
 pub fn run_unmount(args: UnmountArgs, _global: &GlobalArgs) -> ExitCode {
-    let result = mount::unmount(&args.mountpoint, args.timeout)
-        .map(|()| eprintln!("cec: unmounted {}", args.mountpoint.display()))
+    let result = mount::unmount(&args.mountpoint, args.timeout, args.lazy)
+        .map(|done| eprintln!("cec: {}", done.describe(&args.mountpoint)))
         .map_err(|e| CliError::failure(format!("{e:#}")));
     super::report(result)
 }
