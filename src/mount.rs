@@ -11,7 +11,9 @@
 //!   controls (signals, control socket, errors after mounting); `auto_unmount` (fusermount3)
 //!   covers the paths it does not (SIGKILL, panics).
 //! - The control socket lives in a 0700 directory owned by the user and answers only status
-//!   and unmount requests; it never carries a secret.
+//!   and unmount requests; it never carries a secret. The mount now at a mountpoint owns its
+//!   socket path: it takes the path over from a detached mount, and a daemon removes the
+//!   socket at exit only if the path is still its own socket (same device and inode).
 //! - One daemon per cache directory ([`cache_dir::CacheLock`], held from before the journal
 //!   is replayed until the process exits); the cache directory is the user's, 0700.
 //! - `cec unmount` acts only on a cec mount, and never pretends: on a busy mount it fails
@@ -751,24 +753,28 @@ pub async fn serve_control_socket(
     unmount_tx: tokio::sync::mpsc::Sender<()>,
     cancel: tokio_util::sync::CancellationToken,
 ) -> anyhow::Result<()> {
+    use std::os::unix::fs::MetadataExt;
     use tokio::io::{AsyncBufReadExt, AsyncWriteExt};
-    // A stale socket from a crashed mount: nobody answers it, so it can go. A daemon whose
-    // mount was just detached (`fusermount3 -uz`) may still answer for a moment: give it time
-    // to exit before giving up.
-    if path.exists() {
-        let mut answered = 0;
-        while std::os::unix::net::UnixStream::connect(&path).is_ok() {
-            answered += 1;
-            if answered == 30 {
-                bail!("another mount already serves {}", path.display());
-            }
-            tokio::time::sleep(Duration::from_millis(100)).await;
+    // Whatever is at the path belongs to a crashed mount or to one detached from this
+    // mountpoint (`cec unmount --lazy`, which lives on until its last user leaves): this
+    // mount is the one at the mountpoint now (it is mounted before this runs), so the path is
+    // ours. The detached one keeps serving its own requests on its listening socket, and
+    // will not remove ours when it exits (see below).
+    if std::fs::symlink_metadata(&path).is_ok() {
+        if std::os::unix::net::UnixStream::connect(&path).is_ok() {
+            tracing::info!(
+                socket = %path.display(),
+                "another process (a mount detached from here?) served this control socket; \
+                 taking it over"
+            );
         }
-        let _ = std::fs::remove_file(&path);
+        std::fs::remove_file(&path)
+            .with_context(|| format!("removing the stale socket {}", path.display()))?;
     }
     let listener = tokio::net::UnixListener::bind(&path)
         .with_context(|| format!("binding {}", path.display()))?;
     std::fs::set_permissions(&path, std::fs::Permissions::from_mode(0o600))?;
+    let identity = std::fs::symlink_metadata(&path).map(|m| (m.dev(), m.ino()))?;
     loop {
         let (stream, _) = tokio::select! {
             _ = cancel.cancelled() => break,
@@ -806,7 +812,10 @@ pub async fn serve_control_socket(
             let _ = write.write_all(format!("{reply}\n").as_bytes()).await;
         });
     }
-    let _ = std::fs::remove_file(&path);
+    // Only our own socket: a mount made here since may have taken the path over.
+    if std::fs::symlink_metadata(&path).is_ok_and(|m| (m.dev(), m.ino()) == identity) {
+        let _ = std::fs::remove_file(&path);
+    }
     Ok(())
 }
 
@@ -1210,50 +1219,67 @@ fn process_alive(pid: u32) -> bool {
 mod tests {
     use super::*;
 
-    /// A daemon whose mount was just detached may still answer on the control socket: the
-    /// next mount at that place waits for it to go, then serves (it used to give up at once,
-    /// and its mount stopped as if `cec unmount` had been asked).
+    /// Ask the control socket at `path` for a status, from a blocking thread.
+    async fn status_pid_at(path: &Path) -> Option<u32> {
+        let path = path.to_path_buf();
+        tokio::task::spawn_blocking(move || {
+            let mut stream = UnixStream::connect(&path).ok()?;
+            stream.write_all(b"status\n").ok()?;
+            let mut reply = String::new();
+            BufReader::new(stream).read_line(&mut reply).ok()?;
+            serde_json::from_str::<MountStatus>(&reply)
+                .ok()
+                .map(|s| s.pid)
+        })
+        .await
+        .unwrap()
+    }
+
+    /// A daemon detached from its mountpoint (`cec unmount --lazy`) still answers on the
+    /// control socket: the next mount at that place takes the path over at once, and the
+    /// detached daemon, when it exits, leaves the new socket alone (it used to delete it, and
+    /// `cec mount --status` and `cec unmount` could no longer reach the new mount).
     #[tokio::test]
-    async fn control_socket_waits_for_a_departing_mount_then_serves() {
+    async fn a_new_mount_takes_the_control_socket_over_and_the_old_one_leaves_it_alone() {
         let dir = tempfile::tempdir().unwrap();
         let path = dir.path().join("mount.sock");
-        let departing = std::os::unix::net::UnixListener::bind(&path).unwrap();
-        let status: std::sync::Arc<dyn Fn() -> MountStatus + Send + Sync> =
-            std::sync::Arc::new(MountStatus::default);
-        let (unmount_tx, mut unmount_rx) = tokio::sync::mpsc::channel(1);
-        let cancel = tokio_util::sync::CancellationToken::new();
-        let server = tokio::spawn(serve_control_socket(
-            path.clone(),
-            status,
-            unmount_tx,
-            cancel.clone(),
-        ));
-        tokio::time::sleep(Duration::from_millis(500)).await;
-        assert!(!server.is_finished(), "gave up while the old mount left");
-        drop(departing);
-        let reply = {
-            let path = path.clone();
-            tokio::task::spawn_blocking(move || {
-                for _ in 0..100 {
-                    if let Ok(mut stream) = UnixStream::connect(&path) {
-                        stream.write_all(b"unmount\n").unwrap();
-                        let mut reply = String::new();
-                        BufReader::new(stream).read_line(&mut reply).unwrap();
-                        if !reply.is_empty() {
-                            return reply;
-                        }
-                    }
-                    std::thread::sleep(Duration::from_millis(50));
-                }
-                String::new()
-            })
-            .await
-            .unwrap()
+        let serve = |pid: u32| {
+            let status: std::sync::Arc<dyn Fn() -> MountStatus + Send + Sync> =
+                std::sync::Arc::new(move || MountStatus {
+                    pid,
+                    ..Default::default()
+                });
+            let (unmount_tx, unmount_rx) = tokio::sync::mpsc::channel(1);
+            let cancel = tokio_util::sync::CancellationToken::new();
+            let task = tokio::spawn(serve_control_socket(
+                path.clone(),
+                status,
+                unmount_tx,
+                cancel.clone(),
+            ));
+            (task, cancel, unmount_rx)
         };
-        assert_eq!(reply.trim(), "ok");
-        assert_eq!(unmount_rx.recv().await, Some(()));
-        cancel.cancel();
-        server.await.unwrap().unwrap();
+        let (old, old_cancel, _old_rx) = serve(1);
+        let mut waited = 0;
+        while status_pid_at(&path).await != Some(1) {
+            waited += 1;
+            assert!(waited < 100, "the first server never answered");
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+        let (new, new_cancel, _new_rx) = serve(2);
+        let mut waited = 0;
+        while status_pid_at(&path).await != Some(2) {
+            waited += 1;
+            assert!(waited < 100, "the new mount did not take the socket over");
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+        // The detached daemon exits: the path still reaches the new mount.
+        old_cancel.cancel();
+        old.await.unwrap().unwrap();
+        assert_eq!(status_pid_at(&path).await, Some(2));
+        new_cancel.cancel();
+        new.await.unwrap().unwrap();
+        assert!(!path.exists(), "a daemon removes its own socket");
     }
 
     #[test]
