@@ -11,7 +11,7 @@
 //! - A process whose `/proc` entries cannot be read (another user's, when not root) is left
 //!   out: the caller says that the list may be incomplete.
 
-use std::path::{Path, PathBuf};
+use std::path::Path;
 
 /// A process that uses a mount, and how.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -37,6 +37,7 @@ impl std::fmt::Display for Holder {
 }
 
 /// How many uses of one process are listed (a build may hold thousands of files).
+#[cfg(target_os = "linux")]
 const USES_SHOWN: usize = 3;
 
 /// The processes (other than this one) that use the mount at `mountpoint` (absolute).
@@ -100,7 +101,7 @@ fn holder(dir: &Path, pid: u32, mountpoint: &Path) -> Option<Holder> {
     if let Ok(maps) = std::fs::read_to_string(dir.join("maps")) {
         for line in maps.lines() {
             // address perms offset dev inode [path]: the path is the sixth field on.
-            let path: PathBuf = line
+            let path: std::path::PathBuf = line
                 .split_whitespace()
                 .skip(5)
                 .collect::<Vec<_>>()
