@@ -1024,7 +1024,9 @@ impl Unmounted {
                     |pid| format!("the daemon (pid {pid})"),
                 );
                 let mut text = format!(
-                    "detached {mp} lazily: it is gone from the tree, but {daemon} keeps serving                      the processes still using it, finishes pending uploads and exits when the                      last of them leaves"
+                    "detached {mp} lazily: it is gone from the tree, but {daemon} keeps serving \
+                     the processes still using it, finishes pending uploads and exits when the \
+                     last of them leaves"
                 );
                 if holders.is_empty() {
                     text.push_str(" (none found: it should exit at once)");

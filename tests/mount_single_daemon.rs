@@ -197,6 +197,10 @@ fn lazy_unmount_detaches_and_the_daemon_finishes_when_the_last_user_leaves() {
         "--lazy should say it detached, and which daemon lives on: {err}"
     );
     assert!(
+        err.contains("finishes pending uploads and exits when the last of them leaves"),
+        "--lazy should say when the daemon exits: {err}"
+    );
+    assert!(
         err.contains(&format!("pid {} (sleep)", holder.pid())),
         "--lazy should name who still uses the mount: {err}"
     );
