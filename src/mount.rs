@@ -11,7 +11,17 @@
 //!   controls (signals, control socket, errors after mounting); `auto_unmount` (fusermount3)
 //!   covers the paths it does not (SIGKILL, panics).
 //! - The control socket lives in a 0700 directory owned by the user and answers only status
-//!   and unmount requests; it never carries a secret.
+//!   and unmount requests; it never carries a secret. The mount now at a mountpoint owns its
+//!   socket path: it takes the path over from a detached mount, and a daemon removes the
+//!   socket at exit only if the path is still its own socket (same device and inode).
+//! - One daemon per cache directory ([`cache_dir::CacheLock`], held from before the journal
+//!   is replayed until the process exits); the cache directory is the user's, 0700.
+//! - `cec unmount` acts only on a cec mount, and never pretends: on a busy mount it fails
+//!   as umount(8) does and names the processes that hold it ([`holders`]); `--lazy`
+//!   detaches and says that the daemon lives on until the last user leaves.
+
+pub mod cache_dir;
+pub mod holders;
 
 use std::io::{BufRead, BufReader, Read, Write};
 use std::os::fd::{AsRawFd, FromRawFd};
@@ -743,24 +753,28 @@ pub async fn serve_control_socket(
     unmount_tx: tokio::sync::mpsc::Sender<()>,
     cancel: tokio_util::sync::CancellationToken,
 ) -> anyhow::Result<()> {
+    use std::os::unix::fs::MetadataExt;
     use tokio::io::{AsyncBufReadExt, AsyncWriteExt};
-    // A stale socket from a crashed mount: nobody answers it, so it can go. A daemon whose
-    // mount was just detached (`fusermount3 -uz`) may still answer for a moment: give it time
-    // to exit before giving up.
-    if path.exists() {
-        let mut answered = 0;
-        while std::os::unix::net::UnixStream::connect(&path).is_ok() {
-            answered += 1;
-            if answered == 30 {
-                bail!("another mount already serves {}", path.display());
-            }
-            tokio::time::sleep(Duration::from_millis(100)).await;
+    // Whatever is at the path belongs to a crashed mount or to one detached from this
+    // mountpoint (`cec unmount --lazy`, which lives on until its last user leaves): this
+    // mount is the one at the mountpoint now (it is mounted before this runs), so the path is
+    // ours. The detached one keeps serving its own requests on its listening socket, and
+    // will not remove ours when it exits (see below).
+    if std::fs::symlink_metadata(&path).is_ok() {
+        if std::os::unix::net::UnixStream::connect(&path).is_ok() {
+            tracing::info!(
+                socket = %path.display(),
+                "another process (a mount detached from here?) served this control socket; \
+                 taking it over"
+            );
         }
-        let _ = std::fs::remove_file(&path);
+        std::fs::remove_file(&path)
+            .with_context(|| format!("removing the stale socket {}", path.display()))?;
     }
     let listener = tokio::net::UnixListener::bind(&path)
         .with_context(|| format!("binding {}", path.display()))?;
     std::fs::set_permissions(&path, std::fs::Permissions::from_mode(0o600))?;
+    let identity = std::fs::symlink_metadata(&path).map(|m| (m.dev(), m.ino()))?;
     loop {
         let (stream, _) = tokio::select! {
             _ = cancel.cancelled() => break,
@@ -798,7 +812,10 @@ pub async fn serve_control_socket(
             let _ = write.write_all(format!("{reply}\n").as_bytes()).await;
         });
     }
-    let _ = std::fs::remove_file(&path);
+    // Only our own socket: a mount made here since may have taken the path over.
+    if std::fs::symlink_metadata(&path).is_ok_and(|m| (m.dev(), m.ino()) == identity) {
+        let _ = std::fs::remove_file(&path);
+    }
     Ok(())
 }
 
@@ -974,85 +991,297 @@ impl OpenOptionsExt0600 for std::fs::OpenOptions {
     }
 }
 
-/// `cec unmount`: ask the mount's daemon to finish and unmount; if nobody answers, detach
-/// the mount directly. Waits until the mountpoint is free (at most `timeout`).
-pub fn unmount(mountpoint: &Path, timeout: Duration) -> anyhow::Result<()> {
-    let asked = request_unmount(mountpoint).is_ok();
-    if !asked {
-        let state = mountpoint_state(mountpoint);
-        if state == MountpointState::Automount {
-            // Detaching the trigger would end the automount until systemd sets it up again.
+/// What `cec unmount` did.
+#[derive(Debug)]
+pub enum Unmounted {
+    /// Unmounted; the daemon (when one answered) finished its uploads and exited.
+    Done { daemon_pid: Option<u32> },
+    /// A dead mount (its daemon gone) was cleared.
+    DeadCleared,
+    /// Detached lazily (`--lazy`): gone from the tree, while the daemon serves the processes
+    /// still using it and exits once the last one leaves.
+    Detached {
+        daemon_pid: Option<u32>,
+        holders: Vec<holders::Holder>,
+    },
+}
+
+impl Unmounted {
+    /// What to tell the user (one or more lines).
+    pub fn describe(&self, mountpoint: &Path) -> String {
+        let mp = mountpoint.display();
+        match self {
+            Unmounted::Done { .. } => format!("unmounted {mp}"),
+            Unmounted::DeadCleared => {
+                format!("cleared the dead mount at {mp} (its daemon was gone)")
+            }
+            Unmounted::Detached {
+                daemon_pid,
+                holders,
+            } => {
+                let daemon = daemon_pid.map_or_else(
+                    || "the mount's daemon".to_string(),
+                    |pid| format!("the daemon (pid {pid})"),
+                );
+                let mut text = format!(
+                    "detached {mp} lazily: it is gone from the tree, but {daemon} keeps serving \
+                     the processes still using it, finishes pending uploads and exits when the \
+                     last of them leaves"
+                );
+                if holders.is_empty() {
+                    text.push_str(" (none found: it should exit at once)");
+                } else {
+                    text.push_str("; still using it:");
+                    for holder in holders {
+                        text.push_str(&format!("\n  {holder}"));
+                    }
+                }
+                text
+            }
+        }
+    }
+}
+
+/// `cec unmount`: unmount the cec mount at `mountpoint` as umount(8) does (refused while
+/// busy, naming the processes that hold it), or detach it lazily with `lazy`; then wait (at
+/// most `timeout`) for its daemon to finish pending uploads and exit. Refuses a mountpoint
+/// where something other than cec is mounted.
+pub fn unmount(mountpoint: &Path, timeout: Duration, lazy: bool) -> anyhow::Result<Unmounted> {
+    let target = absolute(mountpoint)?;
+    let state = mountpoint_state(&target);
+    if state == MountpointState::Automount {
+        // Detaching the trigger would end the automount until systemd sets it up again.
+        bail!(
+            "{} is not mounted (only its automount trigger is there)",
+            mountpoint.display()
+        );
+    }
+    if !is_mount_point(&target) && state != MountpointState::Dead {
+        bail!("{} is not mounted", mountpoint.display());
+    }
+    refuse_foreign_mount(&target)?;
+    if state == MountpointState::Dead {
+        force_unmount(&target)?;
+        return Ok(Unmounted::DeadCleared);
+    }
+    let daemon_pid = query_status(&target).ok().map(|status| status.pid);
+    if lazy {
+        let holders = holders::holders(&target);
+        force_unmount(&target)?;
+        return Ok(Unmounted::Detached {
+            daemon_pid,
+            holders,
+        });
+    }
+    unmount_strict(&target)?;
+    // Unmounted: the daemon now finishes (or journals) pending uploads, then exits.
+    if let Some(pid) = daemon_pid {
+        let deadline = Instant::now() + timeout;
+        while process_alive(pid) {
+            if Instant::now() >= deadline {
+                bail!(
+                    "{} is unmounted, but its daemon (pid {pid}) is still finishing pending \
+                     uploads after {timeout:?}; it goes on (its log: {})",
+                    mountpoint.display(),
+                    daemon_log_path(mountpoint)
+                        .map(|p| p.display().to_string())
+                        .unwrap_or_else(|_| "its standard error".into())
+                );
+            }
+            std::thread::sleep(Duration::from_millis(50));
+        }
+    }
+    Ok(Unmounted::Done { daemon_pid })
+}
+
+/// Refuse to act on a mount that is not cec's (a tmpfs, a disk, another FUSE filesystem):
+/// `cec unmount` is no general umount. cec mounts with `subtype=cec`, so the kernel lists
+/// them as `fuse.cec` (macFUSE has no subtype: any macFUSE mount is accepted there).
+fn refuse_foreign_mount(target: &Path) -> anyhow::Result<()> {
+    #[cfg(target_os = "macos")]
+    {
+        let types = mount_types_at(target);
+        match types.last() {
+            Some(fstype) if !is_macfuse_type(fstype) => bail!(
+                "{} is not a cec mount (a {fstype} filesystem is mounted there): `cec unmount` \
+                 unmounts only cec mounts; use umount(8) for others",
+                target.display()
+            ),
+            _ => Ok(()),
+        }
+    }
+    #[cfg(not(target_os = "macos"))]
+    {
+        // The last line for the path is the mount on top, the one an unmount would remove.
+        let Some(fields) = mountinfo_entries_at(target).pop() else {
+            return Ok(());
+        };
+        let sep = fields.iter().position(|f| f == "-");
+        let fstype = sep
+            .and_then(|i| fields.get(i + 1))
+            .map_or("?", String::as_str);
+        let source = sep
+            .and_then(|i| fields.get(i + 2))
+            .map_or("?", String::as_str);
+        if fstype != "fuse.cec" {
             bail!(
-                "{} is not mounted (only its automount trigger is there)",
-                mountpoint.display()
+                "{} is not a cec mount ({fstype} filesystem from {}): `cec unmount` unmounts \
+                 only cec mounts; use umount(8) for others",
+                target.display(),
+                unescape_mountinfo(source)
             );
         }
-        if !is_mount_point(mountpoint) && state != MountpointState::Dead {
-            bail!("{} is not mounted", mountpoint.display());
-        }
-        force_unmount(mountpoint)?;
+        Ok(())
     }
-    let deadline = Instant::now() + timeout;
-    while Instant::now() < deadline {
-        if !is_fuse_mount_point(mountpoint) {
-            return Ok(());
+}
+
+/// Unmount `target` now, or fail as umount(8) does when it is busy, naming who holds it.
+fn unmount_strict(target: &Path) -> anyhow::Result<()> {
+    #[cfg(target_os = "macos")]
+    let result = nix::mount::unmount(target, nix::mount::MntFlags::empty());
+    #[cfg(not(target_os = "macos"))]
+    let result = nix::mount::umount2(target, nix::mount::MntFlags::empty());
+    match result {
+        Ok(()) => Ok(()),
+        Err(nix::errno::Errno::EBUSY) => Err(busy_error(target)),
+        #[cfg(not(target_os = "macos"))]
+        Err(nix::errno::Errno::EPERM) => {
+            let Some(fusermount) = find_fusermount() else {
+                bail!(
+                    "cannot unmount {}: not permitted, and fusermount3 is not installed \
+                     (Debian: apt install fuse3)",
+                    target.display()
+                );
+            };
+            let output = std::process::Command::new(fusermount)
+                .arg("-u")
+                .arg("--")
+                .arg(target)
+                .output()
+                .context("running fusermount3 -u")?;
+            if output.status.success() {
+                return Ok(());
+            }
+            let stderr = String::from_utf8_lossy(&output.stderr);
+            if stderr.to_lowercase().contains("busy") {
+                return Err(busy_error(target));
+            }
+            bail!("cannot unmount {}: {}", target.display(), stderr.trim())
         }
-        std::thread::sleep(Duration::from_millis(50));
+        Err(err) => bail!("cannot unmount {}: {err}", target.display()),
     }
-    bail!(
-        "{} is still mounted after {timeout:?} (uploads still running?)",
-        mountpoint.display()
-    )
+}
+
+/// "target is busy", with the processes that hold the mount and what to do.
+fn busy_error(target: &Path) -> anyhow::Error {
+    let mp = target.display();
+    let holders = holders::holders(target);
+    let mut text = format!("cannot unmount {mp}: target is busy");
+    if holders.is_empty() {
+        text.push_str(if nix::unistd::geteuid().is_root() {
+            " (no process found using it: a mount inside it?)"
+        } else {
+            " (none of your processes uses it: another user's may)"
+        });
+    } else {
+        text.push_str("; in use by:");
+        for holder in &holders {
+            text.push_str(&format!("\n  {holder}"));
+        }
+    }
+    text.push_str(&format!(
+        "\nClose those files or leave the folder, then try again; or `cec unmount --lazy {mp}` \
+         detaches it now and lets the mount finish when they are done"
+    ));
+    anyhow!(text)
+}
+
+/// Whether process `pid` still runs (a zombie does not: its files are closed, its locks
+/// released).
+fn process_alive(pid: u32) -> bool {
+    #[cfg(target_os = "linux")]
+    {
+        match std::fs::read_to_string(format!("/proc/{pid}/stat")) {
+            // The state follows the command name, which is in parentheses.
+            Ok(stat) => stat
+                .rsplit_once(')')
+                .and_then(|(_, rest)| rest.split_whitespace().next())
+                .is_some_and(|state| state != "Z" && state != "X"),
+            Err(_) => false,
+        }
+    }
+    #[cfg(not(target_os = "linux"))]
+    {
+        let raw = i32::try_from(pid).unwrap_or(i32::MAX);
+        nix::sys::signal::kill(nix::unistd::Pid::from_raw(raw), None).is_ok()
+    }
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
 
-    /// A daemon whose mount was just detached may still answer on the control socket: the
-    /// next mount at that place waits for it to go, then serves (it used to give up at once,
-    /// and its mount stopped as if `cec unmount` had been asked).
+    /// Ask the control socket at `path` for a status, from a blocking thread.
+    async fn status_pid_at(path: &Path) -> Option<u32> {
+        let path = path.to_path_buf();
+        tokio::task::spawn_blocking(move || {
+            let mut stream = UnixStream::connect(&path).ok()?;
+            stream.write_all(b"status\n").ok()?;
+            let mut reply = String::new();
+            BufReader::new(stream).read_line(&mut reply).ok()?;
+            serde_json::from_str::<MountStatus>(&reply)
+                .ok()
+                .map(|s| s.pid)
+        })
+        .await
+        .unwrap()
+    }
+
+    /// A daemon detached from its mountpoint (`cec unmount --lazy`) still answers on the
+    /// control socket: the next mount at that place takes the path over at once, and the
+    /// detached daemon, when it exits, leaves the new socket alone (it used to delete it, and
+    /// `cec mount --status` and `cec unmount` could no longer reach the new mount).
     #[tokio::test]
-    async fn control_socket_waits_for_a_departing_mount_then_serves() {
+    async fn a_new_mount_takes_the_control_socket_over_and_the_old_one_leaves_it_alone() {
         let dir = tempfile::tempdir().unwrap();
         let path = dir.path().join("mount.sock");
-        let departing = std::os::unix::net::UnixListener::bind(&path).unwrap();
-        let status: std::sync::Arc<dyn Fn() -> MountStatus + Send + Sync> =
-            std::sync::Arc::new(MountStatus::default);
-        let (unmount_tx, mut unmount_rx) = tokio::sync::mpsc::channel(1);
-        let cancel = tokio_util::sync::CancellationToken::new();
-        let server = tokio::spawn(serve_control_socket(
-            path.clone(),
-            status,
-            unmount_tx,
-            cancel.clone(),
-        ));
-        tokio::time::sleep(Duration::from_millis(500)).await;
-        assert!(!server.is_finished(), "gave up while the old mount left");
-        drop(departing);
-        let reply = {
-            let path = path.clone();
-            tokio::task::spawn_blocking(move || {
-                for _ in 0..100 {
-                    if let Ok(mut stream) = UnixStream::connect(&path) {
-                        stream.write_all(b"unmount\n").unwrap();
-                        let mut reply = String::new();
-                        BufReader::new(stream).read_line(&mut reply).unwrap();
-                        if !reply.is_empty() {
-                            return reply;
-                        }
-                    }
-                    std::thread::sleep(Duration::from_millis(50));
-                }
-                String::new()
-            })
-            .await
-            .unwrap()
+        let serve = |pid: u32| {
+            let status: std::sync::Arc<dyn Fn() -> MountStatus + Send + Sync> =
+                std::sync::Arc::new(move || MountStatus {
+                    pid,
+                    ..Default::default()
+                });
+            let (unmount_tx, unmount_rx) = tokio::sync::mpsc::channel(1);
+            let cancel = tokio_util::sync::CancellationToken::new();
+            let task = tokio::spawn(serve_control_socket(
+                path.clone(),
+                status,
+                unmount_tx,
+                cancel.clone(),
+            ));
+            (task, cancel, unmount_rx)
         };
-        assert_eq!(reply.trim(), "ok");
-        assert_eq!(unmount_rx.recv().await, Some(()));
-        cancel.cancel();
-        server.await.unwrap().unwrap();
+        let (old, old_cancel, _old_rx) = serve(1);
+        let mut waited = 0;
+        while status_pid_at(&path).await != Some(1) {
+            waited += 1;
+            assert!(waited < 100, "the first server never answered");
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+        let (new, new_cancel, _new_rx) = serve(2);
+        let mut waited = 0;
+        while status_pid_at(&path).await != Some(2) {
+            waited += 1;
+            assert!(waited < 100, "the new mount did not take the socket over");
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+        // The detached daemon exits: the path still reaches the new mount.
+        old_cancel.cancel();
+        old.await.unwrap().unwrap();
+        assert_eq!(status_pid_at(&path).await, Some(2));
+        new_cancel.cancel();
+        new.await.unwrap().unwrap();
+        assert!(!path.exists(), "a daemon removes its own socket");
     }
 
     #[test]
@@ -1260,6 +1489,13 @@ async fn mount_and_serve(plan: MountPlan, readiness: &mut Readiness) -> anyhow::
         let allow_non_empty = plan.allow_non_empty;
         tokio::task::spawn_blocking(move || prepare_mountpoint(&mp, allow_non_empty)).await??;
     }
+    // The cache directory is this daemon's alone, from before the journal is replayed until
+    // the process exits (the lock lives as long as this function runs).
+    let _cache_lock = {
+        let dir = plan.fs_options.cache_dir.clone();
+        cache_dir::prepare_cache_dir(&dir)?;
+        cache_dir::lock_cache_dir(&dir, &mountpoint)?
+    };
     // Signals are caught from here on, so a SIGTERM during start-up still ends cleanly.
     let mut sigint = signal(SignalKind::interrupt())?;
     let mut sigterm = signal(SignalKind::terminate())?;

@@ -91,6 +91,10 @@ pub struct UnmountArgs {
     /// How long to wait for pending uploads before giving up (e.g. 10m)
     #[arg(long, default_value = "10m", value_parser = humantime::parse_duration)]
     pub timeout: Duration,
+    /// Detach now even if busy: the mount lives on for the processes still using it, and
+    /// its daemon finishes pending uploads and exits when the last of them leaves
+    #[arg(long, short = 'l')]
+    pub lazy: bool,
 }
 
 fn parse_mode(text: &str) -> Result<u16, String> {
@@ -165,8 +169,8 @@ pub fn run_mount(args: MountArgs, global: &GlobalArgs) -> ExitCode {
 }
 
 pub fn run_unmount(args: UnmountArgs, _global: &GlobalArgs) -> ExitCode {
-    let result = mount::unmount(&args.mountpoint, args.timeout)
-        .map(|()| eprintln!("cec: unmounted {}", args.mountpoint.display()))
+    let result = mount::unmount(&args.mountpoint, args.timeout, args.lazy)
+        .map(|done| eprintln!("cec: {}", done.describe(&args.mountpoint)))
         .map_err(|e| CliError::failure(format!("{e:#}")));
     super::report(result)
 }
@@ -277,11 +281,29 @@ async fn plan_for_profile(args: &MountArgs, global: &GlobalArgs) -> Result<Mount
     })
 }
 
+/// The folder of a demo's data and cache, per mountpoint (so a demo remounted at the same
+/// place finds its changes again).
+fn demo_key(mountpoint: &Path) -> String {
+    let abs = std::path::absolute(mountpoint).unwrap_or_else(|_| mountpoint.to_path_buf());
+    let name: String = abs
+        .file_name()
+        .map(|n| n.to_string_lossy().into_owned())
+        .unwrap_or_default()
+        .chars()
+        .filter(|c| c.is_ascii_alphanumeric() || *c == '-' || *c == '_')
+        .take(32)
+        .collect();
+    let digest = sha2::Sha256::digest(abs.as_os_str().as_encoded_bytes());
+    format!("{name}-{}", hex::encode(&digest[..6]))
+}
+
 /// The login `--demo` mounts as.
 pub const DEMO_LOGIN: &str = "alice";
 
 /// `--demo`: an in-process cells-emu on loopback with sample content (kept in the cache
-/// directory, so changes survive), a fresh token, and a mount of it.
+/// directory, so changes survive), a fresh token, and a mount of it. Each demo has its own
+/// data and cache (`demo/<hash of the mountpoint>` unless `--cache-dir`), 0700 and locked
+/// for its whole life: two demos never share a server's files or a journal.
 async fn run_demo(args: &MountArgs, readiness: &mut Readiness) -> Result<(), CliError> {
     let fail = |readiness: &mut Readiness, message: String| {
         readiness.failed(&message);
@@ -290,7 +312,7 @@ async fn run_demo(args: &MountArgs, readiness: &mut Readiness) -> Result<(), Cli
     let base = match &args.cache_dir {
         Some(dir) => dir.clone(),
         None => directories::ProjectDirs::from("com", "pydio", "cec")
-            .map(|d| d.cache_dir().join("demo"))
+            .map(|d| d.cache_dir().join("demo").join(demo_key(&args.mountpoint)))
             .ok_or_else(|| {
                 fail(
                     readiness,
@@ -298,6 +320,12 @@ async fn run_demo(args: &MountArgs, readiness: &mut Readiness) -> Result<(), Cli
                 )
             })?,
     };
+    // Held until the demo ends: its server data is this demo's alone (the mount then locks
+    // its own cache below).
+    let _demo_lock = mount::cache_dir::prepare_cache_dir(&base)
+        .and_then(|()| mount::cache_dir::lock_cache_dir(&base, &args.mountpoint))
+        .and_then(|lock| mount::cache_dir::prepare_cache_dir(&base.join("server")).map(|()| lock))
+        .map_err(|e| fail(readiness, format!("{e:#}")))?;
     let mut config = cells_emu::EmuConfig::for_tests(base.join("server"));
     config.sample = true;
     config.faults = false;
