@@ -336,6 +336,13 @@ fn a_daemon_mount_goes_over_an_automount_trigger() {
     use std::os::fd::AsRawFd;
     use std::os::unix::process::CommandExt;
 
+    // Some kernels are built without autofs (this project's CI machines since December
+    // 2026 among them): there is no trigger to mount, so nothing to test. Say so loudly.
+    let filesystems = std::fs::read_to_string("/proc/filesystems").unwrap();
+    if !filesystems.split_whitespace().any(|fs| fs == "autofs") {
+        eprintln!("NOT TESTED: this kernel has no autofs (not in /proc/filesystems)");
+        return;
+    }
     let h = Harness::start();
     let mountpoint = h.new_dir("automount");
     let (pipe_read, pipe_write) = nix::unistd::pipe().unwrap();
