@@ -15,20 +15,28 @@
 //!   request, and disappears once spent; "latency" rules last until cleared unless counted.
 //! - A cut response keeps its announced `Content-Length` and ends with a transport error, so
 //!   the client sees a dropped connection, never a clean short body.
+//! - A "stall" rule is a paused server (SIGSTOP): the connection is accepted, then no byte of
+//!   the answer goes out (a request body is left unread), or none once `after_bytes` bytes of
+//!   response bodies went out to the requests it matched (all together: the moment the
+//!   server was paused), and connections stay open until the rules are cleared (SIGCONT):
+//!   stalled requests then go on as if nothing happened. A client that gives up in between
+//!   just closes its connection.
 //!
 //! Control API (JSON bodies; `method` is optional and matches any method when absent,
 //! `path_prefix` defaults to `/`, `count` is optional):
 //! - `POST /_faults/latency` `{"method","path_prefix","millis","count"}`
 //! - `POST /_faults/fail` `{"method","path_prefix","status","count"}` (count defaults to 1)
 //! - `POST /_faults/cut` `{"method","path_prefix","after_bytes","count"}` (count defaults to 1)
+//! - `POST /_faults/stall` `{"method","path_prefix","after_bytes","count"}` (`after_bytes`
+//!   absent: not even the headers are sent; count absent: until cleared)
 //! - `POST /_faults/expire-tokens`, `POST /_faults/drop-websockets`,
 //!   `POST /_faults/unsubscribe-websockets`, `POST /_faults/drop-events` `{"count"}` (the next
 //!   N tree events reach nobody), `POST /_faults/clear`, `GET /_faults` (list).
 
 use std::future::Future;
 use std::pin::Pin;
-use std::sync::Mutex;
 use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
 use std::task::{Context, Poll};
 use std::time::Duration;
 
@@ -91,6 +99,10 @@ pub enum FaultAction {
     Fail { status: u16 },
     /// Handle the request, but drop the connection after this many body bytes.
     Cut { after_bytes: u64 },
+    /// Answer nothing (`after_bytes: None`), or nothing once this many body bytes went out to
+    /// the requests it matched (all together), keeping connections open, until the rules are
+    /// cleared.
+    Stall { after_bytes: Option<u64> },
 }
 
 /// One installed rule, as `GET /_faults` lists it.
@@ -102,13 +114,27 @@ pub struct FaultRule {
     pub action: FaultAction,
     /// Requests still to affect; `None` = until cleared.
     pub remaining: Option<u64>,
+    /// A stall rule's bytes still to send (shared by the requests it matched).
+    #[serde(skip)]
+    stall_budget: Option<Arc<AtomicU64>>,
 }
 
 /// The rule table. Cheap to consult when empty.
-#[derive(Default)]
 pub struct Faults {
     rules: Mutex<Vec<FaultRule>>,
     next_id: AtomicU64,
+    /// Bumped by [`Faults::clear`]: stalled requests wait for it to change.
+    cleared: tokio::sync::watch::Sender<u64>,
+}
+
+impl Default for Faults {
+    fn default() -> Self {
+        Faults {
+            rules: Mutex::default(),
+            next_id: AtomicU64::default(),
+            cleared: tokio::sync::watch::Sender::new(0),
+        }
+    }
 }
 
 /// The effects chosen for one request.
@@ -117,6 +143,9 @@ struct Verdict {
     latency: Duration,
     fail: Option<u16>,
     cut: Option<u64>,
+    /// `Some(None)`: stall before the headers; `Some(Some(budget))`: once the rule's budget
+    /// of body bytes is spent (before the headers if it is already).
+    stall: Option<Option<Arc<AtomicU64>>>,
 }
 
 impl Faults {
@@ -127,6 +156,12 @@ impl Faults {
             .expect("fault rules lock")
             .push(FaultRule {
                 id,
+                stall_budget: match action {
+                    FaultAction::Stall {
+                        after_bytes: Some(n),
+                    } => Some(Arc::new(AtomicU64::new(n))),
+                    _ => None,
+                },
                 matcher,
                 action,
                 remaining,
@@ -152,9 +187,34 @@ impl Faults {
         self.add(matcher, FaultAction::Cut { after_bytes }, Some(count))
     }
 
-    /// Remove every rule.
+    /// Stall the next `count` matching requests (every one until cleared if `None`), as a
+    /// server paused at some point does: `after_bytes: None` sends nothing at all, `Some(n)`
+    /// lets `n` body bytes go out to the matching requests in all (their headers too while
+    /// some are left), then nothing more. [`Faults::clear`] lets them go on. Returns the rule
+    /// id.
+    pub fn stall(
+        &self,
+        matcher: RequestMatch,
+        after_bytes: Option<u64>,
+        count: Option<u64>,
+    ) -> u64 {
+        self.add(matcher, FaultAction::Stall { after_bytes }, count)
+    }
+
+    /// Remove every rule and let stalled requests go on.
     pub fn clear(&self) {
         self.rules.lock().expect("fault rules lock").clear();
+        self.cleared.send_modify(|n| *n += 1);
+    }
+
+    /// Wait until the rules are cleared (after this call started).
+    fn released(&self) -> impl Future<Output = ()> + Send + 'static {
+        let mut cleared = self.cleared.subscribe();
+        cleared.mark_unchanged();
+        async move {
+            // An error means the rule table is gone with the server: nothing to wait for.
+            let _ = cleared.changed().await;
+        }
     }
 
     /// The rules currently installed.
@@ -184,6 +244,10 @@ impl Faults {
                 }
                 FaultAction::Cut { after_bytes } if verdict.cut.is_none() => {
                     verdict.cut = Some(after_bytes);
+                    true
+                }
+                FaultAction::Stall { .. } if verdict.stall.is_none() => {
+                    verdict.stall = Some(rule.stall_budget.clone());
                     true
                 }
                 _ => false,
@@ -230,14 +294,38 @@ async fn apply_faults(State(state): State<SharedState>, request: Request, next: 
         return next.run(request).await;
     }
     let verdict = state.faults.verdict(request.method(), path);
+    let released = verdict.stall.as_ref().map(|_| state.faults.released());
     if !verdict.latency.is_zero() {
         tokio::time::sleep(verdict.latency).await;
     }
+    // Nothing at all: no bytes allowed, or none left.
+    let silent = match &verdict.stall {
+        Some(None) => true,
+        Some(Some(budget)) => budget.load(Ordering::SeqCst) == 0,
+        None => false,
+    };
+    let mut released = match released {
+        Some(released) if silent => {
+            released.await;
+            None
+        }
+        released => released,
+    };
     if let Some(status) = verdict.fail {
         let s3 = path.starts_with("/io") || path.starts_with("/data");
         return injected_failure(status, s3);
     }
-    let response = next.run(request).await;
+    let mut response = next.run(request).await;
+    if let (Some(Some(budget)), Some(released)) = (verdict.stall, released.take()) {
+        let (parts, body) = response.into_parts();
+        let stalled = StallBody {
+            inner: body.into_data_stream(),
+            budget,
+            held: None,
+            released: Some(Box::pin(released)),
+        };
+        response = Response::from_parts(parts, Body::from_stream(stalled));
+    }
     match verdict.cut {
         None => response,
         Some(after) => {
@@ -326,6 +414,55 @@ impl Stream for CutBody {
     }
 }
 
+/// A body stream that passes bytes through while its rule's `budget` lasts, then waits for
+/// `released` before passing the rest (a paused server, resumed when the rules are cleared).
+struct StallBody {
+    inner: axum::body::BodyDataStream,
+    budget: Arc<AtomicU64>,
+    /// Bytes of a chunk past the stall point, sent once released.
+    held: Option<Bytes>,
+    released: Option<Pin<Box<dyn Future<Output = ()> + Send>>>,
+}
+
+impl Stream for StallBody {
+    type Item = Result<Bytes, axum::Error>;
+
+    fn poll_next(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Option<Self::Item>> {
+        if self.held.is_some() || self.released.is_none() {
+            if let Some(released) = self.released.as_mut() {
+                if released.as_mut().poll(cx).is_pending() {
+                    return Poll::Pending;
+                }
+                self.released = None;
+            }
+            if let Some(held) = self.held.take() {
+                return Poll::Ready(Some(Ok(held)));
+            }
+            return Pin::new(&mut self.inner).poll_next(cx);
+        }
+        match Pin::new(&mut self.inner).poll_next(cx) {
+            Poll::Ready(Some(Ok(mut chunk))) => {
+                let wanted = chunk.len() as u64;
+                let granted = self
+                    .budget
+                    .fetch_update(Ordering::SeqCst, Ordering::SeqCst, |left| {
+                        Some(left - left.min(wanted))
+                    })
+                    .map_or(0, |left| left.min(wanted));
+                if granted < wanted {
+                    self.held = Some(chunk.split_off(granted as usize));
+                    if granted == 0 {
+                        // Nothing of it may go: wait (the held bytes go once released).
+                        return self.poll_next(cx);
+                    }
+                }
+                Poll::Ready(Some(Ok(chunk)))
+            }
+            other => other,
+        }
+    }
+}
+
 #[derive(Deserialize)]
 struct LatencyRequest {
     #[serde(flatten)]
@@ -340,6 +477,16 @@ struct FailRequest {
     #[serde(flatten)]
     matcher: RequestMatch,
     status: u16,
+    #[serde(default)]
+    count: Option<u64>,
+}
+
+#[derive(Deserialize)]
+struct StallRequest {
+    #[serde(flatten)]
+    matcher: RequestMatch,
+    #[serde(default)]
+    after_bytes: Option<u64>,
     #[serde(default)]
     count: Option<u64>,
 }
@@ -360,6 +507,7 @@ pub fn control_router() -> Router<SharedState> {
         .route("/_faults/latency", post(add_latency))
         .route("/_faults/fail", post(add_fail))
         .route("/_faults/cut", post(add_cut))
+        .route("/_faults/stall", post(add_stall))
         .route("/_faults/clear", post(clear_rules))
         .route("/_faults/expire-tokens", post(expire_tokens))
         .route("/_faults/drop-websockets", post(drop_websockets))
@@ -401,6 +549,14 @@ async fn add_cut(
     let id = state
         .faults
         .cut_body_after(req.matcher, req.after_bytes, req.count.unwrap_or(1));
+    Json(serde_json::json!({ "id": id }))
+}
+
+async fn add_stall(
+    State(state): State<SharedState>,
+    Json(req): Json<StallRequest>,
+) -> Json<serde_json::Value> {
+    let id = state.faults.stall(req.matcher, req.after_bytes, req.count);
     Json(serde_json::json!({ "id": id }))
 }
 

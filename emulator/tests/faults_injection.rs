@@ -1,5 +1,6 @@
 //! Fault injection over real HTTP: latency, failing the next N matching requests, cutting a
-//! response body (a dropped connection, not a clean end), expiring every token, dropping and
+//! response body (a dropped connection, not a clean end), stalling a request (a paused
+//! server) until the rules are cleared, expiring every token, dropping and
 //! silently unsubscribing websockets, clearing rules, and the control endpoint being absent
 //! unless faults are enabled. Both the JSON control API and the Rust helpers are exercised.
 
@@ -281,6 +282,80 @@ async fn expire_tokens_and_websocket_faults() {
         closed.is_ok(),
         "subscribe with an expired token must close the socket"
     );
+    emu.stop().await;
+}
+
+#[tokio::test]
+async fn stall_answers_nothing_until_cleared() {
+    let (emu, _dir, token) = start_with(true).await;
+    let s3 = S3Client::new(&emu.url, &token);
+    let body: Vec<u8> = (0..200_000u32).map(|i| (i % 251) as u8).collect();
+    assert_eq!(
+        s3.put("personal-files/stall.bin", &body).await.status(),
+        200
+    );
+
+    // Before the headers: nothing comes back while the rule is installed.
+    emu.state.faults.stall(
+        RequestMatch::new(Some("HEAD"), "/io/personal-files/stall"),
+        None,
+        None,
+    );
+    let waiting = tokio::time::timeout(
+        Duration::from_millis(500),
+        s3.head("personal-files/stall.bin"),
+    )
+    .await;
+    assert!(waiting.is_err(), "a stalled request must not be answered");
+    // Cleared: a stalled request goes on and is answered as usual.
+    let pending = tokio::spawn({
+        let s3 = S3Client::new(&emu.url, &token);
+        async move { s3.head("personal-files/stall.bin").await.status() }
+    });
+    tokio::time::sleep(Duration::from_millis(200)).await;
+    assert!(!pending.is_finished());
+    emu.state.faults.clear();
+    let status = tokio::time::timeout(Duration::from_secs(10), pending)
+        .await
+        .expect("released after clear")
+        .unwrap();
+    assert_eq!(status, 200);
+
+    // Mid-body, through the JSON API: the headers and 1,000 bytes in all, then silence.
+    let r = control(
+        &emu,
+        "stall",
+        json!({"method": "GET", "path_prefix": "/io/", "after_bytes": 1000}),
+    )
+    .await;
+    assert_eq!(r.status(), 200);
+    let r = s3.get("personal-files/stall.bin", &[]).await;
+    assert_eq!(r.status(), 200);
+    let mut stream = r.bytes_stream();
+    let mut received = Vec::new();
+    loop {
+        match tokio::time::timeout(Duration::from_millis(500), stream.next()).await {
+            Ok(Some(chunk)) => received.extend_from_slice(&chunk.unwrap()),
+            Ok(None) => panic!("the stalled body ended"),
+            Err(_) => break,
+        }
+    }
+    assert_eq!(received.len(), 1000);
+    // The rule's 1,000 bytes are spent: another request gets nothing at all.
+    let other = tokio::time::timeout(
+        Duration::from_millis(500),
+        s3.get("personal-files/stall.bin", &[("range", "bytes=0-9")]),
+    )
+    .await;
+    assert!(other.is_err(), "a paused server sends no headers either");
+    assert_eq!(control(&emu, "clear", json!({})).await.status(), 204);
+    while let Some(chunk) = tokio::time::timeout(Duration::from_secs(10), stream.next())
+        .await
+        .expect("released after clear")
+    {
+        received.extend_from_slice(&chunk.unwrap());
+    }
+    assert_eq!(received, body, "the whole body once released, in order");
     emu.stop().await;
 }
 

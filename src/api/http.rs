@@ -10,7 +10,9 @@
 //!   refresh and one retry, never more.
 //! - Connection errors, 429 and 502/503/504 are retried with exponential backoff and jitter
 //!   (500 only for idempotent requests, since Cells also uses 500 for definitive errors);
-//!   4xx never are.
+//!   4xx never are, nor a request that ran out of time ([`ApiError::Timeout`]).
+//! - Every request has a deadline ([`Deadlines`]): one for the request, its retries included,
+//!   unless it is a transfer, which is bounded on its progress instead (see [`super::deadline`]).
 //! - Bodies are streamed from and to files: nothing holds a whole file in memory.
 //! - Errors keep the status and the server's message; the `Authorization` header is marked
 //!   sensitive and no token is ever formatted into an error or a log line.
@@ -27,6 +29,7 @@ use reqwest::header::{HeaderMap, HeaderName, HeaderValue};
 use reqwest::{Method, StatusCode};
 use serde_json::{Value, json};
 
+use super::deadline::{Deadlines, UploadProgress, guard_download};
 use super::{
     ApiError, ApiResult, ByteRange, ByteStream, CellsApi, MIB, Node, NodeKind, ObjectInfo, S3Entry,
     UploadOptions, Workspace,
@@ -46,6 +49,9 @@ pub const LIST_PAGE: usize = 1000;
 const LIST_PAGES_AT_ONCE: usize = 4;
 /// Bodies read from a file up to this size are sent from memory, larger ones streamed.
 const SMALL_FILE_BODY: u64 = 256 * 1024;
+/// A multipart completion or a server-side copy may take the server this many request
+/// deadlines (it assembles or copies the whole content before answering).
+const SLOW_REQUEST_FACTOR: u32 = 4;
 /// `max-keys` of gateway listings: the Cells gateway takes it as a node limit and never
 /// paginates (cells-api.md §6.7), and without it stops at 1,000 nodes, so a big folder's
 /// dotfiles past that point would be missed.
@@ -72,9 +78,8 @@ pub struct HttpOptions {
     pub job_poll_max: Duration,
     /// A job still running after this is reported as failed.
     pub job_timeout: Duration,
-    /// Per-request timeout of REST calls (transfers have none; a stalled read still fails
-    /// after the client's read timeout).
-    pub rest_timeout: Duration,
+    /// The deadline of a request and the progress floor of a transfer.
+    pub deadlines: Deadlines,
     /// Use this client instead of building one (to share it with the token source).
     pub client: Option<reqwest::Client>,
 }
@@ -88,7 +93,7 @@ impl Default for HttpOptions {
             job_poll_initial: Duration::from_millis(10),
             job_poll_max: Duration::from_millis(500),
             job_timeout: Duration::from_secs(3600),
-            rest_timeout: Duration::from_secs(120),
+            deadlines: Deadlines::default(),
             client: None,
         }
     }
@@ -114,6 +119,15 @@ pub fn build_http_client(skip_verify: bool) -> Result<reqwest::Client, ApiError>
         .redirect(reqwest::redirect::Policy::none())
         .build()
         .map_err(|e| ApiError::Local(format!("cannot build the HTTP client: {e}")))
+}
+
+/// A transport error as the API reports it: [`ApiError::Timeout`] when it ran out of time.
+fn transport_error(e: &reqwest::Error) -> ApiError {
+    if e.is_timeout() {
+        ApiError::Timeout(describe_reqwest_error(e))
+    } else {
+        ApiError::Network(describe_reqwest_error(e))
+    }
 }
 
 /// A one-line description of a transport error: the innermost causes, without the URL's
@@ -182,9 +196,21 @@ enum BodySpec {
     },
 }
 
+/// How long a request may wait on the server ([`Deadlines`]).
+#[derive(Clone, Copy, PartialEq, Eq, Debug)]
+enum Wait {
+    /// Answered within the request deadline, retries included.
+    Request,
+    /// Answered within [`SLOW_REQUEST_FACTOR`] request deadlines.
+    Slow,
+    /// Bounded on progress: an object's body, a PUT streamed from a file.
+    Transfer,
+}
+
 #[derive(Clone)]
 struct RequestSpec {
     method: Method,
+    wait: Wait,
     url: String,
     service: Service,
     headers: Vec<(HeaderName, String)>,
@@ -258,14 +284,23 @@ impl HttpCellsApi {
         url
     }
 
-    fn build(&self, spec: &RequestSpec, token: &str) -> Result<reqwest::Request, ApiError> {
+    /// The request of one attempt. A transfer's body streamed from a file counts its bytes
+    /// into `progress` and its length is returned with it.
+    fn build(
+        &self,
+        spec: &RequestSpec,
+        token: &str,
+        timeout: Option<Duration>,
+        progress: &UploadProgress,
+    ) -> Result<(reqwest::Request, Option<u64>), ApiError> {
         let mut builder = self.http.request(spec.method.clone(), &spec.url);
         for (name, value) in &spec.headers {
             builder = builder.header(name.clone(), value.as_str());
         }
-        if spec.service == Service::Rest {
-            builder = builder.timeout(self.options.rest_timeout);
+        if let Some(timeout) = timeout {
+            builder = builder.timeout(timeout);
         }
+        let mut streamed = None;
         builder = match &spec.body {
             BodySpec::Empty => builder,
             BodySpec::Json(v) => builder
@@ -274,6 +309,13 @@ impl HttpCellsApi {
             BodySpec::Bytes(b) => builder
                 .header(reqwest::header::CONTENT_LENGTH, b.len().to_string())
                 .body(b.clone()),
+            BodySpec::File { path, offset, len } if *len > SMALL_FILE_BODY => {
+                streamed = Some(*len);
+                let stream = progress.counting(file_stream(path, *offset, *len)?);
+                builder
+                    .header(reqwest::header::CONTENT_LENGTH, len.to_string())
+                    .body(reqwest::Body::wrap_stream(stream))
+            }
             BodySpec::File { path, offset, len } => builder
                 .header(reqwest::header::CONTENT_LENGTH, len.to_string())
                 .body(file_body(path, *offset, *len)?),
@@ -295,18 +337,82 @@ impl HttpCellsApi {
             }
             Service::S3 => sign_s3(&mut req, token)?,
         }
-        Ok(req)
+        Ok((req, streamed))
+    }
+
+    /// One attempt, within its deadline: `Err((error, whether the connection failed))`.
+    async fn attempt(
+        &self,
+        spec: &RequestSpec,
+        req: reqwest::Request,
+        streamed: Option<u64>,
+        progress: &UploadProgress,
+    ) -> Result<reqwest::Response, (ApiError, bool)> {
+        let deadlines = self.options.deadlines;
+        let sent = self.http.execute(req);
+        let outcome = match (spec.wait, streamed) {
+            (Wait::Transfer, Some(len)) => tokio::select! {
+                result = sent => result,
+                stalled = progress.watchdog(len, deadlines, &spec.subject) => {
+                    return Err((stalled, false));
+                }
+            },
+            (Wait::Transfer, None) => match tokio::time::timeout(deadlines.transfer, sent).await {
+                Ok(result) => result,
+                Err(_) => {
+                    let message =
+                        format!("{}: no answer in {:?}", spec.subject, deadlines.transfer);
+                    return Err((ApiError::Timeout(message), false));
+                }
+            },
+            // The request's own timeout (set by `build`) bounds it.
+            _ => sent.await,
+        };
+        outcome.map_err(|e| (transport_error(&e), e.is_connect()))
     }
 
     /// Send with retries and the one refresh on 401; returns a successful response.
     async fn execute(&self, spec: RequestSpec) -> ApiResult<reqwest::Response> {
+        let request_deadline = match spec.wait {
+            Wait::Request => Some(self.options.deadlines.request),
+            Wait::Slow => Some(self.options.deadlines.request * SLOW_REQUEST_FACTOR),
+            Wait::Transfer => None,
+        };
+        // The whole call, retries included (transfers are bounded on progress instead).
+        let call_end = request_deadline.map(|d| Instant::now() + d.mul_f64(1.5));
+        let out_of_time = || {
+            ApiError::Timeout(format!(
+                "{}: no answer within {:?}",
+                spec.subject,
+                request_deadline.unwrap_or_default().mul_f64(1.5)
+            ))
+        };
+        // A backoff delay, unless it would end past the call's deadline.
+        let retry_delay = |attempt: u32, retry_after: Option<Duration>| {
+            let d = retry_after.unwrap_or_else(|| backoff(self.options.retry_base_delay, attempt));
+            match call_end {
+                Some(end) if Instant::now() + d >= end => None,
+                _ => Some(d),
+            }
+        };
         let mut token = self.tokens.token().await?;
         let mut refreshed = false;
         let mut attempt: u32 = 0;
         loop {
-            let req = self.build(&spec, &token)?;
+            let timeout = match (request_deadline, call_end) {
+                (Some(deadline), Some(end)) => {
+                    let left = end.saturating_duration_since(Instant::now());
+                    if left.is_zero() {
+                        return Err(out_of_time());
+                    }
+                    Some(deadline.min(left))
+                }
+                _ => None,
+            };
+            let progress = UploadProgress::default();
+            let (req, streamed) = self.build(&spec, &token, timeout, &progress)?;
             let started = std::time::Instant::now();
-            let result = self.http.execute(req).await;
+            let result = self.attempt(&spec, req, streamed, &progress).await;
             tracing::trace!(
                 "{} {} -> {:?} in {:?}",
                 spec.method,
@@ -314,26 +420,25 @@ impl HttpCellsApi {
                 result.as_ref().map(|r| r.status().as_u16()),
                 started.elapsed()
             );
-            let retry_delay = |attempt: u32, retry_after: Option<Duration>| {
-                retry_after.unwrap_or_else(|| backoff(self.options.retry_base_delay, attempt))
-            };
             match result {
-                Err(e) => {
-                    let retryable = spec.idempotent || e.is_connect();
-                    if retryable && attempt < self.options.max_retries {
-                        let d = retry_delay(attempt, None);
+                Err((e, connect)) => {
+                    let retryable = (spec.idempotent || connect) && e.retry_now();
+                    if retryable
+                        && attempt < self.options.max_retries
+                        && let Some(d) = retry_delay(attempt, None)
+                    {
                         tracing::debug!(
                             "{} {}: {}; retrying in {:?}",
                             spec.method,
                             spec.subject,
-                            describe_reqwest_error(&e),
+                            e,
                             d
                         );
                         tokio::time::sleep(d).await;
                         attempt += 1;
                         continue;
                     }
-                    return Err(ApiError::Network(describe_reqwest_error(&e)));
+                    return Err(e);
                 }
                 Ok(resp) => {
                     let status = resp.status();
@@ -350,7 +455,10 @@ impl HttpCellsApi {
                     let body = if is_head {
                         String::new()
                     } else {
-                        read_error_body(resp).await
+                        let patience = self.options.deadlines.request;
+                        tokio::time::timeout(patience, read_error_body(resp))
+                            .await
+                            .unwrap_or_default()
                     };
                     let failure = ServerFailure::parse(status, &body, spec.service);
                     if failure.is_auth_failure() && !refreshed {
@@ -372,8 +480,10 @@ impl HttpCellsApi {
                         500 => spec.idempotent && !failure.is_definitive(),
                         _ => false,
                     };
-                    if retryable && attempt < self.options.max_retries {
-                        let d = retry_delay(attempt, retry_after);
+                    if retryable
+                        && attempt < self.options.max_retries
+                        && let Some(d) = retry_delay(attempt, retry_after)
+                    {
                         tracing::debug!(
                             "{} {}: HTTP {}; retrying in {:?}",
                             spec.method,
@@ -401,6 +511,7 @@ impl HttpCellsApi {
         let idempotent = method == Method::GET || path == "/meta/bulk/get" || path == "/jobs/user";
         RequestSpec {
             method,
+            wait: Wait::Request,
             url: self.rest_url(path),
             service: Service::Rest,
             headers: vec![],
@@ -420,10 +531,7 @@ impl HttpCellsApi {
         let resp = self
             .execute(self.rest_spec(method, path, body, subject))
             .await?;
-        let bytes = resp
-            .bytes()
-            .await
-            .map_err(|e| ApiError::Network(describe_reqwest_error(&e)))?;
+        let bytes = resp.bytes().await.map_err(|e| transport_error(&e))?;
         if bytes.is_empty() {
             return Ok(Value::Object(Default::default()));
         }
@@ -445,6 +553,7 @@ impl HttpCellsApi {
     ) -> RequestSpec {
         RequestSpec {
             method,
+            wait: Wait::Request,
             url: self.s3_url(key, query),
             service: Service::S3,
             headers,
@@ -669,9 +778,9 @@ impl HttpCellsApi {
         if let Some(ct) = &options.content_type {
             headers.push((reqwest::header::CONTENT_TYPE, ct.clone()));
         }
-        let resp = self
-            .execute(self.s3_spec(Method::PUT, key, &[], headers, body, true))
-            .await?;
+        let mut spec = self.s3_spec(Method::PUT, key, &[], headers, body, true);
+        spec.wait = upload_wait(&spec.body);
+        let resp = self.execute(spec).await?;
         Ok(etag_of(resp.headers()))
     }
 
@@ -760,7 +869,7 @@ impl HttpCellsApi {
         len: u64,
     ) -> ApiResult<String> {
         let n = number.to_string();
-        let spec = self.s3_spec(
+        let mut spec = self.s3_spec(
             Method::PUT,
             key,
             &[("partNumber", &n), ("uploadId", upload_id)],
@@ -772,6 +881,7 @@ impl HttpCellsApi {
             },
             true,
         );
+        spec.wait = upload_wait(&spec.body);
         let resp = self.execute(spec).await?;
         Ok(etag_of(resp.headers()))
     }
@@ -790,16 +900,16 @@ impl HttpCellsApi {
             ));
         }
         xml.push_str("</CompleteMultipartUpload>");
-        let resp = self
-            .execute(self.s3_spec(
-                Method::POST,
-                key,
-                &[("uploadId", upload_id)],
-                vec![(reqwest::header::CONTENT_TYPE, "application/xml".into())],
-                BodySpec::Bytes(bytes::Bytes::from(xml)),
-                true,
-            ))
-            .await?;
+        let mut spec = self.s3_spec(
+            Method::POST,
+            key,
+            &[("uploadId", upload_id)],
+            vec![(reqwest::header::CONTENT_TYPE, "application/xml".into())],
+            BodySpec::Bytes(bytes::Bytes::from(xml)),
+            true,
+        );
+        spec.wait = Wait::Slow;
+        let resp = self.execute(spec).await?;
         let text = body_text(resp).await?;
         if let Some(code) = xml_field(&text, "Code") {
             let message = xml_field(&text, "Message").unwrap_or_default();
@@ -829,9 +939,15 @@ impl HttpCellsApi {
 
 /// A response's body as text; a body cut short is a network error.
 async fn body_text(resp: reqwest::Response) -> ApiResult<String> {
-    resp.text()
-        .await
-        .map_err(|e| ApiError::Network(describe_reqwest_error(&e)))
+    resp.text().await.map_err(|e| transport_error(&e))
+}
+
+/// An upload streamed from a file is a transfer; one sent from memory is a request.
+fn upload_wait(body: &BodySpec) -> Wait {
+    match body {
+        BodySpec::File { len, .. } if *len > SMALL_FILE_BODY => Wait::Transfer,
+        _ => Wait::Request,
+    }
 }
 
 /// Probe a server without credentials: `GET /a/frontend/bootconf` must answer Cells' JSON.
@@ -1611,19 +1727,20 @@ impl CellsApi for HttpCellsApi {
                 None => headers.push((reqwest::header::RANGE, format!("bytes={}-", r.offset))),
             }
         }
-        let resp = self
-            .execute(self.s3_spec(Method::GET, &path, &[], headers, BodySpec::Empty, true))
-            .await;
-        let resp = match resp {
+        let mut spec = self.s3_spec(Method::GET, &path, &[], headers, BodySpec::Empty, true);
+        spec.wait = Wait::Transfer;
+        let resp = match self.execute(spec).await {
             Err(ApiError::Server { status: 416, .. }) => {
                 return Ok(Box::pin(futures::stream::empty()));
             }
             other => other?,
         };
-        let stream = resp
-            .bytes_stream()
-            .map_err(|e| ApiError::Network(describe_reqwest_error(&e)));
-        Ok(Box::pin(stream))
+        let stream = resp.bytes_stream().map_err(|e| transport_error(&e));
+        Ok(guard_download(
+            Box::pin(stream),
+            self.options.deadlines,
+            format!("reading {path}"),
+        ))
     }
 
     async fn put_object_from_file(
@@ -1687,15 +1804,16 @@ impl CellsApi for HttpCellsApi {
         let source = clean_path(source);
         let target = clean_path(target);
         let copy_source = format!("/{S3_BUCKET}/{}", encode_path(&source));
-        self.execute(self.s3_spec(
+        let mut spec = self.s3_spec(
             Method::PUT,
             &target,
             &[],
             vec![(HeaderName::from_static("x-amz-copy-source"), copy_source)],
             BodySpec::Bytes(bytes::Bytes::new()),
             true,
-        ))
-        .await?;
+        );
+        spec.wait = Wait::Slow;
+        self.execute(spec).await?;
         Ok(())
     }
 

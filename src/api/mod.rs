@@ -11,6 +11,7 @@
 //! - Nothing here holds a whole file in memory: downloads are streams, uploads read from a file.
 //! - Errors keep the HTTP status and the server's message, never a token.
 
+pub mod deadline;
 pub mod events;
 pub mod http;
 pub mod http_extra;
@@ -167,9 +168,14 @@ pub enum ApiError {
     /// Any other HTTP status, after retries for the retryable ones.
     #[error("server error {status}: {message}")]
     Server { status: u16, message: String },
-    /// Could not reach the server (refused, reset, timeout, TLS), after retries.
+    /// Could not reach the server (refused, reset, TLS), after retries.
     #[error("cannot reach the server: {0}")]
     Network(String),
+    /// The server did not answer within the request's deadline, or a transfer stopped
+    /// progressing (see [`deadline`]). Transient, but not retried at once: a server that kept
+    /// silent that long is not expected to answer the next attempt sooner.
+    #[error("the server did not answer in time: {0}")]
+    Timeout(String),
     /// The server answered something that is not what the API promises.
     #[error("unexpected answer from the server: {0}")]
     InvalidResponse(String),
@@ -189,10 +195,21 @@ impl ApiError {
     /// Whether retrying the same request later could succeed.
     pub fn is_transient(&self) -> bool {
         match self {
-            ApiError::Network(_) => true,
+            ApiError::Network(_) | ApiError::Timeout(_) => true,
             ApiError::Server { status, .. } => *status == 429 || *status >= 500,
             _ => false,
         }
+    }
+
+    /// Whether the request ran out of time (its deadline, or a transfer's progress floor).
+    pub fn is_timeout(&self) -> bool {
+        matches!(self, ApiError::Timeout(_))
+    }
+
+    /// Whether to try the same request again now (after a short backoff): transient, but
+    /// not a timeout, which already took the whole deadline.
+    pub fn retry_now(&self) -> bool {
+        self.is_transient() && !self.is_timeout()
     }
 }
 

@@ -81,6 +81,17 @@ pub struct MountArgs {
     /// Return from close at once and upload after SECONDS (journalled: survives crashes)
     #[arg(long, value_name = "SECONDS")]
     pub write_back: Option<u64>,
+    /// A request to the server (not a transfer) that gets no answer in this time fails; with
+    /// its retries, an operation gives up after 1.5 times this (e.g. 30s, 1m)
+    #[arg(long, default_value = "30s", value_parser = parse_deadline)]
+    pub request_timeout: Duration,
+    /// A transfer fails when it moves less than --min-transfer-rate over this much waiting
+    /// (nothing at all included); a slow transfer that progresses goes on (e.g. 30s, 2m)
+    #[arg(long, default_value = "30s", value_parser = parse_deadline)]
+    pub transfer_timeout: Duration,
+    /// The floor of a transfer's rate, in bytes per second (e.g. 1K, 0: any byte counts)
+    #[arg(long, default_value = "1K", value_parser = parse_size)]
+    pub min_transfer_rate: u64,
 }
 
 /// Arguments of `cec unmount`.
@@ -95,6 +106,15 @@ pub struct UnmountArgs {
     /// its daemon finishes pending uploads and exits when the last of them leaves
     #[arg(long, short = 'l')]
     pub lazy: bool,
+}
+
+/// A duration that is not zero (`30s`, `2m`, `500ms`).
+fn parse_deadline(text: &str) -> Result<Duration, String> {
+    match humantime::parse_duration(text) {
+        Ok(d) if d.is_zero() => Err(format!("{text:?}: a deadline cannot be zero")),
+        Ok(d) => Ok(d),
+        Err(e) => Err(format!("{text:?} is not a duration such as 30s or 2m: {e}")),
+    }
 }
 
 fn parse_mode(text: &str) -> Result<u16, String> {
@@ -199,6 +219,18 @@ fn start_daemon(args: &MountArgs) -> Result<(), CliError> {
     Ok(())
 }
 
+/// The HTTP client's options from the command line: the deadlines.
+fn http_options(args: &MountArgs) -> crate::api::http::HttpOptions {
+    crate::api::http::HttpOptions {
+        deadlines: crate::api::deadline::Deadlines {
+            request: args.request_timeout,
+            transfer: args.transfer_timeout,
+            min_rate: args.min_transfer_rate,
+        },
+        ..crate::api::http::HttpOptions::default()
+    }
+}
+
 /// The core's options from the command line.
 fn fs_options(args: &MountArgs, cache_dir: PathBuf) -> FsOptions {
     let mut options = FsOptions::new(cache_dir);
@@ -253,7 +285,7 @@ fn fs_name(login: &str, server: &str) -> String {
 }
 
 async fn plan_for_profile(args: &MountArgs, global: &GlobalArgs) -> Result<MountPlan, CliError> {
-    let session = super::connect(global).await?;
+    let session = super::connect_with(global, http_options(args)).await?;
     let websocket_endpoint = match session.api.bootconf(false).await {
         Ok(conf) => conf
             .get("ENDPOINT_WEBSOCKET")
@@ -344,12 +376,9 @@ async fn run_demo(args: &MountArgs, readiness: &mut Readiness) -> Result<(), Cli
         token,
         "restart `cec mount --demo`",
     ));
-    let api = crate::api::http::HttpCellsApi::new(
-        &emulator.url,
-        tokens.clone(),
-        crate::api::http::HttpOptions::default(),
-    )
-    .map_err(|e| fail(readiness, format!("cannot build the HTTP client: {e}")))?;
+    let api =
+        crate::api::http::HttpCellsApi::new(&emulator.url, tokens.clone(), http_options(args))
+            .map_err(|e| fail(readiness, format!("cannot build the HTTP client: {e}")))?;
     let api: Arc<dyn CellsApi> = Arc::new(api);
     eprintln!(
         "cec: demo server at {} (user {DEMO_LOGIN}, data in {})",

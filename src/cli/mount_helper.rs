@@ -255,6 +255,9 @@ impl HelperInvocation {
                 "dir_cache_time" => flag_with_value("--dir-cache-time", value)?,
                 "events_cache_time" => flag_with_value("--events-cache-time", value)?,
                 "write_back" => flag_with_value("--write-back", value)?,
+                "request_timeout" => flag_with_value("--request-timeout", value)?,
+                "transfer_timeout" => flag_with_value("--transfer-timeout", value)?,
+                "min_transfer_rate" => flag_with_value("--min-transfer-rate", value)?,
                 "foreground" => foreground = true,
                 "profile" => profile = Some(need(value)?),
                 "url" => url = Some(need(value)?),
@@ -329,6 +332,23 @@ mod tests {
         args.into_iter()
             .map(|a| a.to_string_lossy().into_owned())
             .collect()
+    }
+
+    #[test]
+    fn fstab_deadlines_become_cec_flags() {
+        let inv = parse_invocation(&os(&[
+            "https://cells.example.com",
+            "/mnt/cells",
+            "-o",
+            "request_timeout=10s,transfer_timeout=1m,min_transfer_rate=4K",
+        ]))
+        .unwrap();
+        let args = strings(inv.cec_args().unwrap());
+        let flags = args.join(" ");
+        assert!(
+            flags.contains("--request-timeout 10s --transfer-timeout 1m --min-transfer-rate 4K"),
+            "{flags}"
+        );
     }
 
     #[test]

@@ -137,6 +137,7 @@ fn api_errno(error: &ApiError) -> i32 {
         ApiError::Server { status: 423, .. } => libc::EBUSY,
         ApiError::Server { .. }
         | ApiError::Network(_)
+        | ApiError::Timeout(_)
         | ApiError::InvalidResponse(_)
         | ApiError::JobFailed(_)
         | ApiError::Local(_) => libc::EIO,
@@ -168,6 +169,7 @@ mod tests {
             (ApiError::AlreadyExists("x".into()), libc::EEXIST),
             (ApiError::Locked("x".into()), libc::EBUSY),
             (ApiError::Network("x".into()), libc::EIO),
+            (ApiError::Timeout("x".into()), libc::EIO),
             (
                 ApiError::Server {
                     status: 503,

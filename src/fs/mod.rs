@@ -32,6 +32,7 @@ mod content;
 pub mod error;
 mod journal;
 mod order;
+mod outage;
 mod overlay;
 mod prefetch;
 mod private;
@@ -861,6 +862,8 @@ struct Inner {
     move_slots: Arc<tokio::sync::Semaphore>,
     /// The order in which changes of one name reach the server (see [`order`]).
     order: Arc<order::PathOrder>,
+    /// Whether the server answers: while it does not, metadata comes from the cache.
+    outage: outage::Outage,
 }
 
 /// A receiver in `pending` for `path` or a path below it (`""`: any).
@@ -878,7 +881,8 @@ fn pending_at_or_below(
         .map(|(_, receiver)| receiver.clone())
 }
 
-/// How a request is retried: transient errors only, `attempts` in all, the delay doubling.
+/// How a request is retried: transient errors only (not a timeout: the server stayed silent
+/// for a whole deadline already), `attempts` in all, the delay doubling.
 #[derive(Clone, Copy)]
 struct Retry {
     pub attempts: u32,
@@ -895,7 +899,7 @@ impl Retry {
         let mut attempt = 1;
         loop {
             match call().await {
-                Err(e) if e.is_transient() && attempt < self.attempts.max(1) => {
+                Err(e) if e.retry_now() && attempt < self.attempts.max(1) => {
                     attempt += 1;
                     tokio::time::sleep(delay).await;
                     delay *= 2;
@@ -1029,6 +1033,7 @@ impl CellsFs {
                 pending_copies: Mutex::new(HashMap::new()),
                 move_slots: Arc::new(tokio::sync::Semaphore::new(BACKGROUND_MOVES)),
                 order: Arc::new(order::PathOrder::default()),
+                outage: outage::Outage::default(),
                 options,
             }),
         };
@@ -1231,19 +1236,29 @@ impl CellsFs {
             {
                 return Ok(list.clone());
             }
+            // The server is away: the list known, without waiting for it (see `outage`).
+            if let Some((list, _, _)) = cached.as_ref()
+                && self.inner.outage.ongoing()
+                && !self.inner.outage.probe()
+            {
+                return Ok(list.clone());
+            }
         }
         match self.inner.api.list_workspaces().await {
             Ok(list) => {
+                self.inner.outage.answered();
                 let list = Arc::new(list);
                 *self.inner.workspaces.lock().unwrap() =
                     Some((list.clone(), Instant::now(), self.generation()));
                 Ok(list)
             }
             Err(e) => {
+                let e = FsError::api("listing workspaces", e);
+                self.inner.outage.failed(&e);
                 if let Some((list, _, _)) = self.inner.workspaces.lock().unwrap().as_ref() {
                     return Ok(list.clone());
                 }
-                Err(FsError::api("listing workspaces", e))
+                Err(e)
             }
         }
     }
@@ -1402,16 +1417,62 @@ impl CellsFs {
                 return Ok(listing.children.clone());
             }
         }
+        if !force
+            && self.inner.outage.ongoing()
+            && let Some(stale) = self.stale_listing(path)
+            && !self.inner.outage.probe()
+        {
+            return Ok(stale);
+        }
         // A listing that raced with this mount's own changes (a create, rename or delete
         // answered while the server was listing) is fetched again, then returned uncached.
         for attempt in 1..=LISTING_ATTEMPTS {
             let changes_before = self.inner.table.lock().unwrap().listing_changes;
-            let (result, raced) = self.fetch_listing(path, changes_before).await?;
+            let (result, raced) = match self.fetch_listing(path, changes_before).await {
+                Ok(fetched) => fetched,
+                Err(e) => {
+                    // The server is away: the listing known, however old (see `outage`).
+                    if self.inner.outage.failed(&e)
+                        && !force
+                        && let Some(stale) = self.stale_listing(path)
+                    {
+                        return Ok(stale);
+                    }
+                    return Err(e);
+                }
+            };
             if !raced || attempt == LISTING_ATTEMPTS {
                 return Ok(result);
             }
         }
         unreachable!("the last attempt returns")
+    }
+
+    /// The last listing of folder `path` known, however old.
+    fn stale_listing(&self, path: &str) -> Option<BTreeMap<String, Meta>> {
+        let table = self.inner.table.lock().unwrap();
+        let ino = table.by_path.get(path)?;
+        Some(table.inodes.get(ino)?.listing.as_ref()?.children.clone())
+    }
+
+    /// What the cache knows of `path`, however old: `Some(Some(meta))`, `Some(None)` (not in
+    /// its folder's last listing), or `None` (nothing).
+    fn stale_meta(&self, path: &str) -> Option<Option<Meta>> {
+        if self.delete_pending(path) {
+            return Some(None);
+        }
+        let table = self.inner.table.lock().unwrap();
+        if let Some(data) = table
+            .by_path
+            .get(path)
+            .and_then(|ino| table.inodes.get(ino))
+            && !data.detached
+        {
+            return Some(Some(data.meta.clone()));
+        }
+        let parent = table.by_path.get(parent_path(path))?;
+        let listing = table.inodes.get(parent)?.listing.as_ref()?;
+        Some(listing.children.get(base_name(path)).cloned())
     }
 
     /// One listing of `path` from the server, merged with this mount's local files; cached
@@ -1439,6 +1500,7 @@ impl CellsFs {
             let nodes = nodes.map_err(|e| FsError::api(format!("listing {path}"), e))?;
             let objects =
                 objects.map_err(|e| FsError::api(format!("listing {path} (gateway)"), e))?;
+            self.inner.outage.answered();
             for node in &nodes {
                 let name = node.name().nfc().collect::<String>();
                 children.insert(name, Meta::from_node(node));
@@ -1584,6 +1646,14 @@ impl CellsFs {
     async fn fetch_meta_from_server(&self, path: &str, use_cache: bool) -> FsResult<Option<Meta>> {
         let name = base_name(path);
         let parent = parent_path(path);
+        // The server is away: what the cache knows, without waiting for it (see `outage`).
+        if use_cache
+            && self.inner.outage.ongoing()
+            && let Some(stale) = self.stale_meta(path)
+            && !self.inner.outage.probe()
+        {
+            return Ok(stale);
+        }
         // A folder listed before and not too big is listed again rather than asked about one
         // name: `rsync`, `ls -l` and `find` go through every sibling (one request for all).
         let relist = use_cache && {
@@ -1603,14 +1673,25 @@ impl CellsFs {
         } else {
             self.settle_copies(path).await;
             match self.inner.api.stat(path).await {
-                Ok(node) => Ok(node.map(|n| Meta::from_node(&n))),
+                Ok(node) => {
+                    self.inner.outage.answered();
+                    Ok(node.map(|n| Meta::from_node(&n)))
+                }
                 Err(e) => Err(FsError::api(path, e)),
             }
         };
         let found = match found {
             Ok(found) => found,
             Err(e) if e.errno() == libc::ENOENT => None,
-            Err(e) => return Err(e),
+            Err(e) => {
+                if self.inner.outage.failed(&e)
+                    && use_cache
+                    && let Some(stale) = self.stale_meta(path)
+                {
+                    return Ok(stale);
+                }
+                return Err(e);
+            }
         };
         if found.is_none() {
             self.inner
@@ -2464,7 +2545,7 @@ impl CellsFs {
             attempt += 1;
             match self.fetch_range_once(path, offset, len).await {
                 Ok(bytes) => return Ok(bytes),
-                Err(e) if e.is_transient() && attempt < attempts => {
+                Err(e) if e.retry_now() && attempt < attempts => {
                     tracing::warn!(%path, offset, attempt, "download failed, retrying: {e}");
                     tokio::time::sleep(delay).await;
                     delay *= 2;
@@ -2832,7 +2913,8 @@ impl CellsFs {
                         s.attempts += 1;
                     }
                     let retryable = e.is_transient() || matches!(e, ApiError::Local(_));
-                    if retryable && attempt < options.upload_attempts.max(1) {
+                    // Not after a timeout: the server stayed silent for a whole deadline.
+                    if retryable && !e.is_timeout() && attempt < options.upload_attempts.max(1) {
                         tracing::warn!(%path, attempt, "upload failed, retrying: {e}");
                         tokio::time::sleep(delay).await;
                         delay *= 2;

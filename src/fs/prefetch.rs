@@ -12,9 +12,9 @@
 //!   or take the HTTP client's read buffer that the pieces at each end share). The
 //!   caller sizes `max_ahead` from the mount's global read-ahead budget and the permit lives
 //!   as long as the prefetcher.
-//! - A transient failure (also a connection cut mid-body) resumes the GET at the first byte
-//!   not yet received, with backoff; after the last attempt, or on a non-transient error, the
-//!   error is kept and every later read that needs missing bytes gets it. A body shorter than
+//! - A transient failure (also a connection cut mid-body, but not a timeout) resumes the GET
+//!   at the first byte not yet received, with backoff; after the last attempt, or on another
+//!   error, the error is kept and every later read that needs missing bytes gets it. A body shorter than
 //!   announced means the file changed on the server: that is an error too, never a short read.
 //! - Dropping the prefetcher stops its task (and its HTTP stream) at once.
 //! - The producer appends a chunk at a time: the pieces of the HTTP body (slices of the
@@ -310,7 +310,7 @@ async fn produce(shared: Arc<Shared>, source: PrefetchSource, start: u64, config
                 fail(&shared, PrefetchError::Short { expected, got });
                 return;
             }
-            Err(e) if e.is_transient() && attempt + 1 < config.attempts.max(1) => {
+            Err(e) if e.retry_now() && attempt + 1 < config.attempts.max(1) => {
                 attempt += 1;
                 tracing::warn!(path = %source.path, offset = pos, attempt, "download failed, resuming: {e}");
                 tokio::time::sleep(delay).await;
