@@ -68,3 +68,52 @@ fn kill_9_with_pending_write_back_uploads_then_remount_delivers_every_byte() {
         expected[0].1
     );
 }
+
+/// A file closed (acknowledged, its record naming the staging file), then opened again and
+/// changed, and the mount killed before that second close: the next mount must deliver the
+/// acknowledged version, never the half-done change (found by scripts/crash-trials).
+#[test]
+fn a_change_left_unclosed_by_a_crash_never_replaces_the_acknowledged_version() {
+    use std::io::{Seek, SeekFrom, Write};
+    let h = Harness::start();
+    let mut m = h.mount("mnt", &["--write-back", "600"]);
+    let dir = h.personal(&m).join("wb2");
+    std::fs::create_dir(&dir).unwrap();
+    let truncated = dir.join("truncated.bin");
+    let patched = dir.join("patched.bin");
+    // Over 16 KiB: their records name the staging files instead of carrying the bytes.
+    std::fs::write(&truncated, vec![b'1'; 34_460]).unwrap();
+    std::fs::write(&patched, vec![b'a'; 50_000]).unwrap();
+    let mut t = std::fs::File::create(&truncated).unwrap();
+    t.write_all(&[b'2'; 65_536]).unwrap();
+    let mut p = std::fs::OpenOptions::new()
+        .write(true)
+        .open(&patched)
+        .unwrap();
+    p.seek(SeekFrom::Start(100)).unwrap();
+    p.write_all(&[b'b'; 1000]).unwrap();
+    // The crash, with both changes written but not closed.
+    m.kill9();
+    drop((t, p));
+    let _m2 = h.mount("mnt", &[]);
+    for (path, want) in [
+        ("personal-files/wb2/truncated.bin", vec![b'1'; 34_460]),
+        ("personal-files/wb2/patched.bin", vec![b'a'; 50_000]),
+    ] {
+        eventually(
+            Duration::from_secs(60),
+            &format!("{path} on the server"),
+            || matches!(h.block_on(h.api.stat(path)), Ok(Some(n)) if !n.is_temporary()),
+        );
+        std::thread::sleep(Duration::from_millis(500));
+        let want_sha = {
+            use sha2::Digest;
+            hex::encode(sha2::Sha256::digest(&want))
+        };
+        assert_eq!(
+            server_sha256(&h, path),
+            want_sha,
+            "{path}: not the acknowledged version"
+        );
+    }
+}

@@ -1844,6 +1844,7 @@ impl CellsFs {
             }
             self.check_writable(&path).await?;
             let file = self.ensure_staging(ino, size == 0).await?;
+            self.keep_acknowledged(ino, &file).await?;
             {
                 let mut guard = file.staging.lock().unwrap();
                 let staging = guard.as_mut().expect("staging exists");
@@ -2105,6 +2106,9 @@ impl CellsFs {
                 })
                 .clone()
         };
+        if truncate {
+            self.keep_acknowledged(ino, &file).await?;
+        }
         let _io = file.io_lock.lock().await;
         {
             // Before the staging lock: the table's is taken first.
@@ -2606,6 +2610,7 @@ impl CellsFs {
             Some(file) => file,
             None => self.ensure_staging(ino, false).await?,
         };
+        self.keep_acknowledged(ino, &file).await?;
         {
             let mut guard = file.staging.lock().unwrap();
             let staging = guard
@@ -2667,6 +2672,25 @@ impl CellsFs {
         if let Some(parts) = staging.stream.as_mut() {
             parts.feed(staging.size);
         }
+    }
+
+    /// Write-back: a version a `close` acknowledged is in the journal, by a record that names
+    /// the staging file (a record carries the bytes of a small file only). That file is about
+    /// to change in place: a crash in the middle of the change would replay a half-written
+    /// file instead of the acknowledged one, so that version is uploaded first. If it cannot
+    /// be (the server is away), the change fails and the acknowledged version stays pending.
+    async fn keep_acknowledged(&self, ino: u64, file: &FileState) -> FsResult<()> {
+        let at_risk = file
+            .staging
+            .lock()
+            .unwrap()
+            .as_ref()
+            .is_some_and(|s| s.journaled && s.dirty() && s.synced_version == s.version)
+            && !self.inner.journal.carries_bytes(&file.id);
+        if at_risk {
+            self.upload(ino, file, UploadMode::Journaled).await?;
+        }
+        Ok(())
     }
 
     /// Make the file's pending changes durable: upload now, or journal them in write-back.
