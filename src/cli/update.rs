@@ -403,7 +403,12 @@ async fn get(
             .timeout(Duration::from_secs(600))
             .send()
             .await
-            .map_err(|e| CliError::failure(format!("cannot fetch {url}: {e}")))?;
+            .map_err(|e| {
+                CliError::failure(format!(
+                    "cannot fetch {url}: {}",
+                    crate::api::http::describe_reqwest_error(&e)
+                ))
+            })?;
         if response.status().is_redirection() {
             let location = response
                 .headers()
