@@ -222,7 +222,7 @@ pub enum Command {
     Idm(admin::IdmArgs),
     /// Storage management (admin): datasources
     Storage(admin::StorageArgs),
-    /// Replace this binary with the newest release (checks its SHA-256; --check only reports)
+    /// Replace this binary with the newest signed release (checks its signature; --check only reports)
     Update(update::UpdateArgs),
 }
 
