@@ -51,16 +51,51 @@ fn is_dead_mount_errno(code: i32) -> bool {
 }
 
 /// Whether `statfs(path)` answers with a FUSE filesystem (the FUSE magic on Linux, a macFUSE
-/// type name on macOS).
-fn statfs_is_fuse(path: &Path) -> nix::Result<bool> {
-    let stat = nix::sys::statfs::statfs(path)?;
+/// type name on macOS), asked in a child process. The daemon probes its own mount: a thread of its
+/// own waiting in a request to that mount cannot be interrupted, and a process killed then
+/// could never exit (its last thread waits for a mount only the dying process serves). A
+/// child's wait ends when the daemon dies: the kernel aborts the mount's requests.
+fn statfs_is_fuse_apart(path: &Path) -> nix::Result<bool> {
+    use std::os::unix::ffi::OsStrExt;
+    // Everything the child needs is made before the fork: it only calls statfs and _exit.
+    let c_path = std::ffi::CString::new(path.as_os_str().as_bytes())
+        .map_err(|_| nix::errno::Errno::EINVAL)?;
+    // SAFETY: the child calls only async-signal-safe functions (statfs, _exit) and touches
+    // no lock or allocation of the parent's threads.
+    match unsafe { nix::unistd::fork() }? {
+        nix::unistd::ForkResult::Child => {
+            let mut stat: libc::statfs = unsafe { std::mem::zeroed() };
+            let code = if unsafe { libc::statfs(c_path.as_ptr(), &mut stat) } != 0 {
+                2
+            } else if statfs_buf_is_fuse(&stat) {
+                0
+            } else {
+                1
+            };
+            unsafe { libc::_exit(code) }
+        }
+        nix::unistd::ForkResult::Parent { child } => match nix::sys::wait::waitpid(child, None)? {
+            nix::sys::wait::WaitStatus::Exited(_, 0) => Ok(true),
+            nix::sys::wait::WaitStatus::Exited(_, 1) => Ok(false),
+            _ => Err(nix::errno::Errno::EIO),
+        },
+    }
+}
+
+/// The FUSE magic (Linux) or a macFUSE type name (macOS) in a `statfs` result.
+fn statfs_buf_is_fuse(stat: &libc::statfs) -> bool {
     #[cfg(target_os = "macos")]
     {
-        Ok(is_macfuse_type(stat.filesystem_type_name()))
+        // No allocation: this runs in a forked child (see `statfs_is_fuse_apart`).
+        // SAFETY: `c_char` and `u8` have the same size; the slice is the array itself.
+        let name: &[u8] = unsafe {
+            std::slice::from_raw_parts(stat.f_fstypename.as_ptr().cast(), stat.f_fstypename.len())
+        };
+        name.starts_with(b"macfuse") || name.starts_with(b"osxfuse")
     }
     #[cfg(not(target_os = "macos"))]
     {
-        Ok(stat.filesystem_type().0 == FUSE_SUPER_MAGIC)
+        stat.f_type as i64 == FUSE_SUPER_MAGIC
     }
 }
 
@@ -539,7 +574,7 @@ pub fn wait_until_answers(path: &Path, timeout: Duration) -> anyhow::Result<()> 
         let (tx, rx) = std::sync::mpsc::channel();
         let probe_path = path.clone();
         std::thread::spawn(move || {
-            let result = statfs_is_fuse(&probe_path);
+            let result = statfs_is_fuse_apart(&probe_path);
             let _ = tx.send(result);
         });
         let remaining = deadline.saturating_duration_since(Instant::now());
@@ -1220,6 +1255,22 @@ fn process_alive(pid: u32) -> bool {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn the_readiness_probe_runs_in_a_child_and_tells_fuse_from_other_filesystems() {
+        assert_eq!(statfs_is_fuse_apart(Path::new("/")), Ok(false));
+        assert_eq!(
+            statfs_is_fuse_apart(Path::new("/no/such/folder/here")),
+            Err(nix::errno::Errno::EIO)
+        );
+        // The probe is a child process: this one's threads never wait on the mount.
+        let before = std::fs::read_dir("/proc/self/task").unwrap().count();
+        statfs_is_fuse_apart(Path::new("/")).unwrap();
+        assert_eq!(
+            std::fs::read_dir("/proc/self/task").unwrap().count(),
+            before
+        );
+    }
 
     /// Ask the control socket at `path` for a status, from a blocking thread.
     async fn status_pid_at(path: &Path) -> Option<u32> {

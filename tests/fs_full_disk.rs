@@ -323,11 +323,11 @@ async fn a_server_file_too_big_to_stage_fails_to_open_and_leaves_no_partial_copy
     assert_eq!(api.read_file(&path), Some(original));
 }
 
-/// With write-back, content an earlier `close` acknowledged (journaled) is not dropped when a
-/// later write to it fails: it goes to the recovery folder, listed by the status, and is not
-/// uploaded half-changed.
+/// With write-back, content an earlier `close` acknowledged (journaled by its staging file) is
+/// uploaded before the file is changed again (see `keep_acknowledged`): a later write that
+/// fails for a full disk then loses nothing and leaves nothing half-changed to upload.
 #[tokio::test]
-async fn write_back_keeps_acknowledged_content_in_recovery_when_a_later_write_fails() {
+async fn write_back_stores_acknowledged_content_before_a_later_write_fails() {
     let disk = SmallDisk::new("4m");
     let api = Arc::new(MemoryCellsApi::default());
     let fs = CellsFs::new(api.clone(), options(disk.path(), true))
@@ -335,28 +335,30 @@ async fn write_back_keeps_acknowledged_content_in_recovery_when_a_later_write_fa
         .unwrap();
     let first = pattern(512 * 1024, 4);
     assert_eq!(cp(&fs, "log.bin", &first).await, (None, None));
-    let ino = resolve(&fs, &format!("{WS}/log.bin")).await;
+    let path = format!("{WS}/log.bin");
+    assert_eq!(api.read_file(&path), None, "write-back: not uploaded yet");
+    let ino = resolve(&fs, &path).await;
     let open = fs.open(ino, libc::O_WRONLY | libc::O_APPEND).await.unwrap();
     let (errno, _) = write_all(&fs, ino, open.fh, &pattern(8 * MIB, 5))
         .await
         .unwrap_err();
     assert_eq!(errno, libc::ENOSPC);
+    assert_eq!(
+        api.read_file(&path).as_deref(),
+        Some(&first[..]),
+        "the acknowledged bytes"
+    );
     assert!(fs.flush(ino, open.fh).await.is_err());
     let _ = fs.release(ino, open.fh).await;
-    let recovered = fs.status().recovered_files;
-    assert_eq!(recovered.len(), 1, "{recovered:?}");
-    let kept = std::fs::read(&recovered[0]).unwrap();
-    assert_eq!(&kept[..first.len()], &first[..], "the acknowledged bytes");
     assert!(status_mentions(&fs, "log.bin"));
     fs.sync_all().await.unwrap();
     drop(fs);
-    // The user takes the recovered file away (the disk is full with it).
-    std::fs::remove_file(&recovered[0]).unwrap();
     let fs = CellsFs::new(api.clone(), options(disk.path(), true))
         .await
         .unwrap();
     fs.sync_all().await.unwrap();
-    assert_eq!(api.read_file(&format!("{WS}/log.bin")), None);
+    assert_eq!(api.read_file(&path).as_deref(), Some(&first[..]));
+    assert!(fs.status().recovered_files.is_empty());
 }
 
 /// A big new file streams its parts while it is written: when a later write fails, the
