@@ -95,7 +95,9 @@ fn statfs_buf_is_fuse(stat: &libc::statfs) -> bool {
     }
     #[cfg(not(target_os = "macos"))]
     {
-        stat.f_type as i64 == FUSE_SUPER_MAGIC
+        #[allow(clippy::unnecessary_cast)] // `f_type` is not i64 on every libc target.
+        let kind = stat.f_type as i64;
+        kind == FUSE_SUPER_MAGIC
     }
 }
 
