@@ -1,7 +1,8 @@
 //! What a hostile server cannot make the client do (issue 23): `cec scp` never writes or
 //! removes anything outside its target whatever names the server sends (`..` as the node
 //! downloaded, `.`, `..`, `a/b`, NUL, over 255 bytes, duplicates among children); `scp`
-//! upload does not follow symbolic links inside a tree unless `-L`.
+//! upload does not follow symbolic links inside a tree unless `-L`; the mount lists only the
+//! server's names that are valid file names, and the rest of the folder still lists.
 //!
 //! The hostile server is `tests/hostile/mod.rs`; the upload test runs against cells-emu.
 
@@ -9,7 +10,9 @@ mod common;
 mod hostile;
 
 use std::collections::BTreeSet;
+use std::ffi::OsStr;
 use std::path::{Path, PathBuf};
+use std::sync::Arc;
 
 use cec::api::CellsApi;
 use common::*;
@@ -314,4 +317,214 @@ async fn scp_upload_skips_links_inside_the_tree_unless_follow_links() {
     let help = run(cmd).await;
     assert!(help.stdout.contains("--follow-links"), "{}", help.stdout);
     assert!(help.stdout.contains("Symbolic links"), "{}", help.stdout);
+}
+
+// ----- the mount's listings -----
+
+mod injecting {
+    //! A `CellsApi` over the in-memory server that adds crafted names to the listings of
+    //! one folder and a workspace named `..`.
+    use std::path::Path;
+
+    use async_trait::async_trait;
+    use cec::api::memory::MemoryCellsApi;
+    use cec::api::*;
+
+    pub struct Injecting {
+        pub inner: MemoryCellsApi,
+        pub folder: String,
+        pub rest: Vec<String>,
+        pub s3: Vec<S3Entry>,
+    }
+
+    fn node(path: &str, kind: NodeKind) -> Node {
+        Node {
+            uuid: format!("u-{}", path.len()),
+            path: path.to_string(),
+            kind,
+            size: 1,
+            mtime: 1_700_000_000,
+            etag: "e".into(),
+            meta: Default::default(),
+        }
+    }
+
+    #[async_trait]
+    impl CellsApi for Injecting {
+        async fn list_workspaces(&self) -> ApiResult<Vec<Workspace>> {
+            let mut all = self.inner.list_workspaces().await?;
+            let mut evil = all[0].clone();
+            evil.slug = "..".into();
+            evil.root = node("..", NodeKind::Folder);
+            all.push(evil);
+            Ok(all)
+        }
+        async fn list_folder(&self, path: &str) -> ApiResult<Vec<Node>> {
+            let mut all = self.inner.list_folder(path).await?;
+            if path == self.folder {
+                all.extend(self.rest.iter().map(|p| node(p, NodeKind::File)));
+            }
+            Ok(all)
+        }
+        async fn list_folder_s3(&self, path: &str) -> ApiResult<Vec<S3Entry>> {
+            let mut all = self.inner.list_folder_s3(path).await?;
+            if path == self.folder {
+                all.extend(self.s3.iter().cloned());
+            }
+            Ok(all)
+        }
+        async fn stat(&self, path: &str) -> ApiResult<Option<Node>> {
+            self.inner.stat(path).await
+        }
+        async fn create_folders(&self, paths: &[String]) -> ApiResult<Vec<Node>> {
+            self.inner.create_folders(paths).await
+        }
+        async fn move_nodes(&self, s: &[String], t: &str, p: bool) -> ApiResult<()> {
+            self.inner.move_nodes(s, t, p).await
+        }
+        async fn copy_nodes(&self, s: &[String], t: &str, p: bool) -> ApiResult<()> {
+            self.inner.copy_nodes(s, t, p).await
+        }
+        async fn delete_nodes(&self, paths: &[String], permanently: bool) -> ApiResult<()> {
+            self.inner.delete_nodes(paths, permanently).await
+        }
+        async fn restore_nodes(&self, paths: &[String]) -> ApiResult<()> {
+            self.inner.restore_nodes(paths).await
+        }
+        async fn head_object(&self, path: &str) -> ApiResult<ObjectInfo> {
+            self.inner.head_object(path).await
+        }
+        async fn get_object(&self, path: &str, range: Option<ByteRange>) -> ApiResult<ByteStream> {
+            self.inner.get_object(path, range).await
+        }
+        async fn put_object_from_file(
+            &self,
+            path: &str,
+            source: &Path,
+            size: u64,
+            options: &UploadOptions,
+        ) -> ApiResult<String> {
+            self.inner
+                .put_object_from_file(path, source, size, options)
+                .await
+        }
+        async fn put_object(
+            &self,
+            path: &str,
+            content: bytes::Bytes,
+            options: &UploadOptions,
+        ) -> ApiResult<String> {
+            self.inner.put_object(path, content, options).await
+        }
+        async fn create_multipart(&self, path: &str, options: &UploadOptions) -> ApiResult<String> {
+            self.inner.create_multipart(path, options).await
+        }
+        async fn upload_part(
+            &self,
+            path: &str,
+            upload_id: &str,
+            number: u64,
+            source: &Path,
+            offset: u64,
+            len: u64,
+        ) -> ApiResult<String> {
+            self.inner
+                .upload_part(path, upload_id, number, source, offset, len)
+                .await
+        }
+        async fn complete_multipart(
+            &self,
+            path: &str,
+            upload_id: &str,
+            parts: &[(u64, String)],
+        ) -> ApiResult<String> {
+            self.inner.complete_multipart(path, upload_id, parts).await
+        }
+        async fn abort_multipart(&self, path: &str, upload_id: &str) -> ApiResult<()> {
+            self.inner.abort_multipart(path, upload_id).await
+        }
+        async fn copy_object(&self, source: &str, target: &str) -> ApiResult<()> {
+            self.inner.copy_object(source, target).await
+        }
+        async fn delete_object(&self, path: &str) -> ApiResult<()> {
+            self.inner.delete_object(path).await
+        }
+    }
+}
+
+/// The names `readdir` gives for the folder `ino`.
+async fn readdir_names(fs: &cec::fs::CellsFs, ino: u64) -> Vec<String> {
+    let fh = fs.opendir(ino, 0).await.unwrap();
+    let mut names = Vec::new();
+    fs.readdir(ino, fh, 0, false, |e| {
+        names.push(e.name.to_string_lossy().into_owned());
+        false
+    })
+    .await
+    .expect("the folder lists");
+    fs.releasedir(ino, fh).await.unwrap();
+    names
+}
+
+#[tokio::test]
+async fn the_mount_lists_only_valid_names_and_the_rest_of_the_folder() {
+    // SEMANTICS: "A name from the server that is not a valid file name (empty, `.`, `..`,
+    // containing `/` or NUL, over 255 bytes) is not shown, with one warning per folder
+    // listing; the rest of the folder lists."
+    use cec::api::memory::{MemoryCellsApi, MemoryWorkspace};
+    use cec::api::{ObjectInfo, S3Entry};
+    use cec::fs::{CellsFs, FsOptions, ROOT_INO};
+    let inner = MemoryCellsApi::new(vec![MemoryWorkspace::new("personal-files", true)]);
+    inner.put_file("personal-files/dir/good.txt", b"good");
+    inner.put_file("personal-files/dir/.hidden", b"dot");
+    let d = "personal-files/dir";
+    let object = |p: &str| {
+        S3Entry::Object(ObjectInfo {
+            path: p.to_string(),
+            size: 1,
+            etag: "e".into(),
+            mtime: 1_700_000_000,
+            content_type: None,
+        })
+    };
+    let api = Arc::new(injecting::Injecting {
+        inner,
+        folder: d.to_string(),
+        rest: vec![
+            format!("{d}/."),
+            format!("{d}/.."),
+            format!("{d}/a/b"),
+            format!("{d}/x\0y"),
+            format!("{d}/{}", "n".repeat(LONG)),
+        ],
+        s3: vec![
+            object(&format!("{d}/..")),
+            object(&format!("{d}/z\0")),
+            object(&format!("{d}/{}", "s".repeat(LONG))),
+            S3Entry::Folder(format!("{d}/.")),
+        ],
+    });
+    let cache = tempfile::tempdir().unwrap();
+    let fs = CellsFs::new(api, FsOptions::new(cache.path()))
+        .await
+        .unwrap();
+
+    let root = readdir_names(&fs, ROOT_INO).await;
+    assert_eq!(root, vec![".", "..", "personal-files"], "root: {root:?}");
+
+    let ws = fs
+        .lookup(ROOT_INO, OsStr::new("personal-files"))
+        .await
+        .unwrap()
+        .attr
+        .ino;
+    let dir = fs.lookup(ws, OsStr::new("dir")).await.unwrap().attr.ino;
+    let names = readdir_names(&fs, dir).await;
+    assert_eq!(
+        names,
+        vec![".", "..", ".hidden", "good.txt"],
+        "one `.` and one `..`, no invalid name, the valid ones all there"
+    );
+    let good = fs.lookup(dir, OsStr::new("good.txt")).await.unwrap();
+    assert_eq!(good.attr.size, 4);
 }
