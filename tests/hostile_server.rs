@@ -1,7 +1,8 @@
 //! What a hostile server cannot make the client do (issue 23): `cec scp` never writes or
 //! removes anything outside its target whatever names the server sends (`..` as the node
 //! downloaded, `.`, `..`, `a/b`, NUL, over 255 bytes, duplicates among children); `scp`
-//! upload does not follow symbolic links inside a tree unless `-L`; the mount lists only the
+//! upload does not follow symbolic links inside a tree unless `-L`; `cec ls` never prints a
+//! control character raw; the mount lists only the
 //! server's names that are valid file names, and the rest of the folder still lists.
 //!
 //! The hostile server is `tests/hostile/mod.rs`; the upload test runs against cells-emu.
@@ -527,4 +528,71 @@ async fn the_mount_lists_only_valid_names_and_the_rest_of_the_folder() {
     );
     let good = fs.lookup(dir, OsStr::new("good.txt")).await.unwrap();
     assert_eq!(good.attr.size, 4);
+}
+
+// ----- cec ls -----
+
+#[tokio::test]
+async fn ls_never_prints_control_characters_raw() {
+    // Issue 23: "quote control characters on a terminal, as GNU ls does".
+    let server = HostileServer::start(|req| {
+        if req.stat_path() == Some("ws/dir") {
+            return Some(stat_reply(tree_node("ws/dir", "COLLECTION", 0)));
+        }
+        if req.bulk_pattern().as_deref() == Some("ws/dir/*") {
+            return Some(bulk_reply(vec![
+                tree_node("ws/dir/a\nb", "LEAF", 1),
+                tree_node("ws/dir/\u{1b}[31mred", "LEAF", 1),
+                tree_node("ws/dir/x\0y", "LEAF", 1),
+                tree_node("ws/dir/plain.txt", "LEAF", 1),
+            ]));
+        }
+        None
+    })
+    .await;
+    let home = tempfile::tempdir().unwrap();
+    let cmd = |args: &[&str]| {
+        let mut c = cec_cmd(home.path());
+        c.env("CEC_URL", &server.url)
+            .env("CEC_TOKEN", "any-token")
+            .args(args);
+        c
+    };
+    let raw = |r: &Run| r.stdout.contains('\u{1b}') || r.stdout.contains('\0');
+
+    // Not a terminal: names as they are, control characters as `?` (as ls -q).
+    for args in [&["ls", "ws/dir"][..], &["ls", "--raw", "ws/dir"][..]] {
+        let r = run(cmd(args)).await;
+        assert_eq!(r.code(), 0, "{}", r.all());
+        assert!(!raw(&r), "{args:?}: {:?}", r.stdout);
+        for name in ["a?b", "?[31mred", "x?y", "plain.txt"] {
+            assert!(r.stdout.contains(name), "{args:?}: {name}: {:?}", r.stdout);
+        }
+    }
+
+    // A terminal (script(1) gives a pty): GNU ls's default, shell-escape quoting.
+    let c = cmd(&[]);
+    let line = format!("{} ls ws/dir", cec_bin().display());
+    let mut script = std::process::Command::new("script");
+    script
+        .args(["-qec", &line, "/dev/null"])
+        .env_clear()
+        .envs(
+            c.get_envs()
+                .filter_map(|(k, v)| v.map(|v| (k.to_owned(), v.to_owned()))),
+        )
+        .env("PATH", std::env::var("PATH").unwrap_or_default())
+        .env("TERM", "xterm")
+        .stdin(std::process::Stdio::null());
+    let r = run(script).await;
+    assert_eq!(r.code(), 0, "{}", r.all());
+    assert!(!raw(&r), "{:?}", r.stdout);
+    for name in [
+        "'a'$'\\n''b'",
+        "$'\\E''[31mred'",
+        "'x'$'\\000''y'",
+        "plain.txt",
+    ] {
+        assert!(r.stdout.contains(name), "{name}: {:?}", r.stdout);
+    }
 }
