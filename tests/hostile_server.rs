@@ -2,8 +2,8 @@
 //! removes anything outside its target whatever names the server sends (`..` as the node
 //! downloaded, `.`, `..`, `a/b`, NUL, over 255 bytes, duplicates among children); `scp`
 //! upload does not follow symbolic links inside a tree unless `-L`; `cec ls` never prints a
-//! control character raw; the mount lists only the
-//! server's names that are valid file names, and the rest of the folder still lists.
+//! control character raw; the mount lists only the server's names that are valid file names,
+//! and the rest of the folder still lists.
 //!
 //! The hostile server is `tests/hostile/mod.rs`; the upload test runs against cells-emu.
 
@@ -135,6 +135,8 @@ async fn scp_download_refuses_invalid_child_names_and_keeps_the_valid_ones() {
     let long = format!("ws/evil/{}", "n".repeat(LONG));
     let children = vec![
         tree_node("ws/evil/good", "LEAF", 4),
+        // Valid, and long: its temporary download name must stay within NAME_MAX too.
+        tree_node(&format!("ws/evil/{}", "l".repeat(250)), "LEAF", 2),
         tree_node("ws/evil/.", "COLLECTION", 0),
         tree_node("ws/evil/..", "LEAF", 2),
         tree_node("ws/evil/a/b", "LEAF", 2),
@@ -193,7 +195,11 @@ async fn scp_download_refuses_invalid_child_names_and_keeps_the_valid_ones() {
     let evil = target.join("evil");
     assert_eq!(
         Local::names(&evil),
-        BTreeSet::from(["dup".to_string(), "good".to_string()])
+        BTreeSet::from(["dup".to_string(), "good".to_string(), "l".repeat(250)])
+    );
+    assert_eq!(
+        std::fs::read_to_string(evil.join("l".repeat(250))).unwrap(),
+        "xx"
     );
     assert_eq!(std::fs::read_to_string(evil.join("good")).unwrap(), "good");
     assert_eq!(std::fs::read_to_string(evil.join("dup")).unwrap(), "one");

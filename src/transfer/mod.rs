@@ -554,7 +554,8 @@ async fn walk_remote(
     while let Some((remote, local)) = stack.pop() {
         if !visited.insert(remote.clone()) {
             refused.push(format!(
-                "{remote}: the server lists this folder more than once (a loop): not downloaded again"
+                "{}: the server lists this folder more than once (a loop): not downloaded again",
+                shown(&remote)
             ));
             continue;
         }
@@ -567,12 +568,13 @@ async fn walk_remote(
                 .unwrap_or_else(|| child.name())
                 .to_string();
             if let Err(why) = check_name(&name) {
-                refused.push(format!("{remote}: {why}: not downloaded"));
+                refused.push(format!("{}: {why}: not downloaded", shown(&remote)));
                 continue;
             }
             if !names.insert(name.clone()) {
                 refused.push(format!(
-                    "{remote}: the server lists the name {} twice: only the first is downloaded",
+                    "{}: the server lists the name {} twice: only the first is downloaded",
+                    shown(&remote),
                     shown(&name)
                 ));
                 continue;
@@ -706,8 +708,13 @@ fn temp_path_for(dest: &Path) -> PathBuf {
         .file_name()
         .map(|n| n.to_string_lossy().into_owned())
         .unwrap_or_default();
+    // The temporary name stays within NAME_MAX whatever the length of the final name.
+    let mut keep = name.len().min(200);
+    while !name.is_char_boundary(keep) {
+        keep -= 1;
+    }
     let tag: u32 = rand::random();
-    dest.with_file_name(format!(".{name}.cec-part-{tag:08x}"))
+    dest.with_file_name(format!(".{}.cec-part-{tag:08x}", &name[..keep]))
 }
 
 async fn download_file(
