@@ -511,6 +511,14 @@ async fn the_mount_lists_only_valid_names_and_the_rest_of_the_folder() {
             S3Entry::Folder(format!("{d}/.")),
         ],
     });
+    // The mount's warnings, captured (the test's runtime runs on this thread).
+    let logs = Capture::default();
+    let _logging = tracing::subscriber::set_default(
+        tracing_subscriber::fmt()
+            .with_writer(logs.clone())
+            .with_ansi(false)
+            .finish(),
+    );
     let cache = tempfile::tempdir().unwrap();
     let fs = CellsFs::new(api, FsOptions::new(cache.path()))
         .await
@@ -518,6 +526,7 @@ async fn the_mount_lists_only_valid_names_and_the_rest_of_the_folder() {
 
     let root = readdir_names(&fs, ROOT_INO).await;
     assert_eq!(root, vec![".", "..", "personal-files"], "root: {root:?}");
+    assert_eq!(logs.count("not shown"), 1, "{}", logs.text());
 
     let ws = fs
         .lookup(ROOT_INO, OsStr::new("personal-files"))
@@ -534,6 +543,43 @@ async fn the_mount_lists_only_valid_names_and_the_rest_of_the_folder() {
     );
     let good = fs.lookup(dir, OsStr::new("good.txt")).await.unwrap();
     assert_eq!(good.attr.size, 4);
+    // One warning for the folder's listing, not one per name.
+    assert_eq!(logs.count("not shown"), 2, "{}", logs.text());
+    assert!(
+        logs.text().contains("9 entries not shown"),
+        "{}",
+        logs.text()
+    );
+}
+
+/// A log writer that keeps what it is given.
+#[derive(Clone, Default)]
+struct Capture(Arc<std::sync::Mutex<Vec<u8>>>);
+
+impl Capture {
+    fn text(&self) -> String {
+        String::from_utf8_lossy(&self.0.lock().unwrap()).into_owned()
+    }
+    fn count(&self, needle: &str) -> usize {
+        self.text().lines().filter(|l| l.contains(needle)).count()
+    }
+}
+
+impl std::io::Write for Capture {
+    fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
+        self.0.lock().unwrap().extend_from_slice(buf);
+        Ok(buf.len())
+    }
+    fn flush(&mut self) -> std::io::Result<()> {
+        Ok(())
+    }
+}
+
+impl<'a> tracing_subscriber::fmt::MakeWriter<'a> for Capture {
+    type Writer = Capture;
+    fn make_writer(&'a self) -> Capture {
+        self.clone()
+    }
 }
 
 // ----- cec ls -----
