@@ -16,6 +16,7 @@ pub mod events;
 pub mod http;
 pub mod http_extra;
 pub mod memory;
+pub mod names;
 use std::collections::BTreeMap;
 use std::path::Path;
 use std::pin::Pin;

@@ -5,6 +5,12 @@
 //! Invariants: output for scripts is stable (raw paths one per line, `--json`, fixed table
 //! columns); "not found" exits with [`EXIT_NOT_FOUND`]; move, copy, delete and restore return
 //! only once the server's job has finished.
+//!
+//! Names and paths from the server are printed by `ls` through [`shown_name`]: on a terminal
+//! quoted as GNU `ls` does by default there (`--quoting-style=shell-escape`: `'a b'`,
+//! `'a'$'\n''b'`), so that no control character or escape sequence reaches the terminal;
+//! elsewhere (a pipe, a file) as they are, except that control characters become `?` (as
+//! `ls -q`): a NUL or an escape sequence never reaches the output raw. `--json` escapes them.
 
 use std::io::{IsTerminal, Write};
 
@@ -91,6 +97,60 @@ pub struct RestoreArgs {
     /// Paths in the recycle bin (`<ws>/recycle_bin/<name>`), or the original `<ws>/<name>`
     #[arg(required = true)]
     pub paths: Vec<String>,
+}
+
+/// How `ls` prints one name (or path) from the server: see the module documentation.
+pub fn shown_name(name: &str, terminal: bool) -> String {
+    if !terminal {
+        return name
+            .chars()
+            .map(|c| if c.is_control() { '?' } else { c })
+            .collect();
+    }
+    let plain = |c: char| {
+        c.is_alphanumeric() && !c.is_control()
+            || "%+,-./:=@_".contains(c)
+            || !c.is_ascii() && !c.is_control()
+    };
+    if !name.is_empty() && name.chars().all(plain) && !name.starts_with('~') {
+        return name.to_string();
+    }
+    // GNU's shell-escape style: printable runs in single quotes, control characters as
+    // $'\n' / $'\001' between them.
+    let mut out = String::new();
+    let mut quoted = String::new();
+    let flush = |out: &mut String, quoted: &mut String| {
+        if !quoted.is_empty() {
+            out.push('\'');
+            out.push_str(quoted);
+            out.push('\'');
+            quoted.clear();
+        }
+    };
+    for c in name.chars() {
+        if c.is_control() {
+            flush(&mut out, &mut quoted);
+            let escaped = match c {
+                '\n' => "\\n".to_string(),
+                '\t' => "\\t".to_string(),
+                '\r' => "\\r".to_string(),
+                '\x1b' => "\\E".to_string(),
+                c if (c as u32) < 0x100 => format!("\\{:03o}", c as u32),
+                c => format!("\\u{:04x}", c as u32),
+            };
+            out.push_str(&format!("$'{escaped}'"));
+        } else if c == '\'' {
+            flush(&mut out, &mut quoted);
+            out.push_str("\"'\"");
+        } else {
+            quoted.push(c);
+        }
+    }
+    flush(&mut out, &mut quoted);
+    if out.is_empty() {
+        out.push_str("''");
+    }
+    out
 }
 
 /// Kind label as the official client prints it.
@@ -246,6 +306,8 @@ pub async fn run_ls(args: LsArgs, global: &GlobalArgs) -> Result<(), CliError> {
     }
     let session = connect(global).await?;
     let api = session.api.clone();
+    let tty = std::io::stdout().is_terminal();
+    let show = |name: &str| shown_name(name, tty);
     let path = remote_path(args.path.as_deref().unwrap_or(""));
     if path.is_empty() {
         if args.exists {
@@ -253,7 +315,7 @@ pub async fn run_ls(args: LsArgs, global: &GlobalArgs) -> Result<(), CliError> {
             return Ok(());
         }
         let workspaces = api.list_workspaces().await?;
-        return print_workspaces(&workspaces, &args);
+        return print_workspaces(&workspaces, &args, tty);
     }
     let node = api.stat(&path).await?;
     if args.exists {
@@ -294,11 +356,11 @@ pub async fn run_ls(args: LsArgs, global: &GlobalArgs) -> Result<(), CliError> {
         listed.extend(children.iter());
         for n in listed {
             if let Some(t) = &args.format {
-                println!("{}", render_template(t, n, n.name()));
+                println!("{}", show(&render_template(t, n, n.name())));
             } else if n.is_folder() {
-                println!("{}/", n.path);
+                println!("{}/", show(&n.path));
             } else {
-                println!("{}", n.path);
+                println!("{}", show(&n.path));
             }
         }
         return Ok(());
@@ -308,14 +370,15 @@ pub async fn run_ls(args: LsArgs, global: &GlobalArgs) -> Result<(), CliError> {
         if node.is_folder() {
             ".".to_string()
         } else {
-            node.name().to_string()
+            show(node.name())
         },
     )];
-    entries.extend(children.iter().map(|c| (c, c.name().to_string())));
+    entries.extend(children.iter().map(|c| (c, show(c.name()))));
     let count = entries.len();
     println!(
-        "Found {count} node{} at {path}:",
-        if count == 1 { "" } else { "s" }
+        "Found {count} node{} at {}:",
+        if count == 1 { "" } else { "s" },
+        show(&path)
     );
     if args.details {
         let rows: Vec<Vec<String>> = entries
@@ -349,7 +412,8 @@ pub async fn run_ls(args: LsArgs, global: &GlobalArgs) -> Result<(), CliError> {
     Ok(())
 }
 
-fn print_workspaces(workspaces: &[Workspace], args: &LsArgs) -> Result<(), CliError> {
+fn print_workspaces(workspaces: &[Workspace], args: &LsArgs, tty: bool) -> Result<(), CliError> {
+    let show = |name: &str| shown_name(name, tty);
     if args.json {
         let all: Vec<Value> = workspaces.iter().map(workspace_json).collect();
         println!(
@@ -361,8 +425,8 @@ fn print_workspaces(workspaces: &[Workspace], args: &LsArgs) -> Result<(), CliEr
     if args.raw || args.format.is_some() {
         for ws in workspaces {
             match &args.format {
-                Some(t) => println!("{}", render_template(t, &ws.root, &ws.slug)),
-                None => println!("{}/", ws.slug),
+                Some(t) => println!("{}", show(&render_template(t, &ws.root, &ws.slug))),
+                None => println!("{}/", show(&ws.slug)),
             }
         }
         return Ok(());
@@ -376,9 +440,9 @@ fn print_workspaces(workspaces: &[Workspace], args: &LsArgs) -> Result<(), CliEr
                 vec![
                     v["type"].as_str().unwrap_or("").to_string(),
                     ws.uuid.clone(),
-                    ws.slug.clone(),
-                    ws.label.clone(),
-                    ws.description.clone(),
+                    show(&ws.slug),
+                    show(&ws.label),
+                    show(&ws.description),
                     v["permissions"].as_str().unwrap_or("").to_string(),
                 ]
             })
@@ -405,7 +469,7 @@ fn print_workspaces(workspaces: &[Workspace], args: &LsArgs) -> Result<(), CliEr
                         "Workspace"
                     }
                     .to_string(),
-                    ws.slug.clone(),
+                    show(&ws.slug),
                 ]
             })
             .collect();
@@ -642,6 +706,18 @@ mod tests {
         assert_eq!(remote_path("/ws/a"), "ws/a");
         assert_eq!(parent_of("ws/a/b"), "ws/a");
         assert_eq!(parent_of("ws"), "");
+    }
+
+    #[test]
+    fn names_are_quoted_on_a_terminal_and_never_raw_control_characters() {
+        assert_eq!(shown_name("plain-name_1.txt", true), "plain-name_1.txt");
+        assert_eq!(shown_name("café", true), "café");
+        assert_eq!(shown_name("a b", true), "'a b'");
+        assert_eq!(shown_name("a\nb", true), "'a'$'\\n''b'");
+        assert_eq!(shown_name("it's", true), "'it'\"'\"'s'");
+        assert_eq!(shown_name("\x1b[31mred", true), "$'\\E''[31mred'");
+        assert_eq!(shown_name("x\0", true), "'x'$'\\000'");
+        assert_eq!(shown_name("a b\x1b[2J\0", false), "a b?[2J?");
     }
 
     #[test]

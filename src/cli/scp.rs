@@ -4,6 +4,11 @@
 //! existing item of the same name stops the transfer unless `--force`), plus `--update`,
 //! `--preserve-mtime`, parallel files, ranged parallel downloads and a final summary.
 //!
+//! Symbolic links (upload): a source named on the command line is followed, as `cp` and
+//! `scp` do; links inside a tree are skipped with one line each on stderr, unless
+//! `-L`/`--follow-links` (as rsync's and cp's `-L`). A download only ever writes inside the
+//! target folder: names from the server are checked (see [`crate::transfer`]).
+//!
 //! Invariants: Ctrl-C stops the transfer without leaving a partial file under a final name
 //! (the engine's temporary files are removed when its futures are dropped); exit code 1 when
 //! any file failed, 3 when the source does not exist.
@@ -22,6 +27,14 @@ const STANDARD_PREFIX: &str = "cells://";
 const COMPLETION_PREFIX: &str = "cells//";
 
 #[derive(Debug, Args)]
+#[command(
+    after_help = "Symbolic links (upload): a SOURCE that is a link is followed. Links \
+inside a folder are not: each is skipped with a line on stderr, so that a link to, say, ~/.ssh \
+is never uploaded by accident; -L/--follow-links uploads what they point to (a link back to a \
+folder being copied is still skipped). Downloads write only inside the TARGET folder: a name \
+from the server that is not a valid file name (., .., containing / or NUL, over 255 bytes) is \
+refused."
+)]
 pub struct ScpArgs {
     /// Source: a local path, or cells://<workspace>/<path>
     pub source: String,
@@ -64,6 +77,10 @@ pub struct ScpArgs {
     /// into existing folders
     #[arg(long)]
     pub update: bool,
+    /// On upload, follow symbolic links inside the source folder (by default they are
+    /// skipped, each with a notice)
+    #[arg(short = 'L', long = "follow-links")]
+    pub follow_links: bool,
     /// On download, set local modification times to the server's
     #[arg(long = "preserve-mtime")]
     pub preserve_mtime: bool,
@@ -115,6 +132,7 @@ impl ScpArgs {
             ranged_threshold: self.ranged_threshold.saturating_mul(MIB),
             range_chunk: self.download_chunk_size.max(1).saturating_mul(MIB),
             retry_max_attempts: self.retry_max_attempts.max(1),
+            follow_links: self.follow_links,
             ..TransferOptions::default()
         })
     }
@@ -202,6 +220,9 @@ pub async fn run_scp(args: ScpArgs, global: &GlobalArgs) -> Result<(), CliError>
         TransferError::Api(a) => CliError::from(a),
         other => CliError::failure(other.to_string()),
     })?;
+    for n in &summary.notices {
+        eprintln!("Skipped: {n}");
+    }
     for f in &summary.failures {
         eprintln!("Failed: {f}");
     }

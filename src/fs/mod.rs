@@ -1484,9 +1484,14 @@ impl CellsFs {
     ) -> FsResult<(BTreeMap<String, Meta>, bool)> {
         let generation = self.generation();
         let mut children = BTreeMap::new();
+        // Names from the server that are no valid file names (`..`, `a/b`, NUL, over 255
+        // bytes) are not shown: one warning for the listing, the rest of the folder lists.
+        let mut refused: Vec<String> = Vec::new();
         if path.is_empty() {
             for ws in self.workspaces().await?.iter() {
-                if ws.can_read {
+                if let Err(why) = crate::api::names::check_name(&ws.slug) {
+                    refused.push(why);
+                } else if ws.can_read {
                     children.insert(ws.slug.clone(), Meta::from_node(&ws.root));
                 }
             }
@@ -1502,7 +1507,17 @@ impl CellsFs {
                 objects.map_err(|e| FsError::api(format!("listing {path} (gateway)"), e))?;
             self.inner.outage.answered();
             for node in &nodes {
-                let name = node.name().nfc().collect::<String>();
+                // Relative to the folder listed, so that a child `a/b` is seen as such.
+                let relative = node
+                    .path
+                    .strip_prefix(path)
+                    .and_then(|rest| rest.strip_prefix('/'))
+                    .unwrap_or_else(|| node.name());
+                let name = relative.nfc().collect::<String>();
+                if let Err(why) = crate::api::names::check_name(&name) {
+                    refused.push(why);
+                    continue;
+                }
                 children.insert(name, Meta::from_node(node));
             }
             for entry in objects {
@@ -1517,8 +1532,20 @@ impl CellsFs {
                 if name.is_empty() || name == ".pydio" {
                     continue;
                 }
+                if let Err(why) = crate::api::names::check_name(&name) {
+                    refused.push(why);
+                    continue;
+                }
                 children.entry(name).or_insert(meta);
             }
+        }
+        if let Some(first) = refused.first() {
+            tracing::warn!(
+                "listing {}: {} entr{} not shown, not valid file names; first: {first}",
+                crate::api::names::shown(path),
+                refused.len(),
+                if refused.len() == 1 { "y" } else { "ies" }
+            );
         }
         {
             // Names deleted in the background are gone for this mount already.

@@ -13,12 +13,20 @@
 //! - An upload is only visible under its final name once the server has the whole content
 //!   (single PUT body or completed multipart upload).
 //! - `--update` skips a file only when size and Cells block hash both match.
+//! - Names from the server are untrusted: every one that becomes a local name (the top-level
+//!   node's and each child's) passes [`check_name`] first, and nothing is ever removed unless
+//!   its path lies strictly inside the target folder ([`remove_inside`]). A download therefore
+//!   never writes or removes anything outside its target.
+//! - An upload does not follow symbolic links inside the tree (each one is skipped with a
+//!   notice) unless `follow_links`; a source named on the command line is followed, as `cp`
+//!   and `scp` do. Followed links that lead back to a folder being walked are skipped.
 
 pub mod multipart;
 pub mod progress;
 
-use std::os::unix::fs::FileExt;
-use std::path::{Path, PathBuf};
+use std::collections::HashSet;
+use std::os::unix::fs::{FileExt, MetadataExt};
+use std::path::{Component, Path, PathBuf};
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::{Duration, Instant};
@@ -26,6 +34,7 @@ use std::time::{Duration, Instant};
 use futures::StreamExt;
 
 use crate::api::http::HttpCellsApi;
+use crate::api::names::{check_name, shown};
 use crate::api::{ApiError, ByteRange, CellsApi, MIB, Node, UploadOptions};
 use progress::Progress;
 
@@ -51,6 +60,8 @@ pub struct TransferOptions {
     pub retry_max_attempts: u32,
     /// First delay between attempts (doubles).
     pub retry_delay: Duration,
+    /// Upload what symbolic links inside the tree point to (otherwise they are skipped).
+    pub follow_links: bool,
 }
 
 impl Default for TransferOptions {
@@ -66,6 +77,7 @@ impl Default for TransferOptions {
             range_concurrency: 4,
             retry_max_attempts: 5,
             retry_delay: Duration::from_millis(300),
+            follow_links: false,
         }
     }
 }
@@ -78,6 +90,8 @@ pub struct Summary {
     pub skipped: u64,
     pub folders: u64,
     pub failures: Vec<String>,
+    /// What was left out on purpose, one line each (symbolic links not followed, ...).
+    pub notices: Vec<String>,
     pub elapsed: Duration,
 }
 
@@ -143,6 +157,35 @@ fn join_remote(a: &str, b: &str) -> String {
     } else {
         format!("{a}/{b}")
     }
+}
+
+/// Whether `path` lies strictly inside `root` (lexically: below it, no `..` on the way).
+fn strictly_inside(root: &Path, path: &Path) -> bool {
+    match path.strip_prefix(root) {
+        Ok(rel) => {
+            rel.components().next().is_some()
+                && rel.components().all(|c| matches!(c, Component::Normal(_)))
+        }
+        Err(_) => false,
+    }
+}
+
+/// Remove `path` (a folder with its content when `dir`), only if it lies strictly inside the
+/// target folder `root`: a removal never reaches above the target, whatever a name was.
+fn remove_inside(root: &Path, path: &Path, dir: bool) -> Result<(), TransferError> {
+    if !strictly_inside(root, path) {
+        return Err(TransferError::Local(format!(
+            "refusing to remove {}: it is not inside the target folder {}",
+            path.display(),
+            root.display()
+        )));
+    }
+    let r = if dir {
+        std::fs::remove_dir_all(path)
+    } else {
+        std::fs::remove_file(path)
+    };
+    r.map_err(|e| TransferError::Local(format!("cannot replace {}: {e}", path.display())))
 }
 
 fn local_name(path: &Path) -> Result<String, TransferError> {
@@ -222,9 +265,17 @@ pub async fn upload(
     }
     // Walk the local tree.
     let mut files: Vec<FileJob> = Vec::new();
+    let mut notices = Vec::new();
     if meta.is_dir() {
         folders_to_create.push(dest.clone());
-        walk_local(source, &dest, &mut folders_to_create, &mut files)?;
+        let mut walk = LocalWalk {
+            follow_links: options.follow_links,
+            ancestors: vec![(meta.dev(), meta.ino())],
+            folders: &mut folders_to_create,
+            files: &mut files,
+            notices: &mut notices,
+        };
+        walk.walk(source, &dest)?;
     } else {
         files.push(FileJob {
             local: source.to_path_buf(),
@@ -234,7 +285,10 @@ pub async fn upload(
         });
     }
     // Create folders that do not exist yet (empty ones included).
-    let mut summary = Summary::default();
+    let mut summary = Summary {
+        notices,
+        ..Summary::default()
+    };
     if merge && existing.is_some() {
         let mut missing = Vec::new();
         for f in &folders_to_create {
@@ -277,38 +331,77 @@ pub async fn upload(
     Ok(summary)
 }
 
-fn walk_local(
-    dir: &Path,
-    remote: &str,
-    folders: &mut Vec<String>,
-    files: &mut Vec<FileJob>,
-) -> Result<(), TransferError> {
-    let mut entries: Vec<_> = std::fs::read_dir(dir)
-        .map_err(|e| TransferError::Local(format!("cannot list {}: {e}", dir.display())))?
-        .filter_map(Result::ok)
-        .collect();
-    entries.sort_by_key(|e| e.file_name());
-    for entry in entries {
-        let path = entry.path();
-        let name = local_name(&path)?;
-        let name: String =
-            unicode_normalization::UnicodeNormalization::nfc(name.as_str()).collect();
-        let child = join_remote(remote, &name);
-        let meta = std::fs::metadata(&path)
-            .map_err(|e| TransferError::Local(format!("cannot read {}: {e}", path.display())))?;
-        if meta.is_dir() {
-            folders.push(child.clone());
-            walk_local(&path, &child, folders, files)?;
-        } else if meta.is_file() {
-            files.push(FileJob {
-                local: path,
-                remote: child,
-                size: meta.len(),
-                node: None,
-            });
+/// The walk of a local tree to upload.
+struct LocalWalk<'a> {
+    follow_links: bool,
+    /// (device, inode) of the folders from the source down to the one being walked.
+    ancestors: Vec<(u64, u64)>,
+    folders: &'a mut Vec<String>,
+    files: &'a mut Vec<FileJob>,
+    notices: &'a mut Vec<String>,
+}
+
+impl LocalWalk<'_> {
+    fn walk(&mut self, dir: &Path, remote: &str) -> Result<(), TransferError> {
+        let mut entries: Vec<_> = std::fs::read_dir(dir)
+            .map_err(|e| TransferError::Local(format!("cannot list {}: {e}", dir.display())))?
+            .filter_map(Result::ok)
+            .collect();
+        entries.sort_by_key(|e| e.file_name());
+        for entry in entries {
+            let path = entry.path();
+            let name = local_name(&path)?;
+            let name: String =
+                unicode_normalization::UnicodeNormalization::nfc(name.as_str()).collect();
+            let child = join_remote(remote, &name);
+            let read_err = |e: std::io::Error| {
+                TransferError::Local(format!("cannot read {}: {e}", path.display()))
+            };
+            let mut meta = std::fs::symlink_metadata(&path).map_err(read_err)?;
+            if meta.file_type().is_symlink() {
+                if !self.follow_links {
+                    self.notices.push(format!(
+                        "{}: symbolic link not followed (-L follows links)",
+                        path.display()
+                    ));
+                    continue;
+                }
+                meta = match std::fs::metadata(&path) {
+                    Ok(m) => m,
+                    Err(e) => {
+                        self.notices.push(format!(
+                            "{}: symbolic link not followed: {e}",
+                            path.display()
+                        ));
+                        continue;
+                    }
+                };
+            }
+            if meta.is_dir() {
+                let id = (meta.dev(), meta.ino());
+                if self.ancestors.contains(&id) {
+                    self.notices.push(format!(
+                        "{}: leads back to a folder it is inside (a loop): not followed",
+                        path.display()
+                    ));
+                    continue;
+                }
+                self.folders.push(child.clone());
+                self.ancestors.push(id);
+                let r = self.walk(&path, &child);
+                self.ancestors.pop();
+                r?;
+            } else if meta.is_file() {
+                self.files.push(FileJob {
+                    local: path,
+                    remote: child,
+                    size: meta.len(),
+                    node: None,
+                });
+            }
         }
+        Ok(())
     }
-    Ok(())
 }
 
 /// Download the remote `source` (file or folder) into the local folder `target` (created if
@@ -326,12 +419,16 @@ pub async fn download(
         .stat(&source)
         .await?
         .ok_or_else(|| TransferError::NotFound(format!("cannot find {source} on the server")))?;
-    let name = node.name().to_string();
-    if name.is_empty() {
+    if source.is_empty() {
         return Err(TransferError::NotFound(
             "nothing to download at the root".into(),
         ));
     }
+    // The local name comes from the server's answer: checked before it names anything here.
+    let name = node.name().to_string();
+    check_name(&name).map_err(|why| {
+        TransferError::Local(format!("refusing to download cells://{source}: {why}"))
+    })?;
     let mut summary = Summary::default();
     match std::fs::metadata(target) {
         Ok(m) if m.is_dir() => {}
@@ -368,18 +465,21 @@ pub async fn download(
             )));
         }
         if m.is_dir() != node.is_folder() {
-            let r = if m.is_dir() {
-                std::fs::remove_dir_all(&dest)
-            } else {
-                std::fs::remove_file(&dest)
-            };
-            r.map_err(|e| TransferError::Local(format!("cannot replace {}: {e}", dest.display())))?;
+            remove_inside(target, &dest, m.is_dir())?;
         }
     }
     let mut files = Vec::new();
     if node.is_folder() {
         let mut folders = vec![dest.clone()];
-        walk_remote(api.as_ref(), &source, &dest, &mut folders, &mut files).await?;
+        walk_remote(
+            api.as_ref(),
+            &source,
+            &dest,
+            &mut folders,
+            &mut files,
+            &mut summary.failures,
+        )
+        .await?;
         for f in folders {
             if !f.is_dir() {
                 if f.exists() {
@@ -389,7 +489,7 @@ pub async fn download(
                             f.display()
                         )));
                     }
-                    let _ = std::fs::remove_file(&f);
+                    remove_inside(target, &f, false)?;
                 }
                 std::fs::create_dir_all(&f).map_err(|e| {
                     TransferError::Local(format!("cannot create {}: {e}", f.display()))
@@ -437,18 +537,46 @@ pub async fn download(
     Ok(summary)
 }
 
+/// List the remote tree under `folder` into the folders and files to make under `local`.
+/// A child whose name is not a valid local name ([`check_name`]: its path relative to the
+/// folder listed, so `a/b` is refused too), a second child of the same name, and a folder
+/// listed twice are left out, each with a line in `refused` (the transfer then fails).
 async fn walk_remote(
     api: &dyn CellsApi,
     folder: &str,
     local: &Path,
     folders: &mut Vec<PathBuf>,
     files: &mut Vec<FileJob>,
+    refused: &mut Vec<String>,
 ) -> Result<(), TransferError> {
     let mut stack = vec![(folder.to_string(), local.to_path_buf())];
+    let mut visited: HashSet<String> = HashSet::new();
     while let Some((remote, local)) = stack.pop() {
+        if !visited.insert(remote.clone()) {
+            refused.push(format!(
+                "{}: the server lists this folder more than once (a loop): not downloaded again",
+                shown(&remote)
+            ));
+            continue;
+        }
+        let mut names: HashSet<String> = HashSet::new();
         for child in api.list_folder(&remote).await? {
-            let name = child.name().to_string();
-            if name.is_empty() || name == "." || name == ".." || name.contains('/') {
+            let name = child
+                .path
+                .strip_prefix(remote.as_str())
+                .and_then(|rel| rel.strip_prefix('/'))
+                .unwrap_or_else(|| child.name())
+                .to_string();
+            if let Err(why) = check_name(&name) {
+                refused.push(format!("{}: {why}: not downloaded", shown(&remote)));
+                continue;
+            }
+            if !names.insert(name.clone()) {
+                refused.push(format!(
+                    "{}: the server lists the name {} twice: only the first is downloaded",
+                    shown(&remote),
+                    shown(&name)
+                ));
                 continue;
             }
             let lpath = local.join(&name);
@@ -580,8 +708,13 @@ fn temp_path_for(dest: &Path) -> PathBuf {
         .file_name()
         .map(|n| n.to_string_lossy().into_owned())
         .unwrap_or_default();
+    // The temporary name stays within NAME_MAX whatever the length of the final name.
+    let mut keep = name.len().min(200);
+    while !name.is_char_boundary(keep) {
+        keep -= 1;
+    }
     let tag: u32 = rand::random();
-    dest.with_file_name(format!(".{name}.cec-part-{tag:08x}"))
+    dest.with_file_name(format!(".{}.cec-part-{tag:08x}", &name[..keep]))
 }
 
 async fn download_file(
