@@ -1623,6 +1623,18 @@ impl CellsFs {
     fn cached_meta(&self, path: &str) -> Option<Option<Meta>> {
         let name = base_name(path);
         let parent = parent_path(path);
+        {
+            // A file this mount holds content for (created here, or changed and not uploaded)
+            // is what the name means, even while the server still deletes the name's previous
+            // file (a fresh rename's old name, created again at once).
+            let table = self.inner.table.lock().unwrap();
+            if let Some(&ino) = table.by_path.get(path)
+                && let Some(data) = table.inodes.get(&ino)
+                && (data.local || data.file.as_ref().is_some_and(|f| f.dirty()))
+            {
+                return Some(Some(data.meta.clone()));
+            }
+        }
         if self.delete_pending(path) {
             return Some(None);
         }

@@ -526,33 +526,9 @@ impl Harness {
     /// [`Harness::mount_at`] with a cache directory of the test's choosing (the other helpers
     /// share `<tmp>/cache`, and a cache directory serves one mount at a time).
     pub fn mount_with_cache_dir(&self, mountpoint: &Path, cache: &Path, args: &[&str]) -> Mounted {
-        std::fs::create_dir_all(self.dir.path().join("run")).unwrap();
-        let log = self.dir.path().join(format!("mount-{}.log", rand_suffix()));
-        let log_file = std::fs::File::create(&log).unwrap();
-        let mut cmd = self.cec();
-        cmd.arg("mount")
-            .arg(mountpoint)
-            .arg("--cache-dir")
-            .arg(cache)
-            .args(args)
-            .env(
-                "CEC_LOG",
-                std::env::var("CEC_TEST_MOUNT_LOG").unwrap_or("info".into()),
-            )
-            .stdin(Stdio::null())
-            .stdout(log_file.try_clone().unwrap())
-            .stderr(log_file);
-        let child = cmd.spawn().expect("starting cec mount");
-        let mut mounted = Mounted {
-            child: Some(child),
-            path: mountpoint.to_path_buf(),
-            log,
-            connection: None,
-        };
-        mounted.wait_ready(Duration::from_secs(30));
-        if let Some(n) = mounted.connection {
-            self.connections.lock().unwrap().push(n);
-        }
-        mounted
+        let cache = cache.to_str().expect("a UTF-8 cache path");
+        let mut all = vec!["--cache-dir", cache];
+        all.extend_from_slice(args);
+        self.mount_with_env(mountpoint, &all, &[])
     }
 }
