@@ -64,6 +64,17 @@ fn statfs_is_fuse_apart(path: &Path) -> nix::Result<bool> {
     // no lock or allocation of the parent's threads.
     match unsafe { nix::unistd::fork() }? {
         nix::unistd::ForkResult::Child => {
+            // The child must hold none of the daemon's files: with its copy of the FUSE
+            // device open, the mount would outlive a killed daemon and this statfs wait for
+            // it forever (and it would hold the cache directory's lock).
+            #[cfg(target_os = "linux")]
+            unsafe {
+                libc::syscall(libc::SYS_close_range, 3u32, u32::MAX, 0u32);
+            }
+            #[cfg(not(target_os = "linux"))]
+            for fd in 3..unsafe { libc::getdtablesize() } {
+                unsafe { libc::close(fd) };
+            }
             let mut stat: libc::statfs = unsafe { std::mem::zeroed() };
             let code = if unsafe { libc::statfs(c_path.as_ptr(), &mut stat) } != 0 {
                 2
@@ -1272,6 +1283,14 @@ mod tests {
             std::fs::read_dir("/proc/self/task").unwrap().count(),
             before
         );
+        // And it holds none of this process's files (a FUSE device among them would keep a
+        // killed daemon's mount alive): a file open here is closed in the child, whose
+        // statfs of its own descriptor's path then fails.
+        let file = tempfile::NamedTempFile::new().unwrap();
+        let fd = std::os::fd::AsRawFd::as_raw_fd(file.as_file());
+        let own_fd = PathBuf::from(format!("/proc/self/fd/{fd}"));
+        assert_eq!(statfs_is_fuse_apart(&own_fd), Err(nix::errno::Errno::EIO));
+        assert!(nix::sys::statfs::statfs(&own_fd).is_ok(), "open here");
     }
 
     /// Ask the control socket at `path` for a status, from a blocking thread.
