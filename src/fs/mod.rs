@@ -1642,16 +1642,12 @@ impl CellsFs {
             let table = self.inner.table.lock().unwrap();
             if let Some(&ino) = table.by_path.get(path)
                 && let Some(data) = table.inodes.get(&ino)
+                && self.fresh(
+                    data.validated,
+                    self.trusted_for(self.inner.options.attr_timeout, path),
+                )
             {
-                let busy = data.local || data.file.as_ref().is_some_and(|f| f.dirty());
-                if busy
-                    || self.fresh(
-                        data.validated,
-                        self.trusted_for(self.inner.options.attr_timeout, path),
-                    )
-                {
-                    return Some(Some(data.meta.clone()));
-                }
+                return Some(Some(data.meta.clone()));
             }
             if let Some(&ino) = table.by_path.get(parent)
                 && let Some(listing) = table.inodes.get(&ino).and_then(|d| d.listing.as_ref())
@@ -3613,15 +3609,15 @@ impl CellsFs {
             return Err(FsError::IsADirectory(path));
         }
         self.check_writable(&path).await?;
-        let (ino, local, open) = {
+        let (ino, open) = {
             let table = self.inner.table.lock().unwrap();
             match table
                 .by_path
                 .get(&path)
                 .and_then(|i| table.inodes.get(i).map(|d| (*i, d)))
             {
-                Some((ino, d)) => (Some(ino), d.local, d.handles > 0),
-                None => (None, false, false),
+                Some((ino, d)) => (Some(ino), d.handles > 0),
+                None => (None, false),
             }
         };
         if let (Some(ino), true) = (ino, open) {
@@ -3640,17 +3636,11 @@ impl CellsFs {
             None => None,
         };
         let _turn = self.inner.order.turn(&[&path]).await;
-        let local = match ino {
-            Some(ino) => self
-                .inner
-                .table
-                .lock()
-                .unwrap()
-                .inodes
-                .get(&ino)
-                .is_some_and(|d| d.local),
-            None => local,
-        };
+        // Read once the upload in flight is done: it may have stored the file meanwhile.
+        let local = ino.is_some_and(|ino| {
+            let table = self.inner.table.lock().unwrap();
+            table.inodes.get(&ino).is_some_and(|d| d.local)
+        });
         if !local {
             self.settle_background(&path).await;
             self.delete_on_server(&path, FileKind::File, false).await?;
