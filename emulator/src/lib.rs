@@ -76,6 +76,21 @@ impl RunningEmulator {
     }
 }
 
+/// Every accepted connection sends small writes at once (TCP_NODELAY), as Go servers such as
+/// Cells do by default: without it a short body written after its headers waits for the
+/// client's delayed ACK (about 40 ms on Linux), which made small GETs look slow.
+fn with_nodelay(
+    listener: tokio::net::TcpListener,
+) -> axum::serve::TapIo<tokio::net::TcpListener, fn(&mut tokio::net::TcpStream)> {
+    use axum::serve::ListenerExt;
+    fn set_nodelay(tcp: &mut tokio::net::TcpStream) {
+        if let Err(e) = tcp.set_nodelay(true) {
+            tracing::debug!("TCP_NODELAY not set on an accepted connection: {e}");
+        }
+    }
+    listener.tap_io(set_nodelay as fn(&mut tokio::net::TcpStream))
+}
+
 /// Open (or create) the data directory, bind the listener and serve in a background task.
 pub async fn start(config: EmuConfig) -> anyhow::Result<RunningEmulator> {
     let state = Arc::new(AppState::open(config)?);
@@ -97,6 +112,7 @@ pub async fn start(config: EmuConfig) -> anyhow::Result<RunningEmulator> {
             }
         }
     });
+    let listener = with_nodelay(listener);
     let task = tokio::spawn(async move {
         let _ = axum::serve(
             listener,
@@ -133,5 +149,24 @@ impl AppState {
             events,
             faults,
         })
+    }
+}
+
+#[cfg(test)]
+mod listener_tests {
+    use axum::serve::Listener;
+
+    #[tokio::test]
+    async fn accepted_connections_send_small_writes_at_once() {
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let addr = listener.local_addr().unwrap();
+        let mut listener = super::with_nodelay(listener);
+        let client = tokio::spawn(tokio::net::TcpStream::connect(addr));
+        let (accepted, _) = listener.accept().await;
+        assert!(
+            accepted.nodelay().unwrap(),
+            "the emulator's sockets must set TCP_NODELAY"
+        );
+        client.await.unwrap().unwrap();
     }
 }
