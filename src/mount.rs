@@ -1433,6 +1433,8 @@ pub struct MountPlan {
     pub events: bool,
     /// `ENDPOINT_WEBSOCKET` from bootconf, when known.
     pub websocket_endpoint: Option<String>,
+    /// Accept any TLS certificate on the events websocket too (`--skip-verify`).
+    pub skip_verify: bool,
     /// Source name shown by `mount` and `df`.
     pub fs_name: String,
     /// How long to wait for the mount to answer.
@@ -1670,7 +1672,10 @@ async fn mount_and_serve(plan: MountPlan, readiness: &mut Readiness) -> anyhow::
             crate::api::events::websocket_url(&plan.server, plan.websocket_endpoint.as_deref());
         let sink = Arc::new(CoreEventSink { fs: fs.clone() });
         Some(crate::api::events::EventsClient::spawn(
-            crate::api::events::EventsConfig::new(url),
+            crate::api::events::EventsConfig {
+                skip_verify: plan.skip_verify,
+                ..crate::api::events::EventsConfig::new(url)
+            },
             plan.tokens.clone(),
             sink,
         ))

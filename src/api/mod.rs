@@ -19,6 +19,7 @@ pub mod http;
 pub mod http_extra;
 pub mod memory;
 pub mod names;
+pub mod tls;
 use std::collections::BTreeMap;
 use std::path::Path;
 use std::pin::Pin;

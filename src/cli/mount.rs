@@ -326,6 +326,7 @@ async fn plan_for_profile(args: &MountArgs, global: &GlobalArgs) -> Result<Mount
         allow_non_empty: args.allow_non_empty,
         events: !args.no_events,
         websocket_endpoint,
+        skip_verify: session.skip_verify,
         fs_name: fs_name(&session.login, &session.base_url),
         ready_timeout: Duration::from_secs(30),
     })
@@ -418,6 +419,7 @@ async fn run_demo(args: &MountArgs, readiness: &mut Readiness) -> Result<(), Cli
         allow_non_empty: args.allow_non_empty,
         events: !args.no_events,
         websocket_endpoint: None,
+        skip_verify: false,
         fs_name: fs_name(DEMO_LOGIN, "demo"),
         ready_timeout: Duration::from_secs(30),
     };

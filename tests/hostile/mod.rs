@@ -4,7 +4,8 @@
 //! needs to connect (unauthenticated bootconf, `/a/frontend/state` naming a user), then 404.
 //!
 //! Built to be reused by tests of bounded behaviour: [`Body::Writer`] hands the socket to the
-//! test after the headers (a trickle, an endless or huge body, a connection cut), and every
+//! test after the headers (a trickle, an endless or huge body, a connection cut),
+//! [`HostileServer::start_pacing_uploads`] takes upload bodies a trickle at a time, and every
 //! request is recorded ([`HostileServer::requests`]).
 //!
 //! Use from a test file with `mod hostile;`.
