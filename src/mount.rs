@@ -21,10 +21,11 @@
 //!   detaches and says that the daemon lives on until the last user leaves.
 
 pub mod cache_dir;
+pub mod handoff;
 pub mod holders;
 
 use std::io::{BufRead, BufReader, Read, Write};
-use std::os::fd::{AsRawFd, FromRawFd};
+use std::os::fd::AsRawFd;
 use std::os::unix::fs::{DirBuilderExt, PermissionsExt};
 use std::os::unix::net::UnixStream;
 use std::path::{Path, PathBuf};
@@ -112,9 +113,9 @@ fn statfs_buf_is_fuse(stat: &libc::statfs) -> bool {
     }
 }
 
-/// Environment variable naming the file descriptor on which a `--daemon` child reports
-/// readiness (`READY\n`) or failure (`ERROR <message>\n`) to its parent.
-pub const READY_FD_ENV: &str = "CEC_MOUNT_READY_FD";
+/// Environment variable naming the pipe (`FD:INODE`, see [`handoff`]) on which a `--daemon`
+/// child reports readiness (`READY\n`) or failure (`ERROR <message>\n`) to its parent.
+pub use handoff::READY_FD_ENV;
 
 /// What a mountpoint looks like before we mount on it.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -878,17 +879,13 @@ pub struct Readiness {
 }
 
 impl Readiness {
-    /// Pick up the parent's pipe from [`READY_FD_ENV`] (and forget the variable so children
-    /// of ours do not inherit it).
+    /// Pick up the parent's pipe from [`READY_FD_ENV`] if it is the pipe it should be (and
+    /// forget the variable so children of ours do not inherit it).
     pub fn from_env() -> Readiness {
-        let fd = std::env::var(READY_FD_ENV)
-            .ok()
-            .and_then(|v| v.parse::<i32>().ok());
-        // SAFETY: the variable is only set by `spawn_daemon`, which passes the write end of a
-        // pipe it created under exactly that number; nothing else in this process owns it.
-        let pipe = fd
-            .filter(|fd| *fd > 2)
-            .map(|fd| unsafe { std::fs::File::from_raw_fd(fd) });
+        let pipe = handoff::take(READY_FD_ENV).unwrap_or_else(|e| {
+            eprintln!("cec: {e}");
+            None
+        });
         Readiness { pipe }
     }
 
@@ -937,27 +934,19 @@ impl Readiness {
 /// /dev/null, output to the daemon log, a new session once mounted: see
 /// [`Readiness::ready`]), and wait until it reports that the mount answers. Returns the
 /// child's pid, or the child's own error message.
-pub fn spawn_daemon(mountpoint: &Path, timeout: Duration) -> anyhow::Result<u32> {
+pub fn spawn_daemon(
+    mountpoint: &Path,
+    timeout: Duration,
+    secrets: &handoff::Secrets,
+) -> anyhow::Result<u32> {
     use std::os::unix::process::CommandExt;
     let exe = std::env::current_exe().context("locating the cec executable")?;
-    let args: Vec<std::ffi::OsString> = std::env::args_os()
-        .skip(1)
-        .filter(|a| a != "--daemon" && a != "-d")
-        .collect();
-    #[cfg(not(target_os = "macos"))]
-    let (read_end, write_end) =
-        nix::unistd::pipe2(nix::fcntl::OFlag::O_CLOEXEC).context("creating a pipe")?;
-    // macOS has no pipe2: set close-on-exec right after creating the pipe.
-    #[cfg(target_os = "macos")]
-    let (read_end, write_end) = {
-        let (read_end, write_end) = nix::unistd::pipe().context("creating a pipe")?;
-        for fd in [read_end.as_raw_fd(), write_end.as_raw_fd()] {
-            // SAFETY: fcntl on a descriptor we own.
-            if unsafe { libc::fcntl(fd, libc::F_SETFD, libc::FD_CLOEXEC) } < 0 {
-                return Err(std::io::Error::last_os_error()).context("creating a pipe");
-            }
-        }
-        (read_end, write_end)
+    let args = handoff::daemon_args(std::env::args_os().skip(1), secrets)?;
+    let (read_end, write_end) = cloexec_pipe()?;
+    let secrets_pipe = if secrets.is_empty() {
+        None
+    } else {
+        Some(handoff::secrets_pipe(secrets)?)
     };
     let log_path = daemon_log_path(mountpoint)?;
     let log = std::fs::OpenOptions::new()
@@ -967,26 +956,39 @@ pub fn spawn_daemon(mountpoint: &Path, timeout: Duration) -> anyhow::Result<u32>
         .open(&log_path)
         .with_context(|| format!("opening {}", log_path.display()))?;
     let write_raw = write_end.as_raw_fd();
+    let secrets_raw = secrets_pipe.as_ref().map(|p| p.as_raw_fd());
     let mut command = std::process::Command::new(exe);
     command
         .args(&args)
-        .env(READY_FD_ENV, write_raw.to_string())
+        .env(READY_FD_ENV, handoff::describe(&write_end)?)
         .stdin(std::process::Stdio::null())
         .stdout(log.try_clone()?)
         .stderr(log);
-    // SAFETY: only an async-signal-safe call between fork and exec: fcntl.
+    // Secrets never travel in the environment (readable in /proc/PID/environ for the
+    // daemon's whole life): the daemon reads them from the secrets pipe.
+    for name in handoff::SECRET_ENV {
+        command.env_remove(name);
+    }
+    match &secrets_pipe {
+        Some(pipe) => command.env(handoff::SECRETS_FD_ENV, handoff::describe(pipe)?),
+        None => command.env_remove(handoff::SECRETS_FD_ENV),
+    };
+    // SAFETY: only async-signal-safe calls between fork and exec: fcntl.
     unsafe {
         command.pre_exec(move || {
-            // Keep the readiness pipe across exec.
-            let flags = libc::fcntl(write_raw, libc::F_GETFD);
-            if flags < 0 || libc::fcntl(write_raw, libc::F_SETFD, flags & !libc::FD_CLOEXEC) < 0 {
-                return Err(std::io::Error::last_os_error());
+            // Keep the readiness and secrets pipes across exec.
+            for fd in std::iter::once(write_raw).chain(secrets_raw) {
+                let flags = libc::fcntl(fd, libc::F_GETFD);
+                if flags < 0 || libc::fcntl(fd, libc::F_SETFD, flags & !libc::FD_CLOEXEC) < 0 {
+                    return Err(std::io::Error::last_os_error());
+                }
             }
             Ok(())
         });
     }
     let mut child = command.spawn().context("starting the mount daemon")?;
     drop(write_end);
+    drop(secrets_pipe);
     let pid = child.id();
     let (tx, rx) = std::sync::mpsc::channel();
     let read_file = std::fs::File::from(read_end);
@@ -1026,6 +1028,25 @@ pub fn spawn_daemon(mountpoint: &Path, timeout: Duration) -> anyhow::Result<u32>
         log_path.display(),
         tail.into_iter().rev().collect::<Vec<_>>().join("\n")
     )
+}
+
+/// A pipe whose both ends are closed on exec: `(read end, write end)`.
+pub(crate) fn cloexec_pipe() -> anyhow::Result<(std::os::fd::OwnedFd, std::os::fd::OwnedFd)> {
+    #[cfg(not(target_os = "macos"))]
+    let pair = nix::unistd::pipe2(nix::fcntl::OFlag::O_CLOEXEC).context("creating a pipe")?;
+    // macOS has no pipe2: set close-on-exec right after creating the pipe.
+    #[cfg(target_os = "macos")]
+    let pair = {
+        let (read_end, write_end) = nix::unistd::pipe().context("creating a pipe")?;
+        for fd in [read_end.as_raw_fd(), write_end.as_raw_fd()] {
+            // SAFETY: fcntl on a descriptor we own.
+            if unsafe { libc::fcntl(fd, libc::F_SETFD, libc::FD_CLOEXEC) } < 0 {
+                return Err(std::io::Error::last_os_error()).context("creating a pipe");
+            }
+        }
+        (read_end, write_end)
+    };
+    Ok(pair)
 }
 
 trait OpenOptionsExt0600 {
@@ -1412,6 +1433,8 @@ pub struct MountPlan {
     pub events: bool,
     /// `ENDPOINT_WEBSOCKET` from bootconf, when known.
     pub websocket_endpoint: Option<String>,
+    /// Accept any TLS certificate on the events websocket too (`--skip-verify`).
+    pub skip_verify: bool,
     /// Source name shown by `mount` and `df`.
     pub fs_name: String,
     /// How long to wait for the mount to answer.
@@ -1649,7 +1672,10 @@ async fn mount_and_serve(plan: MountPlan, readiness: &mut Readiness) -> anyhow::
             crate::api::events::websocket_url(&plan.server, plan.websocket_endpoint.as_deref());
         let sink = Arc::new(CoreEventSink { fs: fs.clone() });
         Some(crate::api::events::EventsClient::spawn(
-            crate::api::events::EventsConfig::new(url),
+            crate::api::events::EventsConfig {
+                skip_verify: plan.skip_verify,
+                ..crate::api::events::EventsConfig::new(url)
+            },
             plan.tokens.clone(),
             sink,
         ))

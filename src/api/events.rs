@@ -15,6 +15,9 @@
 //! - Liveness: if nothing at all (frame or ping) arrives for [`EventsConfig::watchdog`], the
 //!   socket is presumed dead and replaced.
 //! - The token travels only inside the subscribe frame; it is never logged.
+//! - Certificates are verified as by the HTTP client: not with [`EventsConfig::skip_verify`]
+//!   (`--skip-verify`). Frames are bounded by tungstenite's defaults (16 MiB a frame, 64 MiB
+//!   a message).
 
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
@@ -174,6 +177,8 @@ pub struct EventsConfig {
     pub backoff_min: Duration,
     pub backoff_max: Duration,
     pub connect_timeout: Duration,
+    /// Accept any TLS certificate (`--skip-verify`, as the HTTP client does).
+    pub skip_verify: bool,
 }
 
 impl EventsConfig {
@@ -185,6 +190,7 @@ impl EventsConfig {
             backoff_min: Duration::from_secs(1),
             backoff_max: Duration::from_secs(60),
             connect_timeout: Duration::from_secs(10),
+            skip_verify: false,
         }
     }
 }
@@ -326,7 +332,15 @@ async fn connection(
     cancel: &CancellationToken,
     token: String,
 ) -> Ended {
-    let connect = tokio_tungstenite::connect_async(config.url.as_str());
+    let connector = config
+        .skip_verify
+        .then(|| tokio_tungstenite::Connector::Rustls(super::tls::skip_verify_config()));
+    let connect = tokio_tungstenite::connect_async_tls_with_config(
+        config.url.as_str(),
+        None,
+        false,
+        connector,
+    );
     let ws = tokio::select! {
         _ = cancel.cancelled() => return Ended::Cancelled,
         r = tokio::time::timeout(config.connect_timeout, connect) => r,

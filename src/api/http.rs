@@ -29,6 +29,7 @@ use reqwest::header::{HeaderMap, HeaderName, HeaderValue};
 use reqwest::{Method, StatusCode};
 use serde_json::{Value, json};
 
+use super::body;
 use super::deadline::{Deadlines, UploadProgress, guard_download};
 use super::{
     ApiError, ApiResult, ByteRange, ByteStream, CellsApi, MIB, Node, NodeKind, ObjectInfo, S3Entry,
@@ -45,13 +46,17 @@ pub const PART_QUANTUM: u64 = 10 * MIB;
 /// The page size of REST folder listings (the official client uses 100; `Limit` has no
 /// documented cap, and a 10,000-entry folder then costs 10 requests instead of 100).
 pub const LIST_PAGE: usize = 1000;
+/// The default of [`HttpOptions::max_folder_entries`] (as many as a gateway listing asks for).
+pub const MAX_FOLDER_ENTRIES: usize = 1_000_000;
 /// REST listing pages fetched at once when the folder's child count is known.
 const LIST_PAGES_AT_ONCE: usize = 4;
+/// The most of an error answer's body that is read.
+const ERROR_BODY_MAX: usize = 64 * 1024;
 /// Bodies read from a file up to this size are sent from memory, larger ones streamed.
 const SMALL_FILE_BODY: u64 = 256 * 1024;
 /// A multipart completion or a server-side copy may take the server this many request
 /// deadlines (it assembles or copies the whole content before answering).
-const SLOW_REQUEST_FACTOR: u32 = 4;
+pub(crate) const SLOW_REQUEST_FACTOR: u32 = 4;
 /// `max-keys` of gateway listings: the Cells gateway takes it as a node limit and never
 /// paginates (cells-api.md §6.7), and without it stops at 1,000 nodes, so a big folder's
 /// dotfiles past that point would be missed.
@@ -80,6 +85,9 @@ pub struct HttpOptions {
     pub job_timeout: Duration,
     /// The deadline of a request and the progress floor of a transfer.
     pub deadlines: Deadlines,
+    /// A folder listing with more entries than this (announced or sent) fails: the bound
+    /// on what a server's paging can make the client hold or request.
+    pub max_folder_entries: usize,
     /// Use this client instead of building one (to share it with the token source).
     pub client: Option<reqwest::Client>,
 }
@@ -94,6 +102,7 @@ impl Default for HttpOptions {
             job_poll_max: Duration::from_millis(500),
             job_timeout: Duration::from_secs(3600),
             deadlines: Deadlines::default(),
+            max_folder_entries: MAX_FOLDER_ENTRIES,
             client: None,
         }
     }
@@ -110,11 +119,15 @@ pub fn user_agent() -> String {
 }
 
 /// The one HTTP client: rustls, verified certificates unless `skip_verify`.
+///
+/// No client-wide read timeout: every request sets its own deadline, and a transfer is
+/// bounded on its progress instead ([`super::deadline`]). A read timeout would also cut a
+/// healthy upload that takes longer than it (hyper waits for the answer while it sends the
+/// body, and nothing comes back until the end).
 pub fn build_http_client(skip_verify: bool) -> Result<reqwest::Client, ApiError> {
     reqwest::Client::builder()
         .user_agent(user_agent())
         .connect_timeout(Duration::from_secs(15))
-        .read_timeout(Duration::from_secs(300))
         .tls_danger_accept_invalid_certs(skip_verify)
         .redirect(reqwest::redirect::Policy::none())
         .build()
@@ -231,6 +244,7 @@ impl HttpCellsApi {
             Some(c) => c.clone(),
             None => build_http_client(options.skip_verify)?,
         };
+        super::cleartext::warn_once(base_url);
         Ok(HttpCellsApi {
             base_url: base_url.trim_end_matches('/').to_string(),
             http,
@@ -245,6 +259,11 @@ impl HttpCellsApi {
 
     pub fn http_client(&self) -> &reqwest::Client {
         &self.http
+    }
+
+    /// The deadlines requests and transfers are held to.
+    pub fn deadlines(&self) -> Deadlines {
+        self.options.deadlines
     }
 
     pub fn tokens(&self) -> &Arc<dyn TokenSource> {
@@ -528,10 +547,25 @@ impl HttpCellsApi {
         body: Option<Value>,
         subject: &str,
     ) -> ApiResult<Value> {
+        self.rest_json_capped(method, path, body, subject, body::REST_ANSWER)
+            .await
+    }
+
+    /// [`Self::rest_json`] with the body capped at `cap` (see [`body`]).
+    async fn rest_json_capped(
+        &self,
+        method: Method,
+        path: &str,
+        body: Option<Value>,
+        subject: &str,
+        cap: body::Cap,
+    ) -> ApiResult<Value> {
         let resp = self
             .execute(self.rest_spec(method, path, body, subject))
             .await?;
-        let bytes = resp.bytes().await.map_err(|e| transport_error(&e))?;
+        let bytes = body::read_capped(resp, cap)
+            .await
+            .map_err(|e| ApiError::from(e).with_context(subject))?;
         if bytes.is_empty() {
             return Ok(Value::Object(Default::default()));
         }
@@ -567,7 +601,13 @@ impl HttpCellsApi {
     pub async fn bootconf(&self, authenticated: bool) -> ApiResult<Value> {
         if authenticated {
             return self
-                .rest_json(Method::GET, "/frontend/bootconf", None, "bootconf")
+                .rest_json_capped(
+                    Method::GET,
+                    "/frontend/bootconf",
+                    None,
+                    "bootconf",
+                    body::BOOTCONF,
+                )
                 .await;
         }
         probe_server(&self.http, &self.base_url).await
@@ -587,7 +627,7 @@ impl HttpCellsApi {
         let resp = self
             .execute(self.rest_spec(Method::GET, "/frontend/state", None, "frontend state"))
             .await?;
-        let text = body_text(resp).await?;
+        let text = body::read_capped_text(resp, body::STATE).await?;
         parse_state_login(&text).ok_or_else(|| {
             ApiError::InvalidResponse(
                 "the server's /a/frontend/state has no <user id=...> (is this a Pydio Cells server?)"
@@ -684,8 +724,13 @@ impl HttpCellsApi {
             body["Limit"] = json!(limit);
             body["Offset"] = json!(offset);
         }
+        let cap = if limit > 0 {
+            body::LISTING_PAGE
+        } else {
+            body::WORKSPACES
+        };
         let mut v = self
-            .rest_json(Method::POST, "/meta/bulk/get", Some(body), subject)
+            .rest_json_capped(Method::POST, "/meta/bulk/get", Some(body), subject, cap)
             .await?;
         let total = v
             .get("Pagination")
@@ -853,7 +898,7 @@ impl HttpCellsApi {
                 false,
             ))
             .await?;
-        let text = body_text(resp).await?;
+        let text = body_text(resp, body::S3_ANSWER).await?;
         xml_field(&text, "UploadId").ok_or_else(|| {
             ApiError::InvalidResponse("the multipart initiation returned no UploadId".into())
         })
@@ -910,7 +955,7 @@ impl HttpCellsApi {
         );
         spec.wait = Wait::Slow;
         let resp = self.execute(spec).await?;
-        let text = body_text(resp).await?;
+        let text = body_text(resp, body::S3_ANSWER).await?;
         if let Some(code) = xml_field(&text, "Code") {
             let message = xml_field(&text, "Message").unwrap_or_default();
             return Err(ApiError::Server {
@@ -937,9 +982,9 @@ impl HttpCellsApi {
     }
 }
 
-/// A response's body as text; a body cut short is a network error.
-async fn body_text(resp: reqwest::Response) -> ApiResult<String> {
-    resp.text().await.map_err(|e| transport_error(&e))
+/// A response's body as text, capped at `cap`; a body cut short is a network error.
+async fn body_text(resp: reqwest::Response, cap: body::Cap) -> ApiResult<String> {
+    Ok(body::read_capped_text(resp, cap).await?)
 }
 
 /// An upload streamed from a file is a transfer; one sent from memory is a request.
@@ -972,10 +1017,12 @@ pub async fn probe_server(http: &reqwest::Client, base_url: &str) -> ApiResult<V
             status.as_u16()
         )));
     }
-    let bytes = resp
-        .bytes()
+    let bytes = body::read_capped(resp, body::BOOTCONF)
         .await
-        .map_err(|e| ApiError::Network(describe_reqwest_error(&e)))?;
+        .map_err(|e| match e {
+            body::BodyError::TooLarge(_) => not_cells(e.to_string()),
+            e => ApiError::Network(format!("{base_url}: {e}")),
+        })?;
     let v: Value = serde_json::from_slice(&bytes)
         .map_err(|_| not_cells("GET /a/frontend/bootconf is not JSON".into()))?;
     if v.get("ENDPOINT_REST_API").is_none() && v.get("backend").is_none() {
@@ -991,17 +1038,9 @@ fn backoff(base: Duration, attempt: u32) -> Duration {
     capped.mul_f64(jitter)
 }
 
-async fn read_error_body(resp: reqwest::Response) -> String {
-    // Error bodies are small; cap what we keep.
-    let mut out = Vec::new();
-    let mut stream = resp.bytes_stream();
-    while let Some(Ok(chunk)) = stream.next().await {
-        out.extend_from_slice(&chunk);
-        if out.len() > 64 * 1024 {
-            break;
-        }
-    }
-    String::from_utf8_lossy(&out).into_owned()
+/// The start of an error body (error bodies are small; the rest is not read).
+pub(crate) async fn read_error_body(resp: reqwest::Response) -> String {
+    body::read_prefix(resp, ERROR_BODY_MAX).await
 }
 
 /// A non-success answer, decoded.
@@ -1485,6 +1524,58 @@ fn parse_list_objects(xml: &str, prefix: &str) -> ApiResult<Vec<S3Entry>> {
     Ok(out)
 }
 
+/// A folder listing being paged in: its nodes without duplicates, bounded by a count.
+struct Listing<'a> {
+    folder: &'a str,
+    max: usize,
+    seen: HashSet<String>,
+    nodes: Vec<Node>,
+}
+
+impl<'a> Listing<'a> {
+    fn new(folder: &'a str, max: usize) -> Self {
+        Listing {
+            folder,
+            max,
+            seen: HashSet::new(),
+            nodes: Vec::new(),
+        }
+    }
+
+    fn too_many(&self, what: String) -> ApiError {
+        ApiError::InvalidResponse(format!(
+            "{}: the server {what}, more than cec lists in one folder ({}); the listing stops",
+            self.folder, self.max
+        ))
+    }
+
+    /// The server's child count, refused when over the cap (a server announcing 10^18
+    /// children is not believed).
+    fn check_total(&self, total: usize) -> ApiResult<()> {
+        if total > self.max {
+            return Err(self.too_many(format!("announces {total} entries")));
+        }
+        Ok(())
+    }
+
+    /// Add a page's nodes; returns how many were new.
+    fn add(&mut self, page: Vec<Value>) -> ApiResult<usize> {
+        let before = self.nodes.len();
+        for node in page.iter().map(parse_node) {
+            if node.path == self.folder || node.path.is_empty() {
+                continue;
+            }
+            if self.seen.insert(node.path.clone()) {
+                self.nodes.push(node);
+            }
+        }
+        if self.nodes.len() > self.max {
+            return Err(self.too_many(format!("sent over {} entries", self.max)));
+        }
+        Ok(self.nodes.len() - before)
+    }
+}
+
 #[async_trait]
 impl CellsApi for HttpCellsApi {
     async fn list_workspaces(&self) -> ApiResult<Vec<Workspace>> {
@@ -1510,44 +1601,51 @@ impl CellsApi for HttpCellsApi {
                 .collect());
         }
         let pattern = vec![format!("{path}/*")];
+        let mut listing = Listing::new(&path, self.options.max_folder_entries);
         let (first, total) = self
             .bulk_meta_page(pattern.clone(), LIST_PAGE, 0, &path)
             .await?;
-        let mut pages = vec![first];
-        if pages[0].len() >= LIST_PAGE
+        let mut last = first.len();
+        let mut offset = first.len();
+        listing.add(first)?;
+        if last >= LIST_PAGE
             && let Some(total) = total
         {
-            // The child count is known: the other pages at once, a few at a time. (A page
-            // may hold more than LIST_PAGE nodes when the server skipped dotfiles; pages then
-            // overlap, never leave a gap: duplicates are dropped below.)
-            let offsets: Vec<usize> = (1..)
-                .map(|k| k * LIST_PAGE)
-                .take_while(|offset| *offset < total)
-                .collect();
-            let rest: Vec<Vec<Value>> = futures::stream::iter(offsets)
-                .map(|offset| self.bulk_meta(pattern.clone(), LIST_PAGE, offset, &path))
-                .buffered(LIST_PAGES_AT_ONCE)
-                .try_collect()
-                .await?;
-            pages.extend(rest);
+            // The child count is known: the other pages at once, a few at a time (offsets
+            // made lazily: the count is the server's word, checked against the cap first). A
+            // page may hold more than LIST_PAGE nodes when the server skipped dotfiles; pages
+            // then overlap, never leave a gap: duplicates are dropped.
+            listing.check_total(total)?;
+            let mut pages = futures::stream::iter((1..).map(|k| k * LIST_PAGE))
+                .take_while(|o| futures::future::ready(*o < total))
+                .map(|o| {
+                    let pattern = pattern.clone();
+                    let path = &path;
+                    async move { (o, self.bulk_meta(pattern, LIST_PAGE, o, path).await) }
+                })
+                .buffered(LIST_PAGES_AT_ONCE);
+            while let Some((o, page)) = pages.next().await {
+                let page = page?;
+                last = page.len();
+                offset = o + page.len();
+                listing.add(page)?;
+            }
         }
         // Children created since the count (or no count given): page on until a short page.
-        let mut offset = (pages.len() - 1) * LIST_PAGE + pages.last().map_or(0, Vec::len);
-        while pages.last().is_some_and(|p| p.len() >= LIST_PAGE) {
+        // A full page that adds nothing means the server ignores the offset: stop there.
+        while last >= LIST_PAGE {
             let page = self
                 .bulk_meta(pattern.clone(), LIST_PAGE, offset, &path)
                 .await?;
+            last = page.len();
             offset += page.len();
-            pages.push(page);
+            if listing.add(page)? == 0 && last >= LIST_PAGE {
+                return Err(ApiError::InvalidResponse(format!(
+                    "{path}: the server sent again a full page of entries already listed (at offset {offset}); it does not page as Cells does, so the listing stops"
+                )));
+            }
         }
-        let mut seen = HashSet::new();
-        Ok(pages
-            .iter()
-            .flatten()
-            .map(parse_node)
-            .filter(|n| n.path != path && !n.path.is_empty())
-            .filter(|n| seen.insert(n.path.clone()))
-            .collect())
+        Ok(listing.nodes)
     }
 
     async fn list_folder_s3(&self, path: &str) -> ApiResult<Vec<S3Entry>> {
@@ -1572,7 +1670,7 @@ impl CellsApi for HttpCellsApi {
                 true,
             ))
             .await?;
-        let text = body_text(resp).await?;
+        let text = body_text(resp, body::S3_LISTING).await?;
         parse_list_objects(&text, &prefix)
     }
 

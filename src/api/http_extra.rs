@@ -18,7 +18,12 @@ use reqwest::Method;
 use reqwest::header::{AUTHORIZATION, CONTENT_TYPE, HeaderName, HeaderValue};
 use serde_json::Value;
 
-use super::http::{HttpCellsApi, S3_BUCKET, describe_reqwest_error, encode_path};
+use super::body::{self, read_capped_text};
+use super::deadline::UploadProgress;
+use super::http::{
+    HttpCellsApi, S3_BUCKET, SLOW_REQUEST_FACTOR, describe_reqwest_error, encode_path,
+    read_error_body,
+};
 use super::{ApiError, ApiResult};
 
 /// Called with the number of bytes just sent.
@@ -63,7 +68,7 @@ impl HttpCellsApi {
                 .http_client()
                 .request(method.clone(), &url)
                 .header(AUTHORIZATION, bearer)
-                .timeout(std::time::Duration::from_secs(60));
+                .timeout(self.deadlines().request * SLOW_REQUEST_FACTOR);
             if let Some(b) = body {
                 req = req
                     .header(CONTENT_TYPE, "application/json")
@@ -74,10 +79,13 @@ impl HttpCellsApi {
                 .await
                 .map_err(|e| ApiError::Network(describe_reqwest_error(&e)))?;
             let status = resp.status().as_u16();
-            let text = resp
-                .text()
-                .await
-                .map_err(|e| ApiError::Network(describe_reqwest_error(&e)))?;
+            let text = if (200..300).contains(&status) {
+                read_capped_text(resp, body::ADMIN_ANSWER)
+                    .await
+                    .map_err(|e| ApiError::from(e).with_context(path))?
+            } else {
+                read_error_body(resp).await
+            };
             if status == 401 && !refreshed {
                 refreshed = true;
                 token = self.tokens().refresh_after_unauthorized(&token).await?;
@@ -186,10 +194,28 @@ impl HttpCellsApi {
         let mut token = self.tokens().token().await?;
         let mut refreshed = false;
         let mut attempt = 0u32;
+        let deadlines = self.deadlines();
+        // Completing a multipart upload makes the server assemble the object first.
+        let slow = method == Method::POST && query.iter().any(|(k, _)| *k == "uploadId");
+        let request_deadline = if slow {
+            deadlines.request * SLOW_REQUEST_FACTOR
+        } else {
+            deadlines.request
+        };
         loop {
             let mut builder = self.http_client().request(method.clone(), &url);
             for (n, v) in headers {
                 builder = builder.header(n.clone(), v.as_str());
+            }
+            // A body streamed from a file is a transfer, bounded on its progress (the
+            // watchdog below); anything else is a request, bounded in all.
+            let upload = UploadProgress::default();
+            let streamed = match &body {
+                S3Body::File { len, .. } => Some(*len),
+                _ => None,
+            };
+            if streamed.is_none() {
+                builder = builder.timeout(request_deadline);
             }
             builder = match &body {
                 S3Body::Empty => builder,
@@ -210,6 +236,7 @@ impl HttpCellsApi {
                         }
                         chunk
                     });
+                    let stream = upload.counting(stream);
                     builder
                         .header(reqwest::header::CONTENT_LENGTH, len.to_string())
                         .body(reqwest::Body::wrap_stream(stream))
@@ -220,7 +247,21 @@ impl HttpCellsApi {
                 .map_err(|e| ApiError::Local(format!("cannot build the request: {e}")))?;
             super::http::sign_s3(&mut req, &token)?;
             let retry = |attempt: u32| Duration::from_millis(200 * (1 << attempt.min(5)));
-            match self.http_client().execute(req).await {
+            let sent = self.http_client().execute(req);
+            let outcome = match streamed {
+                Some(len) => tokio::select! {
+                    result = sent => result,
+                    stalled = upload.watchdog(len, deadlines, key) => return Err(stalled),
+                },
+                None => sent.await,
+            };
+            match outcome {
+                Err(e) if e.is_timeout() => {
+                    return Err(ApiError::Timeout(format!(
+                        "{key}: {}",
+                        describe_reqwest_error(&e)
+                    )));
+                }
                 Err(e) => {
                     if (idempotent || e.is_connect()) && attempt < 4 {
                         tokio::time::sleep(retry(attempt)).await;
@@ -232,7 +273,7 @@ impl HttpCellsApi {
                 Ok(resp) if resp.status().is_success() => return Ok(resp),
                 Ok(resp) => {
                     let status = resp.status().as_u16();
-                    let text = resp.text().await.unwrap_or_default();
+                    let text = read_error_body(resp).await;
                     let code = xml_values(&text, "Code")
                         .into_iter()
                         .next()

@@ -11,12 +11,15 @@
 //! - Nothing here holds a whole file in memory: downloads are streams, uploads read from a file.
 //! - Errors keep the HTTP status and the server's message, never a token.
 
+pub mod body;
+pub mod cleartext;
 pub mod deadline;
 pub mod events;
 pub mod http;
 pub mod http_extra;
 pub mod memory;
 pub mod names;
+pub mod tls;
 use std::collections::BTreeMap;
 use std::path::Path;
 use std::pin::Pin;
@@ -211,6 +214,17 @@ impl ApiError {
     /// not a timeout, which already took the whole deadline.
     pub fn retry_now(&self) -> bool {
         self.is_transient() && !self.is_timeout()
+    }
+
+    /// This error with `subject` (what was asked) in front of its message, for the errors
+    /// whose message does not already say it (an answer too large, cut or late).
+    pub fn with_context(self, subject: &str) -> ApiError {
+        match self {
+            ApiError::InvalidResponse(m) => ApiError::InvalidResponse(format!("{subject}: {m}")),
+            ApiError::Timeout(m) => ApiError::Timeout(format!("{subject}: {m}")),
+            ApiError::Network(m) => ApiError::Network(format!("{subject}: {m}")),
+            other => other,
+        }
     }
 }
 

@@ -76,10 +76,9 @@ async fn send(
         .map_err(|e| ApiError::Network(crate::api::http::describe_reqwest_error(&e)))?;
     let status = resp.status();
     let headers = resp.headers().clone();
-    let bytes = resp
-        .bytes()
+    let bytes = crate::api::body::read_capped(resp, crate::api::body::TOKEN)
         .await
-        .map_err(|e| ApiError::Network(crate::api::http::describe_reqwest_error(&e)))?;
+        .map_err(ApiError::from)?;
     let mut out = http::Response::builder().status(status);
     if let Some(h) = out.headers_mut() {
         *h = headers;
@@ -343,9 +342,10 @@ pub async fn session_login(
             message: "the login request failed".into(),
         });
     }
-    let v: serde_json::Value = resp
-        .json()
+    let bytes = crate::api::body::read_capped(resp, crate::api::body::TOKEN)
         .await
+        .map_err(|e| ApiError::from(e).with_context("the login answer"))?;
+    let v: serde_json::Value = serde_json::from_slice(&bytes)
         .map_err(|_| ApiError::InvalidResponse("the login answer is not JSON".into()))?;
     let jwt = v
         .get("JWT")

@@ -109,7 +109,7 @@ pub struct UnmountArgs {
 }
 
 /// A duration that is not zero (`30s`, `2m`, `500ms`).
-fn parse_deadline(text: &str) -> Result<Duration, String> {
+pub(crate) fn parse_deadline(text: &str) -> Result<Duration, String> {
     match humantime::parse_duration(text) {
         Ok(d) if d.is_zero() => Err(format!("{text:?}: a deadline cannot be zero")),
         Ok(d) => Ok(d),
@@ -152,8 +152,22 @@ pub fn run_mount(args: MountArgs, global: &GlobalArgs) -> ExitCode {
     }
     let mut readiness = Readiness::from_env();
     if args.daemon && !readiness.is_daemon_child() {
-        return super::report(start_daemon(&args));
+        return super::report(start_daemon(&args, global));
     }
+    // A daemon gets the command line's secrets through a pipe, never argv nor environment.
+    let mut global = global.clone();
+    match mount::handoff::receive_secrets() {
+        Ok(Some(secrets)) => {
+            global.token = secrets.token.or(global.token);
+            global.password = secrets.password.or(global.password);
+        }
+        Ok(None) => {}
+        Err(e) => {
+            readiness.failed(&e);
+            return super::report(Err(CliError::failure(e)));
+        }
+    }
+    let global = &global;
     let runtime = match tokio::runtime::Builder::new_multi_thread()
         .worker_threads(std::thread::available_parallelism().map_or(2, |n| n.get().max(2)))
         .enable_all()
@@ -202,11 +216,15 @@ fn show_status(mountpoint: &Path) -> Result<(), CliError> {
     Ok(())
 }
 
-fn start_daemon(args: &MountArgs) -> Result<(), CliError> {
+fn start_daemon(args: &MountArgs, global: &GlobalArgs) -> Result<(), CliError> {
     // The daemon would fail the same way; say it before forking.
     mount::check_before_daemon(&args.mountpoint, args.allow_non_empty)
         .map_err(|e| CliError::failure(format!("{e:#}")))?;
-    let pid = mount::spawn_daemon(&args.mountpoint, Duration::from_secs(120))
+    let secrets = mount::handoff::Secrets {
+        token: global.token.clone(),
+        password: global.password.clone(),
+    };
+    let pid = mount::spawn_daemon(&args.mountpoint, Duration::from_secs(120), &secrets)
         .map_err(|e| CliError::failure(format!("{e:#}")))?;
     let log = mount::daemon_log_path(&args.mountpoint)
         .map(|p| p.display().to_string())
@@ -308,6 +326,7 @@ async fn plan_for_profile(args: &MountArgs, global: &GlobalArgs) -> Result<Mount
         allow_non_empty: args.allow_non_empty,
         events: !args.no_events,
         websocket_endpoint,
+        skip_verify: session.skip_verify,
         fs_name: fs_name(&session.login, &session.base_url),
         ready_timeout: Duration::from_secs(30),
     })
@@ -359,6 +378,11 @@ async fn run_demo(args: &MountArgs, readiness: &mut Readiness) -> Result<(), Cli
         .and_then(|lock| mount::cache_dir::prepare_cache_dir(&base.join("server")).map(|()| lock))
         .map_err(|e| fail(readiness, format!("{e:#}")))?;
     let mut config = cells_emu::EmuConfig::for_tests(base.join("server"));
+    // Random passwords for this demo alone (the server listens on 127.0.0.1, which every
+    // local user can reach): the mount uses a token minted here, nobody needs them.
+    for (_, password) in &mut config.users {
+        *password = format!("{:032x}", rand::random::<u128>());
+    }
     config.sample = true;
     config.faults = false;
     let emulator = cells_emu::start(config)
@@ -395,6 +419,7 @@ async fn run_demo(args: &MountArgs, readiness: &mut Readiness) -> Result<(), Cli
         allow_non_empty: args.allow_non_empty,
         events: !args.no_events,
         websocket_endpoint: None,
+        skip_verify: false,
         fs_name: fs_name(DEMO_LOGIN, "demo"),
         ready_timeout: Duration::from_secs(30),
     };

@@ -115,6 +115,10 @@ pub fn parse_invocation(args: &[OsString]) -> Result<HelperInvocation, CliError>
                 inv.options.extend(split_options(&value));
             } else if arg == "-t" {
                 check_type(&value)?;
+            } else {
+                return Err(CliError::usage(format!(
+                    "-N {value}: mount.cec cannot mount in another mount namespace; run it inside that namespace (nsenter) instead"
+                )));
             }
             i += 2;
             continue;
@@ -260,7 +264,19 @@ impl HelperInvocation {
                 "min_transfer_rate" => flag_with_value("--min-transfer-rate", value)?,
                 "foreground" => foreground = true,
                 "profile" => profile = Some(need(value)?),
-                "url" => url = Some(need(value)?),
+                "url" => {
+                    let given = need(value)?;
+                    let same =
+                        |a: &str, b: &str| a.trim_end_matches('/') == b.trim_end_matches('/');
+                    if let Some(source) = &url
+                        && !same(source, &given)
+                    {
+                        return Err(CliError::usage(format!(
+                            "option url={given} differs from the source {source}: give the server once"
+                        )));
+                    }
+                    url = Some(given);
+                }
                 "config" => {
                     global.push("--config".into());
                     global.push(need(value)?.into());
@@ -326,6 +342,35 @@ mod tests {
 
     fn os(args: &[&str]) -> Vec<OsString> {
         args.iter().map(OsString::from).collect()
+    }
+
+    #[test]
+    fn a_url_option_other_than_the_source_and_a_namespace_are_refused() {
+        // Issue 23: "a url= option silently overrides the SOURCE URL (refuse when they
+        // differ); -N is accepted and ignored (refuse it or honour it)".
+        let inv = parse_invocation(&os(&[
+            "https://cells.example.com",
+            "/m",
+            "-o",
+            "url=https://evil.example.com,token_file=/t",
+        ]))
+        .unwrap();
+        let err = inv.cec_args().unwrap_err();
+        assert!(
+            err.message.contains("differs from the source"),
+            "{}",
+            err.message
+        );
+        let same = parse_invocation(&os(&[
+            "https://cells.example.com",
+            "/m",
+            "-o",
+            "url=https://cells.example.com/,token_file=/t",
+        ]))
+        .unwrap();
+        assert!(same.cec_args().is_ok());
+        let err = parse_invocation(&os(&["https://c", "/m", "-N", "/proc/1/ns/mnt"])).unwrap_err();
+        assert!(err.message.contains("-N"), "{}", err.message);
     }
 
     fn strings(args: Vec<OsString>) -> Vec<String> {

@@ -18,7 +18,7 @@ use std::sync::Arc;
 
 use clap::Args;
 
-use super::{CliError, GlobalArgs, connect};
+use super::{CliError, GlobalArgs};
 use crate::api::{CellsApi, MIB, UploadOptions};
 use crate::transfer::progress::{Progress, ProgressMode};
 use crate::transfer::{self, TransferError, TransferOptions};
@@ -106,6 +106,13 @@ pub struct ScpArgs {
         hide = true
     )]
     pub download_chunk_size: u64,
+    /// A transfer fails when it moves less than --min-transfer-rate over this much waiting
+    /// on the server (nothing at all included); a slow transfer that progresses goes on
+    #[arg(long, default_value = "30s", value_parser = super::mount::parse_deadline)]
+    pub transfer_timeout: std::time::Duration,
+    /// The floor of a transfer's rate, in bytes per second (e.g. 1K, 0: any byte counts)
+    #[arg(long, default_value = "1K", value_parser = super::mount::parse_size)]
+    pub min_transfer_rate: u64,
 }
 
 impl ScpArgs {
@@ -181,7 +188,10 @@ pub async fn run_scp(args: ScpArgs, global: &GlobalArgs) -> Result<(), CliError>
             local.display()
         )));
     }
-    let session = connect(global).await?;
+    let mut http = crate::api::http::HttpOptions::default();
+    http.deadlines.transfer = args.transfer_timeout;
+    http.deadlines.min_rate = args.min_transfer_rate;
+    let session = super::connect_with(global, http).await?;
     let api: Arc<dyn CellsApi> = session.api.clone();
     let verbose = args.verbose || args.very_verbose;
     let progress = Progress::new(ProgressMode::choose(args.no_progress, args.quiet, verbose));

@@ -72,10 +72,6 @@ pub const TEST_LOOPBACK_HTTP_ENV: &str = "CEC_UPDATE_TEST_LOOPBACK_HTTP";
 
 /// Largest binary accepted (a guard against a runaway download).
 const MAX_BINARY_BYTES: u64 = 512 << 20;
-/// Largest manifest accepted.
-const MAX_MANIFEST_BYTES: u64 = 1 << 20;
-/// Largest signature file accepted (a minisign signature is about 300 bytes).
-const MAX_SIGNATURE_BYTES: u64 = 16 << 10;
 
 /// Arguments of `cec update`.
 #[derive(Debug, Clone, Args)]
@@ -431,35 +427,18 @@ async fn get(
     Err(CliError::failure(format!("{url}: too many redirects")))
 }
 
-/// GET a small document whole, refusing one over `cap` bytes.
+/// GET a small document whole, refusing one over its cap.
 async fn get_small(
     http: &reqwest::Client,
     url: &url::Url,
     trust: &Trust,
-    cap: u64,
-    what: &str,
+    cap: crate::api::body::Cap,
 ) -> Result<Vec<u8>, CliError> {
-    use futures::StreamExt;
-    let too_big = || {
-        CliError::failure(format!(
-            "{what} {url} is larger than {cap} bytes; refusing it"
-        ))
-    };
     let response = get(http, url, trust).await?;
-    if response.content_length().is_some_and(|n| n > cap) {
-        return Err(too_big());
-    }
-    let mut body = Vec::new();
-    let mut stream = response.bytes_stream();
-    while let Some(chunk) = stream.next().await {
-        let chunk =
-            chunk.map_err(|e| CliError::failure(format!("cannot read {what} {url}: {e}")))?;
-        if (body.len() + chunk.len()) as u64 > cap {
-            return Err(too_big());
-        }
-        body.extend_from_slice(&chunk);
-    }
-    Ok(body)
+    let body = crate::api::body::read_capped(response, cap)
+        .await
+        .map_err(|e| CliError::failure(format!("{url}: {e}")))?;
+    Ok(body.to_vec())
 }
 
 async fn fetch_manifest(
@@ -467,7 +446,7 @@ async fn fetch_manifest(
     url: &url::Url,
     trust: &Trust,
 ) -> Result<Manifest, CliError> {
-    let body = get_small(http, url, trust, MAX_MANIFEST_BYTES, "the manifest").await?;
+    let body = get_small(http, url, trust, crate::api::body::MANIFEST).await?;
     serde_json::from_slice(&body)
         .map_err(|e| CliError::failure(format!("the manifest at {url} is not valid: {e}")))
 }
@@ -479,7 +458,7 @@ async fn fetch_signature(
     url: &url::Url,
     trust: &Trust,
 ) -> Result<ReleaseSignature, CliError> {
-    let body = get_small(http, url, trust, MAX_SIGNATURE_BYTES, "the signature")
+    let body = get_small(http, url, trust, crate::api::body::SIGNATURE)
         .await
         .map_err(|e| {
             CliError::failure(format!(

@@ -318,11 +318,11 @@ impl ConfigStore {
     }
 
     fn ensure_dir(&self) -> Result<PathBuf, ConfigError> {
+        // Missing folders are made 0700; an existing one is never changed (`--config
+        // /etc/cells.json` must not lock /etc): the file itself is 0600.
         let dir = self.dir();
         if !dir.exists() {
             create_private_dir(&dir).map_err(|e| io_err(&dir, e))?;
-        } else {
-            tighten_dir(&dir);
         }
         Ok(dir)
     }
@@ -536,21 +536,6 @@ fn create_private_dir(dir: &Path) -> std::io::Result<()> {
     std::fs::create_dir_all(dir)
 }
 
-/// Remove group/other access from a directory we write secrets into (best effort).
-#[cfg(unix)]
-fn tighten_dir(dir: &Path) {
-    use std::os::unix::fs::PermissionsExt;
-    if let Ok(meta) = std::fs::metadata(dir)
-        && meta.permissions().mode() & 0o077 != 0
-        && nix::unistd::Uid::effective().as_raw() == std::os::unix::fs::MetadataExt::uid(&meta)
-    {
-        let _ = set_mode(dir, 0o700);
-    }
-}
-
-#[cfg(not(unix))]
-fn tighten_dir(_dir: &Path) {}
-
 fn open_private(path: &Path) -> std::io::Result<File> {
     let mut opts = std::fs::OpenOptions::new();
     opts.read(true).write(true).create(true).truncate(false);
@@ -565,6 +550,25 @@ fn open_private(path: &Path) -> std::io::Result<File> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[cfg(unix)]
+    #[test]
+    fn an_existing_folder_keeps_its_mode_and_missing_ones_are_private() {
+        // Issue 23: "--config DIR/file.json chmods an existing parent directory to 0700".
+        use std::os::unix::fs::PermissionsExt;
+        let mode = |p: &Path| std::fs::metadata(p).unwrap().permissions().mode() & 0o777;
+        let tmp = tempfile::tempdir().unwrap();
+        let existing = tmp.path().join("etc");
+        std::fs::create_dir(&existing).unwrap();
+        set_mode(&existing, 0o755).unwrap();
+        let store = ConfigStore::new(existing.join("cells.json"), true);
+        drop(store.lock().unwrap());
+        assert_eq!(mode(&existing), 0o755);
+        let store = ConfigStore::new(tmp.path().join("a/b/cells.json"), true);
+        drop(store.lock().unwrap());
+        assert_eq!(mode(&tmp.path().join("a")), 0o700);
+        assert_eq!(mode(&tmp.path().join("a/b")), 0o700);
+    }
 
     #[test]
     fn ids_and_urls_follow_the_official_rules() {

@@ -18,6 +18,7 @@ use md5::{Digest, Md5};
 use reqwest::Method;
 use reqwest::header::HeaderName;
 
+use crate::api::body::{self, read_capped_text};
 use crate::api::http::{HttpCellsApi, part_size_for};
 use crate::api::http_extra::{ProgressFn, S3Body, xml_blocks, xml_values};
 use crate::api::{ApiError, ApiResult, UploadOptions};
@@ -83,10 +84,9 @@ async fn pending_upload(api: &HttpCellsApi, key: &str) -> ApiResult<Option<Strin
             true,
         )
         .await?;
-    let text = resp
-        .text()
+    let text = read_capped_text(resp, body::S3_ANSWER)
         .await
-        .map_err(|e| ApiError::Network(e.to_string()))?;
+        .map_err(|e| ApiError::from(e).with_context(key))?;
     Ok(xml_blocks(&text, "Upload")
         .into_iter()
         .filter(|u| xml_values(u, "Key").first().map(String::as_str) == Some(key))
@@ -110,10 +110,9 @@ async fn listed_parts(
         let resp = api
             .s3_call(Method::GET, key, &query, &[], S3Body::Empty, true)
             .await?;
-        let text = resp
-            .text()
+        let text = read_capped_text(resp, body::S3_ANSWER)
             .await
-            .map_err(|e| ApiError::Network(e.to_string()))?;
+            .map_err(|e| ApiError::from(e).with_context(key))?;
         for p in xml_blocks(&text, "Part") {
             let n = xml_values(p, "PartNumber")
                 .first()
@@ -202,10 +201,9 @@ async fn multipart(
                     false,
                 )
                 .await?;
-            let text = resp
-                .text()
+            let text = read_capped_text(resp, body::S3_ANSWER)
                 .await
-                .map_err(|e| ApiError::Network(e.to_string()))?;
+                .map_err(|e| ApiError::from(e).with_context(key))?;
             xml_values(&text, "UploadId")
                 .into_iter()
                 .next()
@@ -275,10 +273,9 @@ async fn multipart(
             true,
         )
         .await?;
-    let text = resp
-        .text()
+    let text = read_capped_text(resp, body::S3_ANSWER)
         .await
-        .map_err(|e| ApiError::Network(e.to_string()))?;
+        .map_err(|e| ApiError::from(e).with_context(key))?;
     if let Some(code) = xml_values(&text, "Code").into_iter().next() {
         let message = xml_values(&text, "Message")
             .into_iter()

@@ -4,7 +4,8 @@
 //! needs to connect (unauthenticated bootconf, `/a/frontend/state` naming a user), then 404.
 //!
 //! Built to be reused by tests of bounded behaviour: [`Body::Writer`] hands the socket to the
-//! test after the headers (a trickle, an endless or huge body, a connection cut), and every
+//! test after the headers (a trickle, an endless or huge body, a connection cut),
+//! [`HostileServer::start_pacing_uploads`] takes upload bodies a trickle at a time, and every
 //! request is recorded ([`HostileServer::requests`]).
 //!
 //! Use from a test file with `mod hostile;`.
@@ -220,6 +221,18 @@ impl HostileServer {
     where
         F: Fn(&Request) -> Option<Response> + Send + Sync + 'static,
     {
+        HostileServer::start_pacing_uploads(None, handler).await
+    }
+
+    /// [`HostileServer::start`], reading PUT bodies `pace.0` bytes every `pace.1` when given
+    /// (an upload that trickles).
+    pub async fn start_pacing_uploads<F>(
+        pace: Option<(usize, std::time::Duration)>,
+        handler: F,
+    ) -> HostileServer
+    where
+        F: Fn(&Request) -> Option<Response> + Send + Sync + 'static,
+    {
         let listener = TcpListener::bind("127.0.0.1:0").await.expect("bind");
         let url = format!("http://{}", listener.local_addr().unwrap());
         let requests = Arc::new(Mutex::new(Vec::new()));
@@ -231,7 +244,7 @@ impl HostileServer {
                 let Ok((socket, _)) = listener.accept().await else {
                     continue;
                 };
-                connections.spawn(serve(socket, handler.clone(), log.clone()));
+                connections.spawn(serve(socket, handler.clone(), log.clone(), pace));
                 while connections.try_join_next().is_some() {}
             }
         });
@@ -288,8 +301,13 @@ async fn fill(socket: &mut TcpStream, buffer: &mut Vec<u8>, want: usize) -> Opti
     Some(())
 }
 
-/// Read one request; `None` when the connection ended (or sent nonsense).
-async fn read_request(socket: &mut TcpStream, buffer: &mut Vec<u8>) -> Option<Request> {
+/// Read one request; `None` when the connection ended (or sent nonsense). With `pace`, a PUT
+/// body is read `pace.0` bytes every `pace.1` (a server that takes uploads slowly).
+async fn read_request(
+    socket: &mut TcpStream,
+    buffer: &mut Vec<u8>,
+    pace: Option<(usize, std::time::Duration)>,
+) -> Option<Request> {
     const HEAD_MAX: usize = 64 * 1024;
     let head_end = loop {
         if let Some(i) = buffer.windows(4).position(|w| w == b"\r\n\r\n") {
@@ -345,7 +363,20 @@ async fn read_request(socket: &mut TcpStream, buffer: &mut Vec<u8>) -> Option<Re
         let length: usize = header("content-length")
             .and_then(|v| v.parse().ok())
             .unwrap_or(0);
-        fill(socket, buffer, length).await?;
+        match pace {
+            Some((step, period)) if method == "PUT" => {
+                while buffer.len() < length {
+                    tokio::time::sleep(period).await;
+                    let mut chunk = vec![0u8; step.min(length - buffer.len())];
+                    let n = socket.read(&mut chunk).await.ok()?;
+                    if n == 0 {
+                        return None;
+                    }
+                    buffer.extend_from_slice(&chunk[..n]);
+                }
+            }
+            _ => fill(socket, buffer, length).await?,
+        }
         buffer.drain(..length).collect()
     };
     let (raw_path, raw_query) = target.split_once('?').unwrap_or((&target, ""));
@@ -377,9 +408,14 @@ fn reason(status: u16) -> &'static str {
     }
 }
 
-async fn serve(mut socket: TcpStream, handler: Handler, log: Arc<Mutex<Vec<Request>>>) {
+async fn serve(
+    mut socket: TcpStream,
+    handler: Handler,
+    log: Arc<Mutex<Vec<Request>>>,
+    pace: Option<(usize, std::time::Duration)>,
+) {
     let mut buffer = Vec::new();
-    while let Some(req) = read_request(&mut socket, &mut buffer).await {
+    while let Some(req) = read_request(&mut socket, &mut buffer, pace).await {
         log.lock().unwrap().push(req.clone());
         let response = handler(&req).unwrap_or_else(|| basics(&req));
         let mut head = format!(
