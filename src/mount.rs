@@ -634,6 +634,18 @@ pub struct MountStatus {
     /// `None` with `--no-events`.
     pub events_connected: Option<bool>,
     pub events_received: u64,
+    /// Conflict copies stored lately (a file changed on the server and here), oldest first.
+    #[serde(default)]
+    pub conflict_copies: Vec<ConflictCopyStatus>,
+}
+
+/// One conflict copy: the file whose server version was kept, and where ours went.
+#[derive(Debug, Clone, Default, Serialize, Deserialize, PartialEq)]
+pub struct ConflictCopyStatus {
+    pub path: String,
+    pub copy: String,
+    /// Unix seconds.
+    pub at: u64,
 }
 
 #[derive(Debug, Clone, Default, Serialize, Deserialize, PartialEq)]
@@ -680,6 +692,12 @@ impl std::fmt::Display for MountStatus {
         writeln!(f, "pending uploads: {}", self.pending_uploads.len())?;
         for p in &self.pending_uploads {
             writeln!(f, "  {} ({})", p.path, human_bytes(p.bytes))?;
+        }
+        if !self.conflict_copies.is_empty() {
+            writeln!(f, "conflict copies: {}", self.conflict_copies.len())?;
+            for c in &self.conflict_copies {
+                writeln!(f, "  {} -> {}", c.path, c.copy)?;
+            }
         }
         writeln!(f, "recent errors:   {}", self.recent_errors.len())?;
         for e in &self.recent_errors {
@@ -1519,6 +1537,15 @@ fn build_status(
         events_received: events
             .map(|s| s.tree_events.load(Ordering::Relaxed))
             .unwrap_or(0),
+        conflict_copies: core
+            .conflict_copies
+            .iter()
+            .map(|c| ConflictCopyStatus {
+                path: c.path.clone(),
+                copy: c.copy.clone(),
+                at: c.at,
+            })
+            .collect(),
     }
 }
 
