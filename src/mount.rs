@@ -1475,8 +1475,22 @@ pub fn remote_changes(event: &crate::api::events::TreeEvent) -> Vec<crate::fs::R
         .filter(|p| !p.is_empty());
     match (event.kind, source, target) {
         (ChangeKind::UpdatePath, Some(from), Some(to)) => vec![RemoteChange::Moved { from, to }],
-        (ChangeKind::UpdatePath, None, Some(path)) | (ChangeKind::Create, _, Some(path)) => {
-            vec![RemoteChange::Created { path }]
+        (ChangeKind::UpdatePath, None, Some(path)) => vec![RemoteChange::Created { path }],
+        (ChangeKind::Create, _, Some(path)) => {
+            // The server merges a node's events until it has been quiet for a second: a
+            // CREATE may carry a later save of the file (someone else's, seconds after this
+            // mount saw the first one), so its Etag counts as a content change too.
+            let etag = event
+                .target
+                .as_ref()
+                .filter(|n| n.kind == Some(crate::api::NodeKind::File))
+                .map(|n| n.etag.clone())
+                .filter(|e| !e.is_empty() && e != "temporary");
+            let mut changes = vec![RemoteChange::Created { path: path.clone() }];
+            if etag.is_some() {
+                changes.push(RemoteChange::ContentChanged { path, etag });
+            }
+            changes
         }
         (ChangeKind::UpdatePath, Some(path), None) | (ChangeKind::Delete, Some(path), _) => {
             vec![RemoteChange::Deleted { path }]

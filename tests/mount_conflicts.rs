@@ -63,6 +63,7 @@ fn conflict_copies(h: &Harness, folder: &str) -> Vec<String> {
         .block_on(h.api.list_folder(folder))
         .unwrap()
         .iter()
+        .filter(|n| !n.is_temporary())
         .map(|n| n.name().to_string())
         .filter(|n| n.contains("(conflict "))
         .collect();
@@ -189,7 +190,10 @@ fn assert_both_kept(h: &Harness, a: &Mounted) {
     );
     // The status lists it, in its JSON and its text.
     let status = status_json(h, a);
-    let listed = status["conflict_copies"].as_array().cloned().unwrap_or_default();
+    let listed = status["conflict_copies"]
+        .as_array()
+        .cloned()
+        .unwrap_or_default();
     assert_eq!(listed.len(), 1, "{status}");
     assert_eq!(listed[0]["path"], "personal-files/shared/doc.txt");
     assert_eq!(listed[0]["copy"], copy_path.as_str());
@@ -274,7 +278,10 @@ fn a_file_created_on_both_sides_keeps_both() {
     fa.write_all(b"A's new file\n").unwrap();
     std::fs::write(db.join("new.md"), "B's new file\n").unwrap();
     close(fa).expect("close succeeds");
-    assert_eq!(server_text(&h, "personal-files/both/new.md"), "B's new file\n");
+    assert_eq!(
+        server_text(&h, "personal-files/both/new.md"),
+        "B's new file\n"
+    );
     let copies = conflict_copies(&h, "personal-files/both");
     assert_eq!(copies.len(), 1, "{copies:?}");
     assert_conflict_name(&copies[0], "new", ".md");
@@ -452,9 +459,15 @@ fn a_new_open_sees_the_other_mounts_save() {
     let mut seen = String::new();
     fa.read_to_string(&mut seen).unwrap();
     std::fs::write(db.join("doc.txt"), B_EDIT).unwrap();
-    let took = eventually(Duration::from_secs(10), "A's next open reads B's save", || {
-        std::fs::read_to_string(da.join("doc.txt")).is_ok_and(|t| t == B_EDIT)
-    });
+    let took = eventually(
+        Duration::from_secs(10),
+        "A's next open reads B's save",
+        || {
+            let seen = std::fs::read_to_string(da.join("doc.txt"));
+            eprintln!("A reads {seen:?}");
+            seen.is_ok_and(|t| t == B_EDIT)
+        },
+    );
     eprintln!("B's save visible on A after {took:?}");
     close(fa).unwrap();
     // Nothing was written through the editor's handle: nothing to keep beside.

@@ -35,9 +35,8 @@ use serde::{Deserialize, Serialize};
 use std::sync::atomic::Ordering;
 
 use super::{
-    ApiError, ApiResult, CellsFs, FileState, FsError, FsResult, Handle,
-    KernelInvalidation, MAX_KEY_BYTES, UploadMode, UploadSource, base_name, join_path,
-    parent_path,
+    ApiError, ApiResult, CellsFs, FileState, FsError, FsResult, Handle, KernelInvalidation,
+    MAX_KEY_BYTES, UploadMode, UploadSource, base_name, join_path, parent_path,
 };
 
 /// What the mount does when a file changed on the server since its copy was based on it.
@@ -200,7 +199,11 @@ fn cut(text: &str, max: usize) -> &str {
 /// stem shortened so that the name fits in `max` bytes (at most [`NAME_MAX`]).
 pub fn conflict_name(name: &str, host: &str, unix_secs: u64, n: u32, max: usize) -> String {
     let (stem, ext) = split_extension(name);
-    let counter = if n > 1 { format!(" {n}") } else { String::new() };
+    let counter = if n > 1 {
+        format!(" {n}")
+    } else {
+        String::new()
+    };
     let suffix = format!(" (conflict {host} {}{counter})", utc_stamp(unix_secs));
     let room = max
         .min(NAME_MAX)
@@ -458,7 +461,13 @@ impl CellsFs {
 
     /// The conflict copies stored lately, oldest first.
     pub(super) fn conflict_copies(&self) -> Vec<ConflictCopy> {
-        self.inner.conflicts.lock().unwrap().iter().cloned().collect()
+        self.inner
+            .conflicts
+            .lock()
+            .unwrap()
+            .iter()
+            .cloned()
+            .collect()
     }
 }
 
