@@ -2387,9 +2387,7 @@ impl CellsFs {
         // are older than the TTL; an event invalidates them sooner), and a clean staged copy
         // of an older version gives way to the server's (see `conflict`).
         self.getattr(ino, None).await?;
-        if self.inner.options.conflicts != ConflictMode::Overwrite {
-            self.refresh_if_stale(ino);
-        }
+        self.refresh_if_stale(ino);
         self.inner.table.lock().unwrap().get_mut(ino)?.handles += 1;
         if writable {
             if let Err(e) = self.ensure_staging(ino, flags & libc::O_TRUNC != 0).await {
