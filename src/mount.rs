@@ -635,6 +635,18 @@ pub struct MountStatus {
     /// `None` with `--no-events`.
     pub events_connected: Option<bool>,
     pub events_received: u64,
+    /// Conflict copies stored lately (a file changed on the server and here), oldest first.
+    #[serde(default)]
+    pub conflict_copies: Vec<ConflictCopyStatus>,
+}
+
+/// One conflict copy: the file whose server version was kept, and where ours went.
+#[derive(Debug, Clone, Default, Serialize, Deserialize, PartialEq)]
+pub struct ConflictCopyStatus {
+    pub path: String,
+    pub copy: String,
+    /// Unix seconds.
+    pub at: u64,
 }
 
 #[derive(Debug, Clone, Default, Serialize, Deserialize, PartialEq)]
@@ -681,6 +693,12 @@ impl std::fmt::Display for MountStatus {
         writeln!(f, "pending uploads: {}", self.pending_uploads.len())?;
         for p in &self.pending_uploads {
             writeln!(f, "  {} ({})", p.path, human_bytes(p.bytes))?;
+        }
+        if !self.conflict_copies.is_empty() {
+            writeln!(f, "conflict copies: {}", self.conflict_copies.len())?;
+            for c in &self.conflict_copies {
+                writeln!(f, "  {} -> {}", c.path, c.copy)?;
+            }
         }
         writeln!(f, "recent errors:   {}", self.recent_errors.len())?;
         for e in &self.recent_errors {
@@ -1480,8 +1498,22 @@ pub fn remote_changes(event: &crate::api::events::TreeEvent) -> Vec<crate::fs::R
         .filter(|p| !p.is_empty());
     match (event.kind, source, target) {
         (ChangeKind::UpdatePath, Some(from), Some(to)) => vec![RemoteChange::Moved { from, to }],
-        (ChangeKind::UpdatePath, None, Some(path)) | (ChangeKind::Create, _, Some(path)) => {
-            vec![RemoteChange::Created { path }]
+        (ChangeKind::UpdatePath, None, Some(path)) => vec![RemoteChange::Created { path }],
+        (ChangeKind::Create, _, Some(path)) => {
+            // The server merges a node's events until it has been quiet for a second: a
+            // CREATE may carry a later save of the file (someone else's, seconds after this
+            // mount saw the first one), so its Etag counts as a content change too.
+            let etag = event
+                .target
+                .as_ref()
+                .filter(|n| n.kind == Some(crate::api::NodeKind::File))
+                .map(|n| n.etag.clone())
+                .filter(|e| !e.is_empty() && e != "temporary");
+            let mut changes = vec![RemoteChange::Created { path: path.clone() }];
+            if etag.is_some() {
+                changes.push(RemoteChange::ContentChanged { path, etag });
+            }
+            changes
         }
         (ChangeKind::UpdatePath, Some(path), None) | (ChangeKind::Delete, Some(path), _) => {
             vec![RemoteChange::Deleted { path }]
@@ -1542,6 +1574,15 @@ fn build_status(
         events_received: events
             .map(|s| s.tree_events.load(Ordering::Relaxed))
             .unwrap_or(0),
+        conflict_copies: core
+            .conflict_copies
+            .iter()
+            .map(|c| ConflictCopyStatus {
+                path: c.path.clone(),
+                copy: c.copy.clone(),
+                at: c.at,
+            })
+            .collect(),
     }
 }
 

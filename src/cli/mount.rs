@@ -81,6 +81,11 @@ pub struct MountArgs {
     /// Return from close at once and upload after SECONDS (journalled: survives crashes)
     #[arg(long, value_name = "SECONDS")]
     pub write_back: Option<u64>,
+    /// When a file changed on the server since this mount read it: keep both (`copy`: ours
+    /// becomes "NAME (conflict HOST DATE TIME).EXT"), last writer wins (`overwrite`), or
+    /// close/fsync fail with EBUSY, ours kept in the recovery folder (`fail`)
+    #[arg(long, default_value = "copy", value_name = "MODE")]
+    pub conflicts: crate::fs::ConflictMode,
     /// A request to the server (not a transfer) that gets no answer in this time fails; with
     /// its retries, an operation gives up after 1.5 times this (e.g. 30s, 1m)
     #[arg(long, default_value = "30s", value_parser = parse_deadline)]
@@ -263,6 +268,7 @@ fn fs_options(args: &MountArgs, cache_dir: PathBuf) -> FsOptions {
     options.events_cache_time = args.events_cache_time;
     options.cache_size = args.cache_size;
     options.write_back = args.write_back.map(Duration::from_secs);
+    options.conflicts = args.conflicts;
     options
 }
 

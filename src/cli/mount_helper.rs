@@ -259,6 +259,7 @@ impl HelperInvocation {
                 "dir_cache_time" => flag_with_value("--dir-cache-time", value)?,
                 "events_cache_time" => flag_with_value("--events-cache-time", value)?,
                 "write_back" => flag_with_value("--write-back", value)?,
+                "conflicts" => flag_with_value("--conflicts", value)?,
                 "request_timeout" => flag_with_value("--request-timeout", value)?,
                 "transfer_timeout" => flag_with_value("--transfer-timeout", value)?,
                 "min_transfer_rate" => flag_with_value("--min-transfer-rate", value)?,
@@ -394,6 +395,16 @@ mod tests {
             flags.contains("--request-timeout 10s --transfer-timeout 1m --min-transfer-rate 4K"),
             "{flags}"
         );
+    }
+
+    #[test]
+    fn the_conflicts_option_becomes_the_cec_flag() {
+        let inv = parse_invocation(&os(&["cec", "/mnt/c", "-o", "conflicts=fail"])).unwrap();
+        let args = strings(inv.cec_args().unwrap());
+        let at = args.iter().position(|a| a == "--conflicts").expect("flag");
+        assert_eq!(args[at + 1], "fail");
+        let inv = parse_invocation(&os(&["cec", "/mnt/c", "-o", "conflicts"])).unwrap();
+        assert!(inv.cec_args().is_err(), "a value is required");
     }
 
     #[test]

@@ -71,6 +71,14 @@ pub enum FsError {
         reason: String,
         no_space: bool,
     },
+    /// The file changed on the server since this mount's content was based on it, and the
+    /// mount runs with `--conflicts fail`: the server keeps its version, ours is at `kept_at`
+    /// (the recovery folder). EBUSY: someone else's version holds the name, as a lock would.
+    #[error(
+        "{path} changed on the server since this mount read it; the server keeps its version, \
+         this mount's is kept in {kept_at}"
+    )]
+    Conflict { path: String, kept_at: String },
     /// A local file error in the cache directory.
     #[error("local I/O error: {0}")]
     Local(String),
@@ -111,6 +119,7 @@ impl FsError {
             FsError::Busy(_) => libc::EBUSY,
             FsError::NoSpace(_) => libc::ENOSPC,
             FsError::UploadFailed { .. } => libc::EIO,
+            FsError::Conflict { .. } => libc::EBUSY,
             FsError::NotStored { no_space: true, .. } => libc::ENOSPC,
             FsError::NotStored {
                 no_space: false, ..
@@ -182,6 +191,11 @@ mod tests {
             assert_eq!(FsError::api("p", error.clone()).errno(), errno, "{error:?}");
         }
         assert_eq!(FsError::ReadOnly("p".into()).errno(), libc::EROFS);
+        let conflict = FsError::Conflict {
+            path: "p".into(),
+            kept_at: "k".into(),
+        };
+        assert_eq!(conflict.errno(), libc::EBUSY);
         assert_eq!(
             FsError::from(std::io::Error::from_raw_os_error(libc::ENOSPC)).errno(),
             libc::ENOSPC

@@ -66,6 +66,7 @@ use bytes::Bytes;
 use serde::{Deserialize, Serialize};
 use sha2::{Digest, Sha256};
 
+use super::conflict::Base;
 use super::private;
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -74,6 +75,10 @@ pub struct Record {
     pub path: String,
     /// The staging file's name inside `<cache>/staging`.
     pub staging: String,
+    /// The server version the content is based on (absent in records of earlier versions:
+    /// replayed unchecked, as they were).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub base: Option<Base>,
 }
 
 /// The largest file whose bytes a record carries (instead of syncing its staging file).
@@ -94,6 +99,11 @@ enum Line {
     Repath {
         id: String,
         path: String,
+    },
+    /// A pending record's new base (an earlier version of it reached the server).
+    Rebase {
+        id: String,
+        base: Base,
     },
     Done {
         id: String,
@@ -342,6 +352,11 @@ impl Journal {
                     Ok(Line::Repath { id, path }) => {
                         if let Some(record) = pending.get_mut(&id) {
                             record.path = path;
+                        }
+                    }
+                    Ok(Line::Rebase { id, base }) => {
+                        if let Some(record) = pending.get_mut(&id) {
+                            record.base = Some(base);
                         }
                     }
                     Ok(Line::Done { id }) => {
@@ -615,6 +630,23 @@ impl Journal {
         self.append_synced(&line, |live| {
             if let Some(record) = live.pending.get_mut(id) {
                 record.path = path.to_string();
+            }
+        })
+    }
+
+    /// A pending upload's content is now based on `base` (this mount uploaded an earlier
+    /// version of it); durable when this returns.
+    pub fn rebase(&self, id: &str, base: &Base) -> std::io::Result<()> {
+        if !self.log.lock().unwrap().live.pending.contains_key(id) {
+            return Ok(());
+        }
+        let line = Line::Rebase {
+            id: id.to_string(),
+            base: base.clone(),
+        };
+        self.append_synced(&line, |live| {
+            if let Some(record) = live.pending.get_mut(id) {
+                record.base = Some(base.clone());
             }
         })
     }
@@ -981,7 +1013,27 @@ mod tests {
         Record {
             path: path.into(),
             staging: staging.into(),
+            base: None,
         }
+    }
+
+    #[test]
+    fn a_record_keeps_its_base_through_a_rebase_and_a_reopen() {
+        let cache = tempfile::tempdir().unwrap();
+        let journal = Journal::open(cache.path()).unwrap();
+        let mut r = record("ws/a");
+        r.base = Some(Base::Etag("e1".into()));
+        journal.record("a", &r).unwrap();
+        journal.rebase("a", &Base::Etag("e2".into())).unwrap();
+        // An unknown id: nothing to do.
+        journal.rebase("zz", &Base::Absent).unwrap();
+        drop(journal);
+        let journal = Journal::open(cache.path()).unwrap();
+        r.base = Some(Base::Etag("e2".into()));
+        assert_eq!(journal.pending(), vec![("a".to_string(), r)]);
+        // Records written before bases existed read as "unknown".
+        let old: Record = serde_json::from_str(r#"{"path":"ws/b","staging":"s"}"#).unwrap();
+        assert_eq!(old.base, None);
     }
 
     #[test]

@@ -28,6 +28,7 @@
 //!   write-back journal is validated before it is replayed (`journal`).
 
 mod cache;
+mod conflict;
 mod content;
 pub mod error;
 mod journal;
@@ -57,6 +58,7 @@ use crate::api::{
     ApiError, ApiResult, ByteRange, CellsApi, Node, NodeKind, ObjectInfo, S3Entry, UploadOptions,
     Workspace,
 };
+pub use conflict::{ConflictCopy, ConflictMode};
 pub use error::{FsError, FsResult};
 
 /// The inode number of the mount's root (the list of workspaces).
@@ -107,6 +109,9 @@ pub struct FsOptions {
     pub upload_options: UploadOptions,
     /// Entries of the negative (does-not-exist) cache.
     pub negative_cache_entries: usize,
+    /// What an upload does when the server's version moved on since the content was based
+    /// on it (see `conflict`).
+    pub conflicts: ConflictMode,
 }
 
 impl FsOptions {
@@ -132,6 +137,7 @@ impl FsOptions {
             upload_retry_delay: Duration::from_millis(500),
             upload_options: UploadOptions::default(),
             negative_cache_entries: 4096,
+            conflicts: ConflictMode::Copy,
         }
     }
 }
@@ -311,6 +317,8 @@ pub struct FsStatus {
     pub recent_errors: Vec<RecentError>,
     /// Files kept in the recovery folder after uploads that failed for good.
     pub recovered_files: Vec<PathBuf>,
+    /// Conflict copies stored lately (see `conflict`), oldest first.
+    pub conflict_copies: Vec<ConflictCopy>,
     pub inodes: usize,
     pub open_handles: usize,
     pub generation: u64,
@@ -560,6 +568,9 @@ struct Staging {
     /// is never stored. Every write, `close` and `fsync` answers this error until the content
     /// is emptied (see [`CellsFs::staging_failed`]).
     failed: Option<FsError>,
+    /// The server version this content is based on; `None`: unknown (a journal record of
+    /// an earlier version), never checked (see `conflict`).
+    base: Option<conflict::Base>,
 }
 
 impl Staging {
@@ -590,6 +601,9 @@ struct FileState {
     staging: Mutex<Option<Staging>>,
     /// Serialises staging creation and uploads of this file (held across awaits, per file).
     io_lock: tokio::sync::Mutex<()>,
+    /// Bumped when a clean staged content is dropped for the server's newer version: a
+    /// handle opened before writes on the old one (see `conflict`).
+    epoch: AtomicU64,
 }
 
 impl FileState {
@@ -800,6 +814,8 @@ struct Handle {
     ino: u64,
     writable: bool,
     append: bool,
+    /// The file's [`FileState::epoch`] when opened.
+    epoch: u64,
     read: tokio::sync::Mutex<ReadState>,
 }
 
@@ -864,6 +880,8 @@ struct Inner {
     order: Arc<order::PathOrder>,
     /// Whether the server answers: while it does not, metadata comes from the cache.
     outage: outage::Outage,
+    /// Conflict copies stored lately, for the status.
+    conflicts: conflict::ConflictList,
 }
 
 /// A receiver in `pending` for `path` or a path below it (`""`: any).
@@ -1034,6 +1052,7 @@ impl CellsFs {
                 move_slots: Arc::new(tokio::sync::Semaphore::new(BACKGROUND_MOVES)),
                 order: Arc::new(order::PathOrder::default()),
                 outage: outage::Outage::default(),
+                conflicts: Default::default(),
                 options,
             }),
         };
@@ -1097,8 +1116,10 @@ impl CellsFs {
                     stream: None,
                     stream_started: false,
                     failed: None,
+                    base: record.base.clone(),
                 })),
                 io_lock: tokio::sync::Mutex::new(()),
+                epoch: AtomicU64::new(0),
             });
             let ino = {
                 let mut table = self.inner.table.lock().unwrap();
@@ -1322,6 +1343,9 @@ impl CellsFs {
         let options = &self.inner.options;
         let (size, dirty, modified) = match data.file.as_ref().map(|f| f.staging.lock().unwrap()) {
             Some(guard) => match guard.as_ref() {
+                // A clean copy of a version the server no longer holds (a handle opened
+                // before keeps it): the name shows the server's (see `conflict`).
+                Some(s) if conflict::stale_copy(s, &data.meta) => (data.meta.size, false, None),
                 Some(s) => (s.size, s.dirty(), Some(s.modified)),
                 None => (data.meta.size, false, None),
             },
@@ -1880,6 +1904,9 @@ impl CellsFs {
             self.check_writable(&path).await?;
             let file = self.ensure_staging(ino, size == 0).await?;
             self.keep_acknowledged(ino, &file).await?;
+            if let Some(handle) = changes.fh.and_then(|fh| self.handle(fh).ok()) {
+                self.note_writer_epoch(&handle, &file);
+            }
             {
                 let mut guard = file.staging.lock().unwrap();
                 let staging = guard.as_mut().expect("staging exists");
@@ -2137,6 +2164,7 @@ impl CellsFs {
                         id: uuid::Uuid::new_v4().to_string(),
                         staging: Mutex::new(None),
                         io_lock: tokio::sync::Mutex::new(()),
+                        epoch: AtomicU64::new(0),
                     })
                 })
                 .clone()
@@ -2219,6 +2247,11 @@ impl CellsFs {
             stream: None,
             stream_started: false,
             failed: None,
+            base: Some(if local {
+                conflict::Base::Absent
+            } else {
+                conflict::Base::Etag(meta.etag.clone())
+            }),
         });
         Ok(file.clone())
     }
@@ -2305,12 +2338,18 @@ impl CellsFs {
         failed
     }
 
-    fn new_handle(&self, ino: u64, writable: bool, append: bool) -> u64 {
+    /// A new handle; `data` is the inode's (its file's epoch is the handle's).
+    fn new_handle(&self, ino: u64, data: &InodeData, writable: bool, append: bool) -> u64 {
         let fh = self.inner.next_fh.fetch_add(1, Ordering::SeqCst);
+        let epoch = data
+            .file
+            .as_ref()
+            .map_or(0, |f| f.epoch.load(Ordering::SeqCst));
         let handle = Arc::new(Handle {
             ino,
             writable,
             append,
+            epoch,
             read: tokio::sync::Mutex::new(ReadState {
                 next_offset: 0,
                 streak: 0,
@@ -2343,10 +2382,12 @@ impl CellsFs {
         let writable = access == libc::O_WRONLY || access == libc::O_RDWR;
         if writable {
             self.check_writable(&path).await?;
-        } else {
-            // Close-to-open consistency: revalidate the attributes at open.
-            self.getattr(ino, None).await?;
         }
+        // Close-to-open consistency: revalidate the attributes at open (one stat once they
+        // are older than the TTL; an event invalidates them sooner), and a clean staged copy
+        // of an older version gives way to the server's (see `conflict`).
+        self.getattr(ino, None).await?;
+        self.refresh_if_stale(ino);
         self.inner.table.lock().unwrap().get_mut(ino)?.handles += 1;
         if writable {
             if let Err(e) = self.ensure_staging(ino, flags & libc::O_TRUNC != 0).await {
@@ -2360,7 +2401,7 @@ impl CellsFs {
                 self.inner.overlay.content_replaced(&path);
             }
         }
-        let keep_cache = {
+        let (keep_cache, fh) = {
             let mut table = self.inner.table.lock().unwrap();
             let data = table.get_mut(ino)?;
             let staged = data
@@ -2369,9 +2410,9 @@ impl CellsFs {
                 .is_some_and(|f| f.staging.lock().unwrap().is_some());
             let same = !staged && data.kernel_etag.as_deref() == Some(data.meta.etag.as_str());
             data.kernel_etag = (!staged).then(|| data.meta.etag.clone());
-            same
+            let fh = self.new_handle(ino, data, writable, flags & libc::O_APPEND != 0);
+            (same, fh)
         };
-        let fh = self.new_handle(ino, writable, flags & libc::O_APPEND != 0);
         Ok(OpenReply {
             fh,
             keep_cache,
@@ -2642,10 +2683,11 @@ impl CellsFs {
             (d.file.clone(), d.path.clone(), empty_there && !d.detached)
         };
         let file = match file {
-            Some(file) => file,
-            None => self.ensure_staging(ino, false).await?,
+            Some(file) if file.staging.lock().unwrap().is_some() => file,
+            _ => self.ensure_staging(ino, false).await?,
         };
         self.keep_acknowledged(ino, &file).await?;
+        self.note_writer_epoch(&handle, &file);
         {
             let mut guard = file.staging.lock().unwrap();
             let staging = guard
@@ -2761,6 +2803,7 @@ impl CellsFs {
         let record = journal::Record {
             path: path.clone(),
             staging: file.id.clone(),
+            base: staging.base.clone(),
         };
         let recorded = if staging.size <= journal::INLINE_MAX {
             // One sync: the record carries the bytes, the staging file (if any) stays
@@ -2909,6 +2952,37 @@ impl CellsFs {
                 self.settle_background(&path).await;
                 continue;
             }
+            // Does the server still hold the version this content is based on?
+            let checked = if options.conflicts == ConflictMode::Overwrite {
+                Ok(conflict::Verdict::Proceed)
+            } else {
+                let (base, own_stream) = file
+                    .staging
+                    .lock()
+                    .unwrap()
+                    .as_ref()
+                    .map(|s| {
+                        let own = s.stream.as_ref().is_some_and(|parts| parts.path == path);
+                        (s.base.clone(), own)
+                    })
+                    .unwrap_or((None, false));
+                self.check_base(&path, base.as_ref(), &source, own_stream)
+                    .await
+            };
+            let check_failed = match checked {
+                Ok(conflict::Verdict::Proceed) => None,
+                Ok(conflict::Verdict::Moved(server_etag)) => {
+                    let resolved = self
+                        .resolve_conflict(ino, file, &path, &source, version, &server_etag, mode)
+                        .await;
+                    match resolved {
+                        // Written again meanwhile: that content is checked in turn.
+                        Ok(()) if file.dirty() => continue,
+                        other => return other,
+                    }
+                }
+                Err(e) => Some(e),
+            };
             // Parts sent while the file was written: send the rest and complete.
             let parts = file
                 .staging
@@ -2935,9 +3009,10 @@ impl CellsFs {
                 _ => None,
             };
             attempt += 1;
-            let result = match streamed {
-                Some(etag) => Ok(etag),
-                None => match &source {
+            let result = match (check_failed, streamed) {
+                (Some(e), _) => Err(e),
+                (None, Some(etag)) => Ok(etag),
+                (None, None) => match &source {
                     UploadSource::File(staging_path) => {
                         self.inner
                             .api
@@ -3093,10 +3168,21 @@ impl CellsFs {
             },
         };
         self.inner.overlay.bind(path, &meta.etag);
-        if let Some(s) = file.staging.lock().unwrap().as_mut()
-            && s.version == version
-        {
-            s.clean_version = version;
+        if let Some(s) = file.staging.lock().unwrap().as_mut() {
+            if s.version == version {
+                s.clean_version = version;
+            }
+            // What is staged now starts from the version just uploaded; a record still
+            // pending for a newer version learns it (or its replay would see a conflict).
+            let base = conflict::Base::Etag(meta.etag.clone());
+            if s.journaled
+                && s.dirty()
+                && s.base.as_ref() != Some(&base)
+                && let Err(e) = self.inner.journal.rebase(&file.id, &base)
+            {
+                tracing::warn!("write-back journal: cannot record the new base of {path}: {e}");
+            }
+            s.base = Some(base);
         }
         let mut table = self.inner.table.lock().unwrap();
         let stamp = self.stamp();
@@ -3277,7 +3363,8 @@ impl CellsFs {
             data.handles += 1;
             data.nlookup += 1;
             // The creator may always write the file it created, whatever the access mode.
-            self.new_handle(ino, true, flags & libc::O_APPEND != 0)
+            let data = table.get(ino)?;
+            self.new_handle(ino, data, true, flags & libc::O_APPEND != 0)
         };
         let entry = self.entry_for(ino)?;
         Ok((
@@ -4216,6 +4303,7 @@ impl CellsFs {
             read_ahead_bytes: budget_total.saturating_sub(available) * BUDGET_UNIT,
             recent_errors: self.inner.errors.lock().unwrap().iter().cloned().collect(),
             recovered_files: self.inner.journal.recovered(),
+            conflict_copies: self.conflict_copies(),
             inodes,
             open_handles: self.inner.handles.lock().unwrap().len(),
             generation: self.generation(),
