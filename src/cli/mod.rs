@@ -3,7 +3,9 @@
 //! [`connect`] that turns flags/environment/active profile into a ready [`Session`], and the
 //! one place where errors become a sentence and an exit code.
 //!
-//! Exit codes: 0 ok, 1 error, 2 usage, 3 not found.
+//! Exit codes: 0 ok, 1 error, 2 usage, 3 not found (listed in the README, "Exit codes").
+//! A command whose stdout reader goes away ends quietly by SIGPIPE (the mount daemon
+//! excepted).
 //!
 //! Precedence (the official client's): `--url` with a token (`--token`, `--token-file`,
 //! `CEC_TOKEN`, `CEC_TOKEN_FILE`) or with `--login` + `--password` makes a non-persistent
@@ -484,8 +486,24 @@ pub fn main() -> ExitCode {
     run(cli)
 }
 
+/// Let a closed reader end a command quietly (`cec completion zsh | head -1`): the default
+/// action of SIGPIPE, as for `ls` or `cat`, instead of Rust's ignored signal that turns the
+/// next `println!` into a panic. Not for the mount daemon, whose writes to a gone reader
+/// (a closed log pipe) must not kill a mounted filesystem. Sockets are unaffected: they
+/// are written with MSG_NOSIGNAL.
+fn quiet_on_closed_stdout(command: &Command) {
+    let daemon = matches!(command, Command::Mount(a) if !a.status);
+    if !daemon {
+        // SAFETY: setting a signal disposition to its default, before any thread starts.
+        unsafe {
+            libc::signal(libc::SIGPIPE, libc::SIG_DFL);
+        }
+    }
+}
+
 /// Dispatch a parsed command line.
 pub fn run(cli: Cli) -> ExitCode {
+    quiet_on_closed_stdout(&cli.command);
     let global = cli.global;
     match cli.command {
         Command::Config(args) => report(block_on(config::run_config(args, &global))),

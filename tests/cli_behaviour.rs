@@ -1,0 +1,120 @@
+//! The CLI as people expect it: `cec info` shows the profile even when its token expired,
+//! a command whose stdout reader went away ends quietly (no panic), and the official
+//! client's v4.1 spellings of the global flags are accepted (hidden).
+
+mod common;
+
+use std::os::unix::process::ExitStatusExt;
+use std::time::Duration;
+
+use common::*;
+use serde_json::json;
+
+#[tokio::test(flavor = "multi_thread")]
+async fn info_shows_the_profile_whose_token_expired() {
+    let server = spawn_emulator().await;
+    let home = tempfile::tempdir().unwrap();
+    let pat = mint_pat_with(
+        &server,
+        "alice",
+        cells_emu::auth::PatExpiry::Fixed(Duration::from_millis(300)),
+    );
+    let port = server.url.rsplit(':').next().unwrap().to_string();
+    let id = format!("alice@127.0.0.1:{port}");
+    let config = json!({
+        "ActiveConfigID": id,
+        "Configs": { id.clone(): {
+            "authType": "Personal Access Token",
+            "url": server.url,
+            "user": "alice",
+            "idToken": pat,
+            "skipKeyring": true,
+        }}
+    });
+    let path = config_path(home.path());
+    std::fs::create_dir_all(path.parent().unwrap()).unwrap();
+    std::fs::write(&path, serde_json::to_vec_pretty(&config).unwrap()).unwrap();
+    tokio::time::sleep(Duration::from_millis(800)).await;
+
+    let r = run({
+        let mut c = cec_cmd(home.path());
+        c.arg("info");
+        c
+    })
+    .await;
+    assert_eq!(r.code(), 1, "{}", r.all());
+    assert!(r.stdout.contains(&id), "which profile: {}", r.all());
+    assert!(r.stdout.contains(&server.url), "{}", r.all());
+    assert!(r.stdout.contains("alice"), "{}", r.all());
+    assert!(r.stderr.contains(&id), "{}", r.stderr);
+    assert!(r.stderr.contains("expired"), "{}", r.stderr);
+    assert!(!r.all().contains(&pat), "secret leaked");
+}
+
+/// Run `cec` with a stdout whose reader is already gone.
+fn with_closed_stdout(mut cmd: std::process::Command) -> std::process::Output {
+    let (read, write) = nix::unistd::pipe().unwrap();
+    drop(read);
+    cmd.stdout(std::process::Stdio::from(write))
+        .stderr(std::process::Stdio::piped());
+    cmd.output().unwrap()
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_closed_stdout_ends_commands_quietly() {
+    let server = spawn_emulator().await;
+    let home = tempfile::tempdir().unwrap();
+    let token = mint_pat(&server, "alice");
+    let commands: [&[&str]; 5] = [
+        &["completion", "zsh"],
+        &["ls", "personal-files"],
+        &["info"],
+        &["version"],
+        &["tools", "hash", "--file", "/etc/hostname"],
+    ];
+    for args in commands {
+        let mut c = cec_cmd(home.path());
+        c.args(args)
+            .env("CEC_URL", &server.url)
+            .env("CEC_TOKEN", &token);
+        let out = tokio::task::spawn_blocking(move || with_closed_stdout(c))
+            .await
+            .unwrap();
+        let stderr = String::from_utf8_lossy(&out.stderr);
+        assert!(
+            out.status.code() != Some(101) && !stderr.contains("panicked"),
+            "cec {args:?} panicked: {stderr}"
+        );
+        assert!(
+            out.status.signal() == Some(libc::SIGPIPE) || out.status.code() == Some(0),
+            "cec {args:?}: {:?} {stderr}",
+            out.status
+        );
+        assert!(stderr.is_empty(), "cec {args:?} said: {stderr}");
+    }
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn the_official_v4_1_flag_spellings_are_accepted_and_hidden() {
+    let server = spawn_emulator().await;
+    let home = tempfile::tempdir().unwrap();
+    let token = mint_pat(&server, "alice");
+    let r = run({
+        let mut c = cec_cmd(home.path());
+        c.args(["--no_cache", "--skip_keyring", "--skip_verify", "ls"])
+            .env("CEC_URL", &server.url)
+            .env("CEC_TOKEN", &token);
+        c
+    })
+    .await;
+    assert_eq!(r.code(), 0, "{}", r.all());
+    assert!(r.stdout.contains("personal-files"), "{}", r.stdout);
+    let help = run({
+        let mut c = cec_cmd(home.path());
+        c.arg("--help");
+        c
+    })
+    .await;
+    assert!(help.stdout.contains("--skip-verify"), "{}", help.stdout);
+    assert!(!help.stdout.contains("skip_verify"), "{}", help.stdout);
+}
