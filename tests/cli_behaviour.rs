@@ -118,3 +118,39 @@ async fn the_official_v4_1_flag_spellings_are_accepted_and_hidden() {
     assert!(help.stdout.contains("--skip-verify"), "{}", help.stdout);
     assert!(!help.stdout.contains("skip_verify"), "{}", help.stdout);
 }
+
+#[tokio::test(flavor = "multi_thread")]
+async fn help_puts_global_flags_apart_and_env_values_do_not_look_required() {
+    let home = tempfile::tempdir().unwrap();
+    let help = run({
+        let mut c = cec_cmd(home.path());
+        c.args(["ls", "--help"]);
+        c
+    })
+    .await;
+    let out = &help.stdout;
+    let global = out.find("Global options:").expect(out);
+    let own = out.find("--details").expect(out);
+    let url = out.find("--url").expect(out);
+    assert!(own < global && global < url, "{out}");
+    // A usage error with CEC_URL/CEC_TOKEN set: the usage line is the command's own.
+    let r = run({
+        let mut c = cec_cmd(home.path());
+        c.args(["scp", "only-one"])
+            .env("CEC_URL", "http://127.0.0.1:9")
+            .env("CEC_TOKEN", "not-a-real-token");
+        c
+    })
+    .await;
+    assert_eq!(r.code(), 2, "{}", r.all());
+    let usage = r
+        .stderr
+        .lines()
+        .find(|l| l.starts_with("Usage:"))
+        .expect(&r.stderr);
+    assert!(
+        !usage.contains("--url") && !usage.contains("--token"),
+        "{usage}"
+    );
+    assert!(!r.all().contains("not-a-real-token"));
+}

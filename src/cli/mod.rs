@@ -68,8 +68,10 @@ pub struct Cli {
     pub command: Command,
 }
 
-/// The flags every command accepts, anywhere on the command line.
+/// The flags every command accepts, anywhere on the command line (shown under their own
+/// heading in every `--help`).
 #[derive(Clone, Default, Args)]
+#[command(next_help_heading = "Global options")]
 pub struct GlobalArgs {
     /// The full URL of the target server (non-persistent mode, with a token or login/password)
     #[arg(long, short = 'u', global = true, env = "CEC_URL", value_name = "URL")]
@@ -466,11 +468,43 @@ pub fn block_on<F: std::future::Future>(future: F) -> F::Output {
         .block_on(future)
 }
 
+/// clap writes the arguments it found into an error's usage line, the ones `CEC_*`
+/// variables gave included: `Usage: cec scp --url <URL> --token <TOKEN> <SOURCE> <TARGET>`
+/// reads as if they were required. The same error, parsed again without those variables,
+/// shows the command as its `--help` does (kept only if it is the same kind of error).
+fn usage_without_environment(error: clap::Error) -> clap::Error {
+    use clap::error::ErrorKind;
+    if matches!(
+        error.kind(),
+        ErrorKind::DisplayHelp
+            | ErrorKind::DisplayVersion
+            | ErrorKind::DisplayHelpOnMissingArgumentOrSubcommand
+    ) {
+        return error;
+    }
+    let vars: Vec<String> = std::env::vars_os()
+        .filter_map(|(k, _)| k.into_string().ok())
+        .filter(|k| k.starts_with("CEC_"))
+        .collect();
+    if vars.is_empty() {
+        return error;
+    }
+    for k in &vars {
+        // SAFETY: still single-threaded (nothing started yet); the process exits next.
+        unsafe { std::env::remove_var(k) };
+    }
+    match Cli::try_parse() {
+        Err(again) if again.kind() == error.kind() => again,
+        _ => error,
+    }
+}
+
 /// Parse the command line and run it.
 pub fn main() -> ExitCode {
     let cli = match Cli::try_parse() {
         Ok(cli) => cli,
         Err(e) => {
+            let e = usage_without_environment(e);
             let _ = e.print();
             return match e.kind() {
                 clap::error::ErrorKind::DisplayHelp
