@@ -154,3 +154,93 @@ async fn help_puts_global_flags_apart_and_env_values_do_not_look_required() {
     );
     assert!(!r.all().contains("not-a-real-token"));
 }
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_new_profile_url_is_checked_and_the_error_says_what_to_type() {
+    let server = spawn_emulator().await;
+    let home = tempfile::tempdir().unwrap();
+    let token = mint_pat(&server, "alice");
+    let hostport = server.url.trim_start_matches("http://").to_string();
+    let add = |url: String| {
+        let mut c = cec_cmd(home.path());
+        c.args(["config", "add", "token", "--skip-keyring", "--url", &url])
+            .env("CEC_TOKEN", &token);
+        run(c)
+    };
+    // No scheme: the scheme that answers is proposed.
+    let r = add(hostport.clone()).await;
+    assert_eq!(r.code(), 2, "{}", r.all());
+    assert!(r.stderr.contains("no scheme"), "{}", r.stderr);
+    assert!(
+        r.stderr.contains(&format!("`{}`", server.url)),
+        "{}",
+        r.stderr
+    );
+    assert!(!r.stderr.contains("relative URL"), "{}", r.stderr);
+    // https:// against a plain HTTP server.
+    let r = add(format!("https://{hostport}")).await;
+    assert_eq!(r.code(), 2, "{}", r.all());
+    assert!(r.stderr.contains("plain HTTP"), "{}", r.stderr);
+    assert!(
+        r.stderr.contains(&format!("`{}`", server.url)),
+        "{}",
+        r.stderr
+    );
+    assert!(!r.stderr.contains("InvalidContentType"), "{}", r.stderr);
+    // A path is not silently accepted: said, and the profile points at the root.
+    let r = add(format!("{}/wrong", server.url)).await;
+    assert_eq!(r.code(), 0, "{}", r.all());
+    assert!(r.stderr.contains("/wrong"), "{}", r.stderr);
+    assert!(!r.all().contains(&token), "secret leaked");
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_bad_url_at_the_prompt_is_asked_again() {
+    let server = spawn_emulator().await;
+    let home = tempfile::tempdir().unwrap();
+    let token = mint_pat(&server, "alice");
+    // A terminal (script(1)): the URL is prompted; the first answer has no scheme.
+    let hostport = server.url.trim_start_matches("http://").to_string();
+    let line = format!("{} config add token --skip-keyring", cec_bin().display());
+    let c = cec_cmd(home.path());
+    let mut script = std::process::Command::new("script");
+    script
+        .args(["-qec", &line, "/dev/null"])
+        .env_clear()
+        .envs(
+            c.get_envs()
+                .filter_map(|(k, v)| v.map(|v| (k.to_owned(), v.to_owned()))),
+        )
+        .env("PATH", std::env::var("PATH").unwrap_or_default())
+        .env("TERM", "xterm")
+        .env("CEC_TOKEN", &token)
+        .stdin(std::process::Stdio::piped())
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped());
+    let mut child = script.spawn().expect("script");
+    {
+        use std::io::Write;
+        let mut stdin = child.stdin.take().unwrap();
+        writeln!(stdin, "{hostport}").unwrap();
+        stdin.flush().unwrap();
+        tokio::time::sleep(Duration::from_millis(1500)).await;
+        writeln!(stdin, "{}", server.url).unwrap();
+        stdin.flush().unwrap();
+        tokio::time::sleep(Duration::from_millis(1500)).await;
+    }
+    let out = tokio::task::spawn_blocking(move || child.wait_with_output())
+        .await
+        .unwrap()
+        .unwrap();
+    let all = format!(
+        "{}{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(out.status.success(), "{all}");
+    assert!(all.contains("no scheme"), "{all}");
+    assert!(all.contains("try again"), "{all}");
+    assert_eq!(all.matches("Server URL:").count(), 2, "{all}");
+    let config = std::fs::read_to_string(config_path(home.path())).unwrap();
+    assert!(config.contains(&server.url), "{config}");
+}

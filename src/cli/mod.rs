@@ -5,7 +5,7 @@
 //!
 //! Exit codes: 0 ok, 1 error, 2 usage, 3 not found (listed in the README, "Exit codes").
 //! A command whose stdout reader goes away ends quietly by SIGPIPE (the mount daemon
-//! excepted).
+//! excepted; see `quiet_on_closed_stdout`).
 //!
 //! Precedence (the official client's): `--url` with a token (`--token`, `--token-file`,
 //! `CEC_TOKEN`, `CEC_TOKEN_FILE`) or with `--login` + `--password` makes a non-persistent
@@ -24,6 +24,7 @@ pub mod journal;
 pub mod mount;
 pub mod mount_helper;
 pub mod scp;
+pub mod server_url;
 pub mod tools;
 pub mod update;
 pub mod version;
@@ -520,19 +521,45 @@ pub fn main() -> ExitCode {
     run(cli)
 }
 
-/// Let a closed reader end a command quietly (`cec completion zsh | head -1`): the default
-/// action of SIGPIPE, as for `ls` or `cat`, instead of Rust's ignored signal that turns the
-/// next `println!` into a panic. Not for the mount daemon, whose writes to a gone reader
-/// (a closed log pipe) must not kill a mounted filesystem. Sockets are unaffected: they
-/// are written with MSG_NOSIGNAL.
+/// Let a closed reader end a command quietly (`cec completion zsh | head -1`), as `ls` does:
+/// by SIGPIPE. Rust ignores SIGPIPE, so a write to a gone reader is an error and `println!`
+/// panics on it; a panic hook turns exactly that panic (its message names the broken pipe
+/// and stdout is a pipe without a reader) into death by SIGPIPE, without a word. SIGPIPE
+/// itself stays ignored: a server closing a socket mid-write must stay an error (sockets
+/// written without MSG_NOSIGNAL would otherwise kill the process). Not for the mount daemon.
 fn quiet_on_closed_stdout(command: &Command) {
-    let daemon = matches!(command, Command::Mount(a) if !a.status);
-    if !daemon {
-        // SAFETY: setting a signal disposition to its default, before any thread starts.
-        unsafe {
-            libc::signal(libc::SIGPIPE, libc::SIG_DFL);
-        }
+    if matches!(command, Command::Mount(a) if !a.status) {
+        return;
     }
+    let default_hook = std::panic::take_hook();
+    std::panic::set_hook(Box::new(move |info| {
+        let text = info
+            .payload()
+            .downcast_ref::<String>()
+            .map(String::as_str)
+            .or_else(|| info.payload().downcast_ref::<&str>().copied())
+            .unwrap_or("");
+        if (text.contains("Broken pipe") || text.contains("BrokenPipe")) && stdout_reader_gone() {
+            // SAFETY: restoring the default action, then raising the signal it is for.
+            unsafe {
+                libc::signal(libc::SIGPIPE, libc::SIG_DFL);
+                libc::raise(libc::SIGPIPE);
+            }
+        }
+        default_hook(info);
+    }));
+}
+
+/// Whether stdout is a pipe or socket whose reader went away.
+fn stdout_reader_gone() -> bool {
+    let mut fd = libc::pollfd {
+        fd: 1,
+        events: libc::POLLOUT,
+        revents: 0,
+    };
+    // SAFETY: one valid pollfd, no timeout.
+    let n = unsafe { libc::poll(&mut fd, 1, 0) };
+    n == 1 && fd.revents & libc::POLLERR != 0
 }
 
 /// Dispatch a parsed command line.
