@@ -48,7 +48,66 @@ async fn info_shows_the_profile_whose_token_expired() {
     assert!(r.stdout.contains("alice"), "{}", r.all());
     assert!(r.stderr.contains(&id), "{}", r.stderr);
     assert!(r.stderr.contains("expired"), "{}", r.stderr);
+    // The advice fits: the profile exists, relog replaces its token.
+    assert!(
+        r.stderr.contains(&format!("cec config relog {id}")),
+        "{}",
+        r.stderr
+    );
+    assert!(!r.stderr.contains("config add token"), "{}", r.stderr);
     assert!(!r.all().contains(&pat), "secret leaked");
+    // `config ls` shows the ids the messages use.
+    let ls = run({
+        let mut c = cec_cmd(home.path());
+        c.args(["config", "ls"]);
+        c
+    })
+    .await;
+    assert!(ls.stdout.contains(&id), "{}", ls.stdout);
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn advice_fits_the_situation() {
+    let server = spawn_emulator().await;
+    let home = tempfile::tempdir().unwrap();
+    // No profile at all: the advice names a real command.
+    let r = run({
+        let mut c = cec_cmd(home.path());
+        c.args(["ls"]);
+        c
+    })
+    .await;
+    assert_ne!(r.code(), 0, "{}", r.all());
+    assert!(r.stderr.contains("cec config add oauth"), "{}", r.stderr);
+    // A wrong password while adding a profile: no relog (there is nothing to relog yet).
+    let r = run({
+        let mut c = cec_cmd(home.path());
+        c.args(["config", "add", "client-auth", "--skip-keyring"])
+            .args(["--url", &server.url, "--login", "alice"])
+            .env("CEC_PASSWORD", "wrong-password");
+        c
+    })
+    .await;
+    assert_eq!(r.code(), 1, "{}", r.all());
+    assert!(r.stderr.contains("refused"), "{}", r.stderr);
+    assert!(!r.stderr.contains("relog"), "{}", r.stderr);
+    assert!(!r.all().contains("wrong-password"));
+    // A revoked token read from --token-file: the advice names the file, not --token.
+    let revoked = mint_pat(&server, "alice");
+    server.state().auth.revoke(&revoked);
+    let file = home.path().join("token.txt");
+    std::fs::write(&file, &revoked).unwrap();
+    let r = run({
+        let mut c = cec_cmd(home.path());
+        c.args(["ls", "--url", &server.url, "--token-file"])
+            .arg(&file);
+        c
+    })
+    .await;
+    assert_eq!(r.code(), 1, "{}", r.all());
+    assert!(r.stderr.contains("token.txt"), "{}", r.stderr);
+    assert!(!r.stderr.contains("--token /"), "{}", r.stderr);
+    assert!(!r.all().contains(&revoked));
 }
 
 /// Run `cec` with a stdout whose reader is already gone.

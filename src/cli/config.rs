@@ -312,7 +312,16 @@ async fn add_profile(
                 "CEC_PASSWORD (or --password)",
                 true,
             )?;
-            let (jwt, expires_at) = oauth::session_login(&http, &url, &login, &password).await?;
+            let (jwt, expires_at) = oauth::session_login(&http, &url, &login, &password)
+                .await
+                .map_err(|e| match (&e, &existing) {
+                    // No profile yet: relog has nothing to act on; the answer is to retype.
+                    (crate::api::ApiError::Auth(_), None) => CliError::failure(format!(
+                        "the server refused the login or password of {login}: check them and \
+                         run the command again"
+                    )),
+                    _ => CliError::from(e),
+                })?;
             Credentials {
                 auth_type: AUTH_TYPE_SESSION,
                 access_token: jwt,
@@ -498,7 +507,7 @@ async fn list(global: &GlobalArgs) -> Result<(), CliError> {
         println!("No profile: run `cec config add oauth|token|client-auth`");
         return Ok(());
     }
-    let rows: Vec<[String; 5]> = list
+    let rows: Vec<[String; 6]> = list
         .configs
         .iter()
         .map(|(id, p)| {
@@ -508,6 +517,7 @@ async fn list(global: &GlobalArgs) -> Result<(), CliError> {
                 } else {
                     String::new()
                 },
+                id.clone(),
                 if p.label.is_empty() {
                     p.default_label()
                 } else {
@@ -519,7 +529,7 @@ async fn list(global: &GlobalArgs) -> Result<(), CliError> {
             ]
         })
         .collect();
-    let header = ["ACTIVE", "LABEL", "USER", "URL", "TYPE"];
+    let header = ["ACTIVE", "ID", "LABEL", "USER", "URL", "TYPE"];
     let mut widths = header.map(str::len);
     for row in &rows {
         for (i, cell) in row.iter().enumerate() {
@@ -554,7 +564,9 @@ async fn use_profile(global: &GlobalArgs, id: Option<String>) -> Result<(), CliE
             })
             .await?;
             if list.configs.is_empty() {
-                return Err(CliError::failure("no profile: run `cec config add` first"));
+                return Err(CliError::failure(
+                    "no profile: run `cec config add oauth` (or `token`, `client-auth`) first",
+                ));
             }
             if !interactive() {
                 return Err(CliError::usage(

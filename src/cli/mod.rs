@@ -360,10 +360,19 @@ pub async fn connect_with(
     {
         let http = build_http_client(global.skip_verify)?;
         if let Some(token) = token {
-            let tokens: Arc<dyn TokenSource> = Arc::new(StaticToken::new(
-                token,
-                "check --token / CEC_TOKEN (create a new Personal Access Token on the server)",
-            ));
+            // The advice names where this token came from.
+            let hint = match (&global.token, &global.token_file) {
+                (Some(t), _) if !t.trim().is_empty() => {
+                    "check --token / CEC_TOKEN (create a new Personal Access Token on the server)"
+                        .to_string()
+                }
+                (_, Some(file)) => format!(
+                    "check the token in {} (--token-file / CEC_TOKEN_FILE; create a new Personal Access Token on the server)",
+                    file.display()
+                ),
+                _ => "check the cec-token credential given by systemd (create a new Personal Access Token on the server)".to_string(),
+            };
+            let tokens: Arc<dyn TokenSource> = Arc::new(StaticToken::new(token, hint));
             (url, tokens, String::new(), None, global.skip_verify, http)
         } else {
             let login = global.login.clone().unwrap_or_default();
