@@ -23,6 +23,7 @@ pub mod info;
 pub mod journal;
 pub mod mount;
 pub mod mount_helper;
+pub mod mount_list;
 pub mod scp;
 pub mod server_url;
 pub mod tools;
