@@ -303,3 +303,21 @@ async fn a_bad_url_at_the_prompt_is_asked_again() {
     let config = std::fs::read_to_string(config_path(home.path())).unwrap();
     assert!(config.contains(&server.url), "{config}");
 }
+
+#[tokio::test(flavor = "multi_thread")]
+async fn an_empty_path_is_named_as_such() {
+    let server = spawn_emulator().await;
+    let home = tempfile::tempdir().unwrap();
+    let token = mint_pat(&server, "alice");
+    let r = run({
+        let mut c = cec_cmd(home.path());
+        c.args(["mkdir", ""])
+            .env("CEC_URL", &server.url)
+            .env("CEC_TOKEN", &token);
+        c
+    })
+    .await;
+    assert_eq!(r.code(), 2, "{}", r.all());
+    assert!(!r.stderr.contains("Error: :"), "{}", r.stderr);
+    assert!(r.stderr.contains("give a path"), "{}", r.stderr);
+}

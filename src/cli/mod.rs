@@ -281,7 +281,7 @@ impl From<ApiError> for CliError {
                 "the server's TLS certificate cannot be verified ({m}); if you trust this server, use --skip-verify"
             ),
             ApiError::Network(m) => format!("cannot reach the server: {m}"),
-            _ => e.to_string(),
+            _ => undoubled(&e.to_string()),
         };
         CliError { message, code }
     }
@@ -290,6 +290,37 @@ impl From<ApiError> for CliError {
 impl From<ConfigError> for CliError {
     fn from(e: ConfigError) -> CliError {
         CliError::failure(e.to_string())
+    }
+}
+
+/// `permission denied: x: permission denied: ...` (our kind, then the server's words saying
+/// the same) reads as a stutter: the kind is dropped when the rest already says it.
+fn undoubled(message: &str) -> String {
+    match message.split_once(": ") {
+        Some((kind, rest)) if rest.to_lowercase().contains(&kind.to_lowercase()) => {
+            rest.to_string()
+        }
+        _ => message.to_string(),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn an_error_says_its_kind_once() {
+        let e = CliError::from(ApiError::Forbidden(
+            "team-docs/x: permission denied: no write access".into(),
+        ));
+        assert_eq!(e.message, "team-docs/x: permission denied: no write access");
+        let e = CliError::from(ApiError::Forbidden(
+            "team-docs/x: read-only workspace".into(),
+        ));
+        assert_eq!(
+            e.message,
+            "permission denied: team-docs/x: read-only workspace"
+        );
     }
 }
 
