@@ -124,9 +124,15 @@ fn reply_attr(reply: ReplyAttr, op: &str, result: fs::FsResult<fs::AttrReply>) {
     }
 }
 
-/// Map a core error to the kernel's errno, logging it once (expected outcomes quietly).
+/// Map a core error to the kernel's errno, logging it once (expected outcomes quietly: a
+/// refusal by design, such as the hard link or symbolic link `git` probes with, is ordinary
+/// traffic, not a warning).
 fn errno(op: &str, err: &FsError) -> Errno {
     let code = err.errno();
+    if matches!(err, FsError::NotSupported(_)) {
+        tracing::debug!(op, errno = code, "{err}");
+        return Errno::from_i32(code);
+    }
     match code {
         libc::ENOENT
         | libc::EEXIST
@@ -984,4 +990,51 @@ fn core_rename_flags(bits: u32) -> u32 {
         core |= crate::fs::RENAME_EXCHANGE;
     }
     core
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// What `errno` logs at `info` and above, as the foreground terminal shows it.
+    fn logged(op: &str, err: &FsError) -> String {
+        let buf = Arc::new(std::sync::Mutex::new(Vec::<u8>::new()));
+        let writer = {
+            let buf = buf.clone();
+            move || Sink(buf.clone())
+        };
+        let subscriber = tracing_subscriber::fmt()
+            .with_max_level(tracing::Level::INFO)
+            .with_writer(writer)
+            .with_ansi(false)
+            .finish();
+        tracing::subscriber::with_default(subscriber, || {
+            errno(op, err);
+        });
+        String::from_utf8(buf.lock().unwrap().clone()).unwrap()
+    }
+
+    struct Sink(Arc<std::sync::Mutex<Vec<u8>>>);
+
+    impl io::Write for Sink {
+        fn write(&mut self, b: &[u8]) -> io::Result<usize> {
+            self.0.lock().unwrap().extend_from_slice(b);
+            Ok(b.len())
+        }
+        fn flush(&mut self) -> io::Result<()> {
+            Ok(())
+        }
+    }
+
+    #[test]
+    fn refusals_by_design_are_not_warnings() {
+        for op in ["link", "symlink"] {
+            let err = FsError::NotSupported(format!("{op}: not supported on Cells"));
+            assert_eq!(errno(op, &err), Errno::from_i32(libc::EPERM));
+            assert!(logged(op, &err).is_empty(), "{}", logged(op, &err));
+        }
+        // A real failure still is one.
+        let err = FsError::Local("disk gone".into());
+        assert!(logged("write", &err).contains("WARN"));
+    }
 }

@@ -142,7 +142,7 @@ async fn tree_round_trip_with_unicode_empty_and_multipart() {
             "--parts-concurrency",
             "2",
             s(&src),
-            "cells://personal-files/up",
+            "cells://personal-files/up/",
         ])
         .await;
     assert!(r.stderr.contains("3 files transferred"), "{}", r.stderr);
@@ -177,7 +177,7 @@ async fn tree_round_trip_with_unicode_empty_and_multipart() {
             "scp",
             "--no-progress",
             "cells//personal-files/up/src",
-            s(&out),
+            &format!("{}/", s(&out)),
         ])
         .await;
     assert!(r.stderr.contains("3 files transferred"), "{}", r.stderr);
@@ -196,7 +196,7 @@ async fn tree_round_trip_with_unicode_empty_and_multipart() {
         "--download-concurrency",
         "4",
         "cells://personal-files/up/src/big.bin",
-        s(&out2),
+        &format!("{}/", s(&out2)),
     ])
     .await;
     assert_eq!(sha(&out2.join("big.bin")), sha(&src.join("big.bin")));
@@ -360,7 +360,7 @@ async fn cut_downloads_are_resumed_or_leave_nothing_behind() {
         "--download-chunk-size",
         "1",
         "cells://personal-files/cut.bin",
-        s(&out2),
+        &format!("{}/", s(&out2)),
     ])
     .await;
     assert!(
@@ -404,7 +404,7 @@ async fn progress_bars_only_on_a_terminal_and_mtime_preserved() {
     std::fs::write(&local, pattern(4 * 1024 * 1024, 3)).unwrap();
     // No terminal: no bar, no control characters, just the summary.
     let r = ctx
-        .ok(&["scp", s(&local), "cells://personal-files/p"])
+        .ok(&["scp", s(&local), "cells://personal-files/p/"])
         .await;
     assert!(!r.stderr.contains("total:"), "{}", r.stderr);
     assert!(
@@ -420,7 +420,7 @@ async fn progress_bars_only_on_a_terminal_and_mtime_preserved() {
     tokio::time::sleep(std::time::Duration::from_millis(1100)).await;
     let out = ctx.dir("out");
     let line = format!(
-        "{} scp --preserve-mtime cells://personal-files/p/p.bin {}",
+        "{} scp --preserve-mtime cells://personal-files/p/p.bin {}/",
         cec_bin().display(),
         out.display()
     );
@@ -637,4 +637,125 @@ async fn ctrl_c_leaves_no_partial_file() {
     );
     let left: Vec<_> = std::fs::read_dir(&out).unwrap().collect();
     assert!(left.is_empty(), "files left after Ctrl-C: {left:?}");
+}
+
+/// The unfinished multipart uploads of `key`: (upload id, number of parts on the server).
+async fn pending_parts(api: &cec::api::http::HttpCellsApi, key: &str) -> Vec<(String, usize)> {
+    use cec::api::http_extra::{S3Body, xml_values};
+    use reqwest::Method;
+    let resp = api
+        .s3_call(
+            Method::GET,
+            "",
+            &[("uploads", ""), ("prefix", key)],
+            &[],
+            S3Body::Empty,
+            true,
+        )
+        .await
+        .unwrap();
+    let mut out = Vec::new();
+    for id in xml_values(&resp.text().await.unwrap(), "UploadId") {
+        let resp = api
+            .s3_call(
+                Method::GET,
+                key,
+                &[("uploadId", id.as_str())],
+                &[],
+                S3Body::Empty,
+                true,
+            )
+            .await
+            .unwrap();
+        let parts = xml_values(&resp.text().await.unwrap(), "PartNumber").len();
+        out.push((id, parts));
+    }
+    out
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn ctrl_c_during_an_upload_says_what_is_left_and_the_rerun_resumes() {
+    let ctx = Ctx::new().await;
+    const MIB: usize = 1024 * 1024;
+    let data = pattern(25 * MIB + 5, 6);
+    let local = ctx.dir("big.bin");
+    std::fs::write(&local, &data).unwrap();
+    let key = "personal-files/big.bin";
+    let args = [
+        "scp",
+        "-n",
+        "--multipart-threshold",
+        "1",
+        "--part-size",
+        "10",
+        "--parts-concurrency",
+        "1",
+        s(&local),
+        "cells://personal-files",
+    ];
+    // Each part waits 1 s at the server: interrupted once part 1 is stored, part 2 is in
+    // flight.
+    ctx.server.state().faults.add_latency(
+        RequestMatch::new(Some("PUT"), "/io/personal-files/big.bin"),
+        std::time::Duration::from_millis(1000),
+        None,
+    );
+    let child = ctx
+        .cmd(&args)
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .expect("spawn cec");
+    let api = ctx.api();
+    let mut stored = false;
+    for _ in 0..300 {
+        if pending_parts(&api, key).await.iter().any(|p| p.1 >= 1) {
+            stored = true;
+            break;
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(30)).await;
+    }
+    assert!(stored, "part 1 never reached the server");
+    nix::sys::signal::kill(
+        nix::unistd::Pid::from_raw(child.id() as i32),
+        nix::sys::signal::Signal::SIGINT,
+    )
+    .expect("SIGINT");
+    let out = tokio::task::spawn_blocking(move || child.wait_with_output())
+        .await
+        .unwrap()
+        .unwrap();
+    ctx.server.state().faults.clear();
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(1), "{stderr}");
+    // What is true: the parts stay on the server, a re-run resumes; nothing was "removed".
+    assert!(!stderr.contains("removed"), "{stderr}");
+    assert!(
+        stderr.contains("cells://personal-files/big.bin"),
+        "{stderr}"
+    );
+    assert!(stderr.contains("stay on the server"), "{stderr}");
+    assert!(stderr.contains("run the same command again"), "{stderr}");
+    let pending = pending_parts(&api, key).await;
+    assert!(pending.iter().any(|p| p.1 >= 1), "{pending:?}");
+
+    // The re-run says it resumes, and counts only what it sent.
+    let r = ctx.ok(&args).await;
+    assert!(
+        r.stderr
+            .contains("Resuming the upload of cells://personal-files/big.bin"),
+        "{}",
+        r.stderr
+    );
+    assert!(
+        r.stderr.contains("resumed from an earlier run"),
+        "{}",
+        r.stderr
+    );
+    let node = api.stat(key).await.unwrap().expect("uploaded");
+    assert_eq!(
+        node.cells_hash(),
+        Some(cec::hash::block_hash(&data).as_str())
+    );
+    assert!(pending_parts(&api, key).await.is_empty());
 }

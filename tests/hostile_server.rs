@@ -256,7 +256,7 @@ async fn scp_upload_skips_links_inside_the_tree_unless_follow_links() {
     let set = |items: &[&str]| items.iter().map(|s| s.to_string()).collect::<BTreeSet<_>>();
 
     // Default: links inside the tree are skipped, one notice each.
-    let r = scp(&[src.to_str().unwrap(), "cells://personal-files/plain"]).await;
+    let r = scp(&[src.to_str().unwrap(), "cells://personal-files/plain/"]).await;
     assert_eq!(r.code(), 0, "{}", r.all());
     assert_eq!(
         remote_tree(api.as_ref(), "personal-files/plain").await,
@@ -283,7 +283,7 @@ async fn scp_upload_skips_links_inside_the_tree_unless_follow_links() {
     let r = scp(&[
         "-L",
         src.to_str().unwrap(),
-        "cells://personal-files/followed",
+        "cells://personal-files/followed/",
     ])
     .await;
     assert_eq!(r.code(), 0, "{}", r.all());
@@ -308,7 +308,7 @@ async fn scp_upload_skips_links_inside_the_tree_unless_follow_links() {
     // A link named on the command line is followed (as cp and scp do), under its own name.
     let r = scp(&[
         h.join("src-link").to_str().unwrap(),
-        "cells://personal-files/top",
+        "cells://personal-files/top/",
     ])
     .await;
     assert_eq!(r.code(), 0, "{}", r.all());

@@ -125,7 +125,7 @@ for r in $(seq 1 "$RUNS"); do
   cmp -s "$WORK/down/big.bin" "$WORK/data/big.bin" || { echo "downloaded big.bin differs"; exit 1; }
   rm -rf "$WORK/down"
   timeit "up-small-curl" curl --parallel --parallel-max 4 -K "$SIGV4_CFG" -K "$UP_CFG"
-  timeit "up-small-cec" "$CEC" scp -n "$WORK/data/small" "cells://personal-files/cec/run$r"
+  timeit "up-small-cec" "$CEC" scp -n "$WORK/data/small" "cells://personal-files/cec/run$r/"
   timeit "down-small-curl" curl --parallel --parallel-max 4 -K "$SIGV4_CFG" -K "$DOWN_CFG"
   mkdir -p "$WORK/down"
   timeit "down-small-cec" "$CEC" scp -n "cells://personal-files/cec/run$r/small" "$WORK/down"

@@ -375,7 +375,10 @@ pub fn token_source_for_profile(
         )),
         _ => Arc::new(StaticToken::new(
             profile.id_token.clone(),
-            "create a new Personal Access Token and run `cec config add token`",
+            format!(
+                "create a new Personal Access Token on the server and run `cec config relog {}` (it asks for the new token)",
+                profile.id()
+            ),
         )),
     }
 }

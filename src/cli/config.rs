@@ -12,11 +12,11 @@ use std::sync::Arc;
 use clap::{Args, Subcommand};
 
 use super::{CliError, GlobalArgs};
-use crate::api::http::{HttpCellsApi, HttpOptions, build_http_client, probe_server};
+use crate::api::http::{HttpCellsApi, HttpOptions, build_http_client};
 use crate::auth::oauth::{self, PendingAuthorization};
 use crate::auth::{StaticToken, TokenSet, now_secs};
 use crate::config::{
-    AUTH_TYPE_OAUTH, AUTH_TYPE_PAT, AUTH_TYPE_SESSION, ConfigStore, Profile, clean_url, keyring,
+    AUTH_TYPE_OAUTH, AUTH_TYPE_PAT, AUTH_TYPE_SESSION, ConfigStore, Profile, keyring,
 };
 
 #[derive(Debug, Args)]
@@ -246,11 +246,37 @@ async fn add_profile(
         Some(p) => Some(p.url.clone()),
         None => global.url.clone(),
     };
-    let url = clean_url(&need(url_input, "Server URL", "--url (or CEC_URL)", false)?)
-        .map_err(CliError::usage)?;
     let skip_verify = global.skip_verify || existing.as_ref().is_some_and(|p| p.skip_verify);
     let http = build_http_client(skip_verify)?;
-    probe_server(&http, &url).await?;
+    let given = url_input
+        .map(|u| u.trim().to_string())
+        .filter(|u| !u.is_empty());
+    let url = match given {
+        Some(typed) => super::server_url::check(&http, &typed).await?,
+        None if !interactive() => {
+            return Err(CliError::usage(
+                "Server URL is missing: pass --url (or CEC_URL)",
+            ));
+        }
+        // At the prompt, a wrong URL is asked again (three tries).
+        None => {
+            let mut tries = 0;
+            loop {
+                tries += 1;
+                let typed = prompt_line("Server URL")?;
+                let checked = if typed.is_empty() {
+                    Err(CliError::usage("the server URL cannot be empty"))
+                } else {
+                    super::server_url::check(&http, &typed).await
+                };
+                match checked {
+                    Ok(url) => break url,
+                    Err(e) if tries < 3 => eprintln!("{}; try again", e.message),
+                    Err(e) => return Err(e),
+                }
+            }
+        }
+    };
 
     let creds = match method {
         Method::OAuth(o) => oauth_credentials(&http, &url, &o).await?,
@@ -286,7 +312,16 @@ async fn add_profile(
                 "CEC_PASSWORD (or --password)",
                 true,
             )?;
-            let (jwt, expires_at) = oauth::session_login(&http, &url, &login, &password).await?;
+            let (jwt, expires_at) = oauth::session_login(&http, &url, &login, &password)
+                .await
+                .map_err(|e| match (&e, &existing) {
+                    // No profile yet: relog has nothing to act on; the answer is to retype.
+                    (crate::api::ApiError::Auth(_), None) => CliError::failure(format!(
+                        "the server refused the login or password of {login}: check them and \
+                         run the command again"
+                    )),
+                    _ => CliError::from(e),
+                })?;
             Credentials {
                 auth_type: AUTH_TYPE_SESSION,
                 access_token: jwt,
@@ -472,7 +507,7 @@ async fn list(global: &GlobalArgs) -> Result<(), CliError> {
         println!("No profile: run `cec config add oauth|token|client-auth`");
         return Ok(());
     }
-    let rows: Vec<[String; 5]> = list
+    let rows: Vec<[String; 6]> = list
         .configs
         .iter()
         .map(|(id, p)| {
@@ -482,6 +517,7 @@ async fn list(global: &GlobalArgs) -> Result<(), CliError> {
                 } else {
                     String::new()
                 },
+                id.clone(),
                 if p.label.is_empty() {
                     p.default_label()
                 } else {
@@ -493,7 +529,7 @@ async fn list(global: &GlobalArgs) -> Result<(), CliError> {
             ]
         })
         .collect();
-    let header = ["ACTIVE", "LABEL", "USER", "URL", "TYPE"];
+    let header = ["ACTIVE", "ID", "LABEL", "USER", "URL", "TYPE"];
     let mut widths = header.map(str::len);
     for row in &rows {
         for (i, cell) in row.iter().enumerate() {
@@ -528,7 +564,9 @@ async fn use_profile(global: &GlobalArgs, id: Option<String>) -> Result<(), CliE
             })
             .await?;
             if list.configs.is_empty() {
-                return Err(CliError::failure("no profile: run `cec config add` first"));
+                return Err(CliError::failure(
+                    "no profile: run `cec config add oauth` (or `token`, `client-auth`) first",
+                ));
             }
             if !interactive() {
                 return Err(CliError::usage(

@@ -485,9 +485,11 @@ pub async fn run_mkdir(args: MkdirArgs, global: &GlobalArgs) -> Result<(), CliEr
     for arg in &args.paths {
         let path = remote_path(arg);
         if !path.contains('/') {
-            return Err(CliError::usage(format!(
-                "{arg}: give a path inside a workspace (<workspace>/<folder>)"
-            )));
+            return Err(CliError::usage(if arg.trim().is_empty() {
+                "give a path inside a workspace (<workspace>/<folder>)".to_string()
+            } else {
+                format!("{arg}: give a path inside a workspace (<workspace>/<folder>)")
+            }));
         }
         match api.stat(&path).await? {
             Some(n) if n.is_folder() => {

@@ -3,7 +3,9 @@
 //! [`connect`] that turns flags/environment/active profile into a ready [`Session`], and the
 //! one place where errors become a sentence and an exit code.
 //!
-//! Exit codes: 0 ok, 1 error, 2 usage, 3 not found.
+//! Exit codes: 0 ok, 1 error, 2 usage, 3 not found (listed in the README, "Exit codes").
+//! A command whose stdout reader goes away ends quietly by SIGPIPE (the mount daemon
+//! excepted; see `quiet_on_closed_stdout`).
 //!
 //! Precedence (the official client's): `--url` with a token (`--token`, `--token-file`,
 //! `CEC_TOKEN`, `CEC_TOKEN_FILE`) or with `--login` + `--password` makes a non-persistent
@@ -21,7 +23,9 @@ pub mod info;
 pub mod journal;
 pub mod mount;
 pub mod mount_helper;
+pub mod mount_list;
 pub mod scp;
+pub mod server_url;
 pub mod tools;
 pub mod update;
 pub mod version;
@@ -66,8 +70,10 @@ pub struct Cli {
     pub command: Command,
 }
 
-/// The flags every command accepts, anywhere on the command line.
+/// The flags every command accepts, anywhere on the command line (shown under their own
+/// heading in every `--help`).
 #[derive(Clone, Default, Args)]
+#[command(next_help_heading = "Global options")]
 pub struct GlobalArgs {
     /// The full URL of the target server (non-persistent mode, with a token or login/password)
     #[arg(long, short = 'u', global = true, env = "CEC_URL", value_name = "URL")]
@@ -275,7 +281,7 @@ impl From<ApiError> for CliError {
                 "the server's TLS certificate cannot be verified ({m}); if you trust this server, use --skip-verify"
             ),
             ApiError::Network(m) => format!("cannot reach the server: {m}"),
-            _ => e.to_string(),
+            _ => undoubled(&e.to_string()),
         };
         CliError { message, code }
     }
@@ -284,6 +290,37 @@ impl From<ApiError> for CliError {
 impl From<ConfigError> for CliError {
     fn from(e: ConfigError) -> CliError {
         CliError::failure(e.to_string())
+    }
+}
+
+/// `permission denied: x: permission denied: ...` (our kind, then the server's words saying
+/// the same) reads as a stutter: the kind is dropped when the rest already says it.
+fn undoubled(message: &str) -> String {
+    match message.split_once(": ") {
+        Some((kind, rest)) if rest.to_lowercase().contains(&kind.to_lowercase()) => {
+            rest.to_string()
+        }
+        _ => message.to_string(),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn an_error_says_its_kind_once() {
+        let e = CliError::from(ApiError::Forbidden(
+            "team-docs/x: permission denied: no write access".into(),
+        ));
+        assert_eq!(e.message, "team-docs/x: permission denied: no write access");
+        let e = CliError::from(ApiError::Forbidden(
+            "team-docs/x: read-only workspace".into(),
+        ));
+        assert_eq!(
+            e.message,
+            "permission denied: team-docs/x: read-only workspace"
+        );
     }
 }
 
@@ -355,10 +392,19 @@ pub async fn connect_with(
     {
         let http = build_http_client(global.skip_verify)?;
         if let Some(token) = token {
-            let tokens: Arc<dyn TokenSource> = Arc::new(StaticToken::new(
-                token,
-                "check --token / CEC_TOKEN (create a new Personal Access Token on the server)",
-            ));
+            // The advice names where this token came from.
+            let hint = match (&global.token, &global.token_file) {
+                (Some(t), _) if !t.trim().is_empty() => {
+                    "check --token / CEC_TOKEN (create a new Personal Access Token on the server)"
+                        .to_string()
+                }
+                (_, Some(file)) => format!(
+                    "check the token in {} (--token-file / CEC_TOKEN_FILE; create a new Personal Access Token on the server)",
+                    file.display()
+                ),
+                _ => "check the cec-token credential given by systemd (create a new Personal Access Token on the server)".to_string(),
+            };
+            let tokens: Arc<dyn TokenSource> = Arc::new(StaticToken::new(token, hint));
             (url, tokens, String::new(), None, global.skip_verify, http)
         } else {
             let login = global.login.clone().unwrap_or_default();
@@ -464,11 +510,43 @@ pub fn block_on<F: std::future::Future>(future: F) -> F::Output {
         .block_on(future)
 }
 
+/// clap writes the arguments it found into an error's usage line, the ones `CEC_*`
+/// variables gave included: `Usage: cec scp --url <URL> --token <TOKEN> <SOURCE> <TARGET>`
+/// reads as if they were required. The same error, parsed again without those variables,
+/// shows the command as its `--help` does (kept only if it is the same kind of error).
+fn usage_without_environment(error: clap::Error) -> clap::Error {
+    use clap::error::ErrorKind;
+    if matches!(
+        error.kind(),
+        ErrorKind::DisplayHelp
+            | ErrorKind::DisplayVersion
+            | ErrorKind::DisplayHelpOnMissingArgumentOrSubcommand
+    ) {
+        return error;
+    }
+    let vars: Vec<String> = std::env::vars_os()
+        .filter_map(|(k, _)| k.into_string().ok())
+        .filter(|k| k.starts_with("CEC_"))
+        .collect();
+    if vars.is_empty() {
+        return error;
+    }
+    for k in &vars {
+        // SAFETY: still single-threaded (nothing started yet); the process exits next.
+        unsafe { std::env::remove_var(k) };
+    }
+    match Cli::try_parse() {
+        Err(again) if again.kind() == error.kind() => again,
+        _ => error,
+    }
+}
+
 /// Parse the command line and run it.
 pub fn main() -> ExitCode {
     let cli = match Cli::try_parse() {
         Ok(cli) => cli,
         Err(e) => {
+            let e = usage_without_environment(e);
             let _ = e.print();
             return match e.kind() {
                 clap::error::ErrorKind::DisplayHelp
@@ -484,8 +562,50 @@ pub fn main() -> ExitCode {
     run(cli)
 }
 
+/// Let a closed reader end a command quietly (`cec completion zsh | head -1`), as `ls` does:
+/// by SIGPIPE. Rust ignores SIGPIPE, so a write to a gone reader is an error and `println!`
+/// panics on it; a panic hook turns exactly that panic (its message names the broken pipe
+/// and stdout is a pipe without a reader) into death by SIGPIPE, without a word. SIGPIPE
+/// itself stays ignored: a server closing a socket mid-write must stay an error (sockets
+/// written without MSG_NOSIGNAL would otherwise kill the process). Not for the mount daemon.
+fn quiet_on_closed_stdout(command: &Command) {
+    if matches!(command, Command::Mount(a) if !a.status) {
+        return;
+    }
+    let default_hook = std::panic::take_hook();
+    std::panic::set_hook(Box::new(move |info| {
+        let text = info
+            .payload()
+            .downcast_ref::<String>()
+            .map(String::as_str)
+            .or_else(|| info.payload().downcast_ref::<&str>().copied())
+            .unwrap_or("");
+        if (text.contains("Broken pipe") || text.contains("BrokenPipe")) && stdout_reader_gone() {
+            // SAFETY: restoring the default action, then raising the signal it is for.
+            unsafe {
+                libc::signal(libc::SIGPIPE, libc::SIG_DFL);
+                libc::raise(libc::SIGPIPE);
+            }
+        }
+        default_hook(info);
+    }));
+}
+
+/// Whether stdout is a pipe or socket whose reader went away.
+fn stdout_reader_gone() -> bool {
+    let mut fd = libc::pollfd {
+        fd: 1,
+        events: libc::POLLOUT,
+        revents: 0,
+    };
+    // SAFETY: one valid pollfd, no timeout.
+    let n = unsafe { libc::poll(&mut fd, 1, 0) };
+    n == 1 && fd.revents & libc::POLLERR != 0
+}
+
 /// Dispatch a parsed command line.
 pub fn run(cli: Cli) -> ExitCode {
+    quiet_on_closed_stdout(&cli.command);
     let global = cli.global;
     match cli.command {
         Command::Config(args) => report(block_on(config::run_config(args, &global))),

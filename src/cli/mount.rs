@@ -24,12 +24,15 @@ use crate::mount::{self, MountPlan, Readiness};
 /// Arguments of `cec mount`.
 #[derive(Debug, Clone, Args)]
 pub struct MountArgs {
-    /// Where to mount (an existing, empty directory)
-    pub mountpoint: PathBuf,
+    /// Where to mount (an existing, empty directory); with --status and no MOUNTPOINT, every
+    /// cec mount is listed
+    #[arg(required_unless_present = "status")]
+    pub mountpoint: Option<PathBuf>,
     /// Detach once the mount answers (fails with the reason otherwise)
     #[arg(long, short = 'd')]
     pub daemon: bool,
-    /// Show the pending uploads, cache use and recent errors of the mount at MOUNTPOINT
+    /// Show the pending uploads, cache use and recent errors of the mount at MOUNTPOINT (without
+    /// MOUNTPOINT: one line per cec mount)
     #[arg(long, conflicts_with_all = ["daemon", "demo"])]
     pub status: bool,
     /// Start a local Cells emulator with sample content and mount it (no server needed)
@@ -151,9 +154,19 @@ pub fn parse_size(text: &str) -> Result<u64, String> {
         .ok_or_else(|| format!("{text:?} is too large"))
 }
 
+impl MountArgs {
+    /// The mountpoint (clap requires one unless --status).
+    pub fn mountpoint(&self) -> &Path {
+        self.mountpoint.as_deref().unwrap_or(Path::new(""))
+    }
+}
+
 pub fn run_mount(args: MountArgs, global: &GlobalArgs) -> ExitCode {
     if args.status {
-        return super::report(show_status(&args.mountpoint));
+        return super::report(match &args.mountpoint {
+            Some(m) => show_status(m),
+            None => super::mount_list::show_all(),
+        });
     }
     let mut readiness = Readiness::from_env();
     if args.daemon && !readiness.is_daemon_child() {
@@ -223,21 +236,21 @@ fn show_status(mountpoint: &Path) -> Result<(), CliError> {
 
 fn start_daemon(args: &MountArgs, global: &GlobalArgs) -> Result<(), CliError> {
     // The daemon would fail the same way; say it before forking.
-    mount::check_before_daemon(&args.mountpoint, args.allow_non_empty)
+    mount::check_before_daemon(args.mountpoint(), args.allow_non_empty)
         .map_err(|e| CliError::failure(format!("{e:#}")))?;
     let secrets = mount::handoff::Secrets {
         token: global.token.clone(),
         password: global.password.clone(),
     };
-    let pid = mount::spawn_daemon(&args.mountpoint, Duration::from_secs(120), &secrets)
+    let pid = mount::spawn_daemon(args.mountpoint(), Duration::from_secs(120), &secrets)
         .map_err(|e| CliError::failure(format!("{e:#}")))?;
-    let log = mount::daemon_log_path(&args.mountpoint)
+    let log = mount::daemon_log_path(args.mountpoint())
         .map(|p| p.display().to_string())
         .unwrap_or_default();
     eprintln!(
         "cec: mounted at {} (daemon pid {pid}, log {log}); stop with `cec unmount {}`",
-        args.mountpoint.display(),
-        args.mountpoint.display()
+        args.mountpoint().display(),
+        args.mountpoint().display()
     );
     Ok(())
 }
@@ -319,11 +332,11 @@ async fn plan_for_profile(args: &MountArgs, global: &GlobalArgs) -> Result<Mount
     };
     let cache_dir = match &args.cache_dir {
         Some(dir) => dir.clone(),
-        None => default_cache_dir(&session.base_url, &session.login, &args.mountpoint)?,
+        None => default_cache_dir(&session.base_url, &session.login, args.mountpoint())?,
     };
     let api: Arc<dyn CellsApi> = session.api.clone();
     Ok(MountPlan {
-        mountpoint: args.mountpoint.clone(),
+        mountpoint: args.mountpoint().to_path_buf(),
         server: session.base_url.clone(),
         api,
         tokens: session.tokens.clone(),
@@ -369,7 +382,7 @@ async fn run_demo(args: &MountArgs, readiness: &mut Readiness) -> Result<(), Cli
     let base = match &args.cache_dir {
         Some(dir) => dir.clone(),
         None => directories::ProjectDirs::from("com", "pydio", "cec")
-            .map(|d| d.cache_dir().join("demo").join(demo_key(&args.mountpoint)))
+            .map(|d| d.cache_dir().join("demo").join(demo_key(args.mountpoint())))
             .ok_or_else(|| {
                 fail(
                     readiness,
@@ -380,7 +393,7 @@ async fn run_demo(args: &MountArgs, readiness: &mut Readiness) -> Result<(), Cli
     // Held until the demo ends: its server data is this demo's alone (the mount then locks
     // its own cache below).
     let _demo_lock = mount::cache_dir::prepare_cache_dir(&base)
-        .and_then(|()| mount::cache_dir::lock_cache_dir(&base, &args.mountpoint))
+        .and_then(|()| mount::cache_dir::lock_cache_dir(&base, args.mountpoint()))
         .and_then(|lock| mount::cache_dir::prepare_cache_dir(&base.join("server")).map(|()| lock))
         .map_err(|e| fail(readiness, format!("{e:#}")))?;
     let mut config = cells_emu::EmuConfig::for_tests(base.join("server"));
@@ -416,7 +429,7 @@ async fn run_demo(args: &MountArgs, readiness: &mut Readiness) -> Result<(), Cli
         base.join("server").display()
     );
     let plan = MountPlan {
-        mountpoint: args.mountpoint.clone(),
+        mountpoint: args.mountpoint().to_path_buf(),
         server: emulator.url.clone(),
         api,
         tokens,

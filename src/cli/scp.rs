@@ -1,8 +1,10 @@
 //! `cec scp`: copy files and trees between this machine and the server, with the official
-//! client's target rules and flags (one side `cells://ws/path` or `cells//ws/path`; the
-//! source lands inside the target folder, which is created when its parent exists; an
-//! existing item of the same name stops the transfer unless `--force`), plus `--update`,
-//! `--preserve-mtime`, parallel files, ranged parallel downloads and a final summary.
+//! client's flags (one side `cells://ws/path` or `cells//ws/path`) and the target naming of
+//! scp(1) and cp: the source lands inside TARGET when TARGET is an existing folder or ends
+//! with `/` (created when its parent exists); otherwise the copy is named TARGET. An existing
+//! item at the destination stops the transfer unless `--force` (replace) or `--update`
+//! (send what differs). Plus `--preserve-mtime`, parallel files, ranged parallel downloads
+//! and a final summary.
 //!
 //! Symbolic links (upload): a source named on the command line is followed, as `cp` and
 //! `scp` do; links inside a tree are skipped with one line each on stderr, unless
@@ -10,17 +12,21 @@
 //! target folder: names from the server are checked (see [`crate::transfer`]).
 //!
 //! Invariants: Ctrl-C stops the transfer without leaving a partial file under a final name
-//! (the engine's temporary files are removed when its futures are dropped); exit code 1 when
-//! any file failed, 3 when the source does not exist.
+//! (the engine's temporary files are removed when its futures are dropped) and says what is
+//! left: the parts of an unfinished multipart upload stay on the server, and running the
+//! command again resumes them (and says so). Exit code 1 when any file failed, 3 when the
+//! source does not exist.
 
 use std::path::PathBuf;
 use std::sync::Arc;
+use std::sync::atomic::Ordering;
 
 use clap::Args;
 
 use super::{CliError, GlobalArgs};
 use crate::api::{CellsApi, MIB, UploadOptions};
-use crate::transfer::progress::{Progress, ProgressMode};
+use crate::cli::files::human_size;
+use crate::transfer::progress::{Leg, Progress, ProgressMode};
 use crate::transfer::{self, TransferError, TransferOptions};
 
 const STANDARD_PREFIX: &str = "cells://";
@@ -28,7 +34,10 @@ const COMPLETION_PREFIX: &str = "cells//";
 
 #[derive(Debug, Args)]
 #[command(
-    after_help = "Symbolic links (upload): a SOURCE that is a link is followed. Links \
+    after_help = "Naming, as with scp and cp: `cec scp a.txt cells://ws/docs` puts a.txt \
+inside docs when docs is a folder, and names the copy docs when nothing is there; a TARGET \
+ending with / is always a folder (created if its parent exists). An existing file at the \
+destination is replaced only with --force.\n\nSymbolic links (upload): a SOURCE that is a link is followed. Links \
 inside a folder are not: each is skipped with a line on stderr, so that a link to, say, ~/.ssh \
 is never uploaded by accident; -L/--follow-links uploads what they point to (a link back to a \
 folder being copied is still skipped). Downloads write only inside the TARGET folder: a name \
@@ -38,7 +47,8 @@ refused."
 pub struct ScpArgs {
     /// Source: a local path, or cells://<workspace>/<path>
     pub source: String,
-    /// Target folder: cells://<workspace>/<path>, or a local path
+    /// Target: a folder to copy into (existing, or ending with /), or the name of the copy;
+    /// cells://<workspace>/<path>, or a local path
     pub target: String,
     /// *DANGER* overwrite mode: items of the same name on the target side are merged or replaced
     #[arg(short = 'f', long)]
@@ -145,11 +155,19 @@ impl ScpArgs {
     }
 }
 
-/// Which way a transfer goes.
+/// Which way a transfer goes; `into` when the target ends with `/` (a folder, as in cp).
 #[derive(Debug, PartialEq, Eq)]
 pub enum Direction {
-    Upload { local: PathBuf, remote: String },
-    Download { remote: String, local: PathBuf },
+    Upload {
+        local: PathBuf,
+        remote: String,
+        into: bool,
+    },
+    Download {
+        remote: String,
+        local: PathBuf,
+        into: bool,
+    },
 }
 
 /// Apply the official client's prefix rules: exactly one side is remote.
@@ -169,10 +187,12 @@ pub fn direction(source: &str, target: &str) -> Result<Direction, CliError> {
         (None, Some(remote)) => Ok(Direction::Upload {
             local: PathBuf::from(source),
             remote,
+            into: target.ends_with('/'),
         }),
         (Some(remote), None) => Ok(Direction::Download {
             remote,
             local: PathBuf::from(target),
+            into: target.ends_with('/') || target.ends_with("/.") || target == ".",
         }),
     }
 }
@@ -197,7 +217,11 @@ pub async fn run_scp(args: ScpArgs, global: &GlobalArgs) -> Result<(), CliError>
     let progress = Progress::new(ProgressMode::choose(args.no_progress, args.quiet, verbose));
     let work = async {
         match &dir {
-            Direction::Upload { local, remote } => {
+            Direction::Upload {
+                local,
+                remote,
+                into,
+            } => {
                 if verbose {
                     eprintln!("Uploading {} to cells://{remote}", local.display());
                 }
@@ -206,23 +230,31 @@ pub async fn run_scp(args: ScpArgs, global: &GlobalArgs) -> Result<(), CliError>
                     Some(session.api.clone()),
                     local,
                     remote,
+                    *into,
                     &options,
                     &progress,
                 )
                 .await
             }
-            Direction::Download { remote, local } => {
+            Direction::Download {
+                remote,
+                local,
+                into,
+            } => {
                 if verbose {
                     eprintln!("Downloading cells://{remote} to {}", local.display());
                 }
-                transfer::download(api.clone(), remote, local, &options, &progress).await
+                transfer::download(api.clone(), remote, local, *into, &options, &progress).await
             }
         }
     };
+    let mut work = Box::pin(work);
     let result = tokio::select! {
-        r = work => r,
+        r = &mut work => r,
         _ = tokio::signal::ctrl_c() => {
-            return Err(CliError::failure("interrupted: partial files were removed"));
+            // Dropping the transfer removes the partial downloads (see `transfer`).
+            drop(work);
+            return Err(interrupted(&progress, &dir));
         }
     };
     let summary = result.map_err(|e| match e {
@@ -247,6 +279,57 @@ pub async fn run_scp(args: ScpArgs, global: &GlobalArgs) -> Result<(), CliError>
     }
 }
 
+/// What an interruption leaves, said truthfully: completed files are in place, partial
+/// downloads are removed, a single-PUT upload leaves nothing, a multipart upload leaves its
+/// parts (and a placeholder) on the server, which a re-run resumes.
+fn interrupted(progress: &Progress, dir: &Direction) -> CliError {
+    progress.clear();
+    let (flights, completed) = progress.in_flight();
+    let mut resumable = false;
+    for f in &flights {
+        let line = match f.leg {
+            Leg::Download => format!(
+                "cells://{}: not downloaded; its partial local copy was removed",
+                f.remote
+            ),
+            Leg::Put => format!(
+                "cells://{}: not uploaded; nothing of it is kept on the server",
+                f.remote
+            ),
+            Leg::Multipart => {
+                resumable = true;
+                let done = f.moved.load(Ordering::Relaxed) + f.resumed.load(Ordering::Relaxed);
+                format!(
+                    "cells://{}: upload stopped after {} of {}; the parts completed stay on \
+                     the server, with an unfinished placeholder under that name (not a usable \
+                     file yet)",
+                    f.remote,
+                    human_size(done.min(f.size)),
+                    human_size(f.size)
+                )
+            }
+        };
+        eprintln!("{line}");
+    }
+    let folder = match dir {
+        Direction::Upload { local, .. } => local.is_dir(),
+        Direction::Download { .. } => false,
+    };
+    let mut message = format!(
+        "interrupted; {completed} file{} completed before are in place",
+        if completed == 1 { "" } else { "s" }
+    );
+    if resumable {
+        message.push_str(if folder {
+            "; run the same command again with --update to resume (completed files are skipped, \
+             unfinished uploads continue from their parts)"
+        } else {
+            "; run the same command again to resume the upload from its parts"
+        });
+    }
+    CliError::failure(message)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -257,14 +340,16 @@ mod tests {
             direction("./a", "cells://ws/x/").unwrap(),
             Direction::Upload {
                 local: "./a".into(),
-                remote: "ws/x".into()
+                remote: "ws/x".into(),
+                into: true
             }
         );
         assert_eq!(
             direction("cells//ws/f.txt", "/tmp").unwrap(),
             Direction::Download {
                 remote: "ws/f.txt".into(),
-                local: "/tmp".into()
+                local: "/tmp".into(),
+                into: false
             }
         );
         assert_eq!(direction("a", "b").unwrap_err().code, 2);

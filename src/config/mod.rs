@@ -36,7 +36,9 @@ pub enum ConfigError {
     Io { path: String, message: String },
     #[error("the configuration file {path} is not valid JSON: {message}")]
     Parse { path: String, message: String },
-    #[error("no profile is configured: run `cec config add` first (or pass --url with --token)")]
+    #[error(
+        "no profile is configured: run `cec config add oauth` (or `token`, `client-auth`) first, or pass --url with --token"
+    )]
     NoActiveProfile,
     #[error("no profile with id `{0}`: see `cec config ls`")]
     UnknownProfile(String),

@@ -21,6 +21,7 @@
 //!   notice) unless `follow_links`; a source named on the command line is followed, as `cp`
 //!   and `scp` do. Followed links that lead back to a folder being walked are skipped.
 
+pub mod base;
 pub mod multipart;
 pub mod progress;
 
@@ -89,6 +90,8 @@ pub struct Summary {
     pub bytes: u64,
     pub skipped: u64,
     pub folders: u64,
+    /// Bytes of resumed uploads that were already on the server (not in `bytes`).
+    pub resumed: u64,
     pub failures: Vec<String>,
     /// What was left out on purpose, one line each (symbolic links not followed, ...).
     pub notices: Vec<String>,
@@ -100,8 +103,16 @@ impl Summary {
     pub fn line(&self) -> String {
         let secs = self.elapsed.as_secs_f64().max(1e-6);
         let rate = self.bytes as f64 / secs;
+        let resumed = if self.resumed > 0 {
+            format!(
+                " sent, {} resumed from an earlier run",
+                crate::cli::files::human_size(self.resumed)
+            )
+        } else {
+            String::new()
+        };
         format!(
-            "{} file{} transferred ({}) in {:.2}s, {}/s; {} skipped; {} folder{} created; {} failed",
+            "{} file{} transferred ({}{resumed}) in {:.2}s, {}/s; {} skipped; {} folder{} created; {} failed",
             self.files,
             if self.files == 1 { "" } else { "s" },
             crate::cli::files::human_size(self.bytes),
@@ -147,7 +158,8 @@ struct FileJob {
     local: PathBuf,
     remote: String,
     size: u64,
-    /// Remote node (download side), for its hash and mtime.
+    /// Download: the remote node, for its hash and mtime. Upload: what the destination held
+    /// when the transfer was planned, the only thing the upload may replace without --force.
     node: Option<Node>,
 }
 
@@ -195,15 +207,27 @@ fn local_name(path: &Path) -> Result<String, TransferError> {
         .ok_or_else(|| TransferError::Local(format!("{} has no usable name", path.display())))
 }
 
-/// Upload `source` (a local file or folder) into the remote folder `target` (created if
-/// missing while its parent exists): it lands at `target/<name of source>`. With `http`,
-/// files go through the resumable, progress-reporting uploads of [`multipart`]; otherwise
-/// through [`CellsApi::put_object_from_file`].
+/// Where a transfer lands, as scp(1) and cp name it: `target` is a folder to copy into when
+/// it ends with `/` (`into`, created when missing while its parent exists) or is an existing
+/// folder; otherwise it is the new name of the copy (its parent must exist).
+#[derive(Debug, Clone, PartialEq, Eq)]
+enum Landing {
+    /// Into the folder (which exists, or is created first when `create`).
+    Into { folder: String, create: bool },
+    /// Under the name `target` itself.
+    As,
+}
+
+/// Upload `source` (a local file or folder) to `target` on the server, named as scp(1) and
+/// cp do (see [`Landing`]): into `target` when it is a folder or ends with `/` (`into`),
+/// else as `target`. With `http`, files go through the resumable, progress-reporting
+/// uploads of [`multipart`]; otherwise through [`CellsApi::put_object_from_file`].
 pub async fn upload(
     api: Arc<dyn CellsApi>,
     http: Option<Arc<HttpCellsApi>>,
     source: &Path,
     target: &str,
+    into: bool,
     options: &TransferOptions,
     progress: &Progress,
 ) -> Result<Summary, TransferError> {
@@ -211,15 +235,20 @@ pub async fn upload(
     let meta = std::fs::metadata(source)
         .map_err(|e| TransferError::NotFound(format!("cannot read {}: {e}", source.display())))?;
     let name = local_name(source)?;
+    let name: String = unicode_normalization::UnicodeNormalization::nfc(name.as_str()).collect();
     let target = target.trim_matches('/').to_string();
-    let mut folders_to_create: Vec<String> = Vec::new();
-    match api.stat(&target).await? {
-        Some(n) if n.is_folder() => {}
-        Some(_) => {
+    let into = into || target.is_empty() || !target.contains('/');
+    let landing = match api.stat(&target).await? {
+        Some(n) if n.is_folder() => Landing::Into {
+            folder: target.clone(),
+            create: false,
+        },
+        Some(_) if into => {
             return Err(TransferError::Conflict(format!(
-                "target path {target} is not a folder, we cannot proceed"
+                "cells://{target}/ is not a folder on the server, we cannot proceed"
             )));
         }
+        Some(_) => Landing::As,
         None => {
             let parent = crate::cli::files::parent_of(&target);
             if parent.is_empty() {
@@ -228,7 +257,7 @@ pub async fn upload(
                 )));
             }
             match api.stat(parent).await? {
-                Some(p) if p.is_folder() => folders_to_create.push(target.clone()),
+                Some(p) if p.is_folder() => {}
                 Some(_) => {
                     return Err(TransferError::Conflict(format!(
                         "target parent {parent} is not a folder on the server"
@@ -240,9 +269,26 @@ pub async fn upload(
                     )));
                 }
             }
+            if into {
+                Landing::Into {
+                    folder: target.clone(),
+                    create: true,
+                }
+            } else {
+                Landing::As
+            }
         }
-    }
-    let dest = join_remote(&target, &name);
+    };
+    let mut folders_to_create: Vec<String> = Vec::new();
+    let dest = match &landing {
+        Landing::Into { folder, create } => {
+            if *create {
+                folders_to_create.push(folder.clone());
+            }
+            join_remote(folder, &name)
+        }
+        Landing::As => target.clone(),
+    };
     let merge = options.force || options.update;
     // A file whose upload is still in flight (placeholder, Etag "temporary") is what an
     // interrupted multipart upload leaves: not a conflict, the upload resumes it.
@@ -256,7 +302,7 @@ pub async fn upload(
     if let Some(e) = &existing {
         if !merge {
             return Err(TransferError::Conflict(format!(
-                "a file or folder named '{name}' already exists on the server at '{target}', we cannot proceed (use --force or --update)"
+                "cells://{dest} already exists on the server, we cannot proceed (--force replaces it, --update sends only what differs)"
             )));
         }
         if e.is_folder() != meta.is_dir() {
@@ -305,8 +351,9 @@ pub async fn upload(
     // With --update, drop identical files.
     if options.update && existing.is_some() {
         let mut kept = Vec::new();
-        for f in files {
-            if let Some(remote) = api.stat(&f.remote).await?
+        for mut f in files {
+            let remote = api.stat(&f.remote).await?;
+            if let Some(remote) = &remote
                 && !remote.is_folder()
                 && remote.size == f.size
                 && let Some(h) = remote.cells_hash()
@@ -322,6 +369,8 @@ pub async fn upload(
                     continue;
                 }
             }
+            // The version this upload may replace (see `base`).
+            f.node = remote;
             kept.push(f);
         }
         files = kept;
@@ -404,64 +453,87 @@ impl LocalWalk<'_> {
     }
 }
 
-/// Download the remote `source` (file or folder) into the local folder `target` (created if
-/// missing while its parent exists): it lands at `target/<name of source>`.
+/// Download the remote `source` (file or folder) to the local `target`, named as scp(1) and
+/// cp do: into `target` when it is an existing folder or ends with `/` (`into`; created when
+/// missing while its parent exists), else as `target` (its parent must exist).
 pub async fn download(
     api: Arc<dyn CellsApi>,
     source: &str,
     target: &Path,
+    into: bool,
     options: &TransferOptions,
     progress: &Progress,
 ) -> Result<Summary, TransferError> {
     let started = Instant::now();
     let source = source.trim_matches('/').to_string();
-    let node = api
-        .stat(&source)
-        .await?
-        .ok_or_else(|| TransferError::NotFound(format!("cannot find {source} on the server")))?;
     if source.is_empty() {
         return Err(TransferError::NotFound(
             "nothing to download at the root".into(),
         ));
     }
-    // The local name comes from the server's answer: checked before it names anything here.
-    let name = node.name().to_string();
-    check_name(&name).map_err(|why| {
-        TransferError::Local(format!("refusing to download cells://{source}: {why}"))
-    })?;
+    let node = api
+        .stat(&source)
+        .await?
+        .ok_or_else(|| TransferError::NotFound(format!("cannot find {source} on the server")))?;
     let mut summary = Summary::default();
-    match std::fs::metadata(target) {
-        Ok(m) if m.is_dir() => {}
-        Ok(_) => {
+    let parent_of = |p: &Path| -> PathBuf {
+        p.parent()
+            .filter(|p| !p.as_os_str().is_empty())
+            .unwrap_or(Path::new("."))
+            .to_path_buf()
+    };
+    // Without its trailing `/` (which `into` keeps), so that a file there is seen as one.
+    let target_buf: PathBuf = target.components().collect();
+    let target = target_buf.as_path();
+    let into_folder = match std::fs::metadata(target) {
+        Ok(m) if m.is_dir() => true,
+        Ok(_) if into => {
             return Err(TransferError::Conflict(format!(
-                "target path {} is not a folder, we cannot proceed",
+                "{} is not a folder, we cannot proceed",
                 target.display()
             )));
         }
+        Ok(_) => false,
         Err(_) => {
-            let parent = target
-                .parent()
-                .filter(|p| !p.as_os_str().is_empty())
-                .unwrap_or(Path::new("."));
+            let parent = parent_of(target);
             if !parent.is_dir() {
                 return Err(TransferError::NotFound(format!(
                     "target parent folder {} does not exist on this machine",
                     parent.display()
                 )));
             }
-            std::fs::create_dir(target).map_err(|e| {
-                TransferError::Local(format!("cannot create {}: {e}", target.display()))
-            })?;
-            summary.folders += 1;
+            if into {
+                std::fs::create_dir(target).map_err(|e| {
+                    TransferError::Local(format!("cannot create {}: {e}", target.display()))
+                })?;
+                summary.folders += 1;
+            }
+            into
         }
-    }
-    let dest = target.join(&name);
+    };
+    // `root`: the folder the copy lands in; nothing is ever removed outside it.
+    let (root, dest) = if into_folder {
+        // The local name comes from the server's answer: checked before it names anything.
+        let name = node.name().to_string();
+        check_name(&name).map_err(|why| {
+            TransferError::Local(format!("refusing to download cells://{source}: {why}"))
+        })?;
+        (target.to_path_buf(), target.join(&name))
+    } else {
+        let name = target.file_name().ok_or_else(|| {
+            TransferError::Local(format!("{} cannot name a file", target.display()))
+        })?;
+        let root = parent_of(target);
+        let dest = root.join(name);
+        (root, dest)
+    };
+    let target = root.as_path();
     let merge = options.force || options.update;
     if let Ok(m) = std::fs::symlink_metadata(&dest) {
         if !merge {
             return Err(TransferError::Conflict(format!(
-                "a file or folder named '{name}' already exists on your machine at '{}', we cannot proceed (use --force or --update)",
-                target.display()
+                "{} already exists on this machine, we cannot proceed (--force replaces it, --update fetches only what differs)",
+                dest.display()
             )));
         }
         if m.is_dir() != node.is_folder() {
@@ -608,19 +680,33 @@ async fn run_files(
 ) {
     let total: u64 = files.iter().map(|f| f.size).sum();
     progress.start(files.len() as u64, total);
-    let results: Vec<(FileJob, Result<u64, ApiError>)> = futures::stream::iter(files)
+    // Per file: (bytes moved, bytes resumed), or why it failed.
+    type Outcome = Result<(u64, u64), String>;
+    let results: Vec<(FileJob, Outcome)> = futures::stream::iter(files)
         .map(|job| {
             let api = api.clone();
             let http = http.clone();
             async move {
-                let bar = progress.file(&job.remote, job.size);
-                let r = if upload {
-                    upload_file(api.as_ref(), http.as_deref(), &job, options, &bar).await
+                let leg = if !upload {
+                    progress::Leg::Download
+                } else if http.is_some() && job.size > options.upload.multipart_threshold {
+                    progress::Leg::Multipart
                 } else {
-                    download_file(api.as_ref(), &job, options, &bar).await
+                    progress::Leg::Put
+                };
+                let bar = progress.file(&job.remote, job.size, leg);
+                let r = if upload {
+                    upload_file(api.as_ref(), http.as_deref(), &job, options, &bar)
+                        .await
+                        .map_err(|e| e.to_string())
+                } else {
+                    download_file(api.as_ref(), &job, options, &bar)
+                        .await
+                        .map_err(|e| e.to_string())
                 };
                 progress.file_done(&bar, &job.remote, job.size, r.is_ok());
-                (job, r)
+                let resumed = bar.resumed_bytes();
+                (job, r.map(|size| (size.saturating_sub(resumed), resumed)))
             }
         })
         .buffer_unordered(options.files_concurrency.max(1))
@@ -629,9 +715,10 @@ async fn run_files(
     progress.finish();
     for (job, r) in results {
         match r {
-            Ok(bytes) => {
+            Ok((bytes, resumed)) => {
                 summary.files += 1;
                 summary.bytes += bytes;
+                summary.resumed += resumed;
             }
             Err(e) => summary.failures.push(format!(
                 "{}: {e}",
@@ -651,13 +738,19 @@ async fn upload_file(
     job: &FileJob,
     options: &TransferOptions,
     bar: &progress::FileBar,
-) -> Result<u64, ApiError> {
+) -> Result<u64, base::UploadFailure> {
+    let replace = if options.force {
+        base::Replace::Any
+    } else {
+        base::Replace::Only(job.node.as_ref())
+    };
     let mut attempt = 0;
     loop {
         attempt += 1;
         let result = match http {
             Some(h) => {
                 let b = bar.clone();
+                let r = bar.clone();
                 multipart::upload(
                     h,
                     &job.remote,
@@ -665,19 +758,27 @@ async fn upload_file(
                     job.size,
                     &options.upload,
                     Arc::new(move |n| b.inc(n)),
+                    Arc::new(move |n| r.resumed(n)),
+                    replace,
                 )
                 .await
             }
-            None => api
-                .put_object_from_file(&job.remote, &job.local, job.size, &options.upload)
-                .await
-                .map(|_| bar.inc(job.size)),
+            None => match replace.check(api, &job.remote).await {
+                Ok(()) => api
+                    .put_object_from_file(&job.remote, &job.local, job.size, &options.upload)
+                    .await
+                    .map(|_| bar.inc(job.size))
+                    .map_err(base::UploadFailure::Api),
+                Err(e) => Err(e),
+            },
         };
         match result {
             Ok(()) => {
                 return Ok(job.size);
             }
-            Err(e) if e.is_transient() && attempt < options.retry_max_attempts.max(1) => {
+            Err(base::UploadFailure::Api(e))
+                if e.is_transient() && attempt < options.retry_max_attempts.max(1) =>
+            {
                 tracing::info!("upload of {} failed ({e}); retrying", job.remote);
                 tokio::time::sleep(options.retry_delay * attempt).await;
             }

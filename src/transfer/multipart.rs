@@ -23,8 +23,13 @@ use crate::api::http::{HttpCellsApi, part_size_for};
 use crate::api::http_extra::{ProgressFn, S3Body, xml_blocks, xml_values};
 use crate::api::{ApiError, ApiResult, UploadOptions};
 
+use super::base::{Replace, UploadFailure};
+
 /// Upload `size` bytes of `source` to `key`: one PUT up to the threshold, a resumable
-/// parallel multipart upload above. `progress` is called with bytes sent (or kept).
+/// parallel multipart upload above. `progress` is called with bytes sent; `resumed` once with
+/// the bytes of the parts kept from an earlier run (0 when none fit). `replace` is checked before sending, and again
+/// before completing a multipart upload.
+#[allow(clippy::too_many_arguments)]
 pub async fn upload(
     api: &HttpCellsApi,
     key: &str,
@@ -32,7 +37,10 @@ pub async fn upload(
     size: u64,
     options: &UploadOptions,
     progress: ProgressFn,
-) -> ApiResult<()> {
+    resumed: ProgressFn,
+    replace: Replace<'_>,
+) -> Result<(), UploadFailure> {
+    replace.check(api, key).await?;
     if size <= options.multipart_threshold {
         let mut headers = vec![];
         if let Some(ct) = &options.content_type {
@@ -52,7 +60,7 @@ pub async fn upload(
             .await?;
         return Ok(());
     }
-    multipart(api, key, source, size, options, progress).await
+    multipart(api, key, source, size, options, progress, resumed, replace).await
 }
 
 fn md5_of_range(path: &Path, offset: u64, len: u64) -> std::io::Result<String> {
@@ -137,6 +145,7 @@ async fn listed_parts(
     Ok(out)
 }
 
+#[allow(clippy::too_many_arguments)]
 async fn multipart(
     api: &HttpCellsApi,
     key: &str,
@@ -144,13 +153,16 @@ async fn multipart(
     size: u64,
     options: &UploadOptions,
     progress: ProgressFn,
-) -> ApiResult<()> {
+    resumed: ProgressFn,
+    replace: Replace<'_>,
+) -> Result<(), UploadFailure> {
     let part_size = part_size_for(size, options.part_size, options.max_parts);
     let parts: Vec<(u64, u64, u64)> = (0..size.div_ceil(part_size))
         .map(|i| (i + 1, i * part_size, part_size.min(size - i * part_size)))
         .collect();
     let mut done: Vec<(u64, String)> = Vec::new();
     let mut upload_id = None;
+    let mut kept = 0u64;
     if let Some(id) = pending_upload(api, key).await.ok().flatten() {
         match listed_parts(api, key, &id).await {
             Ok(listed) => {
@@ -167,15 +179,16 @@ async fn multipart(
                         .map_err(|e| ApiError::Local(e.to_string()))?
                         .map_err(|e| ApiError::Local(format!("{}: {e}", source.display())))?;
                     if md5.eq_ignore_ascii_case(&etag) {
-                        progress(len);
+                        kept += len;
                         done.push((n, etag));
                     }
                 }
-                tracing::info!(
+                tracing::debug!(
                     "resuming the upload of {key}: {} of {} parts already on the server",
                     done.len(),
                     parts.len()
                 );
+                resumed(kept);
                 upload_id = Some(id);
             }
             Err(e) => tracing::debug!("cannot list the parts of a pending upload of {key}: {e}"),
@@ -256,6 +269,9 @@ async fn multipart(
         done.push(r?);
     }
     done.sort_by_key(|d| d.0);
+    // The parts are on the server but invisible: the last moment to find that someone
+    // changed the file meanwhile (the upload stays pending; `--force` completes it).
+    replace.check(api, key).await?;
     let mut xml = String::from("<CompleteMultipartUpload>");
     for (n, etag) in &done {
         xml.push_str(&format!(
@@ -284,7 +300,8 @@ async fn multipart(
         return Err(ApiError::Server {
             status: 200,
             message: format!("{key}: {code}: {message}"),
-        });
+        }
+        .into());
     }
     Ok(())
 }

@@ -1,0 +1,91 @@
+//! `cec mount --status` without a mountpoint: every cec mount (`fuse.cec`, or `fuse` from a
+//! `cells:` source, in `/proc/self/mountinfo`) with one line each: mountpoint, server, pending uploads (count and
+//! bytes) and cache use, asked of each mount's control socket. A mount that does not answer
+//! (another user's, or a dead one) is listed with the reason. Kept apart from the status of
+//! one mount (`mount::MountStatus`'s display), which other work extends.
+
+use std::path::PathBuf;
+
+use super::CliError;
+use crate::mount::{self, human_bytes};
+
+/// The mountpoints of the cec mounts this process sees, in mount order.
+fn cec_mountpoints() -> Vec<PathBuf> {
+    let Ok(info) = std::fs::read_to_string("/proc/self/mountinfo") else {
+        return Vec::new();
+    };
+    info.lines()
+        .filter_map(|line| {
+            let fields: Vec<&str> = line.split(' ').collect();
+            let dash = fields.iter().position(|f| *f == "-")?;
+            // `fuse.cec`; without fusermount3 the kernel records plain `fuse`, with the
+            // source cec gives its mounts (`cells:<user>@<host>`).
+            let fstype = *fields.get(dash + 1)?;
+            let source = fields.get(dash + 2).copied().unwrap_or("");
+            let cec = fstype == "fuse.cec" || (fstype == "fuse" && source.starts_with("cells:"));
+            cec.then(|| fields.get(4).map(|mp| PathBuf::from(unescape(mp))))
+                .flatten()
+        })
+        .collect()
+}
+
+/// Undo mountinfo's octal escapes (`\040` for a space, ...).
+fn unescape(field: &str) -> String {
+    let bytes = field.as_bytes();
+    let mut out = Vec::with_capacity(bytes.len());
+    let mut i = 0;
+    while i < bytes.len() {
+        if bytes[i] == b'\\'
+            && let Some(v) = bytes
+                .get(i + 1..i + 4)
+                .and_then(|d| std::str::from_utf8(d).ok())
+                .and_then(|d| u8::from_str_radix(d, 8).ok())
+        {
+            out.push(v);
+            i += 4;
+        } else {
+            out.push(bytes[i]);
+            i += 1;
+        }
+    }
+    String::from_utf8_lossy(&out).into_owned()
+}
+
+/// Print one line per cec mount.
+pub fn show_all() -> Result<(), CliError> {
+    let mounts = cec_mountpoints();
+    if mounts.is_empty() {
+        println!("no cec mount");
+        return Ok(());
+    }
+    for mp in mounts {
+        match mount::query_status(&mp) {
+            Ok(s) => {
+                let pending: u64 = s.pending_uploads.iter().map(|p| p.bytes).sum();
+                println!(
+                    "{}  server {}  pending uploads {} ({})  cache {} of {}",
+                    s.mountpoint,
+                    s.server,
+                    s.pending_uploads.len(),
+                    human_bytes(pending),
+                    human_bytes(s.cache_used_bytes),
+                    human_bytes(s.cache_limit_bytes)
+                );
+            }
+            Err(e) => println!("{}  not answering: {e:#}", mp.display()),
+        }
+    }
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn mountinfo_escapes_are_undone() {
+        assert_eq!(unescape("/mnt/my\\040cells"), "/mnt/my cells");
+        assert_eq!(unescape("/a\\134b"), "/a\\b");
+        assert_eq!(unescape("/plain"), "/plain");
+    }
+}
