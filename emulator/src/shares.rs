@@ -291,7 +291,7 @@ pub fn shares_meta(store: &Store, login: &str, node_uuid: &str) -> Option<Value>
             o
         })
         .collect();
-    (!shares.is_empty()).then(|| Value::Array(shares))
+    (!shares.is_empty()).then_some(Value::Array(shares))
 }
 
 /// The root nodes of a link as its owner sees them now (`None` for a root that is gone).
