@@ -1,6 +1,7 @@
 //! `cec idm list-*` and `cec storage list-datasources | resync-ds` against cells-emu: the
-//! official client's output for an admin, `--json`, and a clear refusal (exit 1, no token in
-//! the message) for a standard user.
+//! official client's output for an admin, `--json`; for a standard user the listings Cells v4
+//! filters by policy (users, groups, roles, workspaces) and a clear refusal (exit 1, no token
+//! in the message) for the admin-only ones.
 
 mod common;
 
@@ -124,15 +125,22 @@ async fn admin_commands_list_for_an_admin() {
 }
 
 #[tokio::test(flavor = "multi_thread")]
-async fn admin_commands_are_refused_for_a_standard_user() {
+async fn a_standard_user_lists_what_policies_allow_and_is_refused_the_rest() {
     let server = spawn_emulator().await;
     let home = tempfile::tempdir().unwrap();
     let alice = mint_pat(&server, "alice");
+    // What a standard user may list, filtered by the server (as Cells v4's policies do).
+    let r = cec(&server, &alice, home.path(), &["idm", "list-users"]).await;
+    assert_eq!(r.code(), 0, "{}", r.all());
+    assert!(r.stdout.contains("  - bob\n"), "{}", r.stdout);
+    let r = cec(&server, &alice, home.path(), &["idm", "list-roles"]).await;
+    assert_eq!(r.code(), 0, "{}", r.all());
+    assert!(!r.stdout.contains("User bob role"), "{}", r.stdout);
+    for args in [vec!["idm", "list-groups"], vec!["idm", "list-workspaces"]] {
+        let r = cec(&server, &alice, home.path(), &args).await;
+        assert_eq!(r.code(), 0, "{args:?}: {}", r.all());
+    }
     for args in [
-        vec!["idm", "list-users"],
-        vec!["idm", "list-groups"],
-        vec!["idm", "list-roles"],
-        vec!["idm", "list-workspaces"],
         vec!["idm", "list-acls", "-n", "x"],
         vec!["storage", "list-datasources"],
         vec!["storage", "resync-ds", "common"],

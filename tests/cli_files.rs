@@ -157,9 +157,15 @@ async fn mkdir_creates_folders_and_parents() {
     let ctx = Ctx::new().await;
     ctx.ok(&["mkdir", "personal-files/one"]).await;
     assert!(ctx.exists("personal-files/one").await);
+    // An existing folder is not an error (the official client prints "nothing to do").
     let r = ctx.cec(&["mkdir", "personal-files/one"]).await;
-    assert_eq!(r.code(), 1, "existing folder without -p: {}", r.all());
+    assert_eq!(r.code(), 0, "existing folder without -p: {}", r.all());
+    assert!(r.all().contains("already exists"), "{}", r.all());
     ctx.ok(&["mkdir", "-p", "personal-files/one"]).await;
+    // A file in the way still is.
+    ctx.put("personal-files/afile", b"x").await;
+    let r = ctx.cec(&["mkdir", "personal-files/afile"]).await;
+    assert_eq!(r.code(), 1, "a file at the path: {}", r.all());
     let r = ctx.cec(&["mkdir", "personal-files/x/y/z"]).await;
     assert_eq!(r.code(), 3, "missing parent without -p: {}", r.all());
     assert!(!ctx.exists("personal-files/x").await);

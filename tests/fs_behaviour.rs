@@ -8,7 +8,7 @@ use std::sync::Arc;
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use cec::api::memory::{MemoryCellsApi, MemoryWorkspace};
-use cec::api::{ApiError, ByteRange};
+use cec::api::{ApiError, ByteRange, CellsApi};
 use cec::fs::{CellsFs, FsOptions, ROOT_INO, RemoteChange, SetAttr, TimeOrNow};
 
 const WS: &str = "personal-files";
@@ -2004,4 +2004,39 @@ async fn unlink_uses_the_recycle_job_or_one_permanent_delete() {
         resolve(&fs, "scratch/gone").await.unwrap_err(),
         libc::ENOENT
     );
+}
+
+/// SEMANTICS: "`mkdir` of a name that exists fails with `EEXIST`, even if another client made
+/// it a moment before": the server (like Cells v4) accepts creating an existing folder, so the
+/// mount cannot count on a refusal; its listing, fresh in the cache, does not know the folder.
+#[tokio::test]
+async fn mkdir_of_a_folder_made_elsewhere_meanwhile_is_eexist() {
+    let api = Arc::new(MemoryCellsApi::default());
+    api.put_file(&format!("{WS}/known"), b"k");
+    let cache = tempfile::tempdir().unwrap();
+    let fs = mount(&api, options(cache.path())).await;
+    let ws = resolve(&fs, WS).await.unwrap();
+    assert!(!list_names(&fs, ws).await.contains(&"elsewhere".to_string()));
+    api.create_folders(&[format!("{WS}/elsewhere")])
+        .await
+        .unwrap();
+    assert_eq!(
+        fs.mkdir(ws, OsStr::new("elsewhere"), 0o755)
+            .await
+            .unwrap_err()
+            .errno(),
+        libc::EEXIST
+    );
+    // A name the mount knows, file or folder, without asking.
+    fs.mkdir(ws, OsStr::new("mine"), 0o755).await.unwrap();
+    for name in ["mine", "known"] {
+        assert_eq!(
+            fs.mkdir(ws, OsStr::new(name), 0o755)
+                .await
+                .unwrap_err()
+                .errno(),
+            libc::EEXIST,
+            "{name}"
+        );
+    }
 }

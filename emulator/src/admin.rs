@@ -4,8 +4,15 @@
 //! (ListDataSources) and `PUT /jobs/user/datasource-resync` (UserCreateJob for a resync).
 //!
 //! Invariants:
-//! - Every call needs a valid bearer token (401) and the admin profile (403 otherwise, as the
-//!   real server's policies answer for a standard user).
+//! - Every call needs a valid bearer token (401). ACLs, datasources and resyncs need the
+//!   admin profile (403 otherwise). Users, roles and workspaces searches are open to standard
+//!   users with results filtered by each resource's READ policies, as in Cells v4 (the
+//!   default user policy allows `rest:/user`, `rest:/role`, `rest:/workspace`): users carry
+//!   READ for `profile:standard` (WRITE for `profile:admin` and the user), admin workspaces
+//!   READ for `profile:standard`, built-in roles READ for `*`; a user's own role is shown
+//!   only to that user and to admins. `PoliciesContextEditable` says whether the caller may
+//!   edit the resource. A `ResourcePolicyQuery` of type ANY or NONE from a standard user is a
+//!   403 ("only admin profiles ...").
 //! - Bodies are checked against the swagger's fields: an unknown field gives HTTP 500
 //!   `unknown field "X" in rest.Y`, like the rest of the emulated REST API.
 //! - Answers are protobuf-JSON shaped (PascalCase, zero values omitted) and never contain a
@@ -49,15 +56,20 @@ fn json_ok(v: Value) -> AdminResult {
         .into_response())
 }
 
-/// The caller, who must be an admin.
-fn admin(state: &SharedState, headers: &HeaderMap) -> Result<Principal, RestError> {
+/// The authenticated caller, any profile.
+fn caller(state: &SharedState, headers: &HeaderMap) -> Result<Principal, RestError> {
     let h = headers
         .get(header::AUTHORIZATION)
         .and_then(|v| v.to_str().ok());
-    let p = state
+    state
         .auth
         .verify_header(h)
-        .map_err(|e| RestError::new(StatusCode::UNAUTHORIZED, e.to_string()))?;
+        .map_err(|e| RestError::new(StatusCode::UNAUTHORIZED, e.to_string()))
+}
+
+/// The caller, who must be an admin.
+fn admin(state: &SharedState, headers: &HeaderMap) -> Result<Principal, RestError> {
+    let p = caller(state, headers)?;
     if !p.admin {
         return Err(RestError::new(
             StatusCode::FORBIDDEN,
@@ -120,6 +132,30 @@ fn parse_search(
     Ok(v)
 }
 
+/// A standard user may only search with the default (CONTEXT) resource policy query.
+fn check_policy_query(p: &Principal, req: &Value) -> Result<(), RestError> {
+    let ty = req
+        .get("ResourcePolicyQuery")
+        .and_then(|q| q.get("Type"))
+        .and_then(Value::as_str)
+        .unwrap_or("CONTEXT");
+    if !p.admin && matches!(ty, "ANY" | "NONE") {
+        return Err(RestError::new(
+            StatusCode::FORBIDDEN,
+            "only admin profiles can list resources with ANY or NONE filter",
+        ));
+    }
+    Ok(())
+}
+
+/// `DEFAULT_RIGHTS` of a workspace, as its ACLs give it to the root group.
+fn default_rights(w: &crate::idm::WorkspaceDef) -> &'static str {
+    match w.access {
+        crate::idm::Access::Everybody => "rw",
+        crate::idm::Access::ReadOnlyForUsers => "r",
+    }
+}
+
 fn user_uuid(login: &str) -> String {
     derived_uuid(&format!("user:{login}"))
 }
@@ -129,7 +165,7 @@ async fn search_users(
     headers: HeaderMap,
     body: Bytes,
 ) -> AdminResult {
-    admin(&state, &headers)?;
+    let p = caller(&state, &headers)?;
     let req = parse_search(
         &body,
         "rest.SearchUserRequest",
@@ -152,6 +188,7 @@ async fn search_users(
             "not",
         ],
     )?;
+    check_policy_query(&p, &req)?;
     // Login filter: "*" or absent matches all; a trailing "*" is a prefix match.
     let patterns: Vec<String> = req
         .get("Queries")
@@ -180,7 +217,7 @@ async fn search_users(
                 roles.push(json!({"Uuid": "ADMINS", "Label": "Admins"}));
             }
             roles.push(json!({"Uuid": user_uuid(&u.login), "Label": format!("User {} role", u.login), "UserRole": true}));
-            json!({
+            let mut v = json!({
                 "Uuid": user_uuid(&u.login),
                 "Login": u.login,
                 "GroupPath": "/",
@@ -189,7 +226,11 @@ async fn search_users(
                     "displayName": u.login,
                 },
                 "Roles": roles,
-            })
+            });
+            if p.admin || p.login == u.login {
+                v["PoliciesContextEditable"] = json!(true);
+            }
+            v
         })
         .collect();
     let mut out = serde_json::Map::new();
@@ -200,18 +241,35 @@ async fn search_users(
     json_ok(Value::Object(out))
 }
 
-fn builtin_roles(state: &SharedState) -> Vec<Value> {
+/// The roles `p` may read: the built-in ones, and the users' own roles (all of them for an
+/// admin, the caller's for a standard user).
+fn builtin_roles(state: &SharedState, p: &Principal) -> Vec<Value> {
     let mut roles = vec![
         json!({"Uuid": "ROOT_GROUP", "Label": "Root Group", "GroupRole": true}),
-        json!({"Uuid": "ADMINS", "Label": "Admins", "AutoApplies": ["admin"]}),
+        json!({"Uuid": "ADMINS", "Label": "Administrators", "AutoApplies": ["admin"]}),
         json!({"Uuid": "EXTERNAL_USERS", "Label": "External Users", "AutoApplies": ["shared"]}),
+        json!({"Uuid": "MINISITE", "Label": "Minisite Permissions"}),
+        json!({"Uuid": "MINISITE_NODOWNLOAD", "Label": "Minisite (Download Disabled)"}),
     ];
-    for u in state.store.idm().users() {
+    if p.admin {
+        for r in &mut roles {
+            r["PoliciesContextEditable"] = json!(true);
+        }
+    }
+    for u in state
+        .store
+        .idm()
+        .users()
+        .filter(|u| p.admin || u.login == p.login)
+    {
         roles.push(json!({
             "Uuid": user_uuid(&u.login),
             "Label": format!("User {} role", u.login),
             "UserRole": true,
         }));
+        if p.admin {
+            roles.last_mut().expect("just pushed")["PoliciesContextEditable"] = json!(true);
+        }
     }
     roles
 }
@@ -221,8 +279,8 @@ async fn search_roles(
     headers: HeaderMap,
     body: Bytes,
 ) -> AdminResult {
-    admin(&state, &headers)?;
-    parse_search(
+    let p = caller(&state, &headers)?;
+    let req = parse_search(
         &body,
         "rest.SearchRoleRequest",
         SEARCH_FIELDS,
@@ -237,7 +295,8 @@ async fn search_roles(
             "not",
         ],
     )?;
-    let roles = builtin_roles(&state);
+    check_policy_query(&p, &req)?;
+    let roles = builtin_roles(&state, &p);
     json_ok(json!({"Roles": roles, "Total": roles.len()}))
 }
 
@@ -246,8 +305,8 @@ async fn search_workspaces(
     headers: HeaderMap,
     body: Bytes,
 ) -> AdminResult {
-    let p = admin(&state, &headers)?;
-    parse_search(
+    let p = caller(&state, &headers)?;
+    let req = parse_search(
         &body,
         "rest.SearchWorkspaceRequest",
         SEARCH_FIELDS,
@@ -265,6 +324,7 @@ async fn search_workspaces(
             "not",
         ],
     )?;
+    check_policy_query(&p, &req)?;
     let views = state.store.workspaces(&p.login);
     let workspaces: Vec<Value> = state
         .store
@@ -278,10 +338,13 @@ async fn search_workspaces(
                 "Label": w.label,
                 "Description": w.description,
                 "Scope": w.scope,
-                "Attributes": json!({"DEFAULT_RIGHTS": "rw", "META_LAYOUT": "meta.layout_default"}).to_string(),
+                "Attributes": json!({"DEFAULT_RIGHTS": default_rights(w), "META_LAYOUT": "meta.layout_default"}).to_string(),
             });
             if let Some(view) = views.iter().find(|x| x.slug == w.slug) {
                 v["RootUUIDs"] = json!([view.root.uuid]);
+            }
+            if p.admin {
+                v["PoliciesContextEditable"] = json!(true);
             }
             v
         })
@@ -383,14 +446,17 @@ fn datasources(state: &SharedState) -> Vec<Value> {
     names
         .into_iter()
         .map(|name| {
-            json!({
+            let mut v = json!({
                 "Name": name,
                 "StorageType": "LOCAL",
                 "ObjectsServiceName": format!("gateway-{name}"),
                 "ObjectsBucket": name,
                 "FlatStorage": true,
-                "VersioningPolicyName": "default-policy",
-            })
+            });
+            if crate::versions::VERSIONED_ROOTS.contains(&name.as_str()) {
+                v["VersioningPolicyName"] = json!("default-policy");
+            }
+            v
         })
         .collect()
 }

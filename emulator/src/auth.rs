@@ -440,7 +440,9 @@ impl Auth {
         if !scheme.eq_ignore_ascii_case("bearer") {
             return Err(AuthError::Invalid);
         }
-        self.verify(token)
+        let p = self.verify(token)?;
+        crate::reqlog::note_user(&p.login);
+        Ok(p)
     }
 
     /// Mint a Personal Access Token for an existing user.

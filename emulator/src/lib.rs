@@ -1,7 +1,8 @@
 //! cells-emu: an emulator of a Pydio Cells v4.4 server, faithful on the wire to what
 //! `shared/cells-api.md` and the official swagger describe: REST v1 under `/a`, the S3
-//! gateway under `/io`, OIDC under `/oidc` (plus the `/oauth2/*` pages), and the change-event
-//! websocket at `/ws/event`. Tests, benchmarks and `cec mount --demo` start it in-process
+//! gateway under `/io`, OIDC under `/oidc` (plus the `/oauth2/*` pages), the change-event
+//! websocket at `/ws/event`, and public links under `/public` (`shared/cells-share-versions.md`,
+//! which also describes the file versions). Tests, benchmarks and `cec mount --demo` start it in-process
 //! with [`start`]; the `cells-emu` binary serves it for manual use.
 //!
 //! Invariants:
@@ -19,10 +20,15 @@ pub mod faults;
 pub mod idm;
 pub mod jobs;
 pub mod oidc;
+pub mod public;
+pub mod reqlog;
 pub mod rest;
 pub mod s3;
 pub mod sample;
+pub mod shares;
 pub mod store;
+pub mod usermeta;
+pub mod versions;
 
 use std::net::SocketAddr;
 use std::sync::Arc;
@@ -45,9 +51,13 @@ pub type SharedState = Arc<AppState>;
 /// The whole server as one router.
 pub fn router(state: SharedState) -> Router {
     let mut app = Router::new()
-        .nest("/a", rest::router())
+        .nest(
+            "/a",
+            rest::router().layer(axum::middleware::from_fn(reqlog::log_request)),
+        )
         .merge(oidc::router())
         .merge(events::router())
+        .merge(public::router())
         .merge(s3::router());
     if state.config.faults {
         app = app.merge(faults::control_router());
@@ -113,6 +123,7 @@ pub async fn start(config: EmuConfig) -> anyhow::Result<RunningEmulator> {
         }
     });
     let listener = with_nodelay(listener);
+    let versioning = versions::spawn_worker(state.store.clone());
     let task = tokio::spawn(async move {
         let _ = axum::serve(
             listener,
@@ -123,6 +134,7 @@ pub async fn start(config: EmuConfig) -> anyhow::Result<RunningEmulator> {
         })
         .await;
         forward_jobs.abort();
+        versioning.abort();
     });
     Ok(RunningEmulator {
         url,
@@ -137,6 +149,9 @@ impl AppState {
     /// Build the state from a configuration, opening the on-disk store.
     pub fn open(config: EmuConfig) -> anyhow::Result<AppState> {
         let store = Arc::new(store::Store::open(&config)?);
+        versions::init(&store)?;
+        shares::init(&store)?;
+        usermeta::init(&store)?;
         let auth = Arc::new(auth::Auth::new(&config, store.clone())?);
         let jobs = Arc::new(jobs::Jobs::new(&config));
         let events = Arc::new(events::EventHub::new(store.clone()));

@@ -50,6 +50,8 @@ pub fn router() -> Router<SharedState> {
         .route("/jobs/user", post(list_jobs).put(control_job))
         .route("/jobs/user/{job_name}", put(create_user_job))
         .merge(crate::admin::router())
+        .merge(crate::shares::router())
+        .merge(crate::usermeta::router())
         .fallback(not_found)
 }
 
@@ -101,9 +103,9 @@ impl From<AuthError> for RestError {
     }
 }
 
-type RestResult = Result<Response, RestError>;
+pub(crate) type RestResult = Result<Response, RestError>;
 
-fn json_response(v: &Value) -> Response {
+pub(crate) fn json_response(v: &Value) -> Response {
     (
         [(header::CONTENT_TYPE, "application/json; charset=utf-8")],
         v.to_string(),
@@ -111,7 +113,7 @@ fn json_response(v: &Value) -> Response {
         .into_response()
 }
 
-fn ok(v: Value) -> RestResult {
+pub(crate) fn ok(v: Value) -> RestResult {
     Ok(json_response(&v))
 }
 
@@ -119,7 +121,10 @@ async fn not_found() -> RestError {
     RestError::new(StatusCode::NOT_FOUND, "no such API endpoint")
 }
 
-fn authenticate(state: &SharedState, headers: &HeaderMap) -> Result<Principal, RestError> {
+pub(crate) fn authenticate(
+    state: &SharedState,
+    headers: &HeaderMap,
+) -> Result<Principal, RestError> {
     let h = headers
         .get(header::AUTHORIZATION)
         .and_then(|v| v.to_str().ok());
@@ -127,7 +132,10 @@ fn authenticate(state: &SharedState, headers: &HeaderMap) -> Result<Principal, R
 }
 
 /// Decode a request body strictly (unknown fields → 500 `unknown field "X" in rest.Y`).
-fn parse_body<T: DeserializeOwned>(body: &Bytes, type_name: &str) -> Result<T, RestError> {
+pub(crate) fn parse_body<T: DeserializeOwned>(
+    body: &Bytes,
+    type_name: &str,
+) -> Result<T, RestError> {
     let text = if body.is_empty() { &b"{}"[..] } else { body };
     serde_json::from_slice(text).map_err(|e| {
         let msg = e.to_string();
@@ -143,7 +151,7 @@ fn parse_body<T: DeserializeOwned>(body: &Bytes, type_name: &str) -> Result<T, R
 }
 
 /// An int32 sent as a JSON number or a string (protojson accepts both).
-fn int32_of(v: &Option<Value>) -> Result<i32, RestError> {
+pub(crate) fn int32_of(v: &Option<Value>) -> Result<i32, RestError> {
     match v {
         None | Some(Value::Null) => Ok(0),
         Some(Value::Number(n)) => n
@@ -378,7 +386,7 @@ async fn frontend_session(State(state): State<SharedState>, body: Bytes) -> Rest
 
 /// The JSON of a node as REST shows it to `login`: `ws_*` keys on workspace roots, folder
 /// counts when `counts`.
-fn node_json(state: &SharedState, login: &str, n: &NodeRecord, counts: bool) -> Value {
+pub(crate) fn node_json(state: &SharedState, login: &str, n: &NodeRecord, counts: bool) -> Value {
     let mut extra = BTreeMap::new();
     if !n.path.is_empty()
         && !n.path.contains('/')
@@ -389,6 +397,12 @@ fn node_json(state: &SharedState, login: &str, n: &NodeRecord, counts: bool) -> 
             .find(|w| w.slug == n.path)
     {
         extra = ws.root_meta();
+    }
+    for (namespace, value) in crate::usermeta::node_meta(&state.store, login, &n.uuid) {
+        extra.insert(namespace, value);
+    }
+    if let Some(shares) = crate::shares::shares_meta(&state.store, login, &n.uuid) {
+        extra.insert("workspaces_shares".into(), shares);
     }
     if counts
         && n.kind == NodeKind::Collection
@@ -454,8 +468,21 @@ fn bulk_meta_blocking(
     let mut nodes: Vec<Value> = Vec::new();
     let mut folders: Vec<NodeRecord> = Vec::new();
     if req.versions == Some(true) {
-        // No versioning here: the listing of versions is empty.
-        return ok(json!({}));
+        // Each path is listed "as a folder" with versions: the file itself is not in the
+        // output, only its version nodes; no pagination.
+        for raw in &req.node_paths {
+            let path = trim(raw);
+            let node = state
+                .store
+                .stat(login, &path)
+                .map_err(|_| RestError::new(StatusCode::NOT_FOUND, format!("{path} not found")))?;
+            nodes.extend(crate::versions::version_nodes(&state.store, &node)?);
+        }
+        let mut out = serde_json::Map::new();
+        if !nodes.is_empty() {
+            out.insert("Nodes".into(), Value::Array(nodes));
+        }
+        return ok(Value::Object(out));
     }
     for raw in &req.node_paths {
         if let Some(folder) = raw

@@ -400,7 +400,7 @@ fn content_type(record: &NodeRecord) -> String {
 }
 
 /// A file's content as a stream of large chunks, read by a blocking task.
-struct FileChunks {
+pub(crate) struct FileChunks {
     rx: tokio::sync::mpsc::Receiver<std::io::Result<Bytes>>,
 }
 
@@ -412,7 +412,7 @@ impl Stream for FileChunks {
     }
 }
 
-fn stream_file(mut file: std::fs::File, start: u64, len: u64) -> FileChunks {
+pub(crate) fn stream_file(mut file: std::fs::File, start: u64, len: u64) -> FileChunks {
     let (tx, rx) = tokio::sync::mpsc::channel(4);
     tokio::task::spawn_blocking(move || {
         if let Err(e) = file.seek(SeekFrom::Start(start)) {
@@ -815,7 +815,14 @@ impl S3 for Gateway {
         let path = key_path(&req.input.key);
         let store = who.state.store.clone();
         let login = who.login.clone();
-        let record = blocking(move || store.stat(&login, &path).map_err(store_error)).await?;
+        let version = req.input.version_id.clone();
+        let record = blocking(move || match version {
+            Some(v) => crate::versions::open_at_path(&store, &login, &path, &v)
+                .map(|(r, _)| r)
+                .map_err(version_error),
+            None => store.stat(&login, &path).map_err(store_error),
+        })
+        .await?;
         if !record.is_leaf() {
             return Err(folder_object_error());
         }
@@ -841,11 +848,15 @@ impl S3 for Gateway {
         let path = key_path(&req.input.key);
         let store = who.state.store.clone();
         let login = who.login.clone();
-        let (record, file) = blocking(move || {
-            store.open_content_file(&login, &path).map_err(|e| match e {
+        let version = req.input.version_id.clone();
+        let (record, file) = blocking(move || match version {
+            Some(v) => {
+                crate::versions::open_at_path(&store, &login, &path, &v).map_err(version_error)
+            }
+            None => store.open_content_file(&login, &path).map_err(|e| match e {
                 StoreError::IsAFolder(_) => folder_object_error(),
                 e => store_error(e),
-            })
+            }),
         })
         .await?;
         let full = record.size;
@@ -1413,11 +1424,7 @@ impl s3s::route::S3Route for CopyObjectRoute {
             .and_then(|v| v.to_str().ok())
             .unwrap_or("")
             .to_owned();
-        let (src_path, src_version) = match source.split_once("?versionId=") {
-            Some((p, v)) => (p, Some(v.to_owned())),
-            None => (source.as_str(), None),
-        };
-        let (src_bucket, src_key) = bucket_and_key(src_path)?;
+        let (src_bucket, src_key, src_version) = parse_copy_source(&source)?;
         let record = copy_object(
             &who,
             &dst_bucket,
@@ -1459,6 +1466,36 @@ fn bucket_and_key(path: &str) -> S3Result<(String, String)> {
     Ok((bucket.to_owned(), key.to_owned()))
 }
 
+/// `x-amz-copy-source` in either encoding: the AWS form `io/<encoded key>?versionId=<id>`,
+/// or the whole string percent-encoded as the Cells web UI sends it
+/// (`io%2F<key>%3FversionId%3D<id>`) → `(bucket, decoded key, version id)`.
+fn parse_copy_source(source: &str) -> S3Result<(String, String, Option<String>)> {
+    if let Some((path, version)) = source.split_once("?versionId=") {
+        let (bucket, key) = bucket_and_key(path)?;
+        return Ok((bucket, key, Some(version.to_owned())));
+    }
+    let (bucket, key) = bucket_and_key(source)?;
+    match key.rsplit_once("?versionId=") {
+        Some((k, v)) if source.contains("%3F") || source.contains("%3f") => {
+            Ok((bucket, k.to_owned(), Some(v.to_owned())))
+        }
+        _ => Ok((bucket, key, None)),
+    }
+}
+
+/// A version that cannot be read: unknown version id (or path) is `NoSuchVersion`.
+fn version_error(e: StoreError) -> S3Error {
+    match e {
+        StoreError::NotFound(_) => custom_error(
+            "NoSuchVersion",
+            StatusCode::NOT_FOUND,
+            "The specified version does not exist.".into(),
+        ),
+        StoreError::IsAFolder(_) => folder_object_error(),
+        e => store_error(e),
+    }
+}
+
 /// Server-side copy of one file: the content is copied into a new upload of `dst`.
 async fn copy_object(
     who: &Caller,
@@ -1482,10 +1519,15 @@ async fn copy_object(
     let store = who.state.store.clone();
     let login = who.login.clone();
     blocking(move || {
-        let (src_record, file) = store.open_content_file(&login, &src).map_err(|e| match e {
-            StoreError::IsAFolder(_) => folder_object_error(),
-            e => store_error(e),
-        })?;
+        let (src_record, file) = match &src_version {
+            Some(v) => {
+                crate::versions::open_at_path(&store, &login, &src, v).map_err(version_error)?
+            }
+            None => store.open_content_file(&login, &src).map_err(|e| match e {
+                StoreError::IsAFolder(_) => folder_object_error(),
+                e => store_error(e),
+            })?,
+        };
         let mut tmp = store.tmp_file().map_err(store_error)?;
         copy_into(file, &mut tmp).map_err(internal)?;
         store

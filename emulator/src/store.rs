@@ -854,8 +854,42 @@ impl Store {
         }
     }
 
-    fn lock(&self) -> std::sync::MutexGuard<'_, rusqlite::Connection> {
+    /// The index connection, locked. Other modules keep their own tables in the index
+    /// (versions, shares, user metadata) and take this lock for as short as they can.
+    pub(crate) fn lock(&self) -> std::sync::MutexGuard<'_, rusqlite::Connection> {
         self.db.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    /// The node with this Uuid, by its internal path (no user path), under the index lock.
+    pub(crate) fn node_by_uuid(
+        db: &rusqlite::Connection,
+        uuid: &str,
+    ) -> Result<Option<NodeRecord>, StoreError> {
+        use rusqlite::OptionalExtension;
+        Ok(db
+            .query_row(
+                &format!("SELECT {NODE_COLS} FROM nodes WHERE uuid = ?1"),
+                [uuid],
+                row_to_record,
+            )
+            .optional()?)
+    }
+
+    /// Where the immutable blob of a content id lives.
+    pub(crate) fn blob_file(&self, content_id: &str) -> PathBuf {
+        self.blob_path(content_id)
+    }
+
+    /// The user paths under which `login` sees the node with this Uuid (empty if none).
+    pub fn user_paths_of_uuid(&self, login: &str, uuid: &str) -> Vec<VisiblePath> {
+        let node = {
+            let db = self.lock();
+            Store::node_by_uuid(&db, uuid).ok().flatten()
+        };
+        match node {
+            Some(n) => self.visible_paths(login, &n),
+            None => Vec::new(),
+        }
     }
 
     fn emit(&self, kind: ChangeKind, source: Option<NodeRecord>, target: Option<NodeRecord>) {
@@ -1028,11 +1062,13 @@ impl Store {
             .collect()
     }
 
-    /// Create a folder and its missing parents. Returns the folder. AlreadyExists when a
-    /// folder is there already; NotAFolder when a file stands in the way.
+    /// Create a folder and its missing parents. Returns the folder. A folder already there
+    /// is returned as it is (Cells v4 indexes a folder creation as update-if-exists), so is
+    /// a workspace root; NotAFolder when a file stands in the way; AlreadyExists only for
+    /// the virtual root.
     pub fn create_folders(&self, login: &str, path: &str) -> Result<NodeRecord, StoreError> {
         let r = self.resolve(login, path)?;
-        if r.ws.is_none() || r.is_ws_root() {
+        if r.ws.is_none() {
             return Err(StoreError::AlreadyExists(path.into()));
         }
         r.require_write(path)?;
@@ -1040,11 +1076,10 @@ impl Store {
         let node = {
             let db = self.lock();
             if let Some(existing) = get_node(&db, &r.internal)? {
-                return Err(if existing.is_leaf() {
-                    StoreError::NotAFolder(path.into())
-                } else {
-                    StoreError::AlreadyExists(path.into())
-                });
+                if existing.is_leaf() {
+                    return Err(StoreError::NotAFolder(path.into()));
+                }
+                return self.present(&db, &r, existing);
             }
             let n = ensure_folders_internal(&db, &r.internal, &mut created)?;
             self.present(&db, &r, n)?

@@ -1,6 +1,7 @@
 //! The admin endpoints `cec idm` / `cec storage` call: served for an admin with bodies valid
-//! against the official swagger, refused with 403 for a standard user and 401 without a
-//! token, strict about unknown request fields.
+//! against the official swagger; users, roles and workspaces searches filtered for a
+//! standard user (as Cells v4's policies do), ACLs and datasources refused to them (403);
+//! 401 without a token; strict about unknown request fields.
 
 mod common;
 
@@ -165,15 +166,7 @@ async fn standard_users_get_403_and_anonymous_401() {
     let emu = TestEmu::start().await;
     let sw = Swagger::load();
     let alice = emu.pat("alice");
-    let q = json!({"Queries": [{}]});
     let calls: Vec<(Method, &str, Option<Value>)> = vec![
-        (
-            Method::POST,
-            "/user",
-            Some(json!({"Queries": [{"Login": "*"}]})),
-        ),
-        (Method::POST, "/role", Some(q.clone())),
-        (Method::POST, "/workspace", Some(q.clone())),
         (
             Method::POST,
             "/acl",
@@ -238,4 +231,116 @@ async fn unknown_fields_are_refused() {
         )
         .await;
     assert_eq!(st, 500);
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn standard_users_search_users_roles_and_workspaces_filtered_by_policies() {
+    let emu = TestEmu::start().await;
+    let sw = Swagger::load();
+    let alice = emu.pat("alice");
+    // Users: READ for profile:standard, so every user; editable only herself.
+    let (st, v) = emu
+        .rest(
+            &sw,
+            Method::POST,
+            "/user",
+            Some(&alice),
+            Some(&json!({"Queries": [{"Login": "*"}]})),
+            "restUsersCollection",
+        )
+        .await;
+    assert_eq!(st, 200, "{v}");
+    let mut users = names(&v, "Users", "Login");
+    users.sort();
+    assert_eq!(users, vec!["admin", "alice", "bob"]);
+    for u in v["Users"].as_array().unwrap() {
+        let mine = u["Login"] == "alice";
+        assert_eq!(
+            u.get("PoliciesContextEditable").is_some(),
+            mine,
+            "only her own user is editable: {u}"
+        );
+    }
+    // Roles: the built-in ones and her own user role, not the other users' roles.
+    let (st, v) = emu
+        .rest(
+            &sw,
+            Method::POST,
+            "/role",
+            Some(&alice),
+            Some(&json!({"Queries": [{}]})),
+            "restRolesCollection",
+        )
+        .await;
+    assert_eq!(st, 200, "{v}");
+    let labels = names(&v, "Roles", "Label");
+    assert!(labels.contains(&"Root Group".to_string()), "{labels:?}");
+    assert!(
+        labels.contains(&"User alice role".to_string()),
+        "{labels:?}"
+    );
+    assert!(!labels.contains(&"User bob role".to_string()), "{labels:?}");
+    assert!(
+        v["Roles"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .all(|r| r.get("PoliciesContextEditable").is_none())
+    );
+    // Workspaces: every admin workspace (READ for profile:standard), none editable, and the
+    // rights of team-docs say read-only as its ACLs do.
+    let (st, v) = emu
+        .rest(
+            &sw,
+            Method::POST,
+            "/workspace",
+            Some(&alice),
+            Some(&json!({"Queries": [{}]})),
+            "restWorkspaceCollection",
+        )
+        .await;
+    assert_eq!(st, 200, "{v}");
+    let slugs = names(&v, "Workspaces", "Slug");
+    assert!(
+        slugs.contains(&"team-docs".to_string()) && slugs.contains(&"personal-files".to_string())
+    );
+    for w in v["Workspaces"].as_array().unwrap() {
+        assert!(w.get("PoliciesContextEditable").is_none(), "{w}");
+        let attrs: Value = serde_json::from_str(w["Attributes"].as_str().unwrap()).unwrap();
+        let want = if w["Slug"] == "team-docs" { "r" } else { "rw" };
+        assert_eq!(attrs["DEFAULT_RIGHTS"], want, "{w}");
+    }
+    // ANY / NONE policy queries are for admins only.
+    for ty in ["ANY", "NONE"] {
+        let (st, _) = emu
+            .rest(
+                &sw,
+                Method::POST,
+                "/workspace",
+                Some(&alice),
+                Some(&json!({"ResourcePolicyQuery": {"Type": ty}})),
+                "restWorkspaceCollection",
+            )
+            .await;
+        assert_eq!(st, 403, "{ty}");
+    }
+    let admin = emu.pat("admin");
+    let (st, v) = emu
+        .rest(
+            &sw,
+            Method::POST,
+            "/workspace",
+            Some(&admin),
+            Some(&json!({"ResourcePolicyQuery": {"Type": "ANY"}})),
+            "restWorkspaceCollection",
+        )
+        .await;
+    assert_eq!(st, 200);
+    assert!(
+        v["Workspaces"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .all(|w| w["PoliciesContextEditable"] == true)
+    );
 }

@@ -127,17 +127,17 @@ async fn create_folders_with_implicit_parents_and_leaf_files() {
     let (_, f) = stat(&emu, &sw, &token, "personal-files/a/hello.txt").await;
     assert_eq!(f["Node"]["Size"], "5");
 
-    // Errors: empty Nodes, existing folder, file in the way, read-only workspace.
+    // Errors: empty Nodes, folder over a file, file in the way, read-only workspace.
     let (status, _) = create(&emu, &sw, &token, json!([])).await;
     assert_eq!(status, 500);
-    let (status, _) = create(
+    let (status, err) = create(
         &emu,
         &sw,
         &token,
-        json!([{"Path": "personal-files/a", "Type": "COLLECTION"}]),
+        json!([{"Path": "personal-files/a/hello.txt", "Type": "COLLECTION"}]),
     )
     .await;
-    assert_eq!(status, 500);
+    assert_eq!(status, 500, "a folder over a file: {err}");
     let (status, _) = create(
         &emu,
         &sw,
@@ -171,6 +171,92 @@ async fn create_folders_with_implicit_parents_and_leaf_files() {
     )
     .await;
     assert_eq!(status, 200);
+}
+
+#[tokio::test]
+async fn creating_an_existing_folder_returns_it_and_a_mixed_batch_creates_the_new_ones() {
+    let sw = Swagger::load();
+    let emu = TestEmu::start().await;
+    let token = emu.pat("alice");
+    let (status, body) = create(
+        &emu,
+        &sw,
+        &token,
+        json!([{"Path": "personal-files/target", "Type": "COLLECTION"}]),
+    )
+    .await;
+    assert_eq!(status, 200, "{body}");
+    let uuid = body["Children"][0]["Uuid"].as_str().unwrap().to_string();
+    emu.state()
+        .store
+        .put_bytes("alice", "personal-files/target/keep.txt", b"kept", None)
+        .unwrap();
+
+    // The existing folder comes back as a success, the same node, its content untouched.
+    let (status, body) = create(
+        &emu,
+        &sw,
+        &token,
+        json!([{"Path": "personal-files/target", "Type": "COLLECTION"}]),
+    )
+    .await;
+    assert_eq!(status, 200, "existing folder: {body}");
+    assert_eq!(body["Children"][0]["Path"], "personal-files/target");
+    assert_eq!(body["Children"][0]["Uuid"], uuid.as_str());
+    assert_eq!(body["Children"][0]["Type"], "COLLECTION");
+
+    // What the official client sends uploading a folder into an existing target: the
+    // target again, with the new sub-folders.
+    let (status, body) = create(
+        &emu,
+        &sw,
+        &token,
+        json!([
+            {"Path": "personal-files/target", "Type": "COLLECTION"},
+            {"Path": "personal-files/target/new1", "Type": "COLLECTION"},
+            {"Path": "personal-files/target/new1/deep", "Type": "COLLECTION"},
+            {"Path": "personal-files/target/new2", "Type": "COLLECTION"},
+        ]),
+    )
+    .await;
+    assert_eq!(status, 200, "mixed batch: {body}");
+    assert_eq!(
+        node_paths(&json!({"Nodes": body["Children"]})),
+        [
+            "personal-files/target",
+            "personal-files/target/new1",
+            "personal-files/target/new1/deep",
+            "personal-files/target/new2"
+        ]
+    );
+    for p in [
+        "personal-files/target/new1/deep",
+        "personal-files/target/new2",
+        "personal-files/target/keep.txt",
+    ] {
+        let (status, _) = stat(&emu, &sw, &token, p).await;
+        assert_eq!(status, 200, "{p}");
+    }
+    let (_, t) = stat(&emu, &sw, &token, "personal-files/target").await;
+    assert_eq!(t["Node"]["Uuid"], uuid.as_str());
+
+    // A workspace root exists too; a read-only workspace still refuses.
+    let (status, _) = create(
+        &emu,
+        &sw,
+        &token,
+        json!([{"Path": "personal-files", "Type": "COLLECTION"}]),
+    )
+    .await;
+    assert_eq!(status, 200);
+    let (status, _) = create(
+        &emu,
+        &sw,
+        &token,
+        json!([{"Path": "team-docs", "Type": "COLLECTION"}]),
+    )
+    .await;
+    assert_eq!(status, 403);
 }
 
 #[tokio::test]

@@ -545,10 +545,16 @@ impl CellsApi for MemoryCellsApi {
                 message: "empty Nodes".into(),
             });
         }
+        // As Cells v4: an existing folder is returned as a success (update-if-exists), only a
+        // file in the way is refused.
         for path in paths {
             state.check_writable(path)?;
-            if state.nodes.contains_key(path) {
-                return Err(ApiError::AlreadyExists(path.clone()));
+            if state
+                .nodes
+                .get(path)
+                .is_some_and(|n| n.kind != NodeKind::Folder)
+            {
+                return Err(ApiError::TypeConflict(format!("{path} is a file")));
             }
         }
         let mut created = Vec::new();

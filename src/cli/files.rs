@@ -63,7 +63,8 @@ pub struct MkdirArgs {
     /// Folders to create (`<workspace>/<path>`)
     #[arg(required = true)]
     pub paths: Vec<String>,
-    /// Create missing parents, and do not fail if the folder exists
+    /// Create missing parents (an existing folder is never an error, as with the official
+    /// client)
     #[arg(short = 'p', long)]
     pub parents: bool,
 }
@@ -493,10 +494,10 @@ pub async fn run_mkdir(args: MkdirArgs, global: &GlobalArgs) -> Result<(), CliEr
         }
         match api.stat(&path).await? {
             Some(n) if n.is_folder() => {
-                if args.parents {
-                    continue;
-                }
-                return Err(CliError::failure(format!("{path} already exists")));
+                // As the official client: an existing folder leaves nothing to do. The
+                // server would accept its creation too, but we never ask it to.
+                eprintln!("{path} already exists: nothing to do");
+                continue;
             }
             Some(_) => {
                 return Err(CliError::failure(format!(

@@ -3417,7 +3417,14 @@ impl CellsFs {
         let path = checked_path(&parent_path, name)?;
         let name = base_name(&path).to_string();
         self.check_writable(&path).await?;
-        if self.fetch_meta(&path, true).await?.is_some() {
+        // The server answers the creation of an existing folder with success (Cells v4), so
+        // whether the name exists is asked of it rather than of a cache that may not have
+        // seen a folder made elsewhere; what this mount holds locally still counts first.
+        let exists = match self.cached_meta(&path) {
+            Some(Some(_)) => true,
+            _ => self.fetch_meta(&path, false).await?.is_some(),
+        };
+        if exists {
             return Err(FsError::Exists(path));
         }
         let _turn = self.inner.order.turn(&[&path]).await;
