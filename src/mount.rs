@@ -621,6 +621,9 @@ pub fn wait_until_answers(path: &Path, timeout: Duration) -> anyhow::Result<()> 
 pub struct MountStatus {
     pub mountpoint: String,
     pub server: String,
+    /// The stored profile the mount uses (`None`: `--url`/`--token`, or an older daemon).
+    #[serde(default)]
+    pub profile: Option<String>,
     pub pid: u32,
     pub uptime_secs: u64,
     pub read_only: bool,
@@ -652,13 +655,50 @@ pub struct ConflictCopyStatus {
 #[derive(Debug, Clone, Default, Serialize, Deserialize, PartialEq)]
 pub struct PendingUploadStatus {
     pub path: String,
+    /// The file's size.
     pub bytes: u64,
+    /// Bytes of it the running upload has sent.
+    #[serde(default)]
+    pub sent_bytes: u64,
+    /// Bytes a second since the upload began; `None` before it began.
+    #[serde(default)]
+    pub rate_bytes_per_sec: Option<u64>,
+    /// Write-back: seconds until the upload starts; `None` once it runs.
+    #[serde(default)]
+    pub starts_in_secs: Option<u64>,
+}
+
+impl PendingUploadStatus {
+    /// `3.0 MiB of 10.0 MiB sent, 1.2 MiB/s`, `starts in 12s`, or `waiting`.
+    pub fn progress(&self) -> String {
+        let mut parts = Vec::new();
+        if let Some(secs) = self.starts_in_secs {
+            parts.push(format!("starts in {secs}s"));
+        }
+        if let Some(rate) = self.rate_bytes_per_sec {
+            parts.push(format!(
+                "{} of {} sent, {}/s",
+                human_bytes(self.sent_bytes),
+                human_bytes(self.bytes),
+                human_bytes(rate)
+            ));
+        }
+        if parts.is_empty() {
+            parts.push("waiting".into());
+        }
+        parts.join(", ")
+    }
 }
 
 impl std::fmt::Display for MountStatus {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         writeln!(f, "mountpoint:      {}", self.mountpoint)?;
         writeln!(f, "server:          {}", self.server)?;
+        writeln!(
+            f,
+            "profile:         {}",
+            self.profile.as_deref().unwrap_or("(none)")
+        )?;
         writeln!(f, "pid:             {}", self.pid)?;
         writeln!(f, "uptime:          {}s", self.uptime_secs)?;
         writeln!(
@@ -692,7 +732,13 @@ impl std::fmt::Display for MountStatus {
         )?;
         writeln!(f, "pending uploads: {}", self.pending_uploads.len())?;
         for p in &self.pending_uploads {
-            writeln!(f, "  {} ({})", p.path, human_bytes(p.bytes))?;
+            writeln!(
+                f,
+                "  {} ({}): {}",
+                p.path,
+                human_bytes(p.bytes),
+                p.progress()
+            )?;
         }
         if !self.conflict_copies.is_empty() {
             writeln!(f, "conflict copies: {}", self.conflict_copies.len())?;
@@ -1420,13 +1466,19 @@ mod tests {
             pending_uploads: vec![PendingUploadStatus {
                 path: "personal-files/a.bin".into(),
                 bytes: 3 * 1024 * 1024,
+                sent_bytes: 1024 * 1024,
+                rate_bytes_per_sec: Some(512 * 1024),
+                starts_in_secs: None,
             }],
             recent_errors: vec!["upload failed: personal-files/b".into()],
             events_connected: Some(true),
             ..Default::default()
         };
         let text = status.to_string();
-        assert!(text.contains("personal-files/a.bin (3.0 MiB)"), "{text}");
+        assert!(
+            text.contains("personal-files/a.bin (3.0 MiB): 1.0 MiB of 3.0 MiB sent, 512.0 KiB/s"),
+            "{text}"
+        );
         assert!(text.contains("upload failed: personal-files/b"), "{text}");
         assert!(text.contains("events:          connected"), "{text}");
     }
@@ -1441,6 +1493,8 @@ pub struct MountPlan {
     pub mountpoint: PathBuf,
     /// Server base URL (display, and the events URL).
     pub server: String,
+    /// The stored profile used (shown by `cec mount --status`).
+    pub profile: Option<String>,
     pub api: std::sync::Arc<dyn crate::api::CellsApi>,
     pub tokens: std::sync::Arc<dyn crate::auth::TokenSource>,
     pub fs_options: crate::fs::FsOptions,
@@ -1545,6 +1599,7 @@ fn build_status(
     MountStatus {
         mountpoint: plan_view.mountpoint.clone(),
         server: plan_view.server.clone(),
+        profile: plan_view.profile.clone(),
         pid: std::process::id(),
         uptime_secs: plan_view.started.elapsed().as_secs(),
         read_only: plan_view.read_only,
@@ -1555,6 +1610,9 @@ fn build_status(
             .map(|p| PendingUploadStatus {
                 path: p.path.clone(),
                 bytes: p.size,
+                sent_bytes: p.sent,
+                rate_bytes_per_sec: p.rate,
+                starts_in_secs: p.starts_in_secs,
             })
             .collect(),
         cache_dir: plan_view.cache_dir.clone(),
@@ -1589,6 +1647,7 @@ fn build_status(
 struct StatusContext {
     mountpoint: String,
     server: String,
+    profile: Option<String>,
     started: Instant,
     read_only: bool,
     write_back_secs: Option<u64>,
@@ -1639,6 +1698,7 @@ async fn mount_and_serve(plan: MountPlan, readiness: &mut Readiness) -> anyhow::
     let status_context = StatusContext {
         mountpoint: absolute(&mountpoint)?.display().to_string(),
         server: plan.server.clone(),
+        profile: plan.profile.clone(),
         started: Instant::now(),
         read_only: plan.fs_options.read_only,
         write_back_secs: plan.fs_options.write_back.map(|d| d.as_secs()),

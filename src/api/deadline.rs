@@ -24,7 +24,7 @@ use std::time::{Duration, Instant};
 use bytes::Bytes;
 use futures::Stream;
 
-use super::{ApiError, ByteStream};
+use super::{ApiError, ByteStream, SentCounter};
 
 /// The deadlines of requests and the progress floor of transfers.
 #[derive(Debug, Clone, Copy, PartialEq)]
@@ -157,11 +157,32 @@ impl Stream for GuardedDownload {
     }
 }
 
-/// Counts the bytes of an upload body as the HTTP client takes them.
+/// Counts the bytes of an upload body as the HTTP client takes them (and into the upload's
+/// own [`SentCounter`], when it has one).
 #[derive(Clone, Default)]
-pub struct UploadProgress(Arc<AtomicU64>);
+pub struct UploadProgress(Arc<AtomicU64>, Option<SentCounter>);
 
 impl UploadProgress {
+    /// A progress that also counts into `also`.
+    pub fn also(also: Option<SentCounter>) -> UploadProgress {
+        UploadProgress(Arc::default(), also)
+    }
+
+    /// Count `n` bytes sent without a stream (a body sent whole).
+    pub fn credit(&self, n: u64) {
+        self.0.fetch_add(n, Ordering::Relaxed);
+        if let Some(also) = &self.1 {
+            also.add(n);
+        }
+    }
+
+    /// Take this attempt's bytes back from the upload's counter (the attempt failed).
+    pub fn take_back(&self) {
+        if let Some(also) = &self.1 {
+            also.take_back(self.0.swap(0, Ordering::Relaxed));
+        }
+    }
+
     /// `stream`, counting into this progress.
     pub fn counting<S, E>(&self, stream: S) -> impl Stream<Item = Result<Bytes, E>> + Send + 'static
     where
@@ -169,9 +190,13 @@ impl UploadProgress {
     {
         use futures::StreamExt;
         let sent = self.0.clone();
+        let also = self.1.clone();
         stream.inspect(move |chunk| {
             if let Ok(chunk) = chunk {
                 sent.fetch_add(chunk.len() as u64, Ordering::Relaxed);
+                if let Some(also) = &also {
+                    also.add(chunk.len() as u64);
+                }
             }
         })
     }

@@ -33,7 +33,7 @@ use super::body;
 use super::deadline::{Deadlines, UploadProgress, guard_download};
 use super::{
     ApiError, ApiResult, ByteRange, ByteStream, CellsApi, MIB, Node, NodeKind, ObjectInfo, S3Entry,
-    UploadOptions, Workspace,
+    SentCounter, UploadOptions, Workspace,
 };
 use crate::auth::TokenSource;
 
@@ -231,6 +231,19 @@ struct RequestSpec {
     idempotent: bool,
     /// What the request is about, for error messages (a path, a job id).
     subject: String,
+    /// An upload's counter of bytes sent, which a successful request's body adds to.
+    sent: Option<SentCounter>,
+}
+
+/// Takes a failed attempt's bytes back from its upload's counter (on drop, unless kept).
+struct Counted(Option<UploadProgress>);
+
+impl Drop for Counted {
+    fn drop(&mut self) {
+        if let Some(progress) = self.0.take() {
+            progress.take_back();
+        }
+    }
 }
 
 impl HttpCellsApi {
@@ -428,8 +441,9 @@ impl HttpCellsApi {
                 }
                 _ => None,
             };
-            let progress = UploadProgress::default();
+            let progress = UploadProgress::also(spec.sent.clone());
             let (req, streamed) = self.build(&spec, &token, timeout, &progress)?;
+            let mut counted = Counted(spec.sent.is_some().then(|| progress.clone()));
             let started = std::time::Instant::now();
             let result = self.attempt(&spec, req, streamed, &progress).await;
             tracing::trace!(
@@ -462,6 +476,15 @@ impl HttpCellsApi {
                 Ok(resp) => {
                     let status = resp.status();
                     if status.is_success() {
+                        if let Some(progress) = counted.0.take()
+                            && streamed.is_none()
+                        {
+                            progress.credit(match &spec.body {
+                                BodySpec::File { len, .. } => *len,
+                                BodySpec::Bytes(b) => b.len() as u64,
+                                _ => 0,
+                            });
+                        }
                         return Ok(resp);
                     }
                     let retry_after = resp
@@ -537,6 +560,7 @@ impl HttpCellsApi {
             body: body.map(BodySpec::Json).unwrap_or(BodySpec::Empty),
             idempotent,
             subject: subject.to_string(),
+            sent: None,
         }
     }
 
@@ -594,6 +618,7 @@ impl HttpCellsApi {
             body,
             idempotent,
             subject: key.to_string(),
+            sent: None,
         }
     }
 
@@ -825,6 +850,7 @@ impl HttpCellsApi {
         }
         let mut spec = self.s3_spec(Method::PUT, key, &[], headers, body, true);
         spec.wait = upload_wait(&spec.body);
+        spec.sent = options.sent.clone();
         let resp = self.execute(spec).await?;
         Ok(etag_of(resp.headers()))
     }
@@ -849,7 +875,15 @@ impl HttpCellsApi {
                 let upload_id = upload_id.clone();
                 async move {
                     let etag = self
-                        .multipart_part(key, &upload_id, number, source, offset, len)
+                        .multipart_part(
+                            key,
+                            &upload_id,
+                            number,
+                            source,
+                            offset,
+                            len,
+                            options.sent.clone(),
+                        )
                         .await?;
                     Ok((number, etag))
                 }
@@ -904,6 +938,7 @@ impl HttpCellsApi {
         })
     }
 
+    #[allow(clippy::too_many_arguments)]
     async fn multipart_part(
         &self,
         key: &str,
@@ -912,6 +947,7 @@ impl HttpCellsApi {
         source: &Path,
         offset: u64,
         len: u64,
+        sent: Option<SentCounter>,
     ) -> ApiResult<String> {
         let n = number.to_string();
         let mut spec = self.s3_spec(
@@ -927,6 +963,7 @@ impl HttpCellsApi {
             true,
         );
         spec.wait = upload_wait(&spec.body);
+        spec.sent = sent;
         let resp = self.execute(spec).await?;
         Ok(etag_of(resp.headers()))
     }
@@ -1880,8 +1917,16 @@ impl CellsApi for HttpCellsApi {
         offset: u64,
         len: u64,
     ) -> ApiResult<String> {
-        self.multipart_part(&clean_path(path), upload_id, number, source, offset, len)
-            .await
+        self.multipart_part(
+            &clean_path(path),
+            upload_id,
+            number,
+            source,
+            offset,
+            len,
+            None,
+        )
+        .await
     }
 
     async fn complete_multipart(

@@ -133,7 +133,47 @@ pub struct UploadOptions {
     /// At most this many parts; the part size grows to fit.
     pub max_parts: u64,
     pub content_type: Option<String>,
+    /// Counts the bytes of the upload's bodies as they are sent (for a progress display).
+    pub sent: Option<SentCounter>,
 }
+
+/// Bytes of an upload sent so far, shared with whoever shows its progress. The bytes of a
+/// request that failed are taken back, so a byte sent twice (a retry) counts once.
+#[derive(Debug, Clone, Default)]
+pub struct SentCounter(pub std::sync::Arc<std::sync::atomic::AtomicU64>);
+
+impl SentCounter {
+    pub fn get(&self) -> u64 {
+        self.0.load(std::sync::atomic::Ordering::Relaxed)
+    }
+
+    pub fn add(&self, n: u64) {
+        self.0.fetch_add(n, std::sync::atomic::Ordering::Relaxed);
+    }
+
+    /// Take `n` bytes back (never below zero).
+    pub fn take_back(&self, n: u64) {
+        use std::sync::atomic::Ordering;
+        let _ = self
+            .0
+            .fetch_update(Ordering::Relaxed, Ordering::Relaxed, |v| {
+                Some(v.saturating_sub(n))
+            });
+    }
+
+    pub fn reset(&self) {
+        self.0.store(0, std::sync::atomic::Ordering::Relaxed);
+    }
+}
+
+/// Two options are equal when they count into the same counter.
+impl PartialEq for SentCounter {
+    fn eq(&self, other: &Self) -> bool {
+        std::sync::Arc::ptr_eq(&self.0, &other.0)
+    }
+}
+
+impl Eq for SentCounter {}
 
 impl Default for UploadOptions {
     fn default() -> Self {
@@ -143,6 +183,7 @@ impl Default for UploadOptions {
             parts_concurrency: 3,
             max_parts: 5000,
             content_type: None,
+            sent: None,
         }
     }
 }

@@ -35,6 +35,9 @@ pub struct MountArgs {
     /// MOUNTPOINT: one line per cec mount)
     #[arg(long, conflicts_with_all = ["daemon", "demo"])]
     pub status: bool,
+    /// With --status: print the status as JSON (one object, or a list without MOUNTPOINT)
+    #[arg(long, requires = "status")]
+    pub json: bool,
     /// Start a local Cells emulator with sample content and mount it (no server needed)
     #[arg(long)]
     pub demo: bool,
@@ -164,8 +167,8 @@ impl MountArgs {
 pub fn run_mount(args: MountArgs, global: &GlobalArgs) -> ExitCode {
     if args.status {
         return super::report(match &args.mountpoint {
-            Some(m) => show_status(m),
-            None => super::mount_list::show_all(),
+            Some(m) => show_status(m, args.json),
+            None => super::mount_list::show_all(args.json),
         });
     }
     let mut readiness = Readiness::from_env();
@@ -227,10 +230,17 @@ pub fn run_unmount(args: UnmountArgs, _global: &GlobalArgs) -> ExitCode {
     super::report(result)
 }
 
-fn show_status(mountpoint: &Path) -> Result<(), CliError> {
+fn show_status(mountpoint: &Path, json: bool) -> Result<(), CliError> {
     let status =
         mount::query_status(mountpoint).map_err(|e| CliError::failure(format!("{e:#}")))?;
-    print!("{status}");
+    if json {
+        println!(
+            "{}",
+            serde_json::to_string_pretty(&status).expect("a status is JSON")
+        );
+    } else {
+        print!("{status}");
+    }
     Ok(())
 }
 
@@ -338,6 +348,7 @@ async fn plan_for_profile(args: &MountArgs, global: &GlobalArgs) -> Result<Mount
     Ok(MountPlan {
         mountpoint: args.mountpoint().to_path_buf(),
         server: session.base_url.clone(),
+        profile: session.profile_id.clone(),
         api,
         tokens: session.tokens.clone(),
         fs_options: fs_options(args, cache_dir),
@@ -431,6 +442,7 @@ async fn run_demo(args: &MountArgs, readiness: &mut Readiness) -> Result<(), Cli
     let plan = MountPlan {
         mountpoint: args.mountpoint().to_path_buf(),
         server: emulator.url.clone(),
+        profile: Some("demo".into()),
         api,
         tokens,
         fs_options: fs_options(args, base.join("cache")),

@@ -1,6 +1,7 @@
 //! `cec mount --status` without a mountpoint: every cec mount (`fuse.cec`, or `fuse` from a
-//! `cells:` source, in `/proc/self/mountinfo`) with one line each: mountpoint, server, pending uploads (count and
-//! bytes) and cache use, asked of each mount's control socket. A mount that does not answer
+//! `cells:` source, in `/proc/self/mountinfo`) with one line each: mountpoint, server, profile,
+//! pending uploads (count and bytes) and cache use, then one line per pending upload with its
+//! progress, asked of each mount's control socket. A mount that does not answer
 //! (another user's, or a dead one) is listed with the reason. Kept apart from the status of
 //! one mount (`mount::MountStatus`'s display), which other work extends.
 
@@ -51,9 +52,27 @@ fn unescape(field: &str) -> String {
     String::from_utf8_lossy(&out).into_owned()
 }
 
-/// Print one line per cec mount.
-pub fn show_all() -> Result<(), CliError> {
+/// Print one line per cec mount (`json`: a list of their statuses, each with `mountpoint`,
+/// and `error` for a mount that does not answer).
+pub fn show_all(json: bool) -> Result<(), CliError> {
     let mounts = cec_mountpoints();
+    if json {
+        let list: Vec<serde_json::Value> = mounts
+            .iter()
+            .map(|mp| match mount::query_status(mp) {
+                Ok(s) => serde_json::to_value(s).expect("a status is JSON"),
+                Err(e) => serde_json::json!({
+                    "mountpoint": mp.display().to_string(),
+                    "error": format!("{e:#}"),
+                }),
+            })
+            .collect();
+        println!(
+            "{}",
+            serde_json::to_string_pretty(&list).expect("a list is JSON")
+        );
+        return Ok(());
+    }
     if mounts.is_empty() {
         println!("no cec mount");
         return Ok(());
@@ -63,14 +82,23 @@ pub fn show_all() -> Result<(), CliError> {
             Ok(s) => {
                 let pending: u64 = s.pending_uploads.iter().map(|p| p.bytes).sum();
                 println!(
-                    "{}  server {}  pending uploads {} ({})  cache {} of {}",
+                    "{}  server {}  profile {}  pending uploads {} ({})  cache {} of {}",
                     s.mountpoint,
                     s.server,
+                    s.profile.as_deref().unwrap_or("(none)"),
                     s.pending_uploads.len(),
                     human_bytes(pending),
                     human_bytes(s.cache_used_bytes),
                     human_bytes(s.cache_limit_bytes)
                 );
+                for p in &s.pending_uploads {
+                    println!(
+                        "    {} ({}): {}",
+                        p.path,
+                        human_bytes(p.bytes),
+                        p.progress()
+                    );
+                }
             }
             Err(e) => println!("{}  not answering: {e:#}", mp.display()),
         }

@@ -140,6 +140,7 @@ impl ScpArgs {
                 parts_concurrency: self.parts_concurrency,
                 max_parts: self.max_parts_number,
                 content_type: None,
+                sent: None,
             },
             force: self.force,
             update: self.update,

@@ -37,6 +37,7 @@ mod outage;
 mod overlay;
 mod prefetch;
 mod private;
+mod progress;
 mod staging_pool;
 mod stream;
 
@@ -297,6 +298,12 @@ pub struct PendingUpload {
     pub size: u64,
     /// Failed attempts so far.
     pub attempts: u32,
+    /// Bytes sent by the running upload.
+    pub sent: u64,
+    /// Bytes a second since the upload began; `None` before.
+    pub rate: Option<u64>,
+    /// Write-back: seconds left until the upload starts.
+    pub starts_in_secs: Option<u64>,
 }
 
 /// A recent failure worth showing to the user.
@@ -861,6 +868,8 @@ struct Inner {
     read_budget: Arc<tokio::sync::Semaphore>,
     /// Write-back uploads running at once.
     upload_slots: Arc<tokio::sync::Semaphore>,
+    /// Bytes sent and start times of the uploads, for the status.
+    progress: Arc<progress::Board>,
     /// Kernel invalidations go to a dedicated thread: the kernel may block a notification
     /// until a request it is processing in the same directory (a rename, say) is answered, so
     /// calling it from a task could stall the very runtime that must answer.
@@ -1045,6 +1054,7 @@ impl CellsFs {
                 staging_dir,
                 read_budget: Arc::new(tokio::sync::Semaphore::new(permits as usize)),
                 upload_slots: Arc::new(tokio::sync::Semaphore::new(WRITE_BACK_UPLOADS)),
+                progress: Arc::default(),
                 notifier: OnceLock::new(),
                 errors: Mutex::new(VecDeque::new()),
                 pending_deletes: Mutex::new(HashMap::new()),
@@ -2710,7 +2720,7 @@ impl CellsFs {
             staging.version += 1;
             staging.modified = SystemTime::now();
             if new_here {
-                self.stream_parts(&path, staging);
+                self.stream_parts(ino, &path, staging);
             }
         }
         self.inner.overlay.content_replaced(&path);
@@ -2722,7 +2732,7 @@ impl CellsFs {
     /// only has the tail to send. Only for a file not on the server yet or empty there (the
     /// server shows a temporary node at the path while a multipart upload is open: no one
     /// loses sight of content meanwhile).
-    fn stream_parts(&self, path: &str, staging: &mut Staging) {
+    fn stream_parts(&self, ino: u64, path: &str, staging: &mut Staging) {
         let options = &self.inner.options;
         if !staging.appending {
             return;
@@ -2742,7 +2752,10 @@ impl CellsFs {
                 self.inner.journal.clone(),
                 path,
                 staging_path.to_path_buf(),
-                &options.upload_options,
+                &UploadOptions {
+                    sent: Some(self.inner.progress.streaming(ino)),
+                    ..options.upload_options.clone()
+                },
                 self.retry(),
             ));
         }
@@ -2848,9 +2861,11 @@ impl CellsFs {
             }
         }
         let weak = Arc::downgrade(&self.inner);
+        let board = self.inner.progress.clone();
         tokio::spawn(async move {
             let mut wait = delay;
             loop {
+                board.due(ino, Instant::now() + wait);
                 tokio::time::sleep(wait).await;
                 let Some(inner) = weak.upgrade() else {
                     return;
@@ -2891,6 +2906,10 @@ impl CellsFs {
     /// (Sync, or Journaled with a non-transient error).
     async fn upload(&self, ino: u64, file: &FileState, mode: UploadMode) -> FsResult<()> {
         let _io = file.io_lock.lock().await;
+        let _meter = progress::Ending {
+            board: &self.inner.progress,
+            ino,
+        };
         let options = &self.inner.options;
         let mut delay = options.upload_retry_delay;
         let mut attempt = 0;
@@ -2990,6 +3009,10 @@ impl CellsFs {
                 .unwrap()
                 .as_mut()
                 .and_then(|s| s.stream.take());
+            let upload_options = UploadOptions {
+                sent: Some(self.inner.progress.begin(ino, parts.is_some())),
+                ..options.upload_options.clone()
+            };
             let streamed = match parts {
                 Some(parts)
                     if parts.path == path && size > options.upload_options.multipart_threshold =>
@@ -3016,18 +3039,13 @@ impl CellsFs {
                     UploadSource::File(staging_path) => {
                         self.inner
                             .api
-                            .put_object_from_file(
-                                &path,
-                                staging_path,
-                                size,
-                                &options.upload_options,
-                            )
+                            .put_object_from_file(&path, staging_path, size, &upload_options)
                             .await
                     }
                     UploadSource::Memory(bytes) => {
                         self.inner
                             .api
-                            .put_object(&path, bytes.clone(), &options.upload_options)
+                            .put_object(&path, bytes.clone(), &upload_options)
                             .await
                     }
                 },
@@ -4284,16 +4302,20 @@ impl CellsFs {
     pub fn status(&self) -> FsStatus {
         let table = self.inner.table.lock().unwrap();
         let mut pending_uploads = Vec::new();
-        for data in table.inodes.values() {
+        for (&ino, data) in table.inodes.iter() {
             if let Some(file) = &data.file
                 && let Some(s) = file.staging.lock().unwrap().as_ref()
                 && s.dirty()
                 && !data.detached
             {
+                let progress = self.inner.progress.get(ino);
                 pending_uploads.push(PendingUpload {
                     path: data.path.clone(),
                     size: s.size,
                     attempts: s.attempts,
+                    sent: progress.sent,
+                    rate: progress.rate,
+                    starts_in_secs: progress.starts_in.map(|d| d.as_secs_f64().ceil() as u64),
                 });
             }
         }

@@ -182,10 +182,14 @@ async fn send_parts(
     let sent: ApiResult<Vec<(u64, String)>> = parts
         .map(|(number, offset, len)| {
             let (api, path, staging, upload_id) = (&api, &path, &staging, &upload_id);
+            let options = &options;
             async move {
                 let etag = retry
                     .run(|| api.upload_part(path, upload_id, number, staging, offset, len))
                     .await?;
+                if let Some(sent) = &options.sent {
+                    sent.add(len);
+                }
                 Ok((number, etag))
             }
         })
