@@ -1067,6 +1067,10 @@ async fn redirect(
 #[tokio::test]
 async fn shell_redirection_uploads_once_and_touch_still_creates() {
     let api = Arc::new(MemoryCellsApi::default());
+    // On the server from the start: the creates below list the folder (their second lookup
+    // in it), and a file put on the server behind the mount's back (no events here) would
+    // stay unseen while that listing is trusted.
+    api.put_file(&format!("{WS}/existing"), b"old content\n");
     let cache = tempfile::tempdir().unwrap();
     let fs = mount(&api, options(cache.path())).await;
     let parent = resolve(&fs, WS).await.unwrap();
@@ -1096,7 +1100,6 @@ async fn shell_redirection_uploads_once_and_touch_still_creates() {
     assert_eq!(api.read_file(&format!("{WS}/touched")), Some(Vec::new()));
     // `echo new > existing`: the truncating open empties it here; the server keeps the old
     // content until the new one goes up, once.
-    api.put_file(&format!("{WS}/existing"), b"old content\n");
     let ino = resolve(&fs, &format!("{WS}/existing")).await.unwrap();
     let open = fs.open(ino, libc::O_WRONLY | libc::O_TRUNC).await.unwrap();
     api.reset_calls();
