@@ -20,7 +20,7 @@ use std::ffi::OsStr;
 use std::io;
 use std::path::Path;
 use std::sync::Arc;
-use std::time::{Duration, SystemTime, UNIX_EPOCH};
+use std::time::SystemTime;
 
 use fuser::{
     AccessFlags, BsdFileFlags, Config, CopyFileRangeFlags, Errno, FileAttr, FileHandle, FileType,
@@ -113,39 +113,6 @@ fn reply_entry(reply: ReplyEntry, op: &str, result: fs::FsResult<fs::Entry>) {
     match result {
         Ok(e) => reply.entry(&e.ttl, &file_attr(&e.attr), Generation(e.generation)),
         Err(err) => reply.error(errno(op, &err)),
-    }
-}
-
-/// Reply to a lookup: "no such name" as a negative entry (node 0) the kernel keeps for
-/// `negative_ttl`, so a repeated `stat` of a missing name does not come back here.
-fn reply_lookup(reply: ReplyEntry, result: fs::FsResult<fs::Entry>, negative_ttl: Duration) {
-    match result {
-        Err(err) if err.errno() == libc::ENOENT && !negative_ttl.is_zero() => {
-            tracing::debug!(
-                op = "lookup",
-                errno = libc::ENOENT,
-                "{err} (negative entry)"
-            );
-            let attr = FileAttr {
-                ino: INodeNo(0),
-                size: 0,
-                blocks: 0,
-                atime: UNIX_EPOCH,
-                mtime: UNIX_EPOCH,
-                ctime: UNIX_EPOCH,
-                crtime: UNIX_EPOCH,
-                kind: FileType::RegularFile,
-                perm: 0,
-                nlink: 0,
-                uid: 0,
-                gid: 0,
-                rdev: 0,
-                blksize: 0,
-                flags: 0,
-            };
-            reply.entry(&negative_ttl, &attr, Generation(0))
-        }
-        result => reply_entry(reply, "lookup", result),
     }
 }
 
@@ -252,15 +219,14 @@ impl Filesystem for CellsFuse {
 
     fn lookup(&self, _req: &Request, parent: INodeNo, name: &OsStr, reply: ReplyEntry) {
         // Answered from memory when it can be, without a trip through the runtime.
-        let negative_ttl = self.fs.negative_ttl();
         if let Some(result) = self.fs.lookup_cached(parent.0, name) {
-            return reply_lookup(reply, result, negative_ttl);
+            return reply_entry(reply, "lookup", result);
         }
         let fs = self.fs.clone();
         let name = name.to_owned();
         let span = tracing::debug_span!("lookup", parent = parent.0, name = ?name);
         self.spawn(span, async move {
-            reply_lookup(reply, fs.lookup(parent.0, &name).await, negative_ttl)
+            reply_entry(reply, "lookup", fs.lookup(parent.0, &name).await)
         });
     }
 

@@ -1807,15 +1807,6 @@ impl CellsFs {
         self.looked_up(path, meta)
     }
 
-    /// How long the kernel may keep a lookup's "no such name" (a negative entry) without
-    /// asking again: `--attr-timeout`, never longer, whatever the events. Events and this
-    /// mount's own changes invalidate the kernel's entry for a name that appears, but only
-    /// for a folder the mount still knows, and a lost event stream cannot enumerate the
-    /// absences the kernel holds: the base TTL bounds them all.
-    pub fn negative_ttl(&self) -> Duration {
-        self.inner.options.attr_timeout
-    }
-
     /// [`CellsFs::lookup`] when memory can answer it (the answer is the same), without
     /// waiting: `None` when the server must be asked. The kernel asks again for every path
     /// component each time its entry expires (`--attr-timeout`): `rsync`'s no-op run, `git
