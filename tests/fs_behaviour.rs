@@ -1067,6 +1067,10 @@ async fn redirect(
 #[tokio::test]
 async fn shell_redirection_uploads_once_and_touch_still_creates() {
     let api = Arc::new(MemoryCellsApi::default());
+    // On the server from the start: the creates below list the folder (their second lookup
+    // in it), and a file put on the server behind the mount's back (no events here) would
+    // stay unseen while that listing is trusted.
+    api.put_file(&format!("{WS}/existing"), b"old content\n");
     let cache = tempfile::tempdir().unwrap();
     let fs = mount(&api, options(cache.path())).await;
     let parent = resolve(&fs, WS).await.unwrap();
@@ -1096,7 +1100,6 @@ async fn shell_redirection_uploads_once_and_touch_still_creates() {
     assert_eq!(api.read_file(&format!("{WS}/touched")), Some(Vec::new()));
     // `echo new > existing`: the truncating open empties it here; the server keeps the old
     // content until the new one goes up, once.
-    api.put_file(&format!("{WS}/existing"), b"old content\n");
     let ino = resolve(&fs, &format!("{WS}/existing")).await.unwrap();
     let open = fs.open(ino, libc::O_WRONLY | libc::O_TRUNC).await.unwrap();
     api.reset_calls();
@@ -2039,4 +2042,79 @@ async fn mkdir_of_a_folder_made_elsewhere_meanwhile_is_eexist() {
             "{name}"
         );
     }
+}
+
+/// Requests the metadata paths sent: stats and listings (REST and gateway) and HEADs.
+fn metadata_requests(api: &MemoryCellsApi) -> u64 {
+    api.calls("stat")
+        + api.calls("list_folder")
+        + api.calls("list_folder_s3")
+        + api.calls("head_object")
+}
+
+/// SEMANTICS: "a second lookup in a folder not listed yet lists it: one listing answers
+/// every sibling and every absent name" (issue 30: 100 missing names cost 100 stats).
+#[tokio::test]
+async fn missing_names_in_a_folder_not_listed_cost_one_listing() {
+    let api = Arc::new(MemoryCellsApi::default());
+    for i in 0..10 {
+        api.put_file(&format!("{WS}/dir/f{i}"), b"x");
+    }
+    let cache = tempfile::tempdir().unwrap();
+    let fs = mount(&api, options(cache.path())).await;
+    let dir = resolve(&fs, &format!("{WS}/dir")).await.unwrap();
+    api.reset_calls();
+    for i in 0..100 {
+        let err = fs.lookup(dir, OsStr::new(&format!("missing{i}"))).await;
+        assert_eq!(err.map(|_| ()).map_err(|e| e.errno()), Err(libc::ENOENT));
+    }
+    // Dot-names too: the gateway's listing, fetched with the REST one, shows dotfiles.
+    for i in 0..20 {
+        let err = fs.lookup(dir, OsStr::new(&format!(".missing{i}"))).await;
+        assert_eq!(err.map(|_| ()).map_err(|e| e.errno()), Err(libc::ENOENT));
+    }
+    let sent = metadata_requests(&api);
+    assert!(
+        sent <= 3,
+        "120 absent names in a folder not listed yet: {sent} requests (stat {}, list {}, s3 list {})",
+        api.calls("stat"),
+        api.calls("list_folder"),
+        api.calls("list_folder_s3")
+    );
+    // A lone lookup in another folder asks about its one name only.
+    api.put_file(&format!("{WS}/other/big"), b"y");
+    let other = resolve(&fs, &format!("{WS}/other")).await.unwrap();
+    api.reset_calls();
+    fs.lookup(other, OsStr::new("big")).await.unwrap();
+    assert_eq!(api.calls("list_folder"), 0, "one name: no listing");
+    assert!(api.calls("stat") <= 1);
+}
+
+/// SEMANTICS: reading files by name in a folder not listed yet costs about one GET each: the
+/// listing fetched at the second lookup answers the other names (issue 30: 200 `cat`s cost
+/// 200 stats and 200 GETs).
+#[tokio::test]
+async fn reading_files_by_name_costs_about_one_get_each() {
+    let api = Arc::new(MemoryCellsApi::default());
+    for i in 0..200 {
+        api.put_file(&format!("{WS}/small/f{i:03}"), &pattern(1024));
+    }
+    let cache = tempfile::tempdir().unwrap();
+    let fs = mount(&api, options(cache.path())).await;
+    resolve(&fs, &format!("{WS}/small")).await.unwrap();
+    api.reset_calls();
+    for i in 0..200 {
+        let got = read_all(&fs, &format!("{WS}/small/f{i:03}"), 128 * 1024).await;
+        assert_eq!(got.len(), 1024);
+    }
+    let gets = api.calls("get_object");
+    let meta = metadata_requests(&api);
+    assert!(gets <= 200, "{gets} GETs for 200 files");
+    assert!(
+        meta <= 3,
+        "200 files read by name: {meta} metadata requests (stat {}, list {}, head {})",
+        api.calls("stat"),
+        api.calls("list_folder"),
+        api.calls("head_object")
+    );
 }

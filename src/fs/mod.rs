@@ -32,6 +32,7 @@ mod conflict;
 mod content;
 pub mod error;
 mod journal;
+mod lookups;
 mod order;
 mod outage;
 mod overlay;
@@ -855,6 +856,8 @@ struct Inner {
     handles: Mutex<HashMap<u64, Arc<Handle>>>,
     dir_handles: Mutex<HashMap<u64, Arc<DirHandle>>>,
     negative: Mutex<LruCache<String, (Instant, u64)>>,
+    /// Lookups asked of the server per folder not listed yet (see `lookups`).
+    lookups: lookups::LookupTally,
     workspaces: Mutex<CachedWorkspaces>,
     data_cache: Option<Arc<cache::DataCache>>,
     /// Stores blocks into `data_cache` on its own thread.
@@ -1044,6 +1047,7 @@ impl CellsFs {
                 handles: Mutex::new(HashMap::new()),
                 dir_handles: Mutex::new(HashMap::new()),
                 negative: Mutex::new(LruCache::new(negative_size)),
+                lookups: lookups::LookupTally::default(),
                 workspaces: Mutex::new(None),
                 data_cache,
                 cache_writer,
@@ -1636,6 +1640,7 @@ impl CellsFs {
                 at,
                 generation,
             });
+            self.inner.lookups.listed(path);
         }
         Ok((result, raced))
     }
@@ -1725,15 +1730,28 @@ impl CellsFs {
         }
         // A folder listed before and not too big is listed again rather than asked about one
         // name: `rsync`, `ls -l` and `find` go through every sibling (one request for all).
-        let relist = use_cache && {
+        let known_listing = {
             let table = self.inner.table.lock().unwrap();
             table
                 .by_path
                 .get(parent)
                 .and_then(|&ino| table.inodes.get(&ino))
                 .and_then(|d| d.listing.as_ref())
-                .is_some_and(|l| l.children.len() <= RELIST_MAX_ENTRIES)
+                .map(|l| l.children.len())
         };
+        let relist = use_cache
+            && match known_listing {
+                Some(len) => len <= RELIST_MAX_ENTRIES,
+                // A folder never listed is listed at its second lookup (see `lookups`).
+                None => {
+                    !parent.is_empty()
+                        && self.inner.lookups.list_instead(
+                            parent,
+                            self.inner.options.dir_cache_time,
+                            self.generation(),
+                        )
+                }
+            };
         let found = if parent.is_empty() || name.starts_with('.') || relist {
             // Workspaces come from their list; dotfiles only from the gateway's listing.
             self.listing(parent, !use_cache || relist)

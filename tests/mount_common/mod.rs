@@ -216,11 +216,11 @@ impl Harness {
             cmd.arg("--cache-dir").arg(&cache);
         }
         cmd.args(args)
-            .envs(env.iter().copied())
             .env(
                 "CEC_LOG",
                 std::env::var("CEC_TEST_MOUNT_LOG").unwrap_or("info".into()),
             )
+            .envs(env.iter().copied())
             .stdin(Stdio::null())
             .stdout(log_file.try_clone().unwrap())
             .stderr(log_file);
