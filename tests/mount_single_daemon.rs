@@ -356,14 +356,30 @@ fn two_demo_mounts_have_their_own_private_data_and_cache() {
         let mountpoint = h.new_dir(name);
         let mut cmd = h.cec();
         cmd.env("XDG_CACHE_HOME", &xdg).env("HOME", h.dir.path());
+        cmd.env_remove("CEC_LOG");
         let (out, daemon) = mount_daemon(&mut cmd, &mountpoint, &["--demo"]);
         assert!(out.status.success(), "cec mount --demo: {}", stderr(&out));
-        (mountpoint, daemon)
+        let err = stderr(&out);
+        let log = err
+            .split(", log ")
+            .nth(1)
+            .and_then(|s| s.split(')').next())
+            .map(PathBuf::from)
+            .unwrap_or_else(|| panic!("no log path in {err:?}"));
+        (mountpoint, daemon, log)
     };
-    let (a, _da) = demo("demo-a");
-    let (b, _db) = demo("demo-b");
+    let (a, _da, log_a) = demo("demo-a");
+    let (b, _db, _) = demo("demo-b");
     std::fs::write(a.join("personal-files/only-in-a.txt"), b"a").unwrap();
     assert!(a.join("personal-files/only-in-a.txt").exists());
+    // The embedded emulator's one line per request is for its own server's log, not for a
+    // demo's terminal (shown from CEC_LOG=debug on).
+    let log = std::fs::read_to_string(&log_a).unwrap();
+    assert!(log.contains("mounted"), "{log}");
+    assert!(
+        !log.contains("REST request"),
+        "request lines in the demo's log:\n{log}"
+    );
     assert!(
         !b.join("personal-files/only-in-a.txt").exists(),
         "the second demo sees the first one's data"

@@ -473,7 +473,8 @@ pub async fn connect_with(
     })
 }
 
-/// Set up logging to stderr at `level` for cec (and the in-process emulator); other crates
+/// Set up logging to stderr at `level` for cec (and the in-process emulator, whose request
+/// log starts at `debug`); other crates
 /// (HTTP, TLS, signing, D-Bus) are capped at `warn` so that nothing they trace (headers,
 /// signing inputs) can reach the output.
 pub fn init_logging(level: &str) {
@@ -485,7 +486,15 @@ pub fn init_logging(level: &str) {
         "off" => "off",
         _ => "info",
     };
-    let directives = format!("warn,rustls=off,cec={level},cells_emu={level}");
+    // The in-process emulator (`--demo`) logs one line per request at info: useful when it
+    // runs as its own server, noise in a demo's terminal; shown from `debug` on.
+    let requests = if matches!(level, "debug" | "trace") {
+        level
+    } else {
+        "warn"
+    };
+    let directives =
+        format!("warn,rustls=off,cec={level},cells_emu={level},cells_emu::rest={requests}");
     if journal::stderr_is_journal() {
         // Under systemd: priority-prefixed lines, no timestamps (the journal adds them).
         journal::init(&directives);
