@@ -279,13 +279,27 @@ fn mountinfo_entries_at(path: &Path) -> Vec<Vec<String>> {
         .collect()
 }
 
-#[cfg(not(target_os = "macos"))]
-fn unescape_mountinfo(field: &str) -> String {
-    field
-        .replace("\\040", " ")
-        .replace("\\011", "\t")
-        .replace("\\012", "\n")
-        .replace("\\134", "\\")
+/// Undo `/proc/self/mountinfo`'s octal escapes (`\040` for a space, `\134` for a
+/// backslash, ...) in one pass.
+pub(crate) fn unescape_mountinfo(field: &str) -> String {
+    let bytes = field.as_bytes();
+    let mut out = Vec::with_capacity(bytes.len());
+    let mut i = 0;
+    while i < bytes.len() {
+        if bytes[i] == b'\\'
+            && let Some(v) = bytes
+                .get(i + 1..i + 4)
+                .and_then(|d| std::str::from_utf8(d).ok())
+                .and_then(|d| u8::from_str_radix(d, 8).ok())
+        {
+            out.push(v);
+            i += 4;
+        } else {
+            out.push(bytes[i]);
+            i += 1;
+        }
+    }
+    String::from_utf8_lossy(&out).into_owned()
 }
 
 /// An absolute path without touching the filesystem beyond the current directory (a dead

@@ -24,32 +24,14 @@ fn cec_mountpoints() -> Vec<PathBuf> {
             let fstype = *fields.get(dash + 1)?;
             let source = fields.get(dash + 2).copied().unwrap_or("");
             let cec = fstype == "fuse.cec" || (fstype == "fuse" && source.starts_with("cells:"));
-            cec.then(|| fields.get(4).map(|mp| PathBuf::from(unescape(mp))))
-                .flatten()
+            cec.then(|| {
+                fields
+                    .get(4)
+                    .map(|mp| PathBuf::from(mount::unescape_mountinfo(mp)))
+            })
+            .flatten()
         })
         .collect()
-}
-
-/// Undo mountinfo's octal escapes (`\040` for a space, ...).
-fn unescape(field: &str) -> String {
-    let bytes = field.as_bytes();
-    let mut out = Vec::with_capacity(bytes.len());
-    let mut i = 0;
-    while i < bytes.len() {
-        if bytes[i] == b'\\'
-            && let Some(v) = bytes
-                .get(i + 1..i + 4)
-                .and_then(|d| std::str::from_utf8(d).ok())
-                .and_then(|d| u8::from_str_radix(d, 8).ok())
-        {
-            out.push(v);
-            i += 4;
-        } else {
-            out.push(bytes[i]);
-            i += 1;
-        }
-    }
-    String::from_utf8_lossy(&out).into_owned()
 }
 
 /// Print one line per cec mount (`json`: a list of their statuses, each with `mountpoint`,
@@ -112,8 +94,11 @@ mod tests {
 
     #[test]
     fn mountinfo_escapes_are_undone() {
-        assert_eq!(unescape("/mnt/my\\040cells"), "/mnt/my cells");
-        assert_eq!(unescape("/a\\134b"), "/a\\b");
-        assert_eq!(unescape("/plain"), "/plain");
+        assert_eq!(
+            mount::unescape_mountinfo("/mnt/my\\040cells"),
+            "/mnt/my cells"
+        );
+        assert_eq!(mount::unescape_mountinfo("/a\\134b"), "/a\\b");
+        assert_eq!(mount::unescape_mountinfo("/plain"), "/plain");
     }
 }
