@@ -32,6 +32,7 @@ use fuser::{
 use tracing::Instrument;
 
 use crate::fs::{self, CellsFs, FsError, KernelNotifier};
+use crate::interrupts::{ErrorReply, Interrupts, ReplySlot};
 
 /// Largest request asked of the kernel: writes (the kernel caps them at 1 MiB here) and the
 /// read-ahead (see [`crate::mount::raise_kernel_read_ahead`]).
@@ -43,6 +44,8 @@ pub struct CellsFuse {
     runtime: tokio::runtime::Handle,
     /// fuser threads reading requests for this session.
     dispatch_threads: usize,
+    /// Requests that read and wait: an interrupt (Ctrl-C) answers them `EINTR`.
+    interrupts: Arc<Interrupts>,
     /// Dropped with the adapter, which fuser drops when the session ends: its receivers
     /// learn it then (see [`MountedSession::ended`]).
     _session_alive: tokio::sync::watch::Sender<()>,
@@ -60,6 +63,7 @@ impl CellsFuse {
             fs,
             runtime,
             dispatch_threads,
+            interrupts: Arc::default(),
             _session_alive: session_alive,
         };
         (adapter, ended)
@@ -106,6 +110,41 @@ impl CellsFuse {
             self.runtime.spawn(work);
         }
     }
+}
+
+impl CellsFuse {
+    /// As [`CellsFuse::spawn`], for a request that only reads: once it has to wait, the
+    /// kernel's interrupt answers it `EINTR` through `slot` (see [`crate::interrupts`]); the
+    /// work goes on to its end and answers only if `slot` still holds the reply.
+    fn spawn_interruptible<R, F>(
+        &self,
+        req: &Request,
+        span: tracing::Span,
+        slot: &ReplySlot<R>,
+        work: F,
+    ) where
+        R: ErrorReply,
+        F: std::future::Future<Output = ()> + Send + 'static,
+    {
+        let mut work = Box::pin(work.instrument(span));
+        let _runtime = self.runtime.enter();
+        let mut first_step = std::task::Context::from_waker(std::task::Waker::noop());
+        if work.as_mut().poll(&mut first_step).is_pending() {
+            let unique = req.unique().0;
+            self.interrupts.register(unique, slot);
+            let interrupts = self.interrupts.clone();
+            self.runtime.spawn(async move {
+                work.await;
+                interrupts.finished(unique);
+            });
+        }
+    }
+}
+
+/// Whether an `open` with `flags` only reads (no write access, no truncation): only such an
+/// open may be interrupted, since its handle is released unseen if it was.
+fn open_only_reads(flags: i32) -> bool {
+    flags & libc::O_ACCMODE == libc::O_RDONLY && flags & libc::O_TRUNC == 0
 }
 
 /// Reply to a request answered with an entry (lookup, create, mkdir, ...).
@@ -217,7 +256,7 @@ impl Filesystem for CellsFuse {
         Ok(())
     }
 
-    fn lookup(&self, _req: &Request, parent: INodeNo, name: &OsStr, reply: ReplyEntry) {
+    fn lookup(&self, req: &Request, parent: INodeNo, name: &OsStr, reply: ReplyEntry) {
         // Answered from memory when it can be, without a trip through the runtime.
         if let Some(result) = self.fs.lookup_cached(parent.0, name) {
             return reply_entry(reply, "lookup", result);
@@ -225,8 +264,19 @@ impl Filesystem for CellsFuse {
         let fs = self.fs.clone();
         let name = name.to_owned();
         let span = tracing::debug_span!("lookup", parent = parent.0, name = ?name);
-        self.spawn(span, async move {
-            reply_entry(reply, "lookup", fs.lookup(parent.0, &name).await)
+        let slot = ReplySlot::new(reply);
+        let answer = slot.clone();
+        self.spawn_interruptible(req, span, &slot, async move {
+            let result = fs.lookup(parent.0, &name).await;
+            match answer.take() {
+                Some(reply) => reply_entry(reply, "lookup", result),
+                // Interrupted: the kernel never saw the entry, so it will never forget it.
+                None => {
+                    if let Ok(entry) = result {
+                        fs.forget(entry.attr.ino, 1);
+                    }
+                }
+            }
         });
     }
 
@@ -234,14 +284,19 @@ impl Filesystem for CellsFuse {
         self.fs.forget(ino.0, nlookup);
     }
 
-    fn getattr(&self, _req: &Request, ino: INodeNo, fh: Option<FileHandle>, reply: ReplyAttr) {
+    fn getattr(&self, req: &Request, ino: INodeNo, fh: Option<FileHandle>, reply: ReplyAttr) {
         if let Some(result) = self.fs.getattr_cached(ino.0) {
             return reply_attr(reply, "getattr", result);
         }
         let fs = self.fs.clone();
         let span = tracing::debug_span!("getattr", ino = ino.0);
-        self.spawn(span, async move {
-            reply_attr(reply, "getattr", fs.getattr(ino.0, fh.map(|f| f.0)).await)
+        let slot = ReplySlot::new(reply);
+        let answer = slot.clone();
+        self.spawn_interruptible(req, span, &slot, async move {
+            let result = fs.getattr(ino.0, fh.map(|f| f.0)).await;
+            if let Some(reply) = answer.take() {
+                reply_attr(reply, "getattr", result)
+            }
         });
     }
 
@@ -412,9 +467,25 @@ impl Filesystem for CellsFuse {
         });
     }
 
-    fn open(&self, _req: &Request, ino: INodeNo, flags: OpenFlags, reply: ReplyOpen) {
+    fn open(&self, req: &Request, ino: INodeNo, flags: OpenFlags, reply: ReplyOpen) {
         let fs = self.fs.clone();
         let span = tracing::debug_span!("open", ino = ino.0, flags = flags.0);
+        if open_only_reads(flags.0) {
+            let slot = ReplySlot::new(reply);
+            let answer = slot.clone();
+            return self.spawn_interruptible(req, span, &slot, async move {
+                let result = fs.open(ino.0, flags.0).await;
+                match (answer.take(), result) {
+                    (Some(reply), Ok(o)) => reply.opened(FileHandle(o.fh), open_flags(&o)),
+                    (Some(reply), Err(err)) => reply.error(errno("open", &err)),
+                    // Interrupted: nobody will release the handle but us (it only read).
+                    (None, Ok(o)) => {
+                        let _ = fs.release(ino.0, o.fh).await;
+                    }
+                    (None, Err(_)) => {}
+                }
+            });
+        }
         self.spawn(span, async move {
             match fs.open(ino.0, flags.0).await {
                 Ok(o) => reply.opened(FileHandle(o.fh), open_flags(&o)),
@@ -425,7 +496,7 @@ impl Filesystem for CellsFuse {
 
     fn read(
         &self,
-        _req: &Request,
+        req: &Request,
         ino: INodeNo,
         fh: FileHandle,
         offset: u64,
@@ -440,10 +511,14 @@ impl Filesystem for CellsFuse {
         }
         let fs = self.fs.clone();
         let span = tracing::trace_span!("read", ino = ino.0, fh = fh.0, offset, size);
-        self.spawn(span, async move {
-            match fs.read(ino.0, fh.0, offset, size).await {
-                Ok(data) => reply.data(&data),
-                Err(err) => reply.error(errno("read", &err)),
+        let slot = ReplySlot::new(reply);
+        let answer = slot.clone();
+        self.spawn_interruptible(req, span, &slot, async move {
+            let result = fs.read(ino.0, fh.0, offset, size).await;
+            match (answer.take(), result) {
+                (Some(reply), Ok(data)) => reply.data(&data),
+                (Some(reply), Err(err)) => reply.error(errno("read", &err)),
+                (None, _) => {}
             }
         });
     }
@@ -550,22 +625,28 @@ impl Filesystem for CellsFuse {
 
     fn readdir(
         &self,
-        _req: &Request,
+        req: &Request,
         ino: INodeNo,
         fh: FileHandle,
         offset: u64,
-        mut reply: ReplyDirectory,
+        reply: ReplyDirectory,
     ) {
         let fs = self.fs.clone();
         let span = tracing::debug_span!("readdir", ino = ino.0, offset);
-        self.spawn(span, async move {
-            let result = fs
-                .readdir(ino.0, fh.0, offset, false, |e| {
-                    reply.add(INodeNo(e.ino), e.offset, file_type(e.kind), &e.name)
-                })
-                .await;
-            match result {
-                Ok(()) => reply.ok(),
+        let slot = ReplySlot::new(reply);
+        let answer = slot.clone();
+        self.spawn_interruptible(req, span, &slot, async move {
+            let snapshot = fs.readdir_snapshot(ino.0, fh.0, offset).await;
+            let Some(mut reply) = answer.take() else {
+                return;
+            };
+            match snapshot {
+                Ok(snapshot) => {
+                    fs.readdir_emit(&snapshot, offset, false, |e| {
+                        reply.add(INodeNo(e.ino), e.offset, file_type(e.kind), &e.name)
+                    });
+                    reply.ok()
+                }
                 Err(err) => reply.error(errno("readdir", &err)),
             }
         });
@@ -573,29 +654,36 @@ impl Filesystem for CellsFuse {
 
     fn readdirplus(
         &self,
-        _req: &Request,
+        req: &Request,
         ino: INodeNo,
         fh: FileHandle,
         offset: u64,
-        mut reply: ReplyDirectoryPlus,
+        reply: ReplyDirectoryPlus,
     ) {
         let fs = self.fs.clone();
         let span = tracing::debug_span!("readdirplus", ino = ino.0, offset);
-        self.spawn(span, async move {
-            let result = fs
-                .readdir(ino.0, fh.0, offset, true, |e| {
-                    reply.add(
-                        INodeNo(e.ino),
-                        e.offset,
-                        &e.name,
-                        &e.entry.ttl,
-                        &file_attr(&e.entry.attr),
-                        Generation(e.entry.generation),
-                    )
-                })
-                .await;
-            match result {
-                Ok(()) => reply.ok(),
+        let slot = ReplySlot::new(reply);
+        let answer = slot.clone();
+        self.spawn_interruptible(req, span, &slot, async move {
+            let snapshot = fs.readdir_snapshot(ino.0, fh.0, offset).await;
+            // Interrupted: no entry reaches the kernel, so none counts a lookup.
+            let Some(mut reply) = answer.take() else {
+                return;
+            };
+            match snapshot {
+                Ok(snapshot) => {
+                    fs.readdir_emit(&snapshot, offset, true, |e| {
+                        reply.add(
+                            INodeNo(e.ino),
+                            e.offset,
+                            &e.name,
+                            &e.entry.ttl,
+                            &file_attr(&e.entry.attr),
+                            Generation(e.entry.generation),
+                        )
+                    });
+                    reply.ok()
+                }
                 Err(err) => reply.error(errno("readdirplus", &err)),
             }
         });
@@ -637,17 +725,29 @@ impl Filesystem for CellsFuse {
         });
     }
 
-    fn statfs(&self, _req: &Request, ino: INodeNo, reply: ReplyStatfs) {
+    fn statfs(&self, req: &Request, ino: INodeNo, reply: ReplyStatfs) {
         let fs = self.fs.clone();
         let span = tracing::debug_span!("statfs");
-        self.spawn(span, async move {
-            match fs.statfs(ino.0).await {
-                Ok(s) => reply.statfs(
+        let slot = ReplySlot::new(reply);
+        let answer = slot.clone();
+        self.spawn_interruptible(req, span, &slot, async move {
+            let result = fs.statfs(ino.0).await;
+            match (answer.take(), result) {
+                (Some(reply), Ok(s)) => reply.statfs(
                     s.blocks, s.bfree, s.bavail, s.files, s.ffree, s.bsize, s.namelen, s.frsize,
                 ),
-                Err(err) => reply.error(errno("statfs", &err)),
+                (Some(reply), Err(err)) => reply.error(errno("statfs", &err)),
+                (None, _) => {}
             }
         });
+    }
+
+    fn interrupt(&self, _req: &Request, unique: fuser::RequestId) -> Result<(), Errno> {
+        if self.interrupts.interrupt(unique.0) {
+            tracing::debug!(request = unique.0, "interrupted: answered EINTR");
+        }
+        // No reply to the interrupt itself: the kernel expects none once it is handled.
+        Ok(())
     }
 
     fn setxattr(

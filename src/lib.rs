@@ -13,5 +13,6 @@ pub mod config;
 pub mod fs;
 pub mod fuse;
 pub mod hash;
+pub mod interrupts;
 pub mod mount;
 pub mod transfer;

@@ -51,16 +51,6 @@ fn bounded<T: Send + 'static>(
     }
 }
 
-/// Stall every request to the server (REST and S3), as a SIGSTOP of the server would.
-fn pause_server(h: &Harness) {
-    h.state()
-        .faults
-        .stall(RequestMatch::new(None, "/a/"), None, None);
-    h.state()
-        .faults
-        .stall(RequestMatch::new(None, "/io/"), None, None);
-}
-
 fn put(h: &Harness, path: &str, content: &'static [u8]) {
     h.block_on(h.api.put_object(
         path,
@@ -110,7 +100,7 @@ fn while_the_server_is_paused_expired_entries_answer_from_the_cache_and_unknown_
     assert_eq!(std::fs::read(&known).unwrap(), b"known content");
     // Every TTL expires (1 s), then the server stops answering.
     std::thread::sleep(Duration::from_millis(1500));
-    pause_server(&h);
+    h.pause_server();
 
     let p = known.clone();
     let (meta, took) = bounded(&m, HANG, "stat of a known file", move || {
@@ -206,7 +196,7 @@ fn a_file_closed_while_the_server_is_paused_fails_in_time_and_is_kept() {
     let m = h.mount("mnt", &SHORT_DEADLINES);
     let dir = h.personal(&m);
     assert_eq!(std::fs::read_dir(&dir).unwrap().count(), 0);
-    pause_server(&h);
+    h.pause_server();
     let p = dir.join("written-while-paused.txt");
     let (result, took) = bounded(&m, HANG, "write and close", move || {
         use std::io::Write;

@@ -828,7 +828,7 @@ struct Handle {
 }
 
 /// A directory handle's listing: entries with their mount paths (empty for `.`/`..`).
-type DirSnapshot = Arc<Vec<(DirEntry, String)>>;
+pub type DirSnapshot = Arc<Vec<(DirEntry, String)>>;
 
 struct DirHandle {
     snapshot: Mutex<Option<DirSnapshot>>,
@@ -2097,20 +2097,28 @@ impl CellsFs {
         Ok(out)
     }
 
-    /// Emit entries from `offset` (0 = start; `.` and `..` included) by calling `add` for each
-    /// until it returns `true` (reply buffer full). With `plus`, each entry `add` accepted
-    /// (except `.` and `..`) counts one kernel lookup, as readdirplus requires.
+    /// [`CellsFs::readdir_snapshot`] then [`CellsFs::readdir_emit`], in one call.
     pub async fn readdir<F>(
         &self,
         ino: u64,
         fh: u64,
         offset: u64,
         plus: bool,
-        mut add: F,
+        add: F,
     ) -> FsResult<()>
     where
         F: FnMut(&DirEntry) -> bool + Send,
     {
+        let snapshot = self.readdir_snapshot(ino, fh, offset).await?;
+        self.readdir_emit(&snapshot, offset, plus, add);
+        Ok(())
+    }
+
+    /// The entries handle `fh` of folder `ino` serves from `offset`: the listing is taken
+    /// (and waited for) at offset 0, later offsets reuse it. Nothing is counted yet: see
+    /// [`CellsFs::readdir_emit`] (the adapter calls the two apart, so that an interrupted
+    /// request counts no lookup).
+    pub async fn readdir_snapshot(&self, ino: u64, fh: u64, offset: u64) -> FsResult<DirSnapshot> {
         let handle = self
             .inner
             .dir_handles
@@ -2120,14 +2128,23 @@ impl CellsFs {
             .cloned()
             .ok_or(FsError::BadHandle(fh))?;
         let existing = handle.snapshot.lock().unwrap().clone();
-        let snapshot = match existing {
+        Ok(match existing {
             Some(s) if offset > 0 => s,
             _ => {
                 let s = Arc::new(self.dir_snapshot(ino).await?);
                 *handle.snapshot.lock().unwrap() = Some(s.clone());
                 s
             }
-        };
+        })
+    }
+
+    /// Emit `snapshot`'s entries from `offset` (0 = start; `.` and `..` included) by calling
+    /// `add` for each until it returns `true` (reply buffer full). With `plus`, each entry
+    /// `add` accepted (except `.` and `..`) counts one kernel lookup, as readdirplus requires.
+    pub fn readdir_emit<F>(&self, snapshot: &DirSnapshot, offset: u64, plus: bool, mut add: F)
+    where
+        F: FnMut(&DirEntry) -> bool,
+    {
         for (entry, path) in snapshot.iter().skip(offset as usize) {
             if add(entry) {
                 break;
@@ -2170,7 +2187,6 @@ impl CellsFs {
                 }
             }
         }
-        Ok(())
     }
 
     pub async fn releasedir(&self, _ino: u64, fh: u64) -> FsResult<()> {

@@ -137,6 +137,19 @@ impl Harness {
         &self.emulator.as_ref().expect("emulator running").state
     }
 
+    /// Stall every request to the server (REST and S3), as a SIGSTOP of the server would
+    /// (cells-emu's stall fault: connections accepted, nothing answered); `faults.clear()`
+    /// ends it.
+    pub fn pause_server(&self) {
+        for prefix in ["/a/", "/io/"] {
+            self.state().faults.stall(
+                cells_emu::faults::RequestMatch::new(None, prefix),
+                None,
+                None,
+            );
+        }
+    }
+
     pub fn block_on<F: std::future::Future>(&self, f: F) -> F::Output {
         self.rt.block_on(f)
     }
