@@ -1,5 +1,6 @@
 //! Limits of what the server can store, seen through a real mount: a path longer than the
 //! gateway's 1,024-byte keys is refused at `open(O_CREAT)` and `mkdir` with `ENAMETOOLONG`
+//! (and so is a folder move that would make a path below the folder that long)
 //! (docs/SEMANTICS.md, "Errors"), in the default mode and with `--write-back`, and nothing
 //! is lost: the files that fit are on the server, nothing went to the recovery folder.
 
@@ -69,6 +70,22 @@ fn refuses_paths_the_server_cannot_store(args: &[&str], sub: &str) {
         "{refused}"
     );
     assert!(!folder.join(&over).exists());
+    assert_eq!(std::fs::read(folder.join(&fits)).unwrap(), b"stored whole");
+
+    // Moving a folder lengthens every path below it: a move that would push the file that
+    // fits past the limit is refused as well, and one that keeps the length is not.
+    let top = base.join(format!("0{}", "d".repeat(199)));
+    let longer = base.join(format!("0{}", "d".repeat(200)));
+    let refused = std::fs::rename(&top, &longer).unwrap_err();
+    assert_eq!(
+        refused.raw_os_error(),
+        Some(libc::ENAMETOOLONG),
+        "{refused}"
+    );
+    assert!(top.is_dir() && !longer.exists());
+    let same_length = base.join(format!("1{}", "d".repeat(199)));
+    std::fs::rename(&top, &same_length).unwrap();
+    std::fs::rename(&same_length, &top).unwrap();
     assert_eq!(std::fs::read(folder.join(&fits)).unwrap(), b"stored whole");
 
     // Nothing is lost: after unmount the file that fits is on the server, nothing else was

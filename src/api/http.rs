@@ -247,6 +247,34 @@ impl Drop for Counted {
 }
 
 impl HttpCellsApi {
+    /// The gateway's listing of folder `path`: one level with `delimiter` "/", every depth
+    /// with "".
+    async fn list_s3(&self, path: &str, delimiter: &str) -> ApiResult<Vec<S3Entry>> {
+        let path = clean_path(path);
+        let prefix = if path.is_empty() {
+            String::new()
+        } else {
+            format!("{path}/")
+        };
+        let resp = self
+            .execute(self.s3_spec(
+                Method::GET,
+                "",
+                &[
+                    ("delimiter", delimiter),
+                    ("list-type", "2"),
+                    ("max-keys", GATEWAY_LIST_MAX),
+                    ("prefix", &prefix),
+                ],
+                vec![],
+                BodySpec::Empty,
+                true,
+            ))
+            .await?;
+        let text = body_text(resp, body::S3_LISTING).await?;
+        parse_list_objects(&text, &prefix)
+    }
+
     /// A client for the server at `base_url` (`scheme://host[:port]`).
     pub fn new(
         base_url: &str,
@@ -1686,29 +1714,12 @@ impl CellsApi for HttpCellsApi {
     }
 
     async fn list_folder_s3(&self, path: &str) -> ApiResult<Vec<S3Entry>> {
-        let path = clean_path(path);
-        let prefix = if path.is_empty() {
-            String::new()
-        } else {
-            format!("{path}/")
-        };
-        let resp = self
-            .execute(self.s3_spec(
-                Method::GET,
-                "",
-                &[
-                    ("delimiter", "/"),
-                    ("list-type", "2"),
-                    ("max-keys", GATEWAY_LIST_MAX),
-                    ("prefix", &prefix),
-                ],
-                vec![],
-                BodySpec::Empty,
-                true,
-            ))
-            .await?;
-        let text = body_text(resp, body::S3_LISTING).await?;
-        parse_list_objects(&text, &prefix)
+        self.list_s3(path, "/").await
+    }
+
+    async fn list_tree_s3(&self, path: &str) -> ApiResult<Vec<S3Entry>> {
+        // An empty delimiter lists every depth (cells-api.md §6.7).
+        self.list_s3(path, "").await
     }
 
     async fn stat(&self, path: &str) -> ApiResult<Option<Node>> {

@@ -286,6 +286,10 @@ pub trait CellsApi: Send + Sync + 'static {
     /// no Uuids. An empty vector when the folder does not exist (the gateway's quirk).
     async fn list_folder_s3(&self, path: &str) -> ApiResult<Vec<S3Entry>>;
 
+    /// Everything below folder `path`, at every depth, through the S3 gateway (one request,
+    /// never paged by the server; bounded like every body). Dotfiles included.
+    async fn list_tree_s3(&self, path: &str) -> ApiResult<Vec<S3Entry>>;
+
     /// One node; `Ok(None)` when it does not exist.
     async fn stat(&self, path: &str) -> ApiResult<Option<Node>>;
 

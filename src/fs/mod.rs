@@ -23,7 +23,8 @@
 //!   silently dropped.
 //! - A new name (`create`, `mknod`, `mkdir`, `rename`) goes through [`checked_path`]: the
 //!   server cannot store a path over [`MAX_KEY_BYTES`], so such a name is refused at once
-//!   (`ENAMETOOLONG`) rather than accepted and lost at upload.
+//!   (`ENAMETOOLONG`) rather than accepted and lost at upload; a folder move that would push
+//!   a path below the folder past it is refused too (`key_limit`).
 //! - What the core writes in the cache directory is 0700 / 0600 (`private`), and the
 //!   write-back journal is validated before it is replayed (`journal`).
 
@@ -32,6 +33,7 @@ mod conflict;
 mod content;
 pub mod error;
 mod journal;
+mod key_limit;
 mod lookups;
 mod order;
 mod outage;
@@ -3872,6 +3874,9 @@ impl CellsFs {
                 }
                 _ => {}
             }
+        }
+        if meta.kind == FileKind::Directory {
+            self.check_paths_below_fit(&from, &to).await?;
         }
         // A file whose content is only here moves locally; anything else moves on the server
         // once its pending content is uploaded.
