@@ -26,7 +26,7 @@ use serde_json::{Value, json};
 use crate::SharedState;
 use crate::auth::{AuthError, Principal};
 use crate::jobs::JobAction;
-use crate::store::{NodeKind, NodeRecord, StoreError};
+use crate::store::{ListOrder, NodeKind, NodeRecord, PageQuery, StoreError};
 
 /// The Cells version the emulator claims to be.
 pub const EMULATED_VERSION: &str = "4.4.15";
@@ -516,38 +516,34 @@ fn bulk_meta_blocking(
         if folder.is_leaf() {
             continue;
         }
-        let mut children = state.store.list(login, &folder.path)?;
-        let known_count = children.len() as i32;
-        let mut total = known_count;
-        let mut has_filter = false;
-        if let Some(t) = req.filters.as_ref().and_then(|f| f.get("type")) {
-            let want = match t.as_str() {
+        let kind = req
+            .filters
+            .as_ref()
+            .and_then(|f| f.get("type"))
+            .and_then(|t| match t.as_str() {
                 "LEAF" => Some(NodeKind::Leaf),
                 "COLLECTION" => Some(NodeKind::Collection),
                 _ => None,
-            };
-            if let Some(want) = want {
-                has_filter = true;
-                children.retain(|c| c.kind == want);
-                total = children.len() as i32;
-            }
-        }
-        sort_children(
-            &mut children,
-            req.sort_field.as_deref(),
-            req.sort_dir_desc == Some(true),
-        );
+            });
+        let has_filter = kind.is_some();
+        // Counted, then read a page at a time from the index: a page costs its entries.
+        let total = state.store.count_children(login, &folder.path, kind)? as i32;
+        let order = ListOrder::from_sort_field(req.sort_field.as_deref());
+        let descending = req.sort_dir_desc == Some(true);
         // Page over the raw listing (dotfiles included), skipping dotfiles, and keep reading
         // pages while a page came back short, as the real handler does.
-        let mut loaded: Vec<&NodeRecord> = Vec::new();
+        let mut loaded: Vec<NodeRecord> = Vec::new();
         let mut count_differs = false;
         let mut off = offset as usize;
         loop {
-            let page: Vec<&NodeRecord> = if limit == 0 {
-                children.iter().skip(off).collect()
-            } else {
-                children.iter().skip(off).take(limit as usize).collect()
+            let query = PageQuery {
+                order,
+                descending,
+                kind,
+                offset: off,
+                limit: (limit != 0).then_some(limit as usize),
             };
+            let page = state.store.list_page(login, &folder.path, &query)?;
             loaded.extend(page.into_iter().filter(|c| !is_dotfile(c)));
             if loaded.len() >= limit as usize {
                 break;
@@ -559,7 +555,7 @@ fn bulk_meta_blocking(
             count_differs = true;
         }
         let children_loaded = loaded.len() as i32;
-        for c in loaded {
+        for c in &loaded {
             nodes.push(node_json(state, login, c, false));
         }
         if total > 0 && limit > 0 && children_loaded < total {
@@ -608,17 +604,6 @@ fn bulk_meta_blocking(
         out.insert("Pagination".into(), pg);
     }
     ok(Value::Object(out))
-}
-
-fn sort_children(children: &mut [NodeRecord], field: Option<&str>, desc: bool) {
-    match field.unwrap_or("") {
-        "mtime" | "MTime" | "ajxp_modiftime" => children.sort_by_key(|c| c.mtime),
-        "size" | "Size" | "bytesize" => children.sort_by_key(|c| c.size),
-        _ => children.sort_by(|a, b| a.name().cmp(b.name())),
-    }
-    if desc {
-        children.reverse();
-    }
 }
 
 async fn head_node(

@@ -33,6 +33,9 @@ use serde_json::Value;
 use crate::EmuConfig;
 use crate::idm::{Idm, Permission, WorkspaceDef};
 
+mod listing;
+pub use listing::{ListOrder, PageQuery};
+
 /// Size of the blocks over which `x-cells-hash` is computed (cells-api.md §6.8).
 pub const CELLS_HASH_BLOCK: u64 = 10 * 1024 * 1024;
 
@@ -756,7 +759,9 @@ impl Store {
                 meta TEXT NOT NULL,
                 content_id TEXT
             );
-            CREATE INDEX IF NOT EXISTS nodes_parent ON nodes(parent);
+            DROP INDEX IF EXISTS nodes_parent;
+            CREATE INDEX IF NOT EXISTS nodes_parent_name ON nodes(parent, ipath);
+            CREATE INDEX IF NOT EXISTS nodes_parent_mtime ON nodes(parent, mtime, ipath);
             CREATE TABLE IF NOT EXISTS users (
                 login TEXT PRIMARY KEY, admin INTEGER NOT NULL, salt TEXT NOT NULL, hash TEXT NOT NULL
             );
