@@ -41,6 +41,7 @@ mod private;
 mod progress;
 mod staging_pool;
 mod stream;
+mod versions;
 
 use std::collections::{BTreeMap, HashMap, HashSet, VecDeque};
 use std::ffi::{OsStr, OsString};
@@ -894,6 +895,8 @@ struct Inner {
     outage: outage::Outage,
     /// Conflict copies stored lately, for the status.
     conflicts: conflict::ConflictList,
+    /// The `.versions` view (see `versions`).
+    versions: versions::Versions,
 }
 
 /// A receiver in `pending` for `path` or a path below it (`""`: any).
@@ -1067,6 +1070,7 @@ impl CellsFs {
                 order: Arc::new(order::PathOrder::default()),
                 outage: outage::Outage::default(),
                 conflicts: Default::default(),
+                versions: Default::default(),
                 options,
             }),
         };
@@ -1810,6 +1814,9 @@ impl CellsFs {
 
     /// Find `name` in `parent`. Counts one kernel lookup on success.
     pub async fn lookup(&self, parent: u64, name: &OsStr) -> FsResult<Entry> {
+        if versions::hooked(parent, name) {
+            return self.versions_lookup(parent, name).await;
+        }
         let parent_path = self.dir_path(parent)?;
         let name = valid_name(name)?;
         let path = join_path(&parent_path, &name);
@@ -1822,6 +1829,9 @@ impl CellsFs {
     /// component each time its entry expires (`--attr-timeout`): `rsync`'s no-op run, `git
     /// status` and `ls -l` are mostly such questions.
     pub fn lookup_cached(&self, parent: u64, name: &OsStr) -> Option<FsResult<Entry>> {
+        if versions::hooked(parent, name) {
+            return None;
+        }
         let path = match self
             .dir_path(parent)
             .and_then(|p| Ok(join_path(&p, &valid_name(name)?)))
@@ -1852,6 +1862,9 @@ impl CellsFs {
 
     /// The kernel dropped `nlookup` references to `ino`.
     pub fn forget(&self, ino: u64, nlookup: u64) {
+        if versions::is_virtual(ino) {
+            return self.versions_forget(ino, nlookup);
+        }
         let mut table = self.inner.table.lock().unwrap();
         if let Some(data) = table.inodes.get_mut(&ino) {
             data.nlookup = data.nlookup.saturating_sub(nlookup);
@@ -1875,6 +1888,9 @@ impl CellsFs {
     /// [`CellsFs::getattr`] when memory can answer it, without waiting: `None` when the
     /// server must be asked.
     pub fn getattr_cached(&self, ino: u64) -> Option<FsResult<AttrReply>> {
+        if versions::is_virtual(ino) {
+            return Some(self.versions_getattr(ino));
+        }
         let table = self.inner.table.lock().unwrap();
         let data = match table.get(ino) {
             Ok(data) => data,
@@ -1889,6 +1905,9 @@ impl CellsFs {
     }
 
     pub async fn getattr(&self, ino: u64, _fh: Option<u64>) -> FsResult<AttrReply> {
+        if versions::is_virtual(ino) {
+            return self.versions_getattr(ino);
+        }
         let (path, needs_check) = {
             let table = self.inner.table.lock().unwrap();
             let data = table.get(ino)?;
@@ -1924,6 +1943,7 @@ impl CellsFs {
     /// Truncate/extend, set times (kept in the local overlay); mode/uid/gid accepted without
     /// effect.
     pub async fn setattr(&self, ino: u64, changes: SetAttr) -> FsResult<AttrReply> {
+        self.versions_refuse_ino(ino)?;
         let (path, kind) = self.path_of(ino)?;
         if let Some(size) = changes.size {
             if kind == FileKind::Directory {
@@ -1994,6 +2014,9 @@ impl CellsFs {
 
     /// Open a folder; the listing is taken once per handle (consistent offsets).
     pub async fn opendir(&self, ino: u64, _flags: i32) -> FsResult<u64> {
+        if versions::is_virtual(ino) {
+            return self.versions_opendir(ino);
+        }
         self.dir_path(ino)?;
         let fh = self.inner.next_fh.fetch_add(1, Ordering::SeqCst);
         self.inner.dir_handles.lock().unwrap().insert(
@@ -2111,6 +2134,9 @@ impl CellsFs {
     where
         F: FnMut(&DirEntry) -> bool + Send,
     {
+        if versions::is_virtual(ino) {
+            return self.versions_readdir(ino, offset, plus, add).await;
+        }
         let handle = self
             .inner
             .dir_handles
@@ -2400,6 +2426,9 @@ impl CellsFs {
 
     /// Open a file with the kernel's `flags` (`O_ACCMODE`, `O_TRUNC`, `O_APPEND` are honoured).
     pub async fn open(&self, ino: u64, flags: i32) -> FsResult<OpenReply> {
+        if versions::is_virtual(ino) {
+            return self.versions_open(ino, flags);
+        }
         let (path, kind) = self.path_of(ino)?;
         if kind == FileKind::Directory {
             return Err(FsError::IsADirectory(path));
@@ -2450,6 +2479,9 @@ impl CellsFs {
 
     /// Read up to `size` bytes at `offset` (fewer only at end of file).
     pub async fn read(&self, ino: u64, fh: u64, offset: u64, size: u32) -> FsResult<Bytes> {
+        if versions::is_virtual(ino) {
+            return self.versions_read(ino, fh, offset, size).await;
+        }
         let handle = self.handle(fh)?;
         let (file, path, meta) = {
             let table = self.inner.table.lock().unwrap();
@@ -2538,7 +2570,7 @@ impl CellsFs {
             return Ok(bytes);
         }
         if offset == 0 || state.streak > STREAK_TO_PREFETCH {
-            let prefetcher = self.start_prefetch(path, key, meta.size, offset);
+            let prefetcher = self.start_prefetch(path, key, meta.size, offset, None);
             let result = self.read_prefetched(&prefetcher, path, offset, end).await;
             if result.is_ok() {
                 state.prefetch = Some(prefetcher);
@@ -2585,6 +2617,7 @@ impl CellsFs {
         key: String,
         size: u64,
         offset: u64,
+        version: Option<String>,
     ) -> prefetch::Prefetcher {
         let options = &self.inner.options;
         let keep_behind = 4 * 1024 * 1024;
@@ -2602,6 +2635,7 @@ impl CellsFs {
             key,
             size,
             cache: self.stream_cache_writer(size),
+            version,
         };
         let config = prefetch::PrefetchConfig {
             max_ahead,
@@ -3323,6 +3357,9 @@ impl CellsFs {
     /// Upload now, even in write-back mode; returns once the data is on the server, under
     /// the file's name.
     pub async fn fsync(&self, ino: u64, fh: u64, _datasync: bool) -> FsResult<()> {
+        if versions::is_virtual(ino) {
+            return Ok(());
+        }
         self.handle(fh)?;
         let file = self.inner.table.lock().unwrap().get(ino)?.file.clone();
         if let Some(failed) = file.as_ref().and_then(|f| f.failed()) {
@@ -3349,6 +3386,9 @@ impl CellsFs {
 
     /// Last close of a handle: uploads what is still pending, frees the handle.
     pub async fn release(&self, ino: u64, fh: u64) -> FsResult<()> {
+        if versions::is_virtual(ino) {
+            return self.versions_release(ino, fh);
+        }
         let handle = self
             .inner
             .handles
@@ -3385,6 +3425,7 @@ impl CellsFs {
         _mode: u32,
         flags: i32,
     ) -> FsResult<(Entry, OpenReply)> {
+        self.versions_refuse(parent, name)?;
         let parent_path = self.dir_path(parent)?;
         let path = checked_path(&parent_path, name)?;
         self.check_writable(&path).await?;
@@ -3449,6 +3490,7 @@ impl CellsFs {
     }
 
     pub async fn mkdir(&self, parent: u64, name: &OsStr, _mode: u32) -> FsResult<Entry> {
+        self.versions_refuse(parent, name)?;
         let parent_path = self.dir_path(parent)?;
         let path = checked_path(&parent_path, name)?;
         let name = base_name(&path).to_string();
@@ -3734,6 +3776,7 @@ impl CellsFs {
     /// Remove a file (to the recycle bin unless `permanent_delete`). An open file stays
     /// readable through its handles.
     pub async fn unlink(&self, parent: u64, name: &OsStr) -> FsResult<()> {
+        self.versions_refuse(parent, name)?;
         let (path, meta) = self.existing(parent, name).await?;
         if meta.kind == FileKind::Directory {
             return Err(FsError::IsADirectory(path));
@@ -3781,6 +3824,7 @@ impl CellsFs {
 
     /// Remove an empty folder (ENOTEMPTY otherwise).
     pub async fn rmdir(&self, parent: u64, name: &OsStr) -> FsResult<()> {
+        self.versions_refuse(parent, name)?;
         let (path, meta) = self.existing(parent, name).await?;
         if meta.kind != FileKind::Directory {
             return Err(FsError::NotADirectory(path));
@@ -3813,6 +3857,8 @@ impl CellsFs {
         new_name: &OsStr,
         flags: u32,
     ) -> FsResult<()> {
+        self.versions_refuse(parent, name)?;
+        self.versions_refuse(new_parent, new_name)?;
         if flags & RENAME_EXCHANGE != 0 {
             return Err(FsError::InvalidArgument(
                 "RENAME_EXCHANGE: Cells cannot swap two nodes atomically".into(),
@@ -4028,6 +4074,7 @@ impl CellsFs {
 
     /// Symlinks cannot be stored by Cells: always refused.
     pub async fn symlink(&self, _parent: u64, name: &OsStr, _target: &OsStr) -> FsResult<Entry> {
+        self.versions_refuse(_parent, name)?;
         Err(FsError::NotSupported(format!(
             "{}: Cells cannot store symbolic links",
             name.to_string_lossy()
@@ -4036,6 +4083,8 @@ impl CellsFs {
 
     /// Hard links cannot be stored by Cells: always refused.
     pub async fn link(&self, _ino: u64, _new_parent: u64, new_name: &OsStr) -> FsResult<Entry> {
+        self.versions_refuse_ino(_ino)?;
+        self.versions_refuse(_new_parent, new_name)?;
         Err(FsError::NotSupported(format!(
             "{}: Cells cannot store hard links",
             new_name.to_string_lossy()
@@ -4063,12 +4112,15 @@ impl CellsFs {
     /// of every file, and the kernel writes ask for `security.capability`.
     pub fn getxattr_never(name: &OsStr) -> Option<FsError> {
         match name.to_str() {
-            Some(XATTR_UUID | XATTR_ETAG) => None,
+            Some(XATTR_UUID | XATTR_ETAG | versions::XATTR_VERSION) => None,
             _ => Some(FsError::NoAttribute(name.to_string_lossy().into_owned())),
         }
     }
 
     pub async fn getxattr(&self, ino: u64, name: &OsStr) -> FsResult<Vec<u8>> {
+        if versions::is_virtual(ino) {
+            return self.versions_getxattr(ino, name);
+        }
         let (path, meta, pending) = {
             let table = self.inner.table.lock().unwrap();
             let data = table.get(ino)?;
@@ -4108,6 +4160,9 @@ impl CellsFs {
 
     /// The attribute names, NUL-terminated and concatenated (the kernel's format).
     pub async fn listxattr(&self, ino: u64) -> FsResult<Vec<u8>> {
+        if versions::is_virtual(ino) {
+            return self.versions_listxattr(ino);
+        }
         let (path, kind) = self.path_of(ino)?;
         let mut out = Vec::new();
         if path.is_empty() {
@@ -4124,6 +4179,7 @@ impl CellsFs {
 
     /// `setxattr`/`removexattr`: refused (the attributes are read-only).
     pub fn setxattr(&self, ino: u64, name: &OsStr) -> FsResult<()> {
+        self.versions_refuse_ino(ino)?;
         let path = self.path_of(ino).map(|(p, _)| p).unwrap_or_default();
         if name != XATTR_UUID && name != XATTR_ETAG {
             return Err(FsError::XattrNotSupported(format!(
