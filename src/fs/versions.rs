@@ -9,8 +9,9 @@
 //!
 //! A version file is named by its time in UTC, `YYYY-MM-DD_HH-MM-SSZ`, followed by the
 //! file's extension (so that it opens with the right program); two versions of the same
-//! second are told apart by `-2`, `-3`, ... given in chronological order, so that a name
-//! keeps designating the same version as new ones arrive. The version id is the xattr
+//! second are told apart by `_02`, `_03`, ... given in chronological order, so that a name
+//! keeps designating the same version as new ones arrive, and sorting the names sorts the
+//! versions by time. The version id is the xattr
 //! [`XATTR_VERSION`] (`cec restore --version ID` takes it).
 //!
 //! Like ZFS's `.zfs/snapshot`, the folder is reached by name only: `readdir` never lists it,
@@ -230,7 +231,7 @@ fn named(versions: Vec<FileVersion>, file_name: &str) -> Vec<(String, FileVersio
         let mut name = format!("{base}{ext}");
         let mut n = 2;
         while !taken.insert(name.clone()) {
-            name = format!("{base}-{n}{ext}");
+            name = format!("{base}_{n:02}{ext}");
             n += 1;
         }
         out.push((name, v));
@@ -717,7 +718,7 @@ mod tests {
             names,
             [
                 "2023-11-14_22-13-21Z.docx",
-                "2023-11-14_22-13-20Z-2.docx",
+                "2023-11-14_22-13-20Z_02.docx",
                 "2023-11-14_22-13-20Z.docx"
             ]
         );
@@ -732,7 +733,15 @@ mod tests {
             "report.docx",
         );
         assert_eq!(list2[1].0, list[0].0);
-        assert_eq!(list2[0].0, "2023-11-14_22-13-21Z-2.docx");
+        assert_eq!(list2[0].0, "2023-11-14_22-13-21Z_02.docx");
+        // Sorting the names sorts the versions by time.
+        let mut sorted: Vec<&str> = list2.iter().map(|(n, _)| n.as_str()).collect();
+        sorted.sort();
+        let ids: Vec<&str> = sorted
+            .iter()
+            .map(|n| list2.iter().find(|(m, _)| m == n).unwrap().1.id.as_str())
+            .collect();
+        assert_eq!(ids, ["a", "b", "c", "d"]);
         // Absurd times are clamped; odd extensions are not kept.
         assert_eq!(
             named(vec![v("x", -5)], "Makefile")[0].0,
