@@ -140,7 +140,7 @@ pub fn parse_versions(body: &[u8]) -> ApiResult<Vec<FileVersion>> {
         });
     }
     // Newest first; equal times keep the server's order.
-    out.sort_by(|a, b| b.mtime.cmp(&a.mtime));
+    out.sort_by_key(|v| std::cmp::Reverse(v.mtime));
     Ok(out)
 }
 
