@@ -1,9 +1,11 @@
 //! `cec versions`, `cec scp --version` and `cec restore --version` against cells-emu, through
 //! the real binary: the listing (newest first, each field, `--json`), the download of one
 //! version, and the restore of a version that keeps the replaced content as a version (and
-//! leaves `restore` without `--version` to the recycle bin).
+//! leaves `restore` without `--version` to the recycle bin); and a hostile server's endless
+//! or oversized version list, or one with ids that are no ids, refused or filtered.
 
 mod common;
+mod hostile;
 
 use std::time::Duration;
 
@@ -268,4 +270,109 @@ async fn restore_version_makes_it_current_and_keeps_the_replaced_content() {
     assert!(ctx.api().stat(FILE).await.unwrap().is_none());
     ctx.ok(&["restore", FILE]).await;
     assert_eq!(ctx.content(FILE).await, b"one");
+}
+
+/// A hostile server: the file exists, and its version list is `versions`.
+async fn hostile_versions(
+    versions: impl Fn() -> hostile::Response + Send + Sync + 'static,
+) -> hostile::HostileServer {
+    hostile::HostileServer::start(move |req| {
+        if req.stat_path() == Some("ws/f.txt") {
+            return Some(hostile::stat_reply(hostile::tree_node(
+                "ws/f.txt", "LEAF", 3,
+            )));
+        }
+        if req.bulk_pattern().as_deref() == Some("ws/f.txt") && req.json()["Versions"] == true {
+            return Some(versions());
+        }
+        None
+    })
+    .await
+}
+
+fn hostile_cec(
+    home: &std::path::Path,
+    server: &hostile::HostileServer,
+    args: &[&str],
+) -> std::process::Command {
+    let mut cmd = cec_cmd(home);
+    cmd.env("CEC_URL", &server.url)
+        .env("CEC_TOKEN", "any-token")
+        .args(args);
+    cmd
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_hostile_version_list_is_bounded_and_filtered() {
+    let home = tempfile::tempdir().unwrap();
+    // A body that never ends (announced as 10 GiB): refused at the cap, in bounded time.
+    let endless = hostile_versions(|| {
+        hostile::Response::writer(200, Some(10 << 30), |mut socket| {
+            Box::pin(async move {
+                use tokio::io::AsyncWriteExt;
+                let _ = socket.write_all(b"{\"Nodes\":[").await;
+                let spaces = vec![b' '; 1 << 20];
+                while socket.write_all(&spaces).await.is_ok() {}
+            })
+        })
+    })
+    .await;
+    let started = std::time::Instant::now();
+    let r = tokio::time::timeout(
+        Duration::from_secs(60),
+        run(hostile_cec(
+            home.path(),
+            &endless,
+            &["versions", "ws/f.txt"],
+        )),
+    )
+    .await
+    .expect("bounded in time");
+    assert_eq!(r.code(), 1, "{}", r.all());
+    assert!(r.stderr.contains("version list"), "{}", r.stderr);
+    eprintln!("endless list refused in {:?}", started.elapsed());
+
+    // Too many versions: an error, not a silent cut.
+    let many = hostile_versions(|| {
+        let node = serde_json::json!({"Etag": "e", "MTime": "1", "Size": "1",
+            "MetaStore": {"versionId": "\"x\""}});
+        hostile::Response::json(200, serde_json::json!({"Nodes": vec![node; 10_001]}))
+    })
+    .await;
+    let r = run(hostile_cec(home.path(), &many, &["versions", "ws/f.txt"])).await;
+    assert_eq!(r.code(), 1, "{}", r.all());
+    assert!(r.stderr.contains("10001 versions"), "{}", r.stderr);
+
+    // Ids that are no plain tokens are dropped; control characters never reach the output.
+    let odd = hostile_versions(|| {
+        hostile::Response::json(
+            200,
+            serde_json::json!({"Nodes": [
+                {"Etag": "a", "MTime": "20", "Size": "1", "MetaStore": {"versionId": "\"../../x\""}},
+                {"Etag": "b", "MTime": "10", "Size": "2", "MetaStore": {"versionId": "\"good-1\"",
+                    "versionDescription": "\"evil\\u001b[2J by [x](user://bob)\""}},
+                {"Etag": "c", "MTime": "30", "Size": "3", "MetaStore": {}}
+            ]}),
+        )
+    })
+    .await;
+    let r = run(hostile_cec(home.path(), &odd, &["versions", "ws/f.txt"])).await;
+    assert_eq!(r.code(), 0, "{}", r.all());
+    let lines: Vec<&str> = r.stdout.lines().collect();
+    assert_eq!(lines.len(), 2, "{}", r.stdout);
+    assert!(
+        lines[1].starts_with("good-1") && lines[1].contains("bob"),
+        "{}",
+        lines[1]
+    );
+    assert!(!r.stdout.contains('\u{1b}'), "{:?}", r.stdout);
+    let r = run(hostile_cec(
+        home.path(),
+        &odd,
+        &["versions", "--json", "ws/f.txt"],
+    ))
+    .await;
+    let json: Value = serde_json::from_str(&r.stdout).unwrap();
+    assert_eq!(json.as_array().unwrap().len(), 1);
+    assert_eq!(json[0]["author"], "bob");
 }
