@@ -633,6 +633,20 @@ impl Filesystem for CellsFuse {
     ) {
         let fs = self.fs.clone();
         let span = tracing::debug_span!("readdir", ino = ino.0, offset);
+        if fs.lists_in_one_call(ino.0) {
+            let mut reply = reply;
+            return self.spawn(span, async move {
+                let result = fs
+                    .readdir(ino.0, fh.0, offset, false, |e| {
+                        reply.add(INodeNo(e.ino), e.offset, file_type(e.kind), &e.name)
+                    })
+                    .await;
+                match result {
+                    Ok(()) => reply.ok(),
+                    Err(err) => reply.error(errno("readdir", &err)),
+                }
+            });
+        }
         let slot = ReplySlot::new(reply);
         let answer = slot.clone();
         self.spawn_interruptible(req, span, &slot, async move {
@@ -662,6 +676,27 @@ impl Filesystem for CellsFuse {
     ) {
         let fs = self.fs.clone();
         let span = tracing::debug_span!("readdirplus", ino = ino.0, offset);
+        if fs.lists_in_one_call(ino.0) {
+            let mut reply = reply;
+            return self.spawn(span, async move {
+                let result = fs
+                    .readdir(ino.0, fh.0, offset, true, |e| {
+                        reply.add(
+                            INodeNo(e.ino),
+                            e.offset,
+                            &e.name,
+                            &e.entry.ttl,
+                            &file_attr(&e.entry.attr),
+                            Generation(e.entry.generation),
+                        )
+                    })
+                    .await;
+                match result {
+                    Ok(()) => reply.ok(),
+                    Err(err) => reply.error(errno("readdirplus", &err)),
+                }
+            });
+        }
         let slot = ReplySlot::new(reply);
         let answer = slot.clone();
         self.spawn_interruptible(req, span, &slot, async move {

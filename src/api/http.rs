@@ -135,7 +135,7 @@ pub fn build_http_client(skip_verify: bool) -> Result<reqwest::Client, ApiError>
 }
 
 /// A transport error as the API reports it: [`ApiError::Timeout`] when it ran out of time.
-fn transport_error(e: &reqwest::Error) -> ApiError {
+pub(super) fn transport_error(e: &reqwest::Error) -> ApiError {
     if e.is_timeout() {
         ApiError::Timeout(describe_reqwest_error(e))
     } else {
@@ -197,7 +197,7 @@ impl std::fmt::Debug for HttpCellsApi {
 
 /// A request body, re-creatable for each attempt.
 #[derive(Clone)]
-enum BodySpec {
+pub(super) enum BodySpec {
     Empty,
     Json(Value),
     Bytes(bytes::Bytes),
@@ -211,7 +211,7 @@ enum BodySpec {
 
 /// How long a request may wait on the server ([`Deadlines`]).
 #[derive(Clone, Copy, PartialEq, Eq, Debug)]
-enum Wait {
+pub(super) enum Wait {
     /// Answered within the request deadline, retries included.
     Request,
     /// Answered within [`SLOW_REQUEST_FACTOR`] request deadlines.
@@ -221,9 +221,9 @@ enum Wait {
 }
 
 #[derive(Clone)]
-struct RequestSpec {
+pub(super) struct RequestSpec {
     method: Method,
-    wait: Wait,
+    pub(super) wait: Wait,
     url: String,
     service: Service,
     headers: Vec<(HeaderName, String)>,
@@ -432,7 +432,7 @@ impl HttpCellsApi {
     }
 
     /// Send with retries and the one refresh on 401; returns a successful response.
-    async fn execute(&self, spec: RequestSpec) -> ApiResult<reqwest::Response> {
+    pub(super) async fn execute(&self, spec: RequestSpec) -> ApiResult<reqwest::Response> {
         let request_deadline = match spec.wait {
             Wait::Request => Some(self.options.deadlines.request),
             Wait::Slow => Some(self.options.deadlines.request * SLOW_REQUEST_FACTOR),
@@ -571,7 +571,7 @@ impl HttpCellsApi {
         }
     }
 
-    fn rest_spec(
+    pub(super) fn rest_spec(
         &self,
         method: Method,
         path: &str,
@@ -604,7 +604,7 @@ impl HttpCellsApi {
     }
 
     /// [`Self::rest_json`] with the body capped at `cap` (see [`body`]).
-    async fn rest_json_capped(
+    pub(super) async fn rest_json_capped(
         &self,
         method: Method,
         path: &str,
@@ -628,7 +628,7 @@ impl HttpCellsApi {
         })
     }
 
-    fn s3_spec(
+    pub(super) fn s3_spec(
         &self,
         method: Method,
         key: &str,
@@ -1322,7 +1322,7 @@ pub fn encode_path(path: &str) -> String {
         .join("/")
 }
 
-fn clean_path(p: &str) -> String {
+pub(super) fn clean_path(p: &str) -> String {
     p.trim_matches('/').to_string()
 }
 
@@ -1976,6 +1976,24 @@ impl CellsApi for HttpCellsApi {
         self.execute(self.s3_spec(Method::DELETE, &path, &[], vec![], BodySpec::Empty, true))
             .await?;
         Ok(())
+    }
+
+    // File versions: implemented in `super::versions`.
+    async fn list_versions(&self, path: &str) -> ApiResult<Vec<super::versions::FileVersion>> {
+        self.versions_of(path).await
+    }
+
+    async fn get_object_version(
+        &self,
+        path: &str,
+        version: &str,
+        range: Option<ByteRange>,
+    ) -> ApiResult<ByteStream> {
+        self.version_content(path, version, range).await
+    }
+
+    async fn restore_version(&self, path: &str, version: &str) -> ApiResult<()> {
+        self.version_restore(path, version).await
     }
 }
 

@@ -20,6 +20,7 @@ pub mod http_extra;
 pub mod memory;
 pub mod names;
 pub mod tls;
+pub mod versions;
 use std::collections::BTreeMap;
 use std::path::Path;
 use std::pin::Pin;
@@ -379,4 +380,28 @@ pub trait CellsApi: Send + Sync + 'static {
 
     /// Permanent delete of one file through the gateway (bypasses the recycle bin).
     async fn delete_object(&self, path: &str) -> ApiResult<()>;
+
+    // ----- file versions (see `versions`) -----
+
+    /// The versions of the file at `path`, newest first, checked (see `versions`).
+    /// `NotFound` when the path does not exist; empty for a folder or an unversioned file.
+    async fn list_versions(&self, _path: &str) -> ApiResult<Vec<versions::FileVersion>> {
+        Err(versions::unsupported())
+    }
+
+    /// A streamed (ranged) GET of one version's content.
+    async fn get_object_version(
+        &self,
+        _path: &str,
+        _version: &str,
+        _range: Option<ByteRange>,
+    ) -> ApiResult<ByteStream> {
+        Err(versions::unsupported())
+    }
+
+    /// Make a version the current content (server-side copy of the version onto the file;
+    /// the content replaced remains a version).
+    async fn restore_version(&self, _path: &str, _version: &str) -> ApiResult<()> {
+        Err(versions::unsupported())
+    }
 }

@@ -98,6 +98,10 @@ pub struct RestoreArgs {
     /// Paths in the recycle bin (`<ws>/recycle_bin/<name>`), or the original `<ws>/<name>`
     #[arg(required = true)]
     pub paths: Vec<String>,
+    /// Instead of the recycle bin: make this version (an id from `cec versions PATH`) the
+    /// current content of the one file PATH; the content it replaces remains a version
+    #[arg(long, value_name = "ID")]
+    pub version: Option<String>,
 }
 
 /// How `ls` prints one name (or path) from the server: see the module documentation.
@@ -673,6 +677,9 @@ pub async fn run_rm(args: RmArgs, global: &GlobalArgs) -> Result<(), CliError> {
 }
 
 pub async fn run_restore(args: RestoreArgs, global: &GlobalArgs) -> Result<(), CliError> {
+    if let Some(id) = &args.version {
+        return super::versions::run_restore_version(&args.paths, id, global).await;
+    }
     let session = connect(global).await?;
     let api = session.api.clone();
     let mut paths = Vec::new();

@@ -29,6 +29,7 @@ pub mod server_url;
 pub mod tools;
 pub mod update;
 pub mod version;
+pub mod versions;
 
 use std::path::PathBuf;
 use std::process::ExitCode;
@@ -218,8 +219,10 @@ pub enum Command {
     Cp(files::MoveArgs),
     /// Delete files and folders (to the recycle bin unless -p)
     Rm(files::RmArgs),
-    /// Restore files and folders from the recycle bin
+    /// Restore files and folders from the recycle bin (--version: an older version of a file)
     Restore(files::RestoreArgs),
+    /// List the versions of a file (newest first)
+    Versions(versions::VersionsArgs),
     /// Copy files between this machine and the server (cells://workspace/path)
     Scp(scp::ScpArgs),
     /// Local helpers (hash)
@@ -632,6 +635,7 @@ pub fn run(cli: Cli) -> ExitCode {
         Command::Cp(args) => report(block_on(files::run_cp(args, &global))),
         Command::Rm(args) => report(block_on(files::run_rm(args, &global))),
         Command::Restore(args) => report(block_on(files::run_restore(args, &global))),
+        Command::Versions(args) => report(block_on(versions::run_versions(args, &global))),
         Command::Scp(args) => report(block_on(scp::run_scp(args, &global))),
         Command::Tools(args) => report(tools::run_tools(args)),
         Command::Idm(args) => report(block_on(admin::run_idm(args, &global))),

@@ -120,6 +120,10 @@ pub struct ScpArgs {
     /// on the server (nothing at all included); a slow transfer that progresses goes on
     #[arg(long, default_value = "30s", value_parser = super::mount::parse_deadline)]
     pub transfer_timeout: std::time::Duration,
+    /// Download this version of the file (an id from `cec versions PATH`) instead of its
+    /// current content
+    #[arg(long, value_name = "ID")]
+    pub version: Option<String>,
     /// The floor of a transfer's rate, in bytes per second (e.g. 1K, 0: any byte counts)
     #[arg(long, default_value = "1K", value_parser = super::mount::parse_size)]
     pub min_transfer_rate: u64,
@@ -200,6 +204,20 @@ pub fn direction(source: &str, target: &str) -> Result<Direction, CliError> {
 
 pub async fn run_scp(args: ScpArgs, global: &GlobalArgs) -> Result<(), CliError> {
     let dir = direction(&args.source, &args.target)?;
+    if let Some(id) = &args.version {
+        let Direction::Download {
+            remote,
+            local,
+            into,
+        } = &dir
+        else {
+            return Err(CliError::usage(
+                "--version downloads a version: cec scp --version ID cells://PATH LOCAL",
+            ));
+        };
+        return super::versions::run_scp_version(remote, local, *into, id, args.force, global)
+            .await;
+    }
     let options = args.options()?;
     if let Direction::Upload { local, .. } = &dir
         && !local.exists()

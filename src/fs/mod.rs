@@ -43,6 +43,7 @@ mod private;
 mod progress;
 mod staging_pool;
 mod stream;
+mod versions;
 
 use std::collections::{BTreeMap, HashMap, HashSet, VecDeque};
 use std::ffi::{OsStr, OsString};
@@ -896,6 +897,8 @@ struct Inner {
     outage: outage::Outage,
     /// Conflict copies stored lately, for the status.
     conflicts: conflict::ConflictList,
+    /// The `.versions` view (see `versions`).
+    versions: versions::Versions,
 }
 
 /// A receiver in `pending` for `path` or a path below it (`""`: any).
@@ -1069,6 +1072,7 @@ impl CellsFs {
                 order: Arc::new(order::PathOrder::default()),
                 outage: outage::Outage::default(),
                 conflicts: Default::default(),
+                versions: Default::default(),
                 options,
             }),
         };
@@ -1812,6 +1816,9 @@ impl CellsFs {
 
     /// Find `name` in `parent`. Counts one kernel lookup on success.
     pub async fn lookup(&self, parent: u64, name: &OsStr) -> FsResult<Entry> {
+        if versions::hooked(parent, name) {
+            return self.versions_lookup(parent, name).await;
+        }
         let parent_path = self.dir_path(parent)?;
         let name = valid_name(name)?;
         let path = join_path(&parent_path, &name);
@@ -1824,6 +1831,9 @@ impl CellsFs {
     /// component each time its entry expires (`--attr-timeout`): `rsync`'s no-op run, `git
     /// status` and `ls -l` are mostly such questions.
     pub fn lookup_cached(&self, parent: u64, name: &OsStr) -> Option<FsResult<Entry>> {
+        if versions::hooked(parent, name) {
+            return None;
+        }
         let path = match self
             .dir_path(parent)
             .and_then(|p| Ok(join_path(&p, &valid_name(name)?)))
@@ -1854,6 +1864,9 @@ impl CellsFs {
 
     /// The kernel dropped `nlookup` references to `ino`.
     pub fn forget(&self, ino: u64, nlookup: u64) {
+        if versions::is_virtual(ino) {
+            return self.versions_forget(ino, nlookup);
+        }
         let mut table = self.inner.table.lock().unwrap();
         if let Some(data) = table.inodes.get_mut(&ino) {
             data.nlookup = data.nlookup.saturating_sub(nlookup);
@@ -1877,6 +1890,9 @@ impl CellsFs {
     /// [`CellsFs::getattr`] when memory can answer it, without waiting: `None` when the
     /// server must be asked.
     pub fn getattr_cached(&self, ino: u64) -> Option<FsResult<AttrReply>> {
+        if versions::is_virtual(ino) {
+            return Some(self.versions_getattr(ino));
+        }
         let table = self.inner.table.lock().unwrap();
         let data = match table.get(ino) {
             Ok(data) => data,
@@ -1891,6 +1907,9 @@ impl CellsFs {
     }
 
     pub async fn getattr(&self, ino: u64, _fh: Option<u64>) -> FsResult<AttrReply> {
+        if versions::is_virtual(ino) {
+            return self.versions_getattr(ino);
+        }
         let (path, needs_check) = {
             let table = self.inner.table.lock().unwrap();
             let data = table.get(ino)?;
@@ -1926,6 +1945,7 @@ impl CellsFs {
     /// Truncate/extend, set times (kept in the local overlay); mode/uid/gid accepted without
     /// effect.
     pub async fn setattr(&self, ino: u64, changes: SetAttr) -> FsResult<AttrReply> {
+        self.versions_refuse_ino(ino)?;
         let (path, kind) = self.path_of(ino)?;
         if let Some(size) = changes.size {
             if kind == FileKind::Directory {
@@ -1996,6 +2016,9 @@ impl CellsFs {
 
     /// Open a folder; the listing is taken once per handle (consistent offsets).
     pub async fn opendir(&self, ino: u64, _flags: i32) -> FsResult<u64> {
+        if versions::is_virtual(ino) {
+            return self.versions_opendir(ino);
+        }
         self.dir_path(ino)?;
         let fh = self.inner.next_fh.fetch_add(1, Ordering::SeqCst);
         self.inner.dir_handles.lock().unwrap().insert(
@@ -2111,9 +2134,18 @@ impl CellsFs {
     where
         F: FnMut(&DirEntry) -> bool + Send,
     {
+        if versions::is_virtual(ino) {
+            return self.versions_readdir(ino, offset, plus, add).await;
+        }
         let snapshot = self.readdir_snapshot(ino, fh, offset).await?;
         self.readdir_emit(&snapshot, offset, plus, add);
         Ok(())
+    }
+
+    /// Whether folder `ino` is listed only through [`CellsFs::readdir`] (the `.versions`
+    /// view), not through [`CellsFs::readdir_snapshot`] and [`CellsFs::readdir_emit`].
+    pub fn lists_in_one_call(&self, ino: u64) -> bool {
+        versions::is_virtual(ino)
     }
 
     /// The entries handle `fh` of folder `ino` serves from `offset`: the listing is taken
@@ -2418,6 +2450,9 @@ impl CellsFs {
 
     /// Open a file with the kernel's `flags` (`O_ACCMODE`, `O_TRUNC`, `O_APPEND` are honoured).
     pub async fn open(&self, ino: u64, flags: i32) -> FsResult<OpenReply> {
+        if versions::is_virtual(ino) {
+            return self.versions_open(ino, flags);
+        }
         let (path, kind) = self.path_of(ino)?;
         if kind == FileKind::Directory {
             return Err(FsError::IsADirectory(path));
@@ -2468,6 +2503,9 @@ impl CellsFs {
 
     /// Read up to `size` bytes at `offset` (fewer only at end of file).
     pub async fn read(&self, ino: u64, fh: u64, offset: u64, size: u32) -> FsResult<Bytes> {
+        if versions::is_virtual(ino) {
+            return self.versions_read(ino, fh, offset, size).await;
+        }
         let handle = self.handle(fh)?;
         let (file, path, meta) = {
             let table = self.inner.table.lock().unwrap();
@@ -2556,7 +2594,7 @@ impl CellsFs {
             return Ok(bytes);
         }
         if offset == 0 || state.streak > STREAK_TO_PREFETCH {
-            let prefetcher = self.start_prefetch(path, key, meta.size, offset);
+            let prefetcher = self.start_prefetch(path, key, meta.size, offset, None);
             let result = self.read_prefetched(&prefetcher, path, offset, end).await;
             if result.is_ok() {
                 state.prefetch = Some(prefetcher);
@@ -2603,6 +2641,7 @@ impl CellsFs {
         key: String,
         size: u64,
         offset: u64,
+        version: Option<String>,
     ) -> prefetch::Prefetcher {
         let options = &self.inner.options;
         let keep_behind = 4 * 1024 * 1024;
@@ -2620,6 +2659,7 @@ impl CellsFs {
             key,
             size,
             cache: self.stream_cache_writer(size),
+            version,
         };
         let config = prefetch::PrefetchConfig {
             max_ahead,
@@ -3341,6 +3381,9 @@ impl CellsFs {
     /// Upload now, even in write-back mode; returns once the data is on the server, under
     /// the file's name.
     pub async fn fsync(&self, ino: u64, fh: u64, _datasync: bool) -> FsResult<()> {
+        if versions::is_virtual(ino) {
+            return Ok(());
+        }
         self.handle(fh)?;
         let file = self.inner.table.lock().unwrap().get(ino)?.file.clone();
         if let Some(failed) = file.as_ref().and_then(|f| f.failed()) {
@@ -3367,6 +3410,9 @@ impl CellsFs {
 
     /// Last close of a handle: uploads what is still pending, frees the handle.
     pub async fn release(&self, ino: u64, fh: u64) -> FsResult<()> {
+        if versions::is_virtual(ino) {
+            return self.versions_release(ino, fh);
+        }
         let handle = self
             .inner
             .handles
@@ -3403,6 +3449,7 @@ impl CellsFs {
         _mode: u32,
         flags: i32,
     ) -> FsResult<(Entry, OpenReply)> {
+        self.versions_refuse(parent, name)?;
         let parent_path = self.dir_path(parent)?;
         let path = checked_path(&parent_path, name)?;
         self.check_writable(&path).await?;
@@ -3467,6 +3514,7 @@ impl CellsFs {
     }
 
     pub async fn mkdir(&self, parent: u64, name: &OsStr, _mode: u32) -> FsResult<Entry> {
+        self.versions_refuse(parent, name)?;
         let parent_path = self.dir_path(parent)?;
         let path = checked_path(&parent_path, name)?;
         let name = base_name(&path).to_string();
@@ -3752,6 +3800,7 @@ impl CellsFs {
     /// Remove a file (to the recycle bin unless `permanent_delete`). An open file stays
     /// readable through its handles.
     pub async fn unlink(&self, parent: u64, name: &OsStr) -> FsResult<()> {
+        self.versions_refuse(parent, name)?;
         let (path, meta) = self.existing(parent, name).await?;
         if meta.kind == FileKind::Directory {
             return Err(FsError::IsADirectory(path));
@@ -3799,6 +3848,7 @@ impl CellsFs {
 
     /// Remove an empty folder (ENOTEMPTY otherwise).
     pub async fn rmdir(&self, parent: u64, name: &OsStr) -> FsResult<()> {
+        self.versions_refuse(parent, name)?;
         let (path, meta) = self.existing(parent, name).await?;
         if meta.kind != FileKind::Directory {
             return Err(FsError::NotADirectory(path));
@@ -3831,6 +3881,8 @@ impl CellsFs {
         new_name: &OsStr,
         flags: u32,
     ) -> FsResult<()> {
+        self.versions_refuse(parent, name)?;
+        self.versions_refuse(new_parent, new_name)?;
         if flags & RENAME_EXCHANGE != 0 {
             return Err(FsError::InvalidArgument(
                 "RENAME_EXCHANGE: Cells cannot swap two nodes atomically".into(),
@@ -4049,6 +4101,7 @@ impl CellsFs {
 
     /// Symlinks cannot be stored by Cells: always refused.
     pub async fn symlink(&self, _parent: u64, name: &OsStr, _target: &OsStr) -> FsResult<Entry> {
+        self.versions_refuse(_parent, name)?;
         Err(FsError::NotSupported(format!(
             "{}: Cells cannot store symbolic links",
             name.to_string_lossy()
@@ -4057,6 +4110,8 @@ impl CellsFs {
 
     /// Hard links cannot be stored by Cells: always refused.
     pub async fn link(&self, _ino: u64, _new_parent: u64, new_name: &OsStr) -> FsResult<Entry> {
+        self.versions_refuse_ino(_ino)?;
+        self.versions_refuse(_new_parent, new_name)?;
         Err(FsError::NotSupported(format!(
             "{}: Cells cannot store hard links",
             new_name.to_string_lossy()
@@ -4084,12 +4139,15 @@ impl CellsFs {
     /// of every file, and the kernel writes ask for `security.capability`.
     pub fn getxattr_never(name: &OsStr) -> Option<FsError> {
         match name.to_str() {
-            Some(XATTR_UUID | XATTR_ETAG) => None,
+            Some(XATTR_UUID | XATTR_ETAG | versions::XATTR_VERSION) => None,
             _ => Some(FsError::NoAttribute(name.to_string_lossy().into_owned())),
         }
     }
 
     pub async fn getxattr(&self, ino: u64, name: &OsStr) -> FsResult<Vec<u8>> {
+        if versions::is_virtual(ino) {
+            return self.versions_getxattr(ino, name);
+        }
         let (path, meta, pending) = {
             let table = self.inner.table.lock().unwrap();
             let data = table.get(ino)?;
@@ -4129,6 +4187,9 @@ impl CellsFs {
 
     /// The attribute names, NUL-terminated and concatenated (the kernel's format).
     pub async fn listxattr(&self, ino: u64) -> FsResult<Vec<u8>> {
+        if versions::is_virtual(ino) {
+            return self.versions_listxattr(ino);
+        }
         let (path, kind) = self.path_of(ino)?;
         let mut out = Vec::new();
         if path.is_empty() {
@@ -4145,6 +4206,7 @@ impl CellsFs {
 
     /// `setxattr`/`removexattr`: refused (the attributes are read-only).
     pub fn setxattr(&self, ino: u64, name: &OsStr) -> FsResult<()> {
+        self.versions_refuse_ino(ino)?;
         let path = self.path_of(ino).map(|(p, _)| p).unwrap_or_default();
         if name != XATTR_UUID && name != XATTR_ETAG {
             return Err(FsError::XattrNotSupported(format!(

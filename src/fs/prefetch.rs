@@ -74,6 +74,8 @@ pub(crate) struct PrefetchSource {
     pub size: u64,
     /// Where the data cache's writer takes complete blocks, if there is a cache.
     pub cache: Option<CacheWriter>,
+    /// A version of the file (its id) rather than its current content.
+    pub version: Option<String>,
 }
 
 struct Queue {
@@ -269,16 +271,19 @@ async fn produce(shared: Arc<Shared>, source: PrefetchSource, start: u64, config
     while pos < source.size {
         let request_end = (pos + request).min(source.size);
         let outcome = async {
-            let mut stream = source
-                .api
-                .get_object(
-                    &source.path,
-                    Some(ByteRange {
-                        offset: pos,
-                        len: Some(request_end - pos),
-                    }),
-                )
-                .await?;
+            let range = Some(ByteRange {
+                offset: pos,
+                len: Some(request_end - pos),
+            });
+            let mut stream = match &source.version {
+                Some(v) => {
+                    source
+                        .api
+                        .get_object_version(&source.path, v, range)
+                        .await?
+                }
+                None => source.api.get_object(&source.path, range).await?,
+            };
             while let Some(piece) = stream.next().await {
                 let mut piece = piece?;
                 attempt = 0;
@@ -409,6 +414,7 @@ mod tests {
             key: "k".into(),
             size: content.len() as u64,
             cache: None,
+            version: None,
         };
         let config = PrefetchConfig {
             max_ahead: 8 * 1024 * 1024,
