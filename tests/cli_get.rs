@@ -359,3 +359,42 @@ async fn get_never_leaves_a_cut_download_under_its_final_name() {
         names(dir.path())
     );
 }
+
+#[tokio::test(flavor = "multi_thread")]
+async fn get_of_an_endless_tree_stops() {
+    // Every folder holds a folder `d` (and the view says so forever).
+    let server = HostileServer::start(|req| {
+        if req.method == "PROPFIND" {
+            let me = if req.path.ends_with('/') {
+                req.path.clone()
+            } else {
+                format!("{}/", req.path)
+            };
+            return Some(Response::bytes(
+                207,
+                "text/xml",
+                multistatus(&[
+                    (&me, true, 0),
+                    (&format!("{me}d/"), true, 0),
+                    (&format!("{me}f.txt"), false, 1),
+                ]),
+            ));
+        }
+        Some(Response::bytes(200, "text/plain", "x"))
+    })
+    .await;
+    let dir = tempfile::tempdir().unwrap();
+    let home = tempfile::tempdir().unwrap();
+    let mut c = cec_cmd(home.path());
+    c.current_dir(dir.path())
+        .args(["get", &format!("{}/public/deep00000000", server.url)]);
+    let r = run(c).await;
+    assert_eq!(r.code(), 1, "{}", r.all());
+    assert!(r.stderr.contains("deeper than"), "{}", r.stderr);
+    let propfinds = server
+        .requests()
+        .iter()
+        .filter(|r| r.method == "PROPFIND")
+        .count();
+    assert!(propfinds < 300, "{propfinds} listings");
+}

@@ -12,8 +12,9 @@
 //!   listed; anything else (an href elsewhere, a name holding `/`, `..`) is passed on as is
 //!   for [`crate::api::names::check_name`] to refuse: it never names a local file.
 //! - Listings are bounded: each PROPFIND answer by [`LISTING_CAP`], the entries of all
-//!   listings together by [`MAX_ENTRIES`]; every request by the request deadline, every
-//!   download by the transfer progress floor ([`super::deadline`]).
+//!   listings together by [`MAX_ENTRIES`], their depth by [`MAX_DEPTH`]; every request by
+//!   the request deadline, every download by the transfer progress floor
+//!   ([`super::deadline`]).
 //! - A ranged GET answered without its range (200 instead of 206) is an error, never bytes
 //!   written at the wrong place.
 //! - The link password travels only in a Basic `Authorization` header marked sensitive; it
@@ -44,6 +45,8 @@ pub const LISTING_CAP: Cap = Cap {
 };
 /// Entries of all the listings of one download together.
 pub const MAX_ENTRIES: u64 = 200_000;
+/// Folders deeper than this under the link's top are refused (an endless tree).
+pub const MAX_DEPTH: usize = 256;
 
 /// The 404 texts of the public page (the server's words for why a link is dead).
 const DEAD_LINK_TEXTS: &[&str] = &[
@@ -369,6 +372,11 @@ impl PublicLink {
                 .filter(|s| !s.is_empty())
                 .map(str::to_string),
         );
+        if segs.len() > MAX_DEPTH {
+            return Err(ApiError::InvalidResponse(format!(
+                "the link's tree is deeper than {MAX_DEPTH} folders: refused"
+            )));
+        }
         Ok(segs)
     }
 
