@@ -201,9 +201,11 @@ pub fn direction(source: &str, target: &str) -> Result<Direction, CliError> {
 pub async fn run_scp(args: ScpArgs, global: &GlobalArgs) -> Result<(), CliError> {
     if super::get::is_link_url(&args.source) {
         // A public link as the source: `cec get` does it, without a profile.
-        let mut deadlines = crate::api::deadline::Deadlines::default();
-        deadlines.transfer = args.transfer_timeout;
-        deadlines.min_rate = args.min_transfer_rate;
+        let deadlines = crate::api::deadline::Deadlines {
+            transfer: args.transfer_timeout,
+            min_rate: args.min_transfer_rate,
+            ..Default::default()
+        };
         let verbose = args.verbose || args.very_verbose;
         let options = super::get::GetOptions {
             force: args.force,
