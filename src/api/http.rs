@@ -1995,6 +1995,26 @@ impl CellsApi for HttpCellsApi {
     async fn restore_version(&self, path: &str, version: &str) -> ApiResult<()> {
         self.version_restore(path, version).await
     }
+
+    // Public links: implemented in src/api/shares.rs.
+    async fn put_share_link(
+        &self,
+        request: &super::shares::PutShareLinkRequest,
+    ) -> ApiResult<super::shares::ShareLink> {
+        self.share_put_link(request).await
+    }
+
+    async fn get_share_link(&self, uuid: &str) -> ApiResult<super::shares::ShareLink> {
+        self.share_get_link(uuid).await
+    }
+
+    async fn delete_share_link(&self, uuid: &str) -> ApiResult<()> {
+        self.share_delete_link(uuid).await
+    }
+
+    async fn list_share_links(&self) -> ApiResult<Vec<super::shares::LinkResource>> {
+        self.share_list_links().await
+    }
 }
 
 #[cfg(test)]

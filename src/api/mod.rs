@@ -19,6 +19,8 @@ pub mod http;
 pub mod http_extra;
 pub mod memory;
 pub mod names;
+pub mod public_link;
+pub mod shares;
 pub mod tls;
 pub mod versions;
 use std::collections::BTreeMap;
@@ -404,4 +406,35 @@ pub trait CellsApi: Send + Sync + 'static {
     async fn restore_version(&self, _path: &str, _version: &str) -> ApiResult<()> {
         Err(versions::unsupported())
     }
+    // ---- Public links (`cec share`; HTTP implementation in src/api/shares.rs) ----
+
+    /// `PUT /a/share/link`: create a link (no `Uuid` in it) or update one (the whole link).
+    async fn put_share_link(
+        &self,
+        request: &shares::PutShareLinkRequest,
+    ) -> ApiResult<shares::ShareLink> {
+        let _ = request;
+        Err(no_public_links())
+    }
+
+    /// `GET /a/share/link/{Uuid}`.
+    async fn get_share_link(&self, uuid: &str) -> ApiResult<shares::ShareLink> {
+        let _ = uuid;
+        Err(no_public_links())
+    }
+
+    /// `DELETE /a/share/link/{Uuid}`.
+    async fn delete_share_link(&self, uuid: &str) -> ApiResult<()> {
+        let _ = uuid;
+        Err(no_public_links())
+    }
+
+    /// The user's links, one entry per shared node (`POST /a/share/resources`).
+    async fn list_share_links(&self) -> ApiResult<Vec<shares::LinkResource>> {
+        Err(no_public_links())
+    }
+}
+
+fn no_public_links() -> ApiError {
+    ApiError::InvalidRequest("this backend does not support public links".into())
 }

@@ -19,6 +19,7 @@ pub mod config;
 pub mod credentials;
 pub mod doc;
 pub mod files;
+pub mod get;
 pub mod info;
 pub mod journal;
 pub mod mount;
@@ -26,6 +27,7 @@ pub mod mount_helper;
 pub mod mount_list;
 pub mod scp;
 pub mod server_url;
+pub mod share;
 pub mod tools;
 pub mod update;
 pub mod version;
@@ -225,6 +227,10 @@ pub enum Command {
     Versions(versions::VersionsArgs),
     /// Copy files between this machine and the server (cells://workspace/path)
     Scp(scp::ScpArgs),
+    /// Create and manage public links (ls, show, update, rm)
+    Share(share::ShareArgs),
+    /// Download a public link's file or folder (no profile needed)
+    Get(get::GetArgs),
     /// Local helpers (hash)
     Tools(tools::ToolsArgs),
     /// Identity management (admin): users, groups, roles, workspaces, ACLs
@@ -637,6 +643,8 @@ pub fn run(cli: Cli) -> ExitCode {
         Command::Restore(args) => report(block_on(files::run_restore(args, &global))),
         Command::Versions(args) => report(block_on(versions::run_versions(args, &global))),
         Command::Scp(args) => report(block_on(scp::run_scp(args, &global))),
+        Command::Share(args) => report(block_on(share::run_share(args, &global))),
+        Command::Get(args) => report(block_on(get::run_get(args, &global))),
         Command::Tools(args) => report(tools::run_tools(args)),
         Command::Idm(args) => report(block_on(admin::run_idm(args, &global))),
         Command::Storage(args) => report(block_on(admin::run_storage(args, &global))),

@@ -45,7 +45,7 @@ from the server that is not a valid file name (., .., containing / or NUL, over 
 refused."
 )]
 pub struct ScpArgs {
-    /// Source: a local path, or cells://<workspace>/<path>
+    /// Source: a local path, cells://<workspace>/<path>, or a public link URL (https://<server>/public/<id>)
     pub source: String,
     /// Target: a folder to copy into (existing, or ending with /), or the name of the copy;
     /// cells://<workspace>/<path>, or a local path
@@ -203,6 +203,23 @@ pub fn direction(source: &str, target: &str) -> Result<Direction, CliError> {
 }
 
 pub async fn run_scp(args: ScpArgs, global: &GlobalArgs) -> Result<(), CliError> {
+    if super::get::is_link_url(&args.source) {
+        // A public link as the source: `cec get` does it, without a profile.
+        let deadlines = crate::api::deadline::Deadlines {
+            transfer: args.transfer_timeout,
+            min_rate: args.min_transfer_rate,
+            ..Default::default()
+        };
+        let verbose = args.verbose || args.very_verbose;
+        let options = super::get::GetOptions {
+            force: args.force,
+            preserve_mtime: args.preserve_mtime,
+            progress: Some(ProgressMode::choose(args.no_progress, args.quiet, verbose)),
+            deadlines,
+            ..Default::default()
+        };
+        return super::get::download_link(&args.source, &args.target, options, global).await;
+    }
     let dir = direction(&args.source, &args.target)?;
     if let Some(id) = &args.version {
         let Direction::Download {
