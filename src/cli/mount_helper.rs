@@ -248,6 +248,7 @@ impl HelperInvocation {
                 "allow_other" => mount.push("--allow-other".into()),
                 "allow_non_empty" | "nonempty" => mount.push("--allow-non-empty".into()),
                 "permanent_delete" => mount.push("--permanent-delete".into()),
+                "links" => mount.push("--links".into()),
                 "no_events" => mount.push("--no-events".into()),
                 "uid" => flag_with_value("--uid", value)?,
                 "gid" => flag_with_value("--gid", value)?,
