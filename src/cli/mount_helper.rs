@@ -382,6 +382,19 @@ mod tests {
     }
 
     #[test]
+    fn the_links_option_becomes_the_links_flag() {
+        let inv = parse_invocation(&os(&[
+            "https://cells.example.com",
+            "/mnt/cells",
+            "-o",
+            "links,token_file=/t",
+        ]))
+        .unwrap();
+        let args = strings(inv.cec_args().unwrap());
+        assert!(args.iter().any(|a| a == "--links"), "{args:?}");
+    }
+
+    #[test]
     fn fstab_deadlines_become_cec_flags() {
         let inv = parse_invocation(&os(&[
             "https://cells.example.com",
