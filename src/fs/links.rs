@@ -69,12 +69,16 @@ pub fn valid_target(target: &[u8]) -> bool {
     size_fits(target.len() as u64) && !target.contains(&0)
 }
 
+/// What a stored file's content was found to be: the size and ETag it was read at, and the
+/// target when the file is shown as a link (`None`: not a link).
+type Known = (u64, String, Option<Bytes>);
+
 /// The links state of a mount: which stored files were found to be links, by content.
 #[derive(Default)]
 pub(super) struct Links {
     /// Stored path → (size and ETag the content was read at, the target when the file is
     /// shown as a link, `None` when it is not).
-    known: Mutex<HashMap<String, (u64, String, Option<Bytes>)>>,
+    known: Mutex<HashMap<String, Known>>,
     /// The refusal of `symlink()` without `--links` was logged.
     refusal_logged: AtomicBool,
 }
