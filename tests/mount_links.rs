@@ -292,6 +292,18 @@ fn rename_unlink_and_events_act_on_the_stored_file() {
     std::fs::remove_file(dir.join("d/l2")).unwrap();
     assert!(!on_server(&h, "personal-files/d/l2.rclonelink"));
     assert!(std::fs::symlink_metadata(dir.join("d/l2")).is_err());
+    // `ln -sf` over a file: the link replaces it (the plain file would otherwise win).
+    std::fs::write(dir.join("d/y"), "plain").unwrap();
+    sh(&dir.join("d"), "ln -sf target2 y");
+    assert_eq!(link_of(&dir.join("d/y")), Some(PathBuf::from("target2")));
+    assert!(on_server(&h, "personal-files/d/y.rclonelink"));
+    assert!(!on_server(&h, "personal-files/d/y"));
+    // A file renamed over a link replaces it.
+    std::fs::write(dir.join("d/z"), "plain").unwrap();
+    std::fs::rename(dir.join("d/z"), dir.join("d/y")).unwrap();
+    assert_eq!(std::fs::read_to_string(dir.join("d/y")).unwrap(), "plain");
+    assert!(on_server(&h, "personal-files/d/y"));
+    assert!(!on_server(&h, "personal-files/d/y.rclonelink"));
     // Made elsewhere: the change event shows the link here.
     let _ = std::fs::read_dir(dir.join("d")).unwrap().count();
     put(&h, "personal-files/d/remote.rclonelink", b"../far");

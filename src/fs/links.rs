@@ -233,6 +233,82 @@ impl CellsFs {
         new_name.to_owned()
     }
 
+    /// Rename (see [`Self::rename_stored`]); with `--links`, the node the rename replaces
+    /// in the other form is removed too: a link renamed over the plain file `y` (`ln -sf`
+    /// over a file) stores `y.rclonelink` and removes `y`, which would otherwise win the
+    /// name; a plain file renamed over the link `y` removes `y.rclonelink`.
+    pub async fn rename(
+        &self,
+        parent: u64,
+        name: &OsStr,
+        new_parent: u64,
+        new_name: &OsStr,
+        flags: u32,
+    ) -> FsResult<()> {
+        let displaced = self
+            .displaced_by_rename(parent, name, new_parent, new_name)
+            .await?;
+        if displaced.is_some() && flags & super::RENAME_NOREPLACE != 0 {
+            return Err(FsError::Exists(new_name.to_string_lossy().into_owned()));
+        }
+        self.rename_stored(parent, name, new_parent, new_name, flags)
+            .await?;
+        if let Some(path) = displaced {
+            let removed = async {
+                self.check_writable(&path).await?;
+                self.settle_background(&path).await;
+                self.delete_on_server(&path, FileKind::File, true).await
+            };
+            match removed.await {
+                Ok(()) => self.removed_locally(&path),
+                Err(e) => {
+                    self.record_error(format!("{path}: replaced by a rename, not removed: {e}"))
+                }
+            }
+        }
+        Ok(())
+    }
+
+    /// The stored file a rename of visible `name` to visible `new_name` displaces in the
+    /// other form (see [`Self::rename`]).
+    async fn displaced_by_rename(
+        &self,
+        parent: u64,
+        name: &OsStr,
+        new_parent: u64,
+        new_name: &OsStr,
+    ) -> FsResult<Option<String>> {
+        if !self.links_on() {
+            return Ok(None);
+        }
+        let (from, _) = self.existing(parent, name).await?;
+        let folder = self.dir_path(new_parent)?;
+        let visible = valid_name(new_name)?;
+        let source_is_link = valid_name(name).ok().as_deref() != Some(base_name(&from));
+        let other = if source_is_link {
+            join_path(&folder, &visible)
+        } else {
+            let stored = stored_of(&visible);
+            if stored.len() > 255 {
+                return Ok(None);
+            }
+            join_path(&folder, &stored)
+        };
+        if other == from {
+            return Ok(None);
+        }
+        let Some(meta) = self.fetch_meta(&other, true).await? else {
+            return Ok(None);
+        };
+        let displaced = if source_is_link {
+            meta.kind == FileKind::File
+        } else {
+            visible_of(base_name(&from)).is_none()
+                && self.link_content(&other, &meta).await?.is_some()
+        };
+        Ok(displaced.then_some(other))
+    }
+
     /// `symlink()`: with `--links`, store `NAME.rclonelink` holding `target`; refused
     /// (EPERM) otherwise.
     pub async fn symlink(&self, parent: u64, name: &OsStr, target: &OsStr) -> FsResult<Entry> {

@@ -3829,7 +3829,7 @@ impl CellsFs {
 
     /// Rename through the server's move. `flags`: [`RENAME_NOREPLACE`] is honoured,
     /// [`RENAME_EXCHANGE`] is refused with EINVAL.
-    pub async fn rename(
+    async fn rename_stored(
         &self,
         parent: u64,
         name: &OsStr,
