@@ -192,6 +192,7 @@ fn file_type(kind: fs::FileKind) -> FileType {
     match kind {
         fs::FileKind::File => FileType::RegularFile,
         fs::FileKind::Directory => FileType::Directory,
+        fs::FileKind::Symlink => FileType::Symlink,
     }
 }
 
@@ -338,9 +339,15 @@ impl Filesystem for CellsFuse {
         }
     }
 
-    fn readlink(&self, _req: &Request, _ino: INodeNo, reply: ReplyData) {
-        // Cells stores no symlinks, so nothing here is one.
-        reply.error(Errno::EINVAL);
+    fn readlink(&self, _req: &Request, ino: INodeNo, reply: ReplyData) {
+        let fs = self.fs.clone();
+        let span = tracing::debug_span!("readlink", ino = ino.0);
+        self.spawn(span, async move {
+            match fs.readlink(ino.0).await {
+                Ok(target) => reply.data(&target),
+                Err(err) => reply.error(errno("readlink", &err)),
+            }
+        });
     }
 
     fn mknod(

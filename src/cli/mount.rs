@@ -53,6 +53,10 @@ pub struct MountArgs {
     /// Delete permanently instead of moving to the workspace's recycle bin
     #[arg(long)]
     pub permanent_delete: bool,
+    /// Store symbolic links as NAME.rclonelink files holding the target, as rclone --links
+    /// does (without it, creating a link fails with "Operation not permitted")
+    #[arg(long)]
+    pub links: bool,
     /// Owner shown for every file (default: you)
     #[arg(long)]
     pub uid: Option<u32>,
@@ -286,6 +290,7 @@ fn fs_options(args: &MountArgs, cache_dir: PathBuf) -> FsOptions {
     options.dir_mode = args.dir_mode;
     options.read_only = args.read_only;
     options.permanent_delete = args.permanent_delete;
+    options.links = args.links;
     options.attr_timeout = args.attr_timeout;
     options.dir_cache_time = args.dir_cache_time;
     options.events_cache_time = args.events_cache_time;

@@ -248,6 +248,7 @@ impl HelperInvocation {
                 "allow_other" => mount.push("--allow-other".into()),
                 "allow_non_empty" | "nonempty" => mount.push("--allow-non-empty".into()),
                 "permanent_delete" => mount.push("--permanent-delete".into()),
+                "links" => mount.push("--links".into()),
                 "no_events" => mount.push("--no-events".into()),
                 "uid" => flag_with_value("--uid", value)?,
                 "gid" => flag_with_value("--gid", value)?,
@@ -378,6 +379,19 @@ mod tests {
         args.into_iter()
             .map(|a| a.to_string_lossy().into_owned())
             .collect()
+    }
+
+    #[test]
+    fn the_links_option_becomes_the_links_flag() {
+        let inv = parse_invocation(&os(&[
+            "https://cells.example.com",
+            "/mnt/cells",
+            "-o",
+            "links,token_file=/t",
+        ]))
+        .unwrap();
+        let args = strings(inv.cec_args().unwrap());
+        assert!(args.iter().any(|a| a == "--links"), "{args:?}");
     }
 
     #[test]

@@ -8,8 +8,10 @@
 //!
 //! Symbolic links (upload): a source named on the command line is followed, as `cp` and
 //! `scp` do; links inside a tree are skipped with one line each on stderr, unless
-//! `-L`/`--follow-links` (as rsync's and cp's `-L`). A download only ever writes inside the
-//! target folder: names from the server are checked (see [`crate::transfer`]).
+//! `-L`/`--follow-links` (as rsync's and cp's `-L`). With `-l`/`--links`, links are stored as
+//! `NAME.rclonelink` files (rclone's convention, what `cec mount --links` shows as links) and
+//! recreated on download. A download only ever writes inside the target folder: names from
+//! the server are checked, and nothing is written through a link (see [`crate::transfer`]).
 //!
 //! Invariants: Ctrl-C stops the transfer without leaving a partial file under a final name
 //! (the engine's temporary files are removed when its futures are dropped) and says what is
@@ -40,9 +42,12 @@ ending with / is always a folder (created if its parent exists). An existing fil
 destination is replaced only with --force.\n\nSymbolic links (upload): a SOURCE that is a link is followed. Links \
 inside a folder are not: each is skipped with a line on stderr, so that a link to, say, ~/.ssh \
 is never uploaded by accident; -L/--follow-links uploads what they point to (a link back to a \
-folder being copied is still skipped). Downloads write only inside the TARGET folder: a name \
-from the server that is not a valid file name (., .., containing / or NUL, over 255 bytes) is \
-refused."
+folder being copied is still skipped). With -l/--links, links are neither followed nor \
+skipped: each is stored as a file NAME.rclonelink holding its target (rclone's --links \
+convention; `cec mount --links` shows them as links), and a download recreates such files as \
+links. Downloads write only inside the TARGET folder: a name from the server that is not a \
+valid file name (., .., containing / or NUL, over 255 bytes) is refused, and nothing is \
+written through a symbolic link, whether this download made it or it was there before."
 )]
 pub struct ScpArgs {
     /// Source: a local path, cells://<workspace>/<path>, or a public link URL (https://<server>/public/<id>)
@@ -89,8 +94,12 @@ pub struct ScpArgs {
     pub update: bool,
     /// On upload, follow symbolic links inside the source folder (by default they are
     /// skipped, each with a notice)
-    #[arg(short = 'L', long = "follow-links")]
+    #[arg(short = 'L', long = "follow-links", conflicts_with = "links")]
     pub follow_links: bool,
+    /// Store symbolic links as NAME.rclonelink files holding their target (as rclone --links)
+    /// on upload, and recreate them as links on download
+    #[arg(short = 'l', long)]
+    pub links: bool,
     /// On download, set local modification times to the server's
     #[arg(long = "preserve-mtime")]
     pub preserve_mtime: bool,
@@ -155,6 +164,7 @@ impl ScpArgs {
             range_chunk: self.download_chunk_size.max(1).saturating_mul(MIB),
             retry_max_attempts: self.retry_max_attempts.max(1),
             follow_links: self.follow_links,
+            links: self.links,
             ..TransferOptions::default()
         })
     }

@@ -34,6 +34,7 @@ mod content;
 pub mod error;
 mod journal;
 mod key_limit;
+mod links;
 mod lookups;
 mod order;
 mod outage;
@@ -117,6 +118,8 @@ pub struct FsOptions {
     /// What an upload does when the server's version moved on since the content was based
     /// on it (see `conflict`).
     pub conflicts: ConflictMode,
+    /// Store symbolic links as `NAME.rclonelink` files, as rclone does (see `links`).
+    pub links: bool,
 }
 
 impl FsOptions {
@@ -143,6 +146,7 @@ impl FsOptions {
             upload_options: UploadOptions::default(),
             negative_cache_entries: 4096,
             conflicts: ConflictMode::Copy,
+            links: false,
         }
     }
 }
@@ -152,6 +156,8 @@ impl FsOptions {
 pub enum FileKind {
     File,
     Directory,
+    /// A symbolic link, stored as a `.rclonelink` file (`--links`, see `links`).
+    Symlink,
 }
 
 /// Attributes of one inode, as `getattr` reports them.
@@ -899,6 +905,8 @@ struct Inner {
     conflicts: conflict::ConflictList,
     /// The `.versions` view (see `versions`).
     versions: versions::Versions,
+    /// Which stored files are shown as symbolic links (see [`links`]).
+    links: links::Links,
 }
 
 /// A receiver in `pending` for `path` or a path below it (`""`: any).
@@ -1073,6 +1081,7 @@ impl CellsFs {
                 outage: outage::Outage::default(),
                 conflicts: Default::default(),
                 versions: Default::default(),
+                links: Default::default(),
                 options,
             }),
         };
@@ -1180,6 +1189,7 @@ impl CellsFs {
     /// The notifier is only ever called from one dedicated thread, never from a request.
     pub fn set_notifier(&self, notifier: Arc<dyn KernelNotifier>) {
         let (sender, receiver) = std::sync::mpsc::channel::<KernelInvalidation>();
+        let links_on = self.inner.options.links;
         if self.inner.notifier.set(sender).is_err() {
             return;
         }
@@ -1189,7 +1199,13 @@ impl CellsFs {
                 for request in receiver {
                     match request {
                         KernelInvalidation::Entry(parent, name) => {
-                            notifier.invalidate_entry(parent, OsStr::new(&name))
+                            notifier.invalidate_entry(parent, OsStr::new(&name));
+                            // The link a `.rclonelink` file is shown as (`--links`).
+                            if let Some(visible) =
+                                links_on.then(|| links::visible_of(&name)).flatten()
+                            {
+                                notifier.invalidate_entry(parent, OsStr::new(visible));
+                            }
                         }
                         KernelInvalidation::Inode(ino) => notifier.invalidate_inode(ino),
                     }
@@ -1412,7 +1428,7 @@ impl CellsFs {
                 };
                 (mode, 2, 4096)
             }
-            FileKind::File => {
+            FileKind::File | FileKind::Symlink => {
                 let mode = if writable {
                     options.file_mode
                 } else {
@@ -1421,9 +1437,13 @@ impl CellsFs {
                 (mode, if data.detached { 0 } else { 1 }, size)
             }
         };
+        let (kind, perm, size) = match self.link_len(&data.path, &data.meta) {
+            Some(len) if data.kind == FileKind::File => (FileKind::Symlink, 0o777, len),
+            _ => (data.kind, perm, size),
+        };
         Attr {
             ino,
-            kind: data.kind,
+            kind,
             size,
             blocks: size.div_ceil(512),
             atime,
@@ -1821,8 +1841,7 @@ impl CellsFs {
         }
         let parent_path = self.dir_path(parent)?;
         let name = valid_name(name)?;
-        let path = join_path(&parent_path, &name);
-        let meta = self.fetch_meta(&path, true).await?;
+        let (path, meta) = self.resolve(&parent_path, &name).await?;
         self.looked_up(path, meta)
     }
 
@@ -1842,6 +1861,9 @@ impl CellsFs {
             Err(e) => return Some(Err(e)),
         };
         let meta = self.cached_meta(&path)?;
+        if !self.plain_lookup(name, meta.is_some()) {
+            return None;
+        }
         Some(self.looked_up(path, meta))
     }
 
@@ -2058,6 +2080,7 @@ impl CellsFs {
     async fn dir_snapshot(&self, ino: u64) -> FsResult<Vec<(DirEntry, String)>> {
         let path = self.dir_path(ino)?;
         let children = self.listing(&path, false).await?;
+        let shown_links = self.shown_links(&path, &children).await?;
         let mut table = self.inner.table.lock().unwrap();
         // Which listing these entries come from (none if it changed meanwhile).
         let source = table
@@ -2101,14 +2124,16 @@ impl CellsFs {
             let child = join_path(&path, &name);
             let child_ino = table.intern(&child, meta, stamp);
             let data = table.get(child_ino)?;
+            let attr = self.attr_of(child_ino, data);
+            let name = shown_links.get(&name).cloned().unwrap_or(name);
             out.push((
                 DirEntry {
                     ino: child_ino,
                     offset: 0,
-                    kind: data.kind,
+                    kind: attr.kind,
                     name: OsString::from(name),
                     entry: Entry {
-                        attr: self.attr_of(child_ino, data),
+                        attr,
                         ttl: self.kernel_ttl(data),
                         generation: 0,
                     },
@@ -3566,10 +3591,9 @@ impl CellsFs {
     async fn existing(&self, parent: u64, name: &OsStr) -> FsResult<(String, Meta)> {
         let parent_path = self.dir_path(parent)?;
         let name = valid_name(name)?;
-        let path = join_path(&parent_path, &name);
-        match self.fetch_meta(&path, true).await? {
-            Some(meta) => Ok((path, meta)),
-            None => Err(FsError::NotFound(path)),
+        match self.resolve(&parent_path, &name).await? {
+            (path, Some(meta)) => Ok((path, meta)),
+            (path, None) => Err(FsError::NotFound(path)),
         }
     }
 
@@ -3873,7 +3897,7 @@ impl CellsFs {
 
     /// Rename through the server's move. `flags`: [`RENAME_NOREPLACE`] is honoured,
     /// [`RENAME_EXCHANGE`] is refused with EINVAL.
-    pub async fn rename(
+    async fn rename_stored(
         &self,
         parent: u64,
         name: &OsStr,
@@ -3893,7 +3917,7 @@ impl CellsFs {
         }
         let (from, meta) = self.existing(parent, name).await?;
         let to_parent = self.dir_path(new_parent)?;
-        let to = checked_path(&to_parent, new_name)?;
+        let to = checked_path(&to_parent, &self.stored_new_name(&from, name, new_name))?;
         if !from.contains('/') {
             return Err(FsError::PermissionDenied(format!(
                 "{from}: workspaces cannot be renamed"
@@ -4097,15 +4121,6 @@ impl CellsFs {
         let mut negative = self.inner.negative.lock().unwrap();
         negative.pop(to);
         negative.put(from.to_string(), (Instant::now(), self.generation()));
-    }
-
-    /// Symlinks cannot be stored by Cells: always refused.
-    pub async fn symlink(&self, _parent: u64, name: &OsStr, _target: &OsStr) -> FsResult<Entry> {
-        self.versions_refuse(_parent, name)?;
-        Err(FsError::NotSupported(format!(
-            "{}: Cells cannot store symbolic links",
-            name.to_string_lossy()
-        )))
     }
 
     /// Hard links cannot be stored by Cells: always refused.

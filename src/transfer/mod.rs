@@ -20,8 +20,11 @@
 //! - An upload does not follow symbolic links inside the tree (each one is skipped with a
 //!   notice) unless `follow_links`; a source named on the command line is followed, as `cp`
 //!   and `scp` do. Followed links that lead back to a folder being walked are skipped.
+//!   With `links`, they are stored as `NAME.rclonelink` files instead, and a download turns
+//!   those back into links; a download never writes through a link (see [`links`]).
 
 pub mod base;
+pub mod links;
 pub mod multipart;
 pub mod progress;
 
@@ -63,6 +66,8 @@ pub struct TransferOptions {
     pub retry_delay: Duration,
     /// Upload what symbolic links inside the tree point to (otherwise they are skipped).
     pub follow_links: bool,
+    /// Store symbolic links as `NAME.rclonelink` files and recreate them on download.
+    pub links: bool,
 }
 
 impl Default for TransferOptions {
@@ -79,6 +84,7 @@ impl Default for TransferOptions {
             retry_max_attempts: 5,
             retry_delay: Duration::from_millis(300),
             follow_links: false,
+            links: false,
         }
     }
 }
@@ -312,10 +318,12 @@ pub async fn upload(
     // Walk the local tree.
     let mut files: Vec<FileJob> = Vec::new();
     let mut notices = Vec::new();
+    let mut link_ups = Vec::new();
     if meta.is_dir() {
         folders_to_create.push(dest.clone());
         let mut walk = LocalWalk {
             follow_links: options.follow_links,
+            links: options.links.then_some(&mut link_ups),
             ancestors: vec![(meta.dev(), meta.ino())],
             folders: &mut folders_to_create,
             files: &mut files,
@@ -375,7 +383,17 @@ pub async fn upload(
         }
         files = kept;
     }
-    run_files(api, http, files, options, progress, true, &mut summary).await;
+    run_files(
+        api.clone(),
+        http,
+        files,
+        options,
+        progress,
+        true,
+        &mut summary,
+    )
+    .await;
+    links::upload_links(api.as_ref(), link_ups, &mut summary).await;
     summary.elapsed = started.elapsed();
     Ok(summary)
 }
@@ -383,6 +401,8 @@ pub async fn upload(
 /// The walk of a local tree to upload.
 struct LocalWalk<'a> {
     follow_links: bool,
+    /// With `--links`: where the links found go (stored, not followed).
+    links: Option<&'a mut Vec<links::LinkUp>>,
     /// (device, inode) of the folders from the source down to the one being walked.
     ancestors: Vec<(u64, u64)>,
     folders: &'a mut Vec<String>,
@@ -408,6 +428,13 @@ impl LocalWalk<'_> {
             };
             let mut meta = std::fs::symlink_metadata(&path).map_err(read_err)?;
             if meta.file_type().is_symlink() {
+                if let Some(found) = self.links.as_mut() {
+                    match links::link_up(&path, remote, &name) {
+                        Ok(link) => found.push(link),
+                        Err(e) => self.notices.push(e),
+                    }
+                    continue;
+                }
                 if !self.follow_links {
                     self.notices.push(format!(
                         "{}: symbolic link not followed (-L follows links)",
@@ -541,6 +568,7 @@ pub async fn download(
         }
     }
     let mut files = Vec::new();
+    let mut link_downs = Vec::new();
     if node.is_folder() {
         let mut folders = vec![dest.clone()];
         walk_remote(
@@ -549,10 +577,16 @@ pub async fn download(
             &dest,
             &mut folders,
             &mut files,
+            options.links.then_some(&mut link_downs),
             &mut summary.failures,
         )
         .await?;
         for f in folders {
+            // Never made inside a link (one the server sent earlier, or there before).
+            if let Err(e) = links::no_link_below(target, &f, false) {
+                summary.failures.push(e.to_string());
+                continue;
+            }
             if !f.is_dir() {
                 if f.exists() {
                     if !merge {
@@ -569,6 +603,22 @@ pub async fn download(
                 summary.folders += 1;
             }
         }
+    } else if let Some(visible) = options
+        .links
+        .then(|| links::link_name(node.name(), node.size, &[]))
+        .flatten()
+    {
+        // A stored link: recreated as the link it stands for.
+        let local = if into_folder {
+            target.join(visible)
+        } else {
+            dest.clone()
+        };
+        link_downs.push(links::LinkDown {
+            local,
+            remote: source.clone(),
+            size: node.size,
+        });
     } else {
         files.push(FileJob {
             local: dest.clone(),
@@ -577,6 +627,14 @@ pub async fn download(
             node: Some(node.clone()),
         });
     }
+    // Never written through a link (one there before: links of this transfer come last).
+    files.retain(|f| match links::no_link_below(target, &f.local, true) {
+        Ok(()) => true,
+        Err(e) => {
+            summary.failures.push(e.to_string());
+            false
+        }
+    });
     if options.update {
         let mut kept = Vec::new();
         for f in files {
@@ -604,7 +662,41 @@ pub async fn download(
         }
         files = kept;
     }
-    run_files(api, None, files, options, progress, false, &mut summary).await;
+    run_files(
+        api.clone(),
+        None,
+        files,
+        options,
+        progress,
+        false,
+        &mut summary,
+    )
+    .await;
+    if !link_downs.is_empty() {
+        let merge = options.force || options.update;
+        let as_files =
+            links::download_links(api.as_ref(), target, link_downs, merge, &mut summary).await;
+        // What cannot be a link is the file it is, under its stored name.
+        let mut files = Vec::new();
+        for link in as_files {
+            let Some(name) = link.remote.rsplit('/').next() else {
+                continue;
+            };
+            let local = link.local.with_file_name(name);
+            match links::no_link_below(target, &local, true) {
+                Ok(()) => files.push(FileJob {
+                    local,
+                    remote: link.remote,
+                    size: link.size,
+                    node: None,
+                }),
+                Err(e) => summary.failures.push(e.to_string()),
+            }
+        }
+        if !files.is_empty() {
+            run_files(api, None, files, options, progress, false, &mut summary).await;
+        }
+    }
     summary.elapsed = started.elapsed();
     Ok(summary)
 }
@@ -619,6 +711,7 @@ async fn walk_remote(
     local: &Path,
     folders: &mut Vec<PathBuf>,
     files: &mut Vec<FileJob>,
+    mut links: Option<&mut Vec<links::LinkDown>>,
     refused: &mut Vec<String>,
 ) -> Result<(), TransferError> {
     let mut stack = vec![(folder.to_string(), local.to_path_buf())];
@@ -632,13 +725,19 @@ async fn walk_remote(
             continue;
         }
         let mut names: HashSet<String> = HashSet::new();
-        for child in api.list_folder(&remote).await? {
-            let name = child
+        let children = api.list_folder(&remote).await?;
+        let name_of = |child: &Node| {
+            child
                 .path
                 .strip_prefix(remote.as_str())
                 .and_then(|rel| rel.strip_prefix('/'))
                 .unwrap_or_else(|| child.name())
-                .to_string();
+                .to_string()
+        };
+        let all_names: Vec<String> = children.iter().map(name_of).collect();
+        let siblings: Vec<&str> = all_names.iter().map(String::as_str).collect();
+        for child in children.iter().cloned() {
+            let name = name_of(&child);
             if let Err(why) = check_name(&name) {
                 refused.push(format!("{}: {why}: not downloaded", shown(&remote)));
                 continue;
@@ -655,6 +754,17 @@ async fn walk_remote(
             if child.is_folder() {
                 folders.push(lpath.clone());
                 stack.push((child.path.clone(), lpath));
+            } else if let Some(visible) = links
+                .as_ref()
+                .and_then(|_| links::link_name(&name, child.size, &siblings))
+            {
+                if let Some(found) = links.as_mut() {
+                    found.push(links::LinkDown {
+                        local: local.join(visible),
+                        remote: child.path.clone(),
+                        size: child.size,
+                    });
+                }
             } else {
                 files.push(FileJob {
                     local: lpath,
