@@ -564,7 +564,7 @@ impl HttpCellsApi {
         }
     }
 
-    async fn rest_json(
+    pub(crate) async fn rest_json(
         &self,
         method: Method,
         path: &str,
@@ -1965,6 +1965,21 @@ impl CellsApi for HttpCellsApi {
         self.execute(self.s3_spec(Method::DELETE, &path, &[], vec![], BodySpec::Empty, true))
             .await?;
         Ok(())
+    }
+
+    // ----- Tags, bookmarks and links of a node (in `usermeta`) -----
+
+    async fn set_user_meta(
+        &self,
+        node_uuid: &str,
+        namespace: &str,
+        value: Option<&serde_json::Value>,
+    ) -> ApiResult<()> {
+        self.set_user_meta_http(node_uuid, namespace, value).await
+    }
+
+    async fn share_link_url(&self, link_uuid: &str) -> ApiResult<String> {
+        self.share_link_url_http(link_uuid).await
     }
 }
 

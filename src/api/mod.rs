@@ -20,6 +20,7 @@ pub mod http_extra;
 pub mod memory;
 pub mod names;
 pub mod tls;
+pub mod usermeta;
 use std::collections::BTreeMap;
 use std::path::Path;
 use std::pin::Pin;
@@ -375,4 +376,29 @@ pub trait CellsApi: Send + Sync + 'static {
 
     /// Permanent delete of one file through the gateway (bypasses the recycle bin).
     async fn delete_object(&self, path: &str) -> ApiResult<()>;
+
+    // ----- Tags, bookmarks and links of a node (HTTP: src/api/usermeta.rs) -----
+
+    /// Store (`Some`) or remove (`None`) the user metadata `namespace` (`usermeta-tags`,
+    /// `bookmark`) of the node `node_uuid`; `value` is sent JSON-encoded. Returns once the
+    /// server has stored it.
+    async fn set_user_meta(
+        &self,
+        node_uuid: &str,
+        namespace: &str,
+        value: Option<&serde_json::Value>,
+    ) -> ApiResult<()> {
+        let _ = (node_uuid, namespace, value);
+        Err(ApiError::InvalidRequest(
+            "this backend does not support user metadata (tags, bookmarks)".into(),
+        ))
+    }
+
+    /// The absolute public URL of the public link `link_uuid`.
+    async fn share_link_url(&self, link_uuid: &str) -> ApiResult<String> {
+        let _ = link_uuid;
+        Err(ApiError::InvalidRequest(
+            "this backend does not support public links".into(),
+        ))
+    }
 }
