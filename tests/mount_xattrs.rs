@@ -329,3 +329,28 @@ fn a_file_not_uploaded_yet_cannot_be_tagged() {
         Some(&json!("x"))
     );
 }
+
+#[test]
+fn the_demo_mount_shows_tags_a_bookmark_and_a_public_link() {
+    // A newcomer's `cec mount --demo` shows the three features at once (issue 25); the
+    // versions of Documents/report.md are checked in the emulator's `sample_data` test.
+    let h = Harness::start();
+    let mut m = h.mount("demo", &["--demo"]);
+    let docs = h.personal(&m).join("Documents");
+    assert_eq!(
+        getx(&docs.join("report.md"), "user.cells.tags").as_deref(),
+        Ok("report,draft")
+    );
+    let budget = dump(&docs.join("budget.csv"));
+    assert!(
+        budget.contains("user.cells.tags=\"finance,2026\""),
+        "{budget}"
+    );
+    assert!(budget.contains("user.cells.bookmark=\"1\""), "{budget}");
+    let url = getx(&h.personal(&m).join("Photos/pixel.png"), "user.cells.share").unwrap();
+    assert!(
+        url.starts_with("http://127.0.0.1:") && url.contains("/public/"),
+        "{url}"
+    );
+    m.unmount();
+}
