@@ -797,15 +797,20 @@ impl Filesystem for CellsFuse {
         _req: &Request,
         ino: INodeNo,
         name: &OsStr,
-        _value: &[u8],
-        _flags: i32,
+        value: &[u8],
+        flags: i32,
         _position: u32,
         reply: ReplyEmpty,
     ) {
-        match self.fs.setxattr(ino.0, name) {
-            Ok(()) => reply.ok(),
-            Err(err) => reply.error(errno("setxattr", &err)),
-        }
+        let fs = self.fs.clone();
+        let (name, value) = (name.to_owned(), value.to_vec());
+        let span = tracing::debug_span!("setxattr", ino = ino.0, name = ?name);
+        self.spawn(span, async move {
+            match fs.setxattr(ino.0, &name, &value, flags).await {
+                Ok(()) => reply.ok(),
+                Err(err) => reply.error(errno("setxattr", &err)),
+            }
+        });
     }
 
     fn getxattr(&self, _req: &Request, ino: INodeNo, name: &OsStr, size: u32, reply: ReplyXattr) {
@@ -836,10 +841,15 @@ impl Filesystem for CellsFuse {
     }
 
     fn removexattr(&self, _req: &Request, ino: INodeNo, name: &OsStr, reply: ReplyEmpty) {
-        match self.fs.setxattr(ino.0, name) {
-            Ok(()) => reply.ok(),
-            Err(err) => reply.error(errno("removexattr", &err)),
-        }
+        let fs = self.fs.clone();
+        let name = name.to_owned();
+        let span = tracing::debug_span!("removexattr", ino = ino.0, name = ?name);
+        self.spawn(span, async move {
+            match fs.removexattr(ino.0, &name).await {
+                Ok(()) => reply.ok(),
+                Err(err) => reply.error(errno("removexattr", &err)),
+            }
+        });
     }
 
     fn access(&self, _req: &Request, _ino: INodeNo, _mask: AccessFlags, reply: ReplyEmpty) {

@@ -300,3 +300,85 @@ async fn tools_hash_matches_the_servers_internal_hash() {
     assert_eq!(r.code(), 3);
     let _ = Path::new("/");
 }
+
+/// `PUT /a/share/link` for one node, as `cec share` and the web UI do; returns `LinkUrl`.
+async fn make_public_link(url: &str, token: &str, node_uuid: &str) -> String {
+    let body = serde_json::json!({"ShareLink": {"Label": "test link", "RootNodes": [{"Uuid": node_uuid}],
+        "Permissions": ["Preview", "Download"], "ViewTemplateName": "pydio_unique_strip"}});
+    let v: serde_json::Value = reqwest::Client::new()
+        .put(format!("{url}/a/share/link"))
+        .bearer_auth(token)
+        .json(&body)
+        .send()
+        .await
+        .unwrap()
+        .error_for_status()
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    v["LinkUrl"].as_str().expect("LinkUrl").to_string()
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn ls_long_shows_tags_and_a_shared_marker() {
+    // Issue 25: "`cec ls --long` can show tags and a shared marker".
+    let ctx = Ctx::new().await;
+    ctx.put("personal-files/docs/invoice.pdf", b"pdf").await;
+    ctx.put("personal-files/docs/photo.png", b"png").await;
+    ctx.put("personal-files/docs/plain.txt", b"txt").await;
+    let api = ctx.api();
+    let uuid = |p: &'static str| {
+        let api = api.clone();
+        async move { api.stat(p).await.unwrap().unwrap().uuid }
+    };
+    let invoice = uuid("personal-files/docs/invoice.pdf").await;
+    let photo = uuid("personal-files/docs/photo.png").await;
+    api.set_user_meta(
+        &invoice,
+        "usermeta-tags",
+        Some(&serde_json::json!("invoice,2026")),
+    )
+    .await
+    .unwrap();
+    make_public_link(&ctx.server.url, &ctx.token, &photo).await;
+
+    let r = ctx.ok(&["ls", "--long", "personal-files/docs"]).await;
+    let line = |name: &str| {
+        r.stdout
+            .lines()
+            .find(|l| l.ends_with(name))
+            .unwrap_or_else(|| panic!("no {name} in {}", r.stdout))
+            .to_string()
+    };
+    assert!(r.stdout.contains("TAGS"), "{}", r.stdout);
+    assert!(line("invoice.pdf").contains("invoice,2026"), "{}", r.stdout);
+    assert!(!line("invoice.pdf").contains("shared"), "{}", r.stdout);
+    assert!(line("photo.png").contains("shared"), "{}", r.stdout);
+    assert!(!line("plain.txt").contains("shared"), "{}", r.stdout);
+    let r2 = ctx.ok(&["ls", "-l", "personal-files/docs"]).await;
+    assert_eq!(r2.stdout, r.stdout);
+
+    let r = ctx.ok(&["ls", "--json", "personal-files/docs"]).await;
+    let v: serde_json::Value = serde_json::from_str(&r.stdout).expect("json");
+    let by_name = |n: &str| {
+        v.as_array()
+            .unwrap()
+            .iter()
+            .find(|e| e["name"] == n)
+            .unwrap_or_else(|| panic!("no {n} in {v}"))
+            .clone()
+    };
+    assert_eq!(
+        by_name("invoice.pdf")["tags"],
+        serde_json::json!(["invoice", "2026"])
+    );
+    assert_eq!(by_name("invoice.pdf")["shared"], false);
+    assert_eq!(by_name("photo.png")["shared"], true);
+    assert_eq!(by_name("plain.txt")["tags"], serde_json::json!([]));
+
+    let r = ctx
+        .cec(&["ls", "--long", "--json", "personal-files/docs"])
+        .await;
+    assert_eq!(r.code(), 2, "{}", r.all());
+}

@@ -919,13 +919,15 @@ async fn handles_share_writes_and_xattrs_show_uuid_and_etag() {
     // `cp -a` sets POSIX ACLs: "not supported here" lets it carry on; the read-only
     // Cells attributes refuse a change outright.
     assert_eq!(
-        fs.setxattr(ino, OsStr::new("system.posix_acl_access"))
+        fs.setxattr(ino, OsStr::new("system.posix_acl_access"), b"x", 0)
+            .await
             .unwrap_err()
             .errno(),
         libc::EOPNOTSUPP
     );
     assert_eq!(
-        fs.setxattr(ino, OsStr::new("user.cells.uuid"))
+        fs.setxattr(ino, OsStr::new("user.cells.uuid"), b"x", 0)
+            .await
             .unwrap_err()
             .errno(),
         libc::EPERM

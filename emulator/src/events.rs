@@ -14,6 +14,9 @@
 //!   `pydio:` metadata stripped), then the JSON string `"dump"`. UPDATE_PATH is rewritten per
 //!   workspace to CREATE (source invisible) or DELETE (target invisible). Nodes whose base
 //!   name starts with `.` never produce frames.
+//! - UPDATE_USER_META (tags, bookmarks) goes at once, with the node re-read and its user
+//!   metadata as the reader sees it, only to the sessions the metadata's policies let read
+//!   it (a bookmark: its owner's).
 //! - CREATE / UPDATE_CONTENT / UPDATE_META of one node are merged until the node has been
 //!   quiet for [`DEFAULT_MERGE_WINDOW`] (configurable), so an upload usually yields one CREATE
 //!   with its final Etag; UPDATE_PATH and DELETE go at once (ordering is not preserved).
@@ -289,6 +292,9 @@ impl EventHub {
         // Visibility per user is the same for every session of that user.
         let mut frames_by_login: HashMap<String, Vec<(String, String)>> = HashMap::new();
         for (id, sub) in subscribers {
+            if change.only_for.as_ref().is_some_and(|l| *l != sub.login) {
+                continue;
+            }
             let frames = frames_by_login
                 .entry(sub.login.clone())
                 .or_insert_with(|| self.frames_for(&sub.login, change))
@@ -341,7 +347,16 @@ impl EventHub {
                 .map(|(_, p)| p.as_str());
             let render = |node: &Option<NodeRecord>, path: Option<&str>| -> Option<Value> {
                 let (node, path) = (node.as_ref()?, path?);
-                Some(event_node(node, path, &ws))
+                let mut json = event_node(node, path, &ws);
+                if change.kind == ChangeKind::UpdateUserMeta {
+                    // The re-read node carries the user metadata its reader sees.
+                    for (namespace, value) in
+                        crate::usermeta::node_meta(&self.store, login, &node.uuid)
+                    {
+                        json["MetaStore"][namespace] = Value::String(value.to_string());
+                    }
+                }
+                Some(json)
             };
             let source = render(&change.source, source_path);
             let target = render(&change.target, target_path);
@@ -370,6 +385,10 @@ impl EventHub {
                     };
                     json!({"Type": kind, "Target": t})
                 }
+                ChangeKind::UpdateUserMeta => match target {
+                    Some(t) => json!({"Type": "UPDATE_USER_META", "Target": t}),
+                    None => continue,
+                },
                 ChangeKind::Delete => match source {
                     Some(s) => json!({"Type": "DELETE", "Source": s}),
                     None => continue,
@@ -475,6 +494,7 @@ impl Merger {
                     kind,
                     source: None,
                     target: Some(target),
+                    only_for: None,
                 }
             })
             .collect()

@@ -1,5 +1,8 @@
 //! Sample content for demos and manual use: a few folders, text files, a small PNG, unicode
-//! names and a dotfile, in every user's `personal-files` and in the shared workspaces.
+//! names and a dotfile, in every user's `personal-files` and in the shared workspaces; and,
+//! so that a newcomer sees what Cells has beyond a bucket, in each `personal-files`: a file
+//! with several versions (`Documents/report.md`), tagged files (`report.md`, `budget.csv`,
+//! the latter also bookmarked) and a file shared by a public link (`Photos/pixel.png`).
 //!
 //! Invariant: seeding goes through the public store API (so indexes, hashes and events are
 //! exactly those of real uploads) and only ever happens on a fresh data directory.
@@ -53,6 +56,7 @@ pub fn seed(store: &Store) -> anyhow::Result<()> {
         )?;
         put(store, login, &p(".hidden-config"), b"secret=false\n")?;
         folder(store, login, &p("Empty folder"))?;
+        seed_cells_features(store, login)?;
     }
     if let Some((login, _)) = users.first() {
         put(
@@ -86,6 +90,82 @@ pub fn seed(store: &Store) -> anyhow::Result<()> {
             b"25 days a year.\n",
         )?;
     }
+    Ok(())
+}
+
+/// Paths (in `personal-files`) of the sample file with versions, the tagged files and the
+/// shared file, with their tags.
+pub const VERSIONED_FILE: &str = "personal-files/Documents/report.md";
+pub const TAGGED_FILES: &[(&str, &str)] = &[
+    ("personal-files/Documents/report.md", "report,draft"),
+    ("personal-files/Documents/budget.csv", "finance,2026"),
+];
+pub const BOOKMARKED_FILE: &str = "personal-files/Documents/budget.csv";
+pub const SHARED_FILE: &str = "personal-files/Photos/pixel.png";
+
+/// Versions, tags, a bookmark and a public link in `login`'s personal files, recorded the
+/// way the server's versioning job, `/user-meta/update` and `/share/link` record them.
+fn seed_cells_features(store: &Store, login: &str) -> anyhow::Result<()> {
+    let err = |what: &str, e: StoreError| anyhow::anyhow!("seeding {what}: {e}");
+    crate::versions::init(store).map_err(|e| err("versions", e))?;
+    crate::shares::init(store).map_err(|e| err("shares", e))?;
+    crate::usermeta::init(store).map_err(|e| err("user metadata", e))?;
+    let uuid_of = |path: &str| {
+        store
+            .stat(login, path)
+            .map(|n| n.uuid)
+            .map_err(|e| err(path, e))
+    };
+    // Three versions: the versioning job records one per content change.
+    for (i, text) in [
+        "# Report\n\nFirst draft.\n",
+        "# Report\n\nFirst draft.\n\n## Figures\n\nTo come.\n",
+        "# Report\n\nSecond draft, figures in.\n\n## Figures\n\n42.\n",
+    ]
+    .iter()
+    .enumerate()
+    {
+        put(store, login, VERSIONED_FILE, text.as_bytes())?;
+        let uuid = uuid_of(VERSIONED_FILE)?;
+        crate::versions::record(store, &uuid).map_err(|e| err(&format!("version {i}"), e))?;
+    }
+    for (path, tags) in TAGGED_FILES {
+        let value = serde_json::Value::String(tags.to_string()).to_string();
+        crate::usermeta::put_value(store, login, &uuid_of(path)?, crate::usermeta::TAGS, &value)
+            .map_err(|e| err(path, e))?;
+    }
+    crate::usermeta::put_value(
+        store,
+        login,
+        &uuid_of(BOOKMARKED_FILE)?,
+        crate::usermeta::BOOKMARK,
+        "\"true\"",
+    )
+    .map_err(|e| err(BOOKMARKED_FILE, e))?;
+    let link_uuid = uuid::Uuid::new_v4().to_string();
+    let (hidden_login, hidden_uuid) = crate::shares::new_hidden_user();
+    let link = crate::shares::Link {
+        policies: crate::shares::default_policies(&link_uuid, login, &hidden_login),
+        uuid: link_uuid,
+        hash: uuid::Uuid::new_v4().simple().to_string()[..crate::shares::HASH_LENGTH].to_string(),
+        owner: login.to_string(),
+        label: "pixel.png".into(),
+        description: "A public link made by the sample data".into(),
+        roots: vec![uuid_of(SHARED_FILE)?],
+        template: "pydio_unique_strip".into(),
+        access_end: 0,
+        max_downloads: 0,
+        downloads: 0,
+        password: None,
+        read: true,
+        write: false,
+        download_disabled: false,
+        hidden_login,
+        hidden_uuid,
+        restrict_to_target_users: false,
+        target_users: None,
+    };
+    crate::shares::save(store, &link).map_err(|e| err(SHARED_FILE, e))?;
     Ok(())
 }
 

@@ -175,7 +175,7 @@ fn new_password(password: &str) -> (String, String) {
     (salt, hash)
 }
 
-fn new_hidden_user() -> (String, String) {
+pub(crate) fn new_hidden_user() -> (String, String) {
     (
         hex::encode(rand::random::<[u8; 8]>()),
         uuid::Uuid::new_v4().to_string(),
@@ -231,7 +231,7 @@ fn links_of(store: &Store, owner: &str) -> Result<Vec<Link>, StoreError> {
 }
 
 /// Insert or replace a link (and its roots). `old_uuid`'s row is replaced.
-fn save(store: &Store, link: &Link) -> Result<(), StoreError> {
+pub(crate) fn save(store: &Store, link: &Link) -> Result<(), StoreError> {
     let doc = serde_json::to_string(link).map_err(|e| StoreError::Internal(e.into()))?;
     let mut db = store.lock();
     let tx = db.transaction()?;
@@ -417,7 +417,7 @@ fn root_uuid(v: &Value) -> Result<String, RestError> {
     }
 }
 
-fn default_policies(uuid: &str, owner: &str, hidden: &str) -> Vec<Value> {
+pub(crate) fn default_policies(uuid: &str, owner: &str, hidden: &str) -> Vec<Value> {
     let p = |subject: String, action: &str| {
         json!({
             "id": (rand::random::<u32>() as u64 + 1).to_string(),

@@ -230,6 +230,8 @@ pub enum ChangeKind {
     UpdatePath,
     UpdateContent,
     UpdateMeta,
+    /// User metadata (tags, bookmarks) of the target changed: sent at once, never merged.
+    UpdateUserMeta,
     Delete,
 }
 
@@ -242,6 +244,9 @@ pub struct TreeChange {
     pub kind: ChangeKind,
     pub source: Option<NodeRecord>,
     pub target: Option<NodeRecord>,
+    /// Delivered only to this user's sessions (an UPDATE_USER_META whose metadata policies
+    /// grant READ to its owner alone, as a bookmark's); `None`: to whoever sees the node.
+    pub only_for: Option<String>,
 }
 
 /// Why a store operation failed. REST maps NotFound→404, Forbidden→403, Locked→423, the rest
@@ -902,7 +907,26 @@ impl Store {
             kind,
             source,
             target,
+            only_for: None,
         });
+    }
+
+    /// Announce that the user metadata of the node `uuid` changed (UPDATE_USER_META, the
+    /// node re-read as target), to `only_for`'s sessions or, when `None`, to all who see it.
+    pub fn user_meta_changed(&self, uuid: &str, only_for: Option<&str>) {
+        let node = {
+            let db = self.lock();
+            Store::node_by_uuid(&db, uuid).ok().flatten()
+        };
+        if let Some(mut node) = node {
+            node.path.clear();
+            let _ = self.changes.send(TreeChange {
+                kind: ChangeKind::UpdateUserMeta,
+                source: None,
+                target: Some(node),
+                only_for: only_for.map(str::to_string),
+            });
+        }
     }
 
     fn blob_path(&self, content_id: &str) -> PathBuf {

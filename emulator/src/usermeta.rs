@@ -14,6 +14,9 @@
 //!   value outside `bookmark` needs write access to the node (403).
 //! - `JsonValue` is a JSON-encoded string and is stored and returned as sent; the node's
 //!   `MetaStore[namespace]` is that same string.
+//! - Every stored or deleted value is announced at once as an UPDATE_USER_META event
+//!   (cells-events.md §3.3) to those its policies let read it: a bookmark to its owner, other
+//!   namespaces to whoever sees the node.
 
 use axum::Router;
 use axum::body::Bytes;
@@ -131,6 +134,53 @@ pub fn node_meta(store: &Store, login: &str, node_uuid: &str) -> Vec<(String, Va
         .collect()
 }
 
+fn save(store: &Store, meta: &Meta) -> rusqlite::Result<()> {
+    store.lock().execute(
+        "INSERT OR REPLACE INTO user_meta (uuid, owner, node_uuid, namespace, json_value)
+         VALUES (?1, ?2, ?3, ?4, ?5)",
+        rusqlite::params![
+            meta.uuid,
+            meta.owner,
+            meta.node_uuid,
+            meta.namespace,
+            meta.json_value
+        ],
+    )?;
+    Ok(())
+}
+
+/// The UPDATE_USER_META event of a stored or deleted value, to those who may read it.
+fn announce(store: &Store, meta: &Meta) {
+    let only_for = (meta.namespace == BOOKMARK).then_some(meta.owner.as_str());
+    store.user_meta_changed(&meta.node_uuid, only_for);
+}
+
+/// Store `namespace` = `json_value` on a node for `owner` without a request (sample data),
+/// replacing the value they already see there.
+pub fn put_value(
+    store: &Store,
+    owner: &str,
+    node_uuid: &str,
+    namespace: &str,
+    json_value: &str,
+) -> Result<(), StoreError> {
+    let existing = metas_of_node(store, owner, node_uuid)
+        .into_iter()
+        .find(|x| x.namespace == namespace);
+    let meta = Meta {
+        uuid: existing
+            .map(|x| x.uuid)
+            .unwrap_or_else(|| uuid::Uuid::new_v4().to_string()),
+        owner: owner.to_string(),
+        node_uuid: node_uuid.to_string(),
+        namespace: namespace.to_string(),
+        json_value: json_value.to_string(),
+    };
+    save(store, &meta)?;
+    announce(store, &meta);
+    Ok(())
+}
+
 #[derive(Debug, Deserialize, Default)]
 #[serde(deny_unknown_fields, rename_all = "PascalCase")]
 struct UserMetaIn {
@@ -226,6 +276,7 @@ async fn update(State(state): State<SharedState>, headers: HeaderMap, body: Byte
                     store
                         .lock()
                         .execute("DELETE FROM user_meta WHERE uuid = ?1", [&x.uuid])?;
+                    announce(store, &x);
                     out.push(to_json(&x));
                 }
                 continue;
@@ -247,17 +298,8 @@ async fn update(State(state): State<SharedState>, headers: HeaderMap, body: Byte
                 namespace,
                 json_value: value,
             };
-            store.lock().execute(
-                "INSERT OR REPLACE INTO user_meta (uuid, owner, node_uuid, namespace, json_value)
-                 VALUES (?1, ?2, ?3, ?4, ?5)",
-                rusqlite::params![
-                    meta.uuid,
-                    meta.owner,
-                    meta.node_uuid,
-                    meta.namespace,
-                    meta.json_value
-                ],
-            )?;
+            save(store, &meta)?;
+            announce(store, &meta);
             out.push(to_json(&meta));
         }
         let mut o = serde_json::Map::new();

@@ -561,3 +561,110 @@ async fn silent_clients_are_dropped_after_the_pong_wait() {
     }
     emu.stop().await;
 }
+
+/// `PUT /a/user-meta/update` with one meta, as `token`'s user.
+async fn user_meta(emu: &RunningEmulator, token: &str, op: &str, meta: Value) {
+    let resp = reqwest::Client::new()
+        .put(format!("{}/a/user-meta/update", emu.url))
+        .bearer_auth(token)
+        .json(&json!({"Operation": op, "MetaDatas": [meta]}))
+        .send()
+        .await
+        .expect("user-meta/update");
+    assert_eq!(resp.status(), 200, "{}", resp.text().await.unwrap());
+}
+
+#[tokio::test]
+async fn user_meta_changes_are_announced_at_once_to_whoever_may_read_them() {
+    // cells-events.md §3.3: UPDATE_USER_META is sent immediately (never merged), with the
+    // Target re-read (carrying the current user metadata), and only to the sessions the
+    // metadata's policies let read it: a bookmark to its owner, tags to all who see the node.
+    let (emu, _dir) = start().await;
+    let alice_token = pat(&emu, "alice");
+    let bob_token = pat(&emu, "bob");
+    emu.state
+        .store
+        .put_bytes("alice", "common-files/plan.txt", b"plan", None)
+        .unwrap();
+    let uuid = emu
+        .state
+        .store
+        .stat("alice", "common-files/plan.txt")
+        .unwrap()
+        .uuid;
+    let mut alice = subscribe(&emu, &alice_token).await;
+    let mut bob = connect(&emu).await;
+    bob.send(Message::Text(
+        json!({"@type": "subscribe", "jwt": bob_token})
+            .to_string()
+            .into(),
+    ))
+    .await
+    .unwrap();
+    while emu.state.events.subscribed_count() < 2 {
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+
+    let t = std::time::Instant::now();
+    user_meta(
+        &emu,
+        &alice_token,
+        "PUT",
+        json!({"NodeUuid": uuid, "Namespace": "usermeta-tags", "JsonValue": "\"a,b\""}),
+    )
+    .await;
+    for socket in [&mut alice, &mut bob] {
+        let frames = event_about(socket, "common-files/plan.txt").await;
+        assert_eq!(frames[0]["Type"], "UPDATE_USER_META", "{frames:?}");
+        assert_eq!(frames[0]["Target"]["Uuid"], json!(uuid));
+        assert_eq!(
+            frames[0]["Target"]["MetaStore"]["usermeta-tags"],
+            json!("\"a,b\""),
+            "{frames:?}"
+        );
+    }
+    assert!(
+        t.elapsed() < Duration::from_millis(900),
+        "not merged: {:?}",
+        t.elapsed()
+    );
+
+    // Alice's bookmark: only her sessions hear of it.
+    user_meta(
+        &emu,
+        &alice_token,
+        "PUT",
+        json!({"NodeUuid": uuid, "Namespace": "bookmark", "JsonValue": "\"true\""}),
+    )
+    .await;
+    let frames = event_about(&mut alice, "common-files/plan.txt").await;
+    assert_eq!(frames[0]["Type"], "UPDATE_USER_META");
+    assert_eq!(
+        frames[0]["Target"]["MetaStore"]["bookmark"],
+        json!("\"true\"")
+    );
+    // Then the tags go: bob's next event is that one, never the bookmark.
+    user_meta(
+        &emu,
+        &alice_token,
+        "DELETE",
+        json!({"NodeUuid": uuid, "Namespace": "usermeta-tags"}),
+    )
+    .await;
+    let frames = event_about(&mut bob, "common-files/plan.txt").await;
+    assert_eq!(frames[0]["Type"], "UPDATE_USER_META");
+    assert!(
+        frames[0]["Target"]["MetaStore"]
+            .get("usermeta-tags")
+            .is_none()
+            && frames[0]["Target"]["MetaStore"].get("bookmark").is_none(),
+        "{frames:?}"
+    );
+    let frames = event_about(&mut alice, "common-files/plan.txt").await;
+    assert_eq!(
+        frames[0]["Target"]["MetaStore"]["bookmark"],
+        json!("\"true\""),
+        "alice still sees her bookmark"
+    );
+    emu.stop().await;
+}

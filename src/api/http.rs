@@ -592,7 +592,7 @@ impl HttpCellsApi {
         }
     }
 
-    async fn rest_json(
+    pub(crate) async fn rest_json(
         &self,
         method: Method,
         path: &str,
@@ -2014,6 +2014,21 @@ impl CellsApi for HttpCellsApi {
 
     async fn list_share_links(&self) -> ApiResult<Vec<super::shares::LinkResource>> {
         self.share_list_links().await
+    }
+
+    // ----- Tags, bookmarks and links of a node (in `usermeta`) -----
+
+    async fn set_user_meta(
+        &self,
+        node_uuid: &str,
+        namespace: &str,
+        value: Option<&serde_json::Value>,
+    ) -> ApiResult<()> {
+        self.set_user_meta_http(node_uuid, namespace, value).await
+    }
+
+    async fn share_link_url(&self, link_uuid: &str) -> ApiResult<String> {
+        self.share_link_url_http(link_uuid).await
     }
 }
 

@@ -22,6 +22,7 @@ pub mod names;
 pub mod public_link;
 pub mod shares;
 pub mod tls;
+pub mod usermeta;
 pub mod versions;
 use std::collections::BTreeMap;
 use std::path::Path;
@@ -432,6 +433,31 @@ pub trait CellsApi: Send + Sync + 'static {
     /// The user's links, one entry per shared node (`POST /a/share/resources`).
     async fn list_share_links(&self) -> ApiResult<Vec<shares::LinkResource>> {
         Err(no_public_links())
+    }
+
+    // ----- Tags, bookmarks and links of a node (HTTP: src/api/usermeta.rs) -----
+
+    /// Store (`Some`) or remove (`None`) the user metadata `namespace` (`usermeta-tags`,
+    /// `bookmark`) of the node `node_uuid`; `value` is sent JSON-encoded. Returns once the
+    /// server has stored it.
+    async fn set_user_meta(
+        &self,
+        node_uuid: &str,
+        namespace: &str,
+        value: Option<&serde_json::Value>,
+    ) -> ApiResult<()> {
+        let _ = (node_uuid, namespace, value);
+        Err(ApiError::InvalidRequest(
+            "this backend does not support user metadata (tags, bookmarks)".into(),
+        ))
+    }
+
+    /// The absolute public URL of the public link `link_uuid`.
+    async fn share_link_url(&self, link_uuid: &str) -> ApiResult<String> {
+        let _ = link_uuid;
+        Err(ApiError::InvalidRequest(
+            "this backend does not support public links".into(),
+        ))
     }
 }
 

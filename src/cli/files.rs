@@ -18,7 +18,7 @@ use clap::Args;
 use serde_json::{Value, json};
 
 use super::{CliError, EXIT_NOT_FOUND, GlobalArgs, connect};
-use crate::api::{CellsApi, Node, Workspace};
+use crate::api::{CellsApi, Node, Workspace, usermeta};
 
 /// Strip the remote prefixes and the surrounding slashes of a user path.
 pub fn remote_path(arg: &str) -> String {
@@ -55,6 +55,9 @@ pub struct LsArgs {
     /// Print the listing as JSON (one array of objects)
     #[arg(long)]
     pub json: bool,
+    /// Long listing: size, modification, tags and a marker for nodes shared by a public link
+    #[arg(short = 'l', long)]
+    pub long: bool,
 }
 
 /// `mkdir`: create folders.
@@ -222,6 +225,14 @@ fn node_json(node: &Node) -> Value {
     if let Some(h) = node.cells_hash() {
         v["hash"] = json!(h);
     }
+    let tags = usermeta::tags_of(node).unwrap_or_default();
+    v["tags"] = json!(
+        tags.split(',')
+            .filter(|t| !t.is_empty())
+            .collect::<Vec<_>>()
+    );
+    v["bookmark"] = json!(usermeta::is_bookmarked(node));
+    v["shared"] = json!(usermeta::public_link_of(node).is_some());
     v
 }
 
@@ -300,13 +311,14 @@ pub async fn run_ls(args: LsArgs, global: &GlobalArgs) -> Result<(), CliError> {
         args.exists,
         args.format.is_some(),
         args.json,
+        args.long,
     ]
     .iter()
     .filter(|b| **b)
     .count();
     if modes > 1 {
         return Err(CliError::usage(
-            "use at most one of --details, --raw, --exists, --format, --json",
+            "use at most one of --details, --raw, --exists, --format, --json, --long",
         ));
     }
     let session = connect(global).await?;
@@ -407,6 +419,25 @@ pub async fn run_ls(args: LsArgs, global: &GlobalArgs) -> Result<(), CliError> {
             &["Type", "Uuid", "Name", "Size", "Modified", "Internal Hash"],
             &rows,
         );
+    } else if args.long {
+        let rows: Vec<Vec<String>> = entries
+            .iter()
+            .map(|(n, name)| {
+                vec![
+                    type_label(n).to_string(),
+                    human_size(n.size),
+                    human_age(n.mtime),
+                    if usermeta::public_link_of(n).is_some() {
+                        "shared".into()
+                    } else {
+                        String::new()
+                    },
+                    show(&usermeta::tags_of(n).unwrap_or_default()),
+                    name.clone(),
+                ]
+            })
+            .collect();
+        print_table(&["Type", "Size", "Modified", "Link", "Tags", "Name"], &rows);
     } else {
         let rows: Vec<Vec<String>> = entries
             .iter()

@@ -50,6 +50,9 @@ pub enum FsError {
     BadHandle(u64),
     #[error("no such attribute: {0}")]
     NoAttribute(String),
+    /// An extended attribute's value is longer than Cells' metadata takes.
+    #[error("attribute value too large: {0}")]
+    XattrTooLarge(String),
     #[error("busy: {0}")]
     Busy(String),
     /// The local cache disk is full.
@@ -116,6 +119,7 @@ impl FsError {
             FsError::NameTooLong(_) => libc::ENAMETOOLONG,
             FsError::BadHandle(_) => libc::EBADF,
             FsError::NoAttribute(_) => ENOATTR,
+            FsError::XattrTooLarge(_) => libc::ERANGE,
             FsError::Busy(_) => libc::EBUSY,
             FsError::NoSpace(_) => libc::ENOSPC,
             FsError::UploadFailed { .. } => libc::EIO,

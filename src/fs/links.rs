@@ -368,6 +368,7 @@ impl CellsFs {
             size: body.len() as u64,
             mtime: unix_now(),
             etag,
+            user: None,
         };
         self.inner.links.remember(&path, &meta, Some(body));
         self.inner.negative.lock().unwrap().pop(&path);

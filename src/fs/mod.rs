@@ -45,6 +45,7 @@ mod progress;
 mod staging_pool;
 mod stream;
 mod versions;
+mod xattrs;
 
 use std::collections::{BTreeMap, HashMap, HashSet, VecDeque};
 use std::ffi::{OsStr, OsString};
@@ -66,6 +67,7 @@ use crate::api::{
 };
 pub use conflict::{ConflictCopy, ConflictMode};
 pub use error::{FsError, FsResult};
+pub use xattrs::{XATTR_BOOKMARK, XATTR_ETAG, XATTR_SHARE, XATTR_TAGS, XATTR_UUID};
 
 /// The inode number of the mount's root (the list of workspaces).
 pub const ROOT_INO: u64 = 1;
@@ -356,11 +358,15 @@ struct Meta {
     size: u64,
     mtime: i64,
     etag: String,
+    /// Tags, bookmark, public link (see `xattrs`); `None` when the source (the S3 gateway,
+    /// this mount) did not tell them.
+    user: Option<Arc<xattrs::UserMeta>>,
 }
 
 impl Meta {
     fn from_node(node: &Node) -> Meta {
         Meta {
+            user: xattrs::UserMeta::from_node(node),
             uuid: node.uuid.clone(),
             kind: match node.kind {
                 NodeKind::File => FileKind::File,
@@ -374,6 +380,7 @@ impl Meta {
 
     fn from_object(object: &ObjectInfo) -> Meta {
         Meta {
+            user: None,
             uuid: String::new(),
             kind: FileKind::File,
             size: object.size,
@@ -384,6 +391,7 @@ impl Meta {
 
     fn local_file() -> Meta {
         Meta {
+            user: None,
             uuid: String::new(),
             kind: FileKind::File,
             size: 0,
@@ -394,6 +402,7 @@ impl Meta {
 
     fn folder() -> Meta {
         Meta {
+            user: None,
             uuid: String::new(),
             kind: FileKind::Directory,
             size: 0,
@@ -907,6 +916,8 @@ struct Inner {
     versions: versions::Versions,
     /// Which stored files are shown as symbolic links (see [`links`]).
     links: links::Links,
+    /// Public link URLs asked lately (see `xattrs`).
+    link_urls: xattrs::LinkUrls,
 }
 
 /// A receiver in `pending` for `path` or a path below it (`""`: any).
@@ -1082,6 +1093,7 @@ impl CellsFs {
                 conflicts: Default::default(),
                 versions: Default::default(),
                 links: Default::default(),
+                link_urls: Default::default(),
                 options,
             }),
         };
@@ -2215,6 +2227,7 @@ impl CellsFs {
                     None => {
                         // Forgotten since the snapshot: bring the same number back.
                         let meta = Meta {
+                            user: None,
                             uuid: String::new(),
                             kind: entry.kind,
                             size: entry.entry.attr.size,
@@ -3279,6 +3292,7 @@ impl CellsFs {
                 meta
             }
             _ => Meta {
+                user: None,
                 uuid: old_uuid,
                 kind: FileKind::File,
                 size,
@@ -4148,93 +4162,6 @@ impl CellsFs {
         })
     }
 
-    /// The value of `user.cells.uuid` or `user.cells.etag`; ENODATA for anything else.
-    /// `Some(error)` when `name` is no attribute this filesystem ever has, answered without
-    /// looking at the inode: `ls -l` asks for `security.selinux` and `system.posix_acl_access`
-    /// of every file, and the kernel writes ask for `security.capability`.
-    pub fn getxattr_never(name: &OsStr) -> Option<FsError> {
-        match name.to_str() {
-            Some(XATTR_UUID | XATTR_ETAG | versions::XATTR_VERSION) => None,
-            _ => Some(FsError::NoAttribute(name.to_string_lossy().into_owned())),
-        }
-    }
-
-    pub async fn getxattr(&self, ino: u64, name: &OsStr) -> FsResult<Vec<u8>> {
-        if versions::is_virtual(ino) {
-            return self.versions_getxattr(ino, name);
-        }
-        let (path, meta, pending) = {
-            let table = self.inner.table.lock().unwrap();
-            let data = table.get(ino)?;
-            let pending = data.local || data.file.as_ref().is_some_and(|f| f.dirty());
-            (data.path.clone(), data.meta.clone(), pending)
-        };
-        let missing = || FsError::NoAttribute(format!("{path}: {}", name.to_string_lossy()));
-        if path.is_empty() || pending {
-            return Err(missing());
-        }
-        match name.to_str() {
-            Some(XATTR_UUID) => {
-                let mut uuid = meta.uuid.clone();
-                if uuid.is_empty() {
-                    self.settle_copies(&path).await;
-                }
-                if uuid.is_empty()
-                    && let Ok(Some(node)) = self.inner.api.stat(&path).await
-                {
-                    uuid = node.uuid;
-                    let mut table = self.inner.table.lock().unwrap();
-                    if let Ok(data) = table.get_mut(ino) {
-                        data.meta.uuid = uuid.clone();
-                    }
-                }
-                if uuid.is_empty() {
-                    return Err(missing());
-                }
-                Ok(uuid.into_bytes())
-            }
-            Some(XATTR_ETAG) if meta.kind == FileKind::File && !meta.etag.is_empty() => {
-                Ok(meta.etag.into_bytes())
-            }
-            _ => Err(missing()),
-        }
-    }
-
-    /// The attribute names, NUL-terminated and concatenated (the kernel's format).
-    pub async fn listxattr(&self, ino: u64) -> FsResult<Vec<u8>> {
-        if versions::is_virtual(ino) {
-            return self.versions_listxattr(ino);
-        }
-        let (path, kind) = self.path_of(ino)?;
-        let mut out = Vec::new();
-        if path.is_empty() {
-            return Ok(out);
-        }
-        out.extend_from_slice(XATTR_UUID.as_bytes());
-        out.push(0);
-        if kind == FileKind::File {
-            out.extend_from_slice(XATTR_ETAG.as_bytes());
-            out.push(0);
-        }
-        Ok(out)
-    }
-
-    /// `setxattr`/`removexattr`: refused (the attributes are read-only).
-    pub fn setxattr(&self, ino: u64, name: &OsStr) -> FsResult<()> {
-        self.versions_refuse_ino(ino)?;
-        let path = self.path_of(ino).map(|(p, _)| p).unwrap_or_default();
-        if name != XATTR_UUID && name != XATTR_ETAG {
-            return Err(FsError::XattrNotSupported(format!(
-                "{path}: {} (Cells stores no extended attributes)",
-                name.to_string_lossy()
-            )));
-        }
-        Err(FsError::NotPermitted(format!(
-            "{path}: extended attribute {} cannot be set (Cells stores none; {XATTR_UUID} and {XATTR_ETAG} are read-only)",
-            name.to_string_lossy()
-        )))
-    }
-
     // ----- remote changes -----
 
     /// A remote change: drop what it makes stale and tell the kernel.
@@ -4298,6 +4225,9 @@ impl CellsFs {
                     }
                 }
                 RemoteChange::MetaChanged { path } => {
+                    // The parent's listing holds the node's metadata too (tags, bookmark,
+                    // links: see `xattrs`).
+                    table.drop_listing(parent_path(path));
                     if let Some(&ino) = table.by_path.get(path)
                         && let Some(data) = table.inodes.get_mut(&ino)
                     {
@@ -4461,8 +4391,3 @@ impl CellsFs {
 pub const RENAME_NOREPLACE: u32 = 1;
 /// `rename` flag: swap source and target atomically (Linux's `RENAME_EXCHANGE` value).
 pub const RENAME_EXCHANGE: u32 = 2;
-
-/// The read-only extended attribute holding the node's Uuid.
-pub const XATTR_UUID: &str = "user.cells.uuid";
-/// The read-only extended attribute holding the file's Etag.
-pub const XATTR_ETAG: &str = "user.cells.etag";
