@@ -52,6 +52,8 @@ pub const MAX_FOLDER_ENTRIES: usize = 1_000_000;
 const LIST_PAGES_AT_ONCE: usize = 4;
 /// The most of an error answer's body that is read.
 const ERROR_BODY_MAX: usize = 64 * 1024;
+mod tree_listing;
+
 /// Bodies read from a file up to this size are sent from memory, larger ones streamed.
 const SMALL_FILE_BODY: u64 = 256 * 1024;
 /// A multipart completion or a server-side copy may take the server this many request
@@ -1615,6 +1617,10 @@ impl<'a> Listing<'a> {
 
 #[async_trait]
 impl CellsApi for HttpCellsApi {
+    async fn list_tree_s3(&self, path: &str, limit: usize) -> ApiResult<Option<Vec<S3Entry>>> {
+        self.list_tree_s3_impl(path, limit).await
+    }
+
     async fn list_workspaces(&self) -> ApiResult<Vec<Workspace>> {
         let nodes = self
             .bulk_meta(vec!["".into(), "/*".into()], 0, 0, "workspaces")

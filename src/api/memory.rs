@@ -862,4 +862,26 @@ impl CellsApi for MemoryCellsApi {
             None => Err(ApiError::NotFound(path.to_string())),
         }
     }
+
+    async fn list_tree_s3(&self, path: &str, limit: usize) -> ApiResult<Option<Vec<S3Entry>>> {
+        self.enter("list_tree_s3").await?;
+        let state = self.state.lock().unwrap();
+        let prefix = format!("{path}/");
+        let entries: Vec<S3Entry> = state
+            .nodes
+            .range(prefix.clone()..)
+            .take_while(|(p, _)| p.starts_with(&prefix))
+            .map(|(p, n)| match n.kind {
+                NodeKind::Folder => S3Entry::Folder(p.clone()),
+                NodeKind::File => S3Entry::Object(ObjectInfo {
+                    path: p.clone(),
+                    size: n.content.len() as u64,
+                    etag: n.etag.clone(),
+                    mtime: n.mtime,
+                    content_type: None,
+                }),
+            })
+            .collect();
+        Ok((entries.len() <= limit).then_some(entries))
+    }
 }

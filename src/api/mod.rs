@@ -375,4 +375,16 @@ pub trait CellsApi: Send + Sync + 'static {
 
     /// Permanent delete of one file through the gateway (bypasses the recycle bin).
     async fn delete_object(&self, path: &str) -> ApiResult<()>;
+
+    // ---- Round trips (issue 30) ------------------------------------------------------------
+
+    /// Every file and folder below folder `path` (not `path` itself) through the gateway's
+    /// recursive ListObjectsV2 (empty delimiter), in one request: `Ok(None)` when there are
+    /// more than `limit` entries (the gateway never pages: the caller lists folder by folder).
+    async fn list_tree_s3(&self, path: &str, limit: usize) -> ApiResult<Option<Vec<S3Entry>>> {
+        let _ = limit;
+        Err(ApiError::InvalidRequest(format!(
+            "{path}: this backend does not support recursive listings"
+        )))
+    }
 }

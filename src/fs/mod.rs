@@ -30,6 +30,7 @@
 mod cache;
 mod conflict;
 mod content;
+mod dotfolders;
 pub mod error;
 mod journal;
 mod lookups;
@@ -858,6 +859,8 @@ struct Inner {
     negative: Mutex<LruCache<String, (Instant, u64)>>,
     /// Lookups asked of the server per folder not listed yet (see `lookups`).
     lookups: lookups::LookupTally,
+    /// Recent recursive listings of dot-folders (see `dotfolders`).
+    dot_trees: dotfolders::DotTrees,
     workspaces: Mutex<CachedWorkspaces>,
     data_cache: Option<Arc<cache::DataCache>>,
     /// Stores blocks into `data_cache` on its own thread.
@@ -1048,6 +1051,7 @@ impl CellsFs {
                 dir_handles: Mutex::new(HashMap::new()),
                 negative: Mutex::new(LruCache::new(negative_size)),
                 lookups: lookups::LookupTally::default(),
+                dot_trees: dotfolders::DotTrees::default(),
                 workspaces: Mutex::new(None),
                 data_cache,
                 cache_writer,
@@ -1525,7 +1529,14 @@ impl CellsFs {
         // Names from the server that are no valid file names (`..`, `a/b`, NUL, over 255
         // bytes) are not shown: one warning for the listing, the rest of the folder lists.
         let mut refused: Vec<String> = Vec::new();
-        if path.is_empty() {
+        // Under a dot-folder: answered by one listing of the whole dot-folder (`dotfolders`).
+        let mut listed_at = None;
+        if !path.is_empty()
+            && let Some(found) = self.dot_children(path).await
+        {
+            let (at, found) = found?;
+            (listed_at, children) = (Some(at), found);
+        } else if path.is_empty() {
             for ws in self.workspaces().await?.iter() {
                 if let Err(why) = crate::api::names::check_name(&ws.slug) {
                     refused.push(why);
@@ -1594,7 +1605,7 @@ impl CellsFs {
         }
         let mut table = self.inner.table.lock().unwrap();
         let raced = table.listing_changes != changes_before;
-        let at = Instant::now();
+        let at = listed_at.unwrap_or_else(Instant::now);
         let stamp = Some((at, generation));
         let mut result = children.clone();
         for (name, meta) in children.iter().filter(|_| !raced) {
