@@ -60,20 +60,66 @@ struct Tree {
     folders: HashMap<String, Vec<S3Entry>>,
 }
 
-/// The recent recursive listings of dot-folders.
+/// The recent recursive listings of dot-folders, and the dot-folders found too big for one.
 pub(crate) struct DotTrees {
     trees: Mutex<LruCache<String, Arc<Tree>>>,
+    too_big: Mutex<LruCache<String, Instant>>,
 }
 
 impl Default for DotTrees {
     fn default() -> Self {
+        let size = NonZeroUsize::new(TREES).expect("non-zero");
         DotTrees {
-            trees: Mutex::new(LruCache::new(NonZeroUsize::new(TREES).expect("non-zero"))),
+            trees: Mutex::new(LruCache::new(size)),
+            too_big: Mutex::new(LruCache::new(size)),
         }
     }
 }
 
 impl CellsFs {
+    /// Whether a lookup in folder `parent` (not listed yet) is best answered by its listing
+    /// from the recursive listing of its dot-folder (one request for the whole dot-folder, or
+    /// none while it is fresh) rather than by a stat of the one name: under a dot-folder not
+    /// found too big for one listing within the folder cache time.
+    pub(super) fn dot_listable(&self, parent: &str) -> bool {
+        let Some(root) = dot_root(parent) else {
+            return false;
+        };
+        let mut too_big = self.inner.dot_trees.too_big.lock().unwrap();
+        match too_big.get(root) {
+            Some(at) if at.elapsed() < self.inner.options.dir_cache_time => false,
+            Some(_) => {
+                too_big.pop(root);
+                true
+            }
+            None => true,
+        }
+    }
+
+    /// Whether dot-folder `path` (a dot-name in a folder that is not under one, which this
+    /// mount knows as a folder) still exists, from its own recursive listing (which the
+    /// lookups below it use next) rather than from a listing of its parent: `None` when that
+    /// cannot tell (not such a folder, empty or too big for one listing).
+    pub(super) async fn dot_folder_meta(&self, path: &str) -> Option<FsResult<Option<Meta>>> {
+        if dot_root(path) != Some(path) {
+            return None;
+        }
+        let known = {
+            let table = self.inner.table.lock().unwrap();
+            table
+                .by_path
+                .get(path)
+                .and_then(|ino| table.inodes.get(ino))
+                .filter(|d| d.kind == FileKind::Directory && !d.detached && !d.local)
+                .map(|d| d.meta.clone())
+        }?;
+        match self.dot_children(path).await? {
+            Ok(_) => Some(Ok(Some(known))),
+            Err(e) if e.errno() == libc::ENOENT => None,
+            Err(e) => Some(Err(e)),
+        }
+    }
+
     /// The children of folder `path` under a dot-folder, from the recursive listing of its
     /// dot-folder (fetched now if there is no usable one), with the moment they were listed.
     /// `None`: not under a dot-folder, or this dot-folder is listed folder by folder.
@@ -103,8 +149,14 @@ impl CellsFs {
                 let at = Instant::now();
                 let entries = match self.inner.api.list_tree_s3(root, DOT_TREE_MAX).await {
                     Ok(Some(entries)) if !entries.is_empty() => entries,
-                    // Too big, or empty (missing or empty: the folder's own listing tells).
-                    Ok(_) => return None,
+                    // Empty: missing or empty (the gateway answers both alike); the folder's
+                    // own listing tells.
+                    Ok(Some(_)) => return None,
+                    Ok(None) => {
+                        let mut too_big = self.inner.dot_trees.too_big.lock().unwrap();
+                        too_big.put(root.to_string(), Instant::now());
+                        return None;
+                    }
                     // A backend without recursive listings.
                     Err(ApiError::InvalidRequest(_)) => return None,
                     Err(e) => return Some(Err(FsError::api(format!("listing {root}"), e))),

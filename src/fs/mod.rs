@@ -1753,6 +1753,8 @@ impl CellsFs {
         let relist = use_cache
             && match known_listing {
                 Some(len) => len <= RELIST_MAX_ENTRIES,
+                // Under a dot-folder: its one recursive listing (see `dotfolders`).
+                None if self.dot_listable(parent) => true,
                 // A folder never listed is listed at its second lookup (see `lookups`).
                 None => {
                     !parent.is_empty()
@@ -1763,7 +1765,14 @@ impl CellsFs {
                         )
                 }
             };
-        let found = if parent.is_empty() || name.starts_with('.') || relist {
+        let dot_folder = if use_cache {
+            self.dot_folder_meta(path).await
+        } else {
+            None
+        };
+        let found = if let Some(found) = dot_folder {
+            found
+        } else if parent.is_empty() || name.starts_with('.') || relist {
             // Workspaces come from their list; dotfiles only from the gateway's listing.
             self.listing(parent, !use_cache || relist)
                 .await
