@@ -5,6 +5,8 @@
 #
 #   bench/run.sh latency          (or bench/latency.sh)
 #   BENCH_LATENCIES="0 20" BENCH_REPEATS=3 BENCH_TARGETS="cec cecwb rclone" bench/latency.sh
+#   BENCH_ROWS="git rsyncnoop" (a subset), BENCH_NO_BUILD=1 BENCH_REV=abc1234 (binaries built
+#   elsewhere, from that revision), BENCH_RESULTS=path, BENCH_TIMEOUT=seconds per row (300)
 #
 # Rows (each on a fresh mount with a fresh cache unless said otherwise):
 #   lscold     ls -l of a 1,000-file folder
@@ -17,7 +19,9 @@
 #   gitre      git status after a remount on the same cache (unmount, mount, status)
 #   cp         cp -r of 200 files of 1 KiB into the mount, until cp returns
 #   cpsrv      the same, until the server holds every file
-#   rsyncnoop  rsync -a of a 200-file tree onto an identical copy on the server (no-op)
+#   rsyncnoop  rsync -a of a 200-file tree again, on the mount that copied it, 2 s later (a
+#              fresh mount would not be a no-op for cec nor rclone: neither keeps the mtimes
+#              rsync sets on the server, cec keeps them in its cache)
 # Targets: cec (default options), cecwb (cec --write-back 1; write rows and git only), rclone
 # (S3 backend on the emulator's gateway, --vfs-cache-mode writes).
 #
@@ -264,12 +268,10 @@ run_row() {
         printf 'cpsrv\t%s\t%s\t%s\t%s\t%s\n' "$LAT" "$T" "$RUN" "$secs" $(( $(cut -f6 <<<"$r0") + s1 - s0 - POLLS )) >>"$VALUES"
         echo "   cpsrv ${LAT}ms $T run $RUN: $secs s until the server holds all" >&2
       fi ;;
-    rsyncnoop)
-      fresh; local d="rsync-$T"
-      if [ ! -e "$WORK/rsync-done-$T" ]; then # the first copy (untimed), then wait for the server
-        rsync -a "$L/rsyncsrc/" "$BASE/$d/" && wait_server "$PREFIX/$d" 200 && touch "$WORK/rsync-done-$T"
-        fresh
-      fi
+    rsyncnoop) # on the mount that made the copy (cec keeps the mtimes rsync sets in its cache)
+      fresh; local d="rsync-$T-$LAT-$RUN"
+      rsync -a "$L/rsyncsrc/" "$BASE/$d/" && wait_server "$PREFIX/$d" 200 || echo "   rsync $T: first copy failed" >&2
+      sleep 2 # every entry the copy left is past --attr-timeout
       timed rsyncnoop do_rsyncnoop "$d" ;;
   esac
 }
@@ -285,7 +287,7 @@ git2|second git status 2 s after the first
 gitre|git status after a remount on the same cache
 cp|cp -r of 200 files of 1 KiB, until cp returns
 cpsrv|cp -r of 200 files of 1 KiB, until the server holds them
-rsyncnoop|rsync -a of a 200-file tree, no-op"
+rsyncnoop|rsync -a of a 200-file tree again, same mount 2 s later (no-op)"
 cellv() { # row lat target column(5 secs, 6 requests)
   local v; v=$(awk -F'\t' -v r="$1" -v l="$2" -v t="$3" -v c="$4" '$1 == r && $2 == l && $3 == t { print $c }' "$VALUES")
   [ -n "$v" ] || { echo "—"; return; }
@@ -300,7 +302,7 @@ write_table() {
     echo
     echo "Status: $STATUS. Produced by \`bench/latency.sh\` (\`bench/run.sh latency\`) on $(date -u +%Y-%m-%dT%H:%MZ); never edited by hand."
     echo
-    echo "Machine: $(nproc) cores, $(uname -sr); $("$CEC" --version 2>/dev/null | sed -n 1p) ($(cd "$ROOT" && git rev-parse --short HEAD)), $(rclone version 2>/dev/null | sed -n 1p), git $(git --version | cut -d' ' -f3)."
+    echo "Machine: $(nproc) cores, $(uname -sr); $("$CEC" --version 2>/dev/null | sed -n 1p) (${BENCH_REV:-$(cd "$ROOT" && git rev-parse --short HEAD)}), $(rclone version 2>/dev/null | sed -n 1p), git $(git --version | cut -d' ' -f3)."
     echo "The emulator's latency fault adds the given delay to every request; medians of $REPEATS run(s);"
     echo "each row on a fresh mount with a fresh cache unless its label says otherwise. \`requests\`: every"
     echo "request the emulator served during the row (counted by the emulator's fault rule), the"
