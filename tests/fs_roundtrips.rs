@@ -121,3 +121,49 @@ async fn a_dot_folder_is_revalidated_with_one_request() {
     }
     resolve_from(&fs, git, "refs/heads/feature").await.unwrap();
 }
+
+/// Create `name` in folder `dir` (an inode) with `data`, closed: the upload is done.
+async fn write_in(fs: &CellsFs, dir: u64, name: &str, data: &[u8]) {
+    let (entry, open) = fs
+        .create(dir, OsStr::new(name), 0o644, libc::O_WRONLY)
+        .await
+        .unwrap();
+    fs.write(entry.attr.ino, open.fh, 0, data).await.unwrap();
+    fs.flush(entry.attr.ino, open.fh).await.unwrap();
+    fs.release(entry.attr.ino, open.fh).await.unwrap();
+}
+
+/// SEMANTICS: "a write never waits for the workspace list: once it is older than
+/// `--dir-cache-time` the list it has is used and a fresh one is fetched in the background"
+/// (issue 30: every write after 5 s of quiet paid one more round trip first).
+#[tokio::test]
+async fn a_write_never_waits_for_the_workspace_list() {
+    let api = Arc::new(MemoryCellsApi::default());
+    api.put_file(&format!("{WS}/dir/seed"), b"x");
+    let cache = tempfile::tempdir().unwrap();
+    let mut options = FsOptions::new(cache.path());
+    options.dir_cache_time = Duration::from_millis(200);
+    let fs = mount(&api, options).await;
+    let dir = resolve_from(&fs, ROOT_INO, &format!("{WS}/dir"))
+        .await
+        .unwrap();
+    write_in(&fs, dir, "first", b"1").await;
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    // The list is stale now, and the server takes its time to send it again.
+    api.set_operation_delay("list_workspaces", Duration::from_secs(3600));
+    api.reset_calls();
+    let write =
+        tokio::time::timeout(Duration::from_secs(20), write_in(&fs, dir, "second", b"2")).await;
+    assert!(
+        write.is_ok(),
+        "the write waited for the workspace list ({} asked)",
+        api.calls("list_workspaces")
+    );
+    assert_eq!(api.calls("put_object"), 1, "the write went through");
+    tokio::time::sleep(Duration::from_millis(100)).await; // the refresh task starts
+    assert_eq!(
+        api.calls("list_workspaces"),
+        1,
+        "a refresh runs in the background"
+    );
+}

@@ -42,6 +42,7 @@ mod private;
 mod progress;
 mod staging_pool;
 mod stream;
+mod workspaces;
 
 use std::collections::{BTreeMap, HashMap, HashSet, VecDeque};
 use std::ffi::{OsStr, OsString};
@@ -862,6 +863,8 @@ struct Inner {
     /// Recent recursive listings of dot-folders (see `dotfolders`).
     dot_trees: dotfolders::DotTrees,
     workspaces: Mutex<CachedWorkspaces>,
+    /// A refresh of `workspaces` running in the background (see `workspaces`).
+    workspace_refresh: workspaces::Refresh,
     data_cache: Option<Arc<cache::DataCache>>,
     /// Stores blocks into `data_cache` on its own thread.
     cache_writer: Option<cache::CacheWriter>,
@@ -1053,6 +1056,7 @@ impl CellsFs {
                 lookups: lookups::LookupTally::default(),
                 dot_trees: dotfolders::DotTrees::default(),
                 workspaces: Mutex::new(None),
+                workspace_refresh: workspaces::Refresh::default(),
                 data_cache,
                 cache_writer,
                 overlay,
@@ -1304,7 +1308,7 @@ impl CellsFs {
 
     async fn workspace_of(&self, path: &str) -> FsResult<Workspace> {
         let slug = path.split('/').next().unwrap_or("");
-        self.workspaces()
+        self.workspaces_for_write()
             .await?
             .iter()
             .find(|w| w.slug == slug)
