@@ -40,6 +40,9 @@ set -eEuo pipefail
 trap 'echo "bench: stopped: line $LINENO: $BASH_COMMAND failed" >&2' ERR
 
 ROOT="$(cd "$(dirname "$0")/.." && pwd)"
+# `bench/run.sh latency`: the latency section (bench/latency.sh: the emulator adds 0 and 20 ms to
+# every request; the rows of issue 30 with the requests each client makes, counted).
+if [ "${1:-}" = latency ]; then exec "$ROOT/bench/latency.sh"; fi
 QUICK="${BENCH_QUICK:-0}"
 if [ "$QUICK" = 1 ]; then
   BIG_MIB=64 SMALL_FEW=200 SMALL_MANY=1000 REPEATS="${BENCH_REPEATS:-1}"

@@ -373,8 +373,8 @@ mod injecting {
             }
             Ok(all)
         }
-        async fn list_tree_s3(&self, path: &str) -> ApiResult<Vec<S3Entry>> {
-            self.inner.list_tree_s3(path).await
+        async fn list_tree_s3(&self, path: &str, limit: usize) -> ApiResult<Option<Vec<S3Entry>>> {
+            self.inner.list_tree_s3(path, limit).await
         }
         async fn list_folder_s3(&self, path: &str) -> ApiResult<Vec<S3Entry>> {
             let mut all = self.inner.list_folder_s3(path).await?;

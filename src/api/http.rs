@@ -52,6 +52,8 @@ pub const MAX_FOLDER_ENTRIES: usize = 1_000_000;
 const LIST_PAGES_AT_ONCE: usize = 4;
 /// The most of an error answer's body that is read.
 const ERROR_BODY_MAX: usize = 64 * 1024;
+mod tree_listing;
+
 /// Bodies read from a file up to this size are sent from memory, larger ones streamed.
 const SMALL_FILE_BODY: u64 = 256 * 1024;
 /// A multipart completion or a server-side copy may take the server this many request
@@ -248,8 +250,13 @@ impl Drop for Counted {
 
 impl HttpCellsApi {
     /// The gateway's listing of folder `path`: one level with `delimiter` "/", every depth
-    /// with "".
-    async fn list_s3(&self, path: &str, delimiter: &str) -> ApiResult<Vec<S3Entry>> {
+    /// with "" (cells-api.md §6.7); `max_keys` bounds the nodes the gateway walks.
+    pub(super) async fn list_s3(
+        &self,
+        path: &str,
+        delimiter: &str,
+        max_keys: &str,
+    ) -> ApiResult<Vec<S3Entry>> {
         let path = clean_path(path);
         let prefix = if path.is_empty() {
             String::new()
@@ -263,7 +270,7 @@ impl HttpCellsApi {
                 &[
                     ("delimiter", delimiter),
                     ("list-type", "2"),
-                    ("max-keys", GATEWAY_LIST_MAX),
+                    ("max-keys", max_keys),
                     ("prefix", &prefix),
                 ],
                 vec![],
@@ -1643,6 +1650,10 @@ impl<'a> Listing<'a> {
 
 #[async_trait]
 impl CellsApi for HttpCellsApi {
+    async fn list_tree_s3(&self, path: &str, limit: usize) -> ApiResult<Option<Vec<S3Entry>>> {
+        self.list_tree_s3_impl(path, limit).await
+    }
+
     async fn list_workspaces(&self) -> ApiResult<Vec<Workspace>> {
         let nodes = self
             .bulk_meta(vec!["".into(), "/*".into()], 0, 0, "workspaces")
@@ -1714,12 +1725,7 @@ impl CellsApi for HttpCellsApi {
     }
 
     async fn list_folder_s3(&self, path: &str) -> ApiResult<Vec<S3Entry>> {
-        self.list_s3(path, "/").await
-    }
-
-    async fn list_tree_s3(&self, path: &str) -> ApiResult<Vec<S3Entry>> {
-        // An empty delimiter lists every depth (cells-api.md §6.7).
-        self.list_s3(path, "").await
+        self.list_s3(path, "/", GATEWAY_LIST_MAX).await
     }
 
     async fn stat(&self, path: &str) -> ApiResult<Option<Node>> {

@@ -530,27 +530,6 @@ impl CellsApi for MemoryCellsApi {
             .collect())
     }
 
-    async fn list_tree_s3(&self, path: &str) -> ApiResult<Vec<S3Entry>> {
-        self.enter("list_tree_s3").await?;
-        let state = self.state.lock().unwrap();
-        let prefix = format!("{}/", path.trim_matches('/'));
-        Ok(state
-            .nodes
-            .iter()
-            .filter(|(p, _)| p.starts_with(&prefix))
-            .map(|(p, n)| match n.kind {
-                NodeKind::Folder => S3Entry::Folder(p.clone()),
-                NodeKind::File => S3Entry::Object(ObjectInfo {
-                    path: p.clone(),
-                    size: n.content.len() as u64,
-                    etag: n.etag.clone(),
-                    mtime: n.mtime,
-                    content_type: None,
-                }),
-            })
-            .collect())
-    }
-
     async fn stat(&self, path: &str) -> ApiResult<Option<Node>> {
         self.enter("stat").await?;
         let state = self.state.lock().unwrap();
@@ -882,5 +861,27 @@ impl CellsApi for MemoryCellsApi {
             Some(_) => Err(ApiError::TypeConflict(path.to_string())),
             None => Err(ApiError::NotFound(path.to_string())),
         }
+    }
+
+    async fn list_tree_s3(&self, path: &str, limit: usize) -> ApiResult<Option<Vec<S3Entry>>> {
+        self.enter("list_tree_s3").await?;
+        let state = self.state.lock().unwrap();
+        let prefix = format!("{path}/");
+        let entries: Vec<S3Entry> = state
+            .nodes
+            .range(prefix.clone()..)
+            .take_while(|(p, _)| p.starts_with(&prefix))
+            .map(|(p, n)| match n.kind {
+                NodeKind::Folder => S3Entry::Folder(p.clone()),
+                NodeKind::File => S3Entry::Object(ObjectInfo {
+                    path: p.clone(),
+                    size: n.content.len() as u64,
+                    etag: n.etag.clone(),
+                    mtime: n.mtime,
+                    content_type: None,
+                }),
+            })
+            .collect();
+        Ok((entries.len() <= limit).then_some(entries))
     }
 }

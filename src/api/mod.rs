@@ -290,10 +290,6 @@ pub trait CellsApi: Send + Sync + 'static {
     /// no Uuids. An empty vector when the folder does not exist (the gateway's quirk).
     async fn list_folder_s3(&self, path: &str) -> ApiResult<Vec<S3Entry>>;
 
-    /// Everything below folder `path`, at every depth, through the S3 gateway (one request,
-    /// never paged by the server; bounded like every body). Dotfiles included.
-    async fn list_tree_s3(&self, path: &str) -> ApiResult<Vec<S3Entry>>;
-
     /// One node; `Ok(None)` when it does not exist.
     async fn stat(&self, path: &str) -> ApiResult<Option<Node>>;
 
@@ -458,6 +454,18 @@ pub trait CellsApi: Send + Sync + 'static {
         Err(ApiError::InvalidRequest(
             "this backend does not support public links".into(),
         ))
+    }
+
+    // ---- Round trips (issue 30) ------------------------------------------------------------
+
+    /// Every file and folder below folder `path` (not `path` itself) through the gateway's
+    /// recursive ListObjectsV2 (empty delimiter), in one request: `Ok(None)` when there are
+    /// more than `limit` entries (the gateway never pages: the caller lists folder by folder).
+    async fn list_tree_s3(&self, path: &str, limit: usize) -> ApiResult<Option<Vec<S3Entry>>> {
+        let _ = limit;
+        Err(ApiError::InvalidRequest(format!(
+            "{path}: this backend does not support recursive listings"
+        )))
     }
 }
 

@@ -553,10 +553,6 @@ impl CellsApi for PublicLink {
         ))
     }
 
-    async fn list_tree_s3(&self, path: &str) -> ApiResult<Vec<S3Entry>> {
-        self.list_folder_s3(path).await
-    }
-
     async fn stat(&self, path: &str) -> ApiResult<Option<Node>> {
         let segs = match self.segments(path) {
             Ok(s) => s,

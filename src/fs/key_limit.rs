@@ -9,12 +9,17 @@
 //!   gateway's listing of every depth below the folder) plus what the mount holds there that
 //!   the server has not seen yet (files created here, still staged).
 //! - The check never blocks a move it cannot decide: when the listing fails (a server away,
-//!   an answer too large to read), the move goes on as before and the log says why.
+//!   more than [`TREE_CHECK_MAX`] entries below), the move goes on as before and the log
+//!   says why.
 //!
 //! [`checked_path`]: super::checked_path
 
 use super::{CellsFs, FsError, FsResult, MAX_KEY_BYTES};
 use crate::api::S3Entry;
+
+/// Entries below a moved folder read to check their path lengths; a bigger tree moves
+/// unchecked (its listing would cost more than the move).
+const TREE_CHECK_MAX: usize = 100_000;
 
 impl CellsFs {
     /// Refuse to move folder `from` to `to` when a path below it would then be longer than
@@ -34,8 +39,14 @@ impl CellsFs {
                 .max_by_key(|p| p.len())
                 .cloned()
         };
-        match self.inner.api.list_tree_s3(from).await {
-            Ok(entries) => {
+        match self.inner.api.list_tree_s3(from, TREE_CHECK_MAX).await {
+            Ok(None) => {
+                tracing::warn!(
+                    "moving {from}: more than {TREE_CHECK_MAX} entries below it; path lengths \
+                     below it not checked"
+                );
+            }
+            Ok(Some(entries)) => {
                 for entry in entries {
                     let path = match entry {
                         S3Entry::Object(info) => info.path,

@@ -31,6 +31,7 @@
 mod cache;
 mod conflict;
 mod content;
+mod dotfolders;
 pub mod error;
 mod journal;
 mod key_limit;
@@ -45,6 +46,7 @@ mod progress;
 mod staging_pool;
 mod stream;
 mod versions;
+mod workspaces;
 mod xattrs;
 
 use std::collections::{BTreeMap, HashMap, HashSet, VecDeque};
@@ -876,7 +878,11 @@ struct Inner {
     negative: Mutex<LruCache<String, (Instant, u64)>>,
     /// Lookups asked of the server per folder not listed yet (see `lookups`).
     lookups: lookups::LookupTally,
+    /// Recent recursive listings of dot-folders (see `dotfolders`).
+    dot_trees: dotfolders::DotTrees,
     workspaces: Mutex<CachedWorkspaces>,
+    /// A refresh of `workspaces` running in the background (see `workspaces`).
+    workspace_refresh: workspaces::Refresh,
     data_cache: Option<Arc<cache::DataCache>>,
     /// Stores blocks into `data_cache` on its own thread.
     cache_writer: Option<cache::CacheWriter>,
@@ -1072,7 +1078,9 @@ impl CellsFs {
                 dir_handles: Mutex::new(HashMap::new()),
                 negative: Mutex::new(LruCache::new(negative_size)),
                 lookups: lookups::LookupTally::default(),
+                dot_trees: dotfolders::DotTrees::default(),
                 workspaces: Mutex::new(None),
+                workspace_refresh: workspaces::Refresh::default(),
                 data_cache,
                 cache_writer,
                 overlay,
@@ -1334,7 +1342,7 @@ impl CellsFs {
 
     async fn workspace_of(&self, path: &str) -> FsResult<Workspace> {
         let slug = path.split('/').next().unwrap_or("");
-        self.workspaces()
+        self.workspaces_for_write()
             .await?
             .iter()
             .find(|w| w.slug == slug)
@@ -1563,7 +1571,14 @@ impl CellsFs {
         // Names from the server that are no valid file names (`..`, `a/b`, NUL, over 255
         // bytes) are not shown: one warning for the listing, the rest of the folder lists.
         let mut refused: Vec<String> = Vec::new();
-        if path.is_empty() {
+        // Under a dot-folder: answered by one listing of the whole dot-folder (`dotfolders`).
+        let mut listed_at = None;
+        if !path.is_empty()
+            && let Some(found) = self.dot_children(path).await
+        {
+            let (at, found) = found?;
+            (listed_at, children) = (Some(at), found);
+        } else if path.is_empty() {
             for ws in self.workspaces().await?.iter() {
                 if let Err(why) = crate::api::names::check_name(&ws.slug) {
                     refused.push(why);
@@ -1632,7 +1647,7 @@ impl CellsFs {
         }
         let mut table = self.inner.table.lock().unwrap();
         let raced = table.listing_changes != changes_before;
-        let at = Instant::now();
+        let at = listed_at.unwrap_or_else(Instant::now);
         let stamp = Some((at, generation));
         let mut result = children.clone();
         for (name, meta) in children.iter().filter(|_| !raced) {
@@ -1780,6 +1795,8 @@ impl CellsFs {
         let relist = use_cache
             && match known_listing {
                 Some(len) => len <= RELIST_MAX_ENTRIES,
+                // Under a dot-folder: its one recursive listing (see `dotfolders`).
+                None if self.dot_listable(parent) => true,
                 // A folder never listed is listed at its second lookup (see `lookups`).
                 None => {
                     !parent.is_empty()
@@ -1790,7 +1807,14 @@ impl CellsFs {
                         )
                 }
             };
-        let found = if parent.is_empty() || name.starts_with('.') || relist {
+        let dot_folder = if use_cache {
+            self.dot_folder_meta(path).await
+        } else {
+            None
+        };
+        let found = if let Some(found) = dot_folder {
+            found
+        } else if parent.is_empty() || name.starts_with('.') || relist {
             // Workspaces come from their list; dotfiles only from the gateway's listing.
             self.listing(parent, !use_cache || relist)
                 .await

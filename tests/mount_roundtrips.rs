@@ -1,0 +1,85 @@
+//! Round trips of a real mount (issue 30), counted by the emulator itself: a latency rule of
+//! 0 ms with a huge count is decremented by every request the emulator serves (REST, gateway,
+//! OIDC, events), so the requests a command costs are the count it consumed.
+
+mod mount_common;
+
+use std::time::Duration;
+
+use cells_emu::faults::RequestMatch;
+use mount_common::*;
+
+const COUNTING: u64 = 1 << 40;
+
+/// Requests the emulator served since [`start_counting`].
+fn served(h: &Harness) -> u64 {
+    let rules = h.state().faults.rules();
+    let rule = rules
+        .iter()
+        .find(|r| r.matcher.path_prefix == "/")
+        .expect("the counting rule");
+    COUNTING - rule.remaining.expect("counted")
+}
+
+fn start_counting(h: &Harness) {
+    h.state()
+        .faults
+        .add_latency(RequestMatch::new(None, "/"), Duration::ZERO, Some(COUNTING));
+}
+
+/// SEMANTICS: "a dot-folder whose entries expired is revalidated with one request" (issue
+/// 30: a second `git status` 2 s after the first cost 42 requests, `.git`'s folders re-listed
+/// one by one).
+#[test]
+fn a_second_git_status_within_seconds_costs_a_handful_of_requests() {
+    let h = Harness::start();
+    start_counting(&h);
+    let m = h.mount("mnt", &[]);
+    let repo = h.personal(&m).join("repo");
+    for d in 0..5 {
+        let dir = repo.join(format!("src{d}"));
+        std::fs::create_dir_all(&dir).unwrap();
+        for f in 0..10 {
+            std::fs::write(dir.join(format!("m{f}.c")), format!("{d} {f}\n")).unwrap();
+        }
+    }
+    sh(
+        &repo,
+        "git init -q && git -c user.name=t -c user.email=t@example.com add -A \
+         && git -c user.name=t -c user.email=t@example.com commit -q -m first",
+    );
+    assert_eq!(sh(&repo, "git status --porcelain"), "");
+    std::thread::sleep(Duration::from_secs(2));
+    // git's own lock churn: `git status` creates `.git/index.lock` and, the index being
+    // unchanged, deletes it (an upload, a delete and the delete job's polls), counted apart.
+    let churn: Vec<(Option<&str>, &str)> = vec![
+        (Some("PUT"), "/io/"),
+        (None, "/a/tree/delete"),
+        (None, "/a/jobs/"),
+    ];
+    for (method, prefix) in &churn {
+        h.state().faults.add_latency(
+            RequestMatch::new(*method, prefix),
+            Duration::ZERO,
+            Some(COUNTING),
+        );
+    }
+    let before = served(&h);
+    assert_eq!(sh(&repo, "git status --porcelain"), "");
+    let sent = served(&h) - before;
+    let lock_churn: u64 = h
+        .state()
+        .faults
+        .rules()
+        .iter()
+        .skip(1)
+        .map(|r| COUNTING - r.remaining.expect("counted"))
+        .sum();
+    eprintln!("second git status: {sent} requests, {lock_churn} of them git's index.lock");
+    assert!(
+        sent - lock_churn <= 5,
+        "a second git status 2 s after the first: {} requests besides git's index.lock \
+         ({sent} in all)",
+        sent - lock_churn
+    );
+}
