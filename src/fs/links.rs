@@ -436,6 +436,7 @@ mod tests {
             size,
             mtime: 0,
             etag: etag.into(),
+            user: None,
         }
     }
 
