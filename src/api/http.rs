@@ -251,6 +251,22 @@ impl Drop for Counted {
 impl HttpCellsApi {
     /// The gateway's listing of folder `path`: one level with `delimiter` "/", every depth
     /// with "" (cells-api.md §6.7); `max_keys` bounds the nodes the gateway walks.
+    /// A server-side copy (S3 CopyObject) of `copy_source` (the `x-amz-copy-source` value:
+    /// `/bucket/key`, maybe with `?versionId=`) onto `target`.
+    pub(super) async fn copy_onto(&self, target: &str, copy_source: String) -> ApiResult<()> {
+        let mut spec = self.s3_spec(
+            Method::PUT,
+            target,
+            &[],
+            vec![(HeaderName::from_static("x-amz-copy-source"), copy_source)],
+            BodySpec::Bytes(bytes::Bytes::new()),
+            true,
+        );
+        spec.wait = Wait::Slow;
+        self.execute(spec).await?;
+        Ok(())
+    }
+
     pub(super) async fn list_s3(
         &self,
         path: &str,
@@ -1962,19 +1978,8 @@ impl CellsApi for HttpCellsApi {
 
     async fn copy_object(&self, source: &str, target: &str) -> ApiResult<()> {
         let source = clean_path(source);
-        let target = clean_path(target);
         let copy_source = format!("/{S3_BUCKET}/{}", encode_path(&source));
-        let mut spec = self.s3_spec(
-            Method::PUT,
-            &target,
-            &[],
-            vec![(HeaderName::from_static("x-amz-copy-source"), copy_source)],
-            BodySpec::Bytes(bytes::Bytes::new()),
-            true,
-        );
-        spec.wait = Wait::Slow;
-        self.execute(spec).await?;
-        Ok(())
+        self.copy_onto(&clean_path(target), copy_source).await
     }
 
     async fn delete_object(&self, path: &str) -> ApiResult<()> {

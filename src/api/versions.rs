@@ -22,7 +22,6 @@ use super::http::{BodySpec, HttpCellsApi, S3_BUCKET, Wait, clean_path, encode_pa
 use super::{ApiError, ApiResult, ByteRange, ByteStream};
 use futures::TryStreamExt;
 use reqwest::Method;
-use reqwest::header::HeaderName;
 
 /// The most bytes of a version list read (a version node is the file's node with a few
 /// metadata: about 1 KB).
@@ -223,17 +222,7 @@ impl HttpCellsApi {
         let path = clean_path(path);
         // The AWS form: the key percent-encoded per segment, then the version id.
         let source = format!("/{S3_BUCKET}/{}?versionId={version}", encode_path(&path));
-        let mut spec = self.s3_spec(
-            Method::PUT,
-            &path,
-            &[],
-            vec![(HeaderName::from_static("x-amz-copy-source"), source)],
-            BodySpec::Bytes(bytes::Bytes::new()),
-            true,
-        );
-        spec.wait = Wait::Slow;
-        self.execute(spec).await?;
-        Ok(())
+        self.copy_onto(&path, source).await
     }
 }
 
