@@ -69,8 +69,11 @@ fn errno_of<T: std::fmt::Debug>(r: std::io::Result<T>) -> i32 {
 #[test]
 fn versions_are_hidden_listed_by_name_and_read_back() {
     let h = Harness::start();
-    for content in [&b"one"[..], b"two!", b"three"] {
+    // Each version is waited for before the next upload: the server's versioning job reads
+    // the file when it runs, so two uploads before it runs make one version.
+    for (i, content) in [&b"one"[..], b"two!", b"three"].iter().enumerate() {
         upload_bytes(&h, "personal-files/docs/report.txt", content);
+        versions(&h, "personal-files/docs/report.txt", i + 1);
         std::thread::sleep(Duration::from_millis(1100));
     }
     upload_bytes(&h, "personal-files/docs/sub/other.txt", b"x");
@@ -153,6 +156,7 @@ fn versions_are_hidden_listed_by_name_and_read_back() {
 fn every_change_in_versions_is_refused_with_erofs() {
     let h = Harness::start();
     upload_bytes(&h, "personal-files/ro/a.txt", b"first");
+    versions(&h, "personal-files/ro/a.txt", 1);
     upload_bytes(&h, "personal-files/ro/a.txt", b"second");
     versions(&h, "personal-files/ro/a.txt", 2);
     let m = h.mount("mnt", &[]);
@@ -282,6 +286,7 @@ fn a_versions_node_the_server_holds_wins() {
     // Another client stored a real folder named `.versions` (some tools make them).
     upload_bytes(&h, "personal-files/real/.versions/notes.txt", b"user data");
     upload_bytes(&h, "personal-files/real/f.txt", b"v1");
+    versions(&h, "personal-files/real/f.txt", 1);
     upload_bytes(&h, "personal-files/real/f.txt", b"v2");
     versions(&h, "personal-files/real/f.txt", 2);
     let m = h.mount("mnt", &[]);
