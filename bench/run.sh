@@ -30,7 +30,8 @@
 # Environment: BENCH_QUICK=1, BENCH_REPEATS=N, BENCH_TARGETS="http ceiling cec cecwb rclone" (add s3fs:
 # it works only partly against the emulator, see TARGETS below),
 # BENCH_WORKLOADS="seqread seqread4 ..." (see WORKLOADS below), BENCH_TIMEOUT=seconds per run
-# (default 600), BENCH_RESULTS=path (default bench/results/mount.md), BENCH_TREE=folder to tar
+# (default 600), BENCH_RESULTS=path (default bench/results/mount.md), BENCH_CEC=path (measure
+# that cec binary instead of this tree's release build), BENCH_TREE=folder to tar
 # for the untar/rsync workloads (default /usr/include; /usr/include/linux when quick).
 #
 # Needs root (FUSE mounts, /proc/sys/vm/drop_caches) and /dev/fuse. Everything listens on
@@ -135,7 +136,10 @@ median() { sort -g | awk '{a[NR]=$1} END {if (NR == 0) exit; if (NR%2) print a[(
 log "building cec, cells-emu (release) and the FUSE ceiling"
 (cd "$ROOT" && cargo build --release -q -p cec --bin cec -p cells-emu --bin cells-emu) || die "build failed"
 (cd "$ROOT/bench/fuse-ceiling" && CARGO_TARGET_DIR="$ROOT/target" cargo build --release -q) || die "fuse-ceiling build failed"
-CEC="$ROOT/target/release/cec"
+# BENCH_CEC=PATH measures another cec binary (e.g. one built from an older commit, for a
+# before/after comparison) instead of the fresh build; the results header names it.
+CEC="${BENCH_CEC:-$ROOT/target/release/cec}"
+[ -x "$CEC" ] || die "BENCH_CEC=$CEC is not an executable"
 EMU="$ROOT/target/release/cells-emu"
 CEILING="$ROOT/target/release/fuse-ceiling"
 
@@ -635,6 +639,7 @@ write_table() {
     echo "Status: $STATUS. Produced by \`bench/run.sh\` on $(date -u +%Y-%m-%dT%H:%MZ); never edited by hand."
     echo
     echo "Machine: $(nproc) cores ($cpu), $mem RAM, $kernel, $(. /etc/os-release && echo "$PRETTY_NAME")."
+    if [ -n "${BENCH_CEC:-}" ]; then echo "cec binary: \`$BENCH_CEC\` (BENCH_CEC), not this tree's build."; echo; fi
     echo "Versions: $("$CEC" --version 2>/dev/null | sed -n 1p), $(rclone version 2>/dev/null | sed -n 1p),"
     echo "$(s3fs --version 2>/dev/null | sed -n 1p | sed 's/ *$//'), $(fio --version), curl $(curl --version | head -1 | cut -d' ' -f2)."
     echo
