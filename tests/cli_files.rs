@@ -10,60 +10,7 @@ use std::path::Path;
 use cec::api::CellsApi;
 use common::*;
 
-struct Ctx {
-    server: TestServer,
-    token: String,
-    home: tempfile::TempDir,
-}
-
-impl Ctx {
-    async fn new() -> Ctx {
-        let server = spawn_emulator().await;
-        let token = mint_pat(&server, "alice");
-        Ctx {
-            server,
-            token,
-            home: tempfile::tempdir().expect("home"),
-        }
-    }
-
-    fn cmd(&self, args: &[&str]) -> std::process::Command {
-        let mut c = cec_cmd(self.home.path());
-        c.env("CEC_URL", &self.server.url)
-            .env("CEC_TOKEN", &self.token)
-            .args(args);
-        c
-    }
-
-    async fn cec(&self, args: &[&str]) -> Run {
-        run(self.cmd(args)).await
-    }
-
-    async fn ok(&self, args: &[&str]) -> Run {
-        let r = self.cec(args).await;
-        assert_eq!(r.code(), 0, "cec {args:?} failed: {}", r.all());
-        r
-    }
-
-    fn api(&self) -> std::sync::Arc<cec::api::http::HttpCellsApi> {
-        api_with_token(&self.server, &self.token)
-    }
-
-    async fn put(&self, path: &str, content: &[u8]) {
-        let f = self.home.path().join("upload.tmp");
-        std::fs::write(&f, content).unwrap();
-        self.api()
-            .put_object_from_file(path, &f, content.len() as u64, &Default::default())
-            .await
-            .expect("put");
-    }
-
-    async fn exists(&self, path: &str) -> bool {
-        self.api().stat(path).await.expect("stat").is_some()
-    }
-}
-
-fn no_token_in(ctx: &Ctx, r: &Run) {
+fn no_token_in(ctx: &CliCtx, r: &Run) {
     assert!(
         !r.all().contains(&ctx.token),
         "the token leaked in the output"
@@ -72,7 +19,7 @@ fn no_token_in(ctx: &Ctx, r: &Run) {
 
 #[tokio::test(flavor = "multi_thread")]
 async fn ls_lists_workspaces_folders_and_checks_existence() {
-    let ctx = Ctx::new().await;
+    let ctx = CliCtx::new().await;
     ctx.put("personal-files/docs/a.txt", b"hello").await;
     ctx.put("personal-files/docs/été.md", b"").await;
 
@@ -154,7 +101,7 @@ async fn ls_lists_workspaces_folders_and_checks_existence() {
 
 #[tokio::test(flavor = "multi_thread")]
 async fn mkdir_creates_folders_and_parents() {
-    let ctx = Ctx::new().await;
+    let ctx = CliCtx::new().await;
     ctx.ok(&["mkdir", "personal-files/one"]).await;
     assert!(ctx.exists("personal-files/one").await);
     // An existing folder is not an error (the official client prints "nothing to do").
@@ -186,7 +133,7 @@ async fn mkdir_creates_folders_and_parents() {
 
 #[tokio::test(flavor = "multi_thread")]
 async fn mv_and_cp_handle_files_and_folders() {
-    let ctx = Ctx::new().await;
+    let ctx = CliCtx::new().await;
     ctx.put("personal-files/src/f1.txt", b"one").await;
     ctx.put("personal-files/src/sub/f2.txt", b"two").await;
     ctx.ok(&["mkdir", "personal-files/dest"]).await;
@@ -229,7 +176,7 @@ async fn mv_and_cp_handle_files_and_folders() {
 
 #[tokio::test(flavor = "multi_thread")]
 async fn rm_uses_the_recycle_bin_wildcards_and_restore() {
-    let ctx = Ctx::new().await;
+    let ctx = CliCtx::new().await;
     ctx.put("personal-files/trash/keep.txt", b"k").await;
     ctx.put("personal-files/trash/a.txt", b"a").await;
     ctx.put("personal-files/w/1.txt", b"1").await;
@@ -277,7 +224,7 @@ async fn rm_uses_the_recycle_bin_wildcards_and_restore() {
 
 #[tokio::test(flavor = "multi_thread")]
 async fn tools_hash_matches_the_servers_internal_hash() {
-    let ctx = Ctx::new().await;
+    let ctx = CliCtx::new().await;
     let data: Vec<u8> = (0..(10 * 1024 * 1024 + 4321))
         .map(|i| (i % 253) as u8)
         .collect();
@@ -323,7 +270,7 @@ async fn make_public_link(url: &str, token: &str, node_uuid: &str) -> String {
 #[tokio::test(flavor = "multi_thread")]
 async fn ls_long_shows_tags_and_a_shared_marker() {
     // Issue 25: "`cec ls --long` can show tags and a shared marker".
-    let ctx = Ctx::new().await;
+    let ctx = CliCtx::new().await;
     ctx.put("personal-files/docs/invoice.pdf", b"pdf").await;
     ctx.put("personal-files/docs/photo.png", b"png").await;
     ctx.put("personal-files/docs/plain.txt", b"txt").await;

@@ -16,42 +16,15 @@ use cec::api::shares::{PutShareLinkRequest, new_link_body};
 use common::*;
 use hostile::{HostileServer, Response};
 
-struct Ctx {
-    server: TestServer,
-    token: String,
-    /// The visitor's home: no profile, no token.
-    home: tempfile::TempDir,
-}
-
-impl Ctx {
-    async fn new() -> Ctx {
-        let server = spawn_emulator().await;
-        let token = mint_pat(&server, "alice");
-        let ctx = Ctx {
-            server,
-            token,
-            home: tempfile::tempdir().expect("home"),
-        };
+impl CliCtx {
+    /// A context whose server already holds a few files.
+    async fn seeded() -> CliCtx {
+        let ctx = CliCtx::new().await;
         ctx.put("personal-files/report.pdf", b"the report").await;
         ctx.put("personal-files/photos/a.jpg", b"jpeg-a").await;
         ctx.put("personal-files/photos/trip/b.jpg", b"jpeg-b, longer")
             .await;
         ctx
-    }
-
-    fn api(&self) -> std::sync::Arc<cec::api::http::HttpCellsApi> {
-        api_with_token(&self.server, &self.token)
-    }
-
-    async fn put(&self, path: &str, content: &[u8]) {
-        self.api()
-            .put_object(
-                path,
-                bytes::Bytes::copy_from_slice(content),
-                &Default::default(),
-            )
-            .await
-            .expect("put");
     }
 
     /// A link on `path` made through the API (`edit` adds fields to the link), its URL.
@@ -87,7 +60,7 @@ fn set(items: &[&str]) -> BTreeSet<String> {
 
 #[tokio::test(flavor = "multi_thread")]
 async fn get_downloads_a_file_link_without_any_profile() {
-    let ctx = Ctx::new().await;
+    let ctx = CliCtx::seeded().await;
     let url = ctx.link("personal-files/report.pdf", |_| {}).await;
     let dir = tempfile::tempdir().unwrap();
     // Into the current folder by default, under the file's name.
@@ -133,7 +106,7 @@ async fn get_downloads_a_file_link_without_any_profile() {
 
 #[tokio::test(flavor = "multi_thread")]
 async fn get_downloads_a_folder_link_whole() {
-    let ctx = Ctx::new().await;
+    let ctx = CliCtx::seeded().await;
     let url = ctx.link("personal-files/photos", |_| {}).await;
     let dir = tempfile::tempdir().unwrap();
     let r = ctx.get(dir.path(), &[&url, "out/"]).await;
@@ -149,7 +122,7 @@ async fn get_downloads_a_folder_link_whole() {
 
 #[tokio::test(flavor = "multi_thread")]
 async fn get_asks_for_the_password_of_a_protected_link() {
-    let ctx = Ctx::new().await;
+    let ctx = CliCtx::seeded().await;
     let url = ctx
         .link("personal-files/report.pdf", |r| {
             r.password_enabled = true;
@@ -192,7 +165,7 @@ async fn get_asks_for_the_password_of_a_protected_link() {
 
 #[tokio::test(flavor = "multi_thread")]
 async fn get_of_a_dead_link_says_why() {
-    let ctx = Ctx::new().await;
+    let ctx = CliCtx::seeded().await;
     let dir = tempfile::tempdir().unwrap();
     // Expired.
     let expired = ctx

@@ -6,57 +6,12 @@
 
 mod common;
 
-use std::path::{Path, PathBuf};
+use std::path::Path;
 
 use cec::api::CellsApi;
 use cells_emu::faults::RequestMatch;
 use common::*;
 use sha2::{Digest, Sha256};
-
-struct Ctx {
-    server: TestServer,
-    token: String,
-    home: tempfile::TempDir,
-}
-
-impl Ctx {
-    async fn new() -> Ctx {
-        let server = spawn_emulator().await;
-        let token = mint_pat(&server, "alice");
-        Ctx {
-            server,
-            token,
-            home: tempfile::tempdir().expect("home"),
-        }
-    }
-
-    fn cmd(&self, args: &[&str]) -> std::process::Command {
-        let mut c = cec_cmd(self.home.path());
-        c.env("CEC_URL", &self.server.url)
-            .env("CEC_TOKEN", &self.token)
-            .args(args);
-        c
-    }
-
-    async fn cec(&self, args: &[&str]) -> Run {
-        run(self.cmd(args)).await
-    }
-
-    async fn ok(&self, args: &[&str]) -> Run {
-        let r = self.cec(args).await;
-        assert_eq!(r.code(), 0, "cec {args:?} failed: {}", r.all());
-        assert!(!r.all().contains(&self.token), "token leaked");
-        r
-    }
-
-    fn api(&self) -> std::sync::Arc<cec::api::http::HttpCellsApi> {
-        api_with_token(&self.server, &self.token)
-    }
-
-    fn dir(&self, name: &str) -> PathBuf {
-        self.home.path().join(name)
-    }
-}
 
 fn s(p: &Path) -> &str {
     p.to_str().unwrap()
@@ -127,7 +82,7 @@ fn make_tree(root: &Path) {
 
 #[tokio::test(flavor = "multi_thread")]
 async fn tree_round_trip_with_unicode_empty_and_multipart() {
-    let ctx = Ctx::new().await;
+    let ctx = CliCtx::new().await;
     make_tree(ctx.home.path());
     let src = ctx.dir("src");
     // Upload into a folder that does not exist yet (its parent does): created.
@@ -249,7 +204,7 @@ async fn tree_round_trip_with_unicode_empty_and_multipart() {
 
 #[tokio::test(flavor = "multi_thread")]
 async fn update_skips_identical_files_both_ways() {
-    let ctx = Ctx::new().await;
+    let ctx = CliCtx::new().await;
     make_tree(ctx.home.path());
     let src = ctx.dir("src");
     ctx.ok(&["scp", "-n", s(&src), "cells://personal-files"])
@@ -313,7 +268,7 @@ async fn update_skips_identical_files_both_ways() {
 
 #[tokio::test(flavor = "multi_thread")]
 async fn cut_downloads_are_resumed_or_leave_nothing_behind() {
-    let ctx = Ctx::new().await;
+    let ctx = CliCtx::new().await;
     let data = pattern(3 * 1024 * 1024 + 11, 2);
     let local = ctx.dir("cut.bin");
     std::fs::write(&local, &data).unwrap();
@@ -399,7 +354,7 @@ async fn cut_downloads_are_resumed_or_leave_nothing_behind() {
 
 #[tokio::test(flavor = "multi_thread")]
 async fn progress_bars_only_on_a_terminal_and_mtime_preserved() {
-    let ctx = Ctx::new().await;
+    let ctx = CliCtx::new().await;
     let local = ctx.dir("p.bin");
     std::fs::write(&local, pattern(4 * 1024 * 1024, 3)).unwrap();
     // No terminal: no bar, no control characters, just the summary.
@@ -473,7 +428,7 @@ async fn an_interrupted_multipart_upload_is_resumed() {
     use reqwest::Method;
     use reqwest::header::HeaderName;
 
-    let ctx = Ctx::new().await;
+    let ctx = CliCtx::new().await;
     const MIB: usize = 1024 * 1024;
     let data = pattern(25 * MIB + 3, 4);
     let local = ctx.dir("resume.bin");
@@ -572,7 +527,7 @@ async fn an_interrupted_multipart_upload_is_resumed() {
 
 #[tokio::test(flavor = "multi_thread")]
 async fn ctrl_c_leaves_no_partial_file() {
-    let ctx = Ctx::new().await;
+    let ctx = CliCtx::new().await;
     let data = pattern(3 * 1024 * 1024, 5);
     let local = ctx.dir("slow.bin");
     std::fs::write(&local, &data).unwrap();
@@ -675,7 +630,7 @@ async fn pending_parts(api: &cec::api::http::HttpCellsApi, key: &str) -> Vec<(St
 
 #[tokio::test(flavor = "multi_thread")]
 async fn ctrl_c_during_an_upload_says_what_is_left_and_the_rerun_resumes() {
-    let ctx = Ctx::new().await;
+    let ctx = CliCtx::new().await;
     const MIB: usize = 1024 * 1024;
     let data = pattern(25 * MIB + 5, 6);
     let local = ctx.dir("big.bin");

@@ -9,69 +9,26 @@ mod common;
 
 use std::path::{Path, PathBuf};
 
-use cec::api::{CellsApi, UploadOptions};
+use cec::api::CellsApi;
 use common::*;
 
-struct Ctx {
-    server: TestServer,
-    token: String,
-    home: tempfile::TempDir,
-}
-
-impl Ctx {
-    async fn new() -> Ctx {
-        let server = spawn_emulator().await;
-        let token = mint_pat(&server, "alice");
-        Ctx {
-            server,
-            token,
-            home: tempfile::tempdir().expect("home"),
-        }
-    }
-
-    async fn cec(&self, args: &[&str]) -> Run {
-        let mut c = cec_cmd(self.home.path());
-        c.env("CEC_URL", &self.server.url)
-            .env("CEC_TOKEN", &self.token)
-            .arg("scp")
-            .arg("--no-progress")
-            .args(args);
+impl CliCtx {
+    /// `cec scp --no-progress ARGS`.
+    async fn scp(&self, args: &[&str]) -> Run {
+        let mut c = self.cmd(&["scp", "--no-progress"]);
+        c.args(args);
         run(c).await
     }
 
-    async fn ok(&self, args: &[&str]) -> Run {
-        let r = self.cec(args).await;
+    async fn scp_ok(&self, args: &[&str]) -> Run {
+        let r = self.scp(args).await;
         assert_eq!(r.code(), 0, "cec scp {args:?} failed: {}", r.all());
         r
     }
 
-    fn api(&self) -> std::sync::Arc<cec::api::http::HttpCellsApi> {
-        api_with_token(&self.server, &self.token)
-    }
-
-    async fn put(&self, path: &str, body: &[u8]) {
-        self.api()
-            .put_object(
-                path,
-                bytes::Bytes::copy_from_slice(body),
-                &UploadOptions::default(),
-            )
-            .await
-            .unwrap();
-    }
-
-    async fn body(&self, path: &str) -> Option<Vec<u8>> {
-        use futures::StreamExt;
-        let mut stream = self.api().get_object(path, None).await.ok()?;
-        let mut out = Vec::new();
-        while let Some(chunk) = stream.next().await {
-            out.extend_from_slice(&chunk.unwrap());
-        }
-        Some(out)
-    }
-
-    fn dir(&self, name: &str) -> PathBuf {
-        let d = self.home.path().join(name);
+    /// `name` inside the home, created.
+    fn made_dir(&self, name: &str) -> PathBuf {
+        let d = self.dir(name);
         std::fs::create_dir_all(&d).unwrap();
         d
     }
@@ -90,8 +47,8 @@ fn link_of(path: &Path) -> Option<PathBuf> {
 
 #[tokio::test]
 async fn links_go_up_as_rclonelink_files_and_come_down_as_links() {
-    let ctx = Ctx::new().await;
-    let src = ctx.dir("src");
+    let ctx = CliCtx::new().await;
+    let src = ctx.made_dir("src");
     std::fs::create_dir(src.join("sub")).unwrap();
     std::fs::write(src.join("f"), "content").unwrap();
     std::os::unix::fs::symlink("f", src.join("l")).unwrap();
@@ -99,7 +56,9 @@ async fn links_go_up_as_rclonelink_files_and_come_down_as_links() {
     std::os::unix::fs::symlink("no/such", src.join("dangling")).unwrap();
     std::os::unix::fs::symlink("sub", src.join("dirlink")).unwrap();
     std::os::unix::fs::symlink("../f", src.join("sub/up")).unwrap();
-    let r = ctx.ok(&["-l", s(&src), "cells://personal-files/"]).await;
+    let r = ctx
+        .scp_ok(&["-l", s(&src), "cells://personal-files/"])
+        .await;
     assert!(!r.stderr.contains("not followed"), "{}", r.stderr);
     for (stored, target) in [
         ("src/l.rclonelink", "f"),
@@ -132,8 +91,8 @@ async fn links_go_up_as_rclonelink_files_and_come_down_as_links() {
             .is_none()
     );
 
-    let back = ctx.dir("back");
-    ctx.ok(&["--links", "cells://personal-files/src", s(&back)])
+    let back = ctx.made_dir("back");
+    ctx.scp_ok(&["--links", "cells://personal-files/src", s(&back)])
         .await;
     let down = back.join("src");
     assert_eq!(link_of(&down.join("l")), Some(PathBuf::from("f")));
@@ -150,22 +109,23 @@ async fn links_go_up_as_rclonelink_files_and_come_down_as_links() {
     assert_eq!(std::fs::read_to_string(down.join("l")).unwrap(), "content");
     assert!(!down.join("l.rclonelink").exists());
     // A single stored link downloads as the link.
-    let one = ctx.dir("one");
-    ctx.ok(&["-l", "cells://personal-files/src/l.rclonelink", s(&one)])
+    let one = ctx.made_dir("one");
+    ctx.scp_ok(&["-l", "cells://personal-files/src/l.rclonelink", s(&one)])
         .await;
     assert_eq!(link_of(&one.join("l")), Some(PathBuf::from("f")));
 }
 
 #[tokio::test]
 async fn what_cannot_be_a_link_comes_down_as_the_file_it_is() {
-    let ctx = Ctx::new().await;
+    let ctx = CliCtx::new().await;
     ctx.put("personal-files/w/nul.rclonelink", b"a\0b").await;
     ctx.put("personal-files/w/big.rclonelink", &[b'a'; 4096])
         .await;
     ctx.put("personal-files/w/a.rclonelink", b"/etc").await;
     ctx.put("personal-files/w/a/passwd", b"mine").await;
-    let back = ctx.dir("back");
-    ctx.ok(&["-l", "cells://personal-files/w", s(&back)]).await;
+    let back = ctx.made_dir("back");
+    ctx.scp_ok(&["-l", "cells://personal-files/w", s(&back)])
+        .await;
     let w = back.join("w");
     assert_eq!(std::fs::read(w.join("nul.rclonelink")).unwrap(), b"a\0b");
     assert_eq!(std::fs::read(w.join("big.rclonelink")).unwrap().len(), 4096);
@@ -180,12 +140,12 @@ async fn what_cannot_be_a_link_comes_down_as_the_file_it_is() {
 /// `a/passwd`: nothing is written outside.
 #[tokio::test]
 async fn a_download_never_writes_through_a_link_the_server_sent() {
-    let ctx = Ctx::new().await;
-    let outside = ctx.dir("outside");
+    let ctx = CliCtx::new().await;
+    let outside = ctx.made_dir("outside");
     ctx.put("personal-files/evil/a.rclonelink", s(&outside).as_bytes())
         .await;
-    let back = ctx.dir("back");
-    ctx.ok(&["-l", "cells://personal-files/evil", s(&back)])
+    let back = ctx.made_dir("back");
+    ctx.scp_ok(&["-l", "cells://personal-files/evil", s(&back)])
         .await;
     assert_eq!(link_of(&back.join("evil/a")), Some(outside.clone()));
     ctx.api()
@@ -201,7 +161,7 @@ async fn a_download_never_writes_through_a_link_the_server_sent() {
     ] {
         let mut all = args.clone();
         all.extend(["cells://personal-files/evil", s(&back)]);
-        let r = ctx.cec(&all).await;
+        let r = ctx.scp(&all).await;
         assert_eq!(r.code(), 1, "{args:?}: {}", r.all());
         assert!(r.stderr.contains("symbolic link"), "{args:?}: {}", r.stderr);
         assert_eq!(
@@ -217,17 +177,17 @@ async fn a_download_never_writes_through_a_link_the_server_sent() {
 /// either, with or without `--links`.
 #[tokio::test]
 async fn a_download_never_writes_through_a_link_that_was_there() {
-    let ctx = Ctx::new().await;
-    let outside = ctx.dir("outside");
+    let ctx = CliCtx::new().await;
+    let outside = ctx.made_dir("outside");
     ctx.put("personal-files/t/cfg/passwd", b"owned").await;
     ctx.put("personal-files/t/keep", b"fine").await;
-    let back = ctx.dir("back");
+    let back = ctx.made_dir("back");
     std::fs::create_dir(back.join("t")).unwrap();
     std::os::unix::fs::symlink(&outside, back.join("t/cfg")).unwrap();
     for args in [vec!["--force"], vec!["-l", "--force"]] {
         let mut all = args.clone();
         all.extend(["cells://personal-files/t", s(&back)]);
-        let r = ctx.cec(&all).await;
+        let r = ctx.scp(&all).await;
         assert_eq!(r.code(), 1, "{args:?}: {}", r.all());
         assert_eq!(std::fs::read_dir(&outside).unwrap().count(), 0, "{args:?}");
         assert_eq!(std::fs::read(back.join("t/keep")).unwrap(), b"fine");
@@ -236,8 +196,8 @@ async fn a_download_never_writes_through_a_link_that_was_there() {
 
 #[tokio::test]
 async fn help_says_what_happens_to_links() {
-    let ctx = Ctx::new().await;
-    let r = ctx.ok(&["--help"]).await;
+    let ctx = CliCtx::new().await;
+    let r = ctx.scp_ok(&["--help"]).await;
     assert!(r.stdout.contains("-l, --links"), "{}", r.stdout);
     assert!(r.stdout.contains("NAME.rclonelink"), "{}", r.stdout);
     // Without --links: what an upload does with a link.

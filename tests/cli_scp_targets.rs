@@ -6,56 +6,14 @@
 
 mod common;
 
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::time::Duration;
 
-use cec::api::{CellsApi, UploadOptions};
+use cec::api::CellsApi;
 use cells_emu::faults::RequestMatch;
 use common::*;
 
-struct Ctx {
-    server: TestServer,
-    token: String,
-    home: tempfile::TempDir,
-}
-
-impl Ctx {
-    async fn new() -> Ctx {
-        let server = spawn_emulator().await;
-        let token = mint_pat(&server, "alice");
-        Ctx {
-            server,
-            token,
-            home: tempfile::tempdir().expect("home"),
-        }
-    }
-
-    fn cmd(&self, args: &[&str]) -> std::process::Command {
-        let mut c = cec_cmd(self.home.path());
-        c.env("CEC_URL", &self.server.url)
-            .env("CEC_TOKEN", &self.token)
-            .args(args);
-        c
-    }
-
-    async fn cec(&self, args: &[&str]) -> Run {
-        run(self.cmd(args)).await
-    }
-
-    async fn ok(&self, args: &[&str]) -> Run {
-        let r = self.cec(args).await;
-        assert_eq!(r.code(), 0, "cec {args:?} failed: {}", r.all());
-        r
-    }
-
-    fn api(&self) -> std::sync::Arc<cec::api::http::HttpCellsApi> {
-        api_with_token(&self.server, &self.token)
-    }
-
-    fn dir(&self, name: &str) -> PathBuf {
-        self.home.path().join(name)
-    }
-
+impl CliCtx {
     async fn server_text(&self, path: &str) -> Option<String> {
         let api = self.api();
         let node = api.stat(path).await.unwrap()?;
@@ -69,17 +27,6 @@ impl Ctx {
         }
         Some(String::from_utf8_lossy(&bytes).into_owned())
     }
-
-    async fn put(&self, path: &str, text: &str) {
-        self.api()
-            .put_object(
-                path,
-                text.as_bytes().to_vec().into(),
-                &UploadOptions::default(),
-            )
-            .await
-            .unwrap();
-    }
 }
 
 fn s(p: &Path) -> &str {
@@ -92,7 +39,7 @@ fn slash(p: &Path) -> String {
 
 #[tokio::test(flavor = "multi_thread")]
 async fn uploads_are_named_as_scp_and_cp_name_them() {
-    let ctx = Ctx::new().await;
+    let ctx = CliCtx::new().await;
     let a = ctx.dir("a.txt");
     std::fs::write(&a, "alpha").unwrap();
 
@@ -173,7 +120,7 @@ async fn uploads_are_named_as_scp_and_cp_name_them() {
 
 #[tokio::test(flavor = "multi_thread")]
 async fn downloads_are_named_as_scp_and_cp_name_them() {
-    let ctx = Ctx::new().await;
+    let ctx = CliCtx::new().await;
     ctx.put("personal-files/path/to/file", "remote text").await;
     ctx.put("personal-files/tree/sub/c.txt", "gamma").await;
     let dl = ctx.dir("path/to/local");
@@ -270,15 +217,15 @@ async fn downloads_are_named_as_scp_and_cp_name_them() {
 
 /// Start `cec` with the first PUT matching `held` delayed by 1.5 s, wait until that PUT
 /// arrived (so the transfer was planned), run `meanwhile`, and wait for `cec` to end.
-async fn with_change_during_upload<F, Fut>(
-    ctx: &Ctx,
+async fn with_change_during_upload<F, Fut, T>(
+    ctx: &CliCtx,
     args: &[&str],
     held: &str,
     meanwhile: F,
 ) -> std::process::Output
 where
     F: FnOnce() -> Fut,
-    Fut: std::future::Future<Output = ()>,
+    Fut: std::future::Future<Output = T>,
 {
     let faults = &ctx.server.state().faults;
     faults.add_latency(
@@ -310,7 +257,7 @@ where
 
 #[tokio::test(flavor = "multi_thread")]
 async fn an_upload_does_not_overwrite_a_file_changed_since_it_was_listed() {
-    let ctx = Ctx::new().await;
+    let ctx = CliCtx::new().await;
     let src = ctx.dir("src");
     std::fs::create_dir(&src).unwrap();
     std::fs::write(src.join("a.txt"), "a v1").unwrap();
@@ -388,7 +335,7 @@ async fn an_upload_does_not_overwrite_a_file_changed_since_it_was_listed() {
 
 #[tokio::test(flavor = "multi_thread")]
 async fn a_multipart_upload_is_not_completed_over_a_change() {
-    let ctx = Ctx::new().await;
+    let ctx = CliCtx::new().await;
     let big = ctx.dir("big.bin");
     std::fs::write(&big, vec![1u8; 12 * 1024 * 1024]).unwrap();
     ctx.put("personal-files/big.bin", "the server's version")

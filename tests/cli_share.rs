@@ -7,62 +7,21 @@
 
 mod common;
 
-use cec::api::CellsApi;
 use common::*;
 use serde_json::Value;
 
-struct Ctx {
-    server: TestServer,
-    token: String,
-    home: tempfile::TempDir,
-}
-
-impl Ctx {
-    async fn new() -> Ctx {
-        let server = spawn_emulator().await;
-        let token = mint_pat(&server, "alice");
-        let ctx = Ctx {
-            server,
-            token,
-            home: tempfile::tempdir().expect("home"),
-        };
+impl CliCtx {
+    /// A context whose server already holds a few files.
+    async fn seeded() -> CliCtx {
+        let ctx = CliCtx::new().await;
         ctx.put("personal-files/report.pdf", b"the report").await;
         ctx.put("personal-files/photos/a.jpg", b"jpeg-a").await;
         ctx
     }
 
-    fn cmd(&self, args: &[&str]) -> std::process::Command {
-        let mut c = cec_cmd(self.home.path());
-        c.env("CEC_URL", &self.server.url)
-            .env("CEC_TOKEN", &self.token)
-            .args(args);
-        c
-    }
-
-    async fn cec(&self, args: &[&str]) -> Run {
-        run(self.cmd(args)).await
-    }
-
-    async fn ok(&self, args: &[&str]) -> Run {
-        let r = self.cec(args).await;
-        assert_eq!(r.code(), 0, "cec {args:?} failed: {}", r.all());
-        r
-    }
-
     async fn json(&self, args: &[&str]) -> Value {
         let r = self.ok(args).await;
         serde_json::from_str(&r.stdout).unwrap_or_else(|e| panic!("{e}: {}", r.stdout))
-    }
-
-    async fn put(&self, path: &str, content: &[u8]) {
-        api_with_token(&self.server, &self.token)
-            .put_object(
-                path,
-                bytes::Bytes::copy_from_slice(content),
-                &Default::default(),
-            )
-            .await
-            .expect("put");
     }
 
     fn password_file(&self, pw: &str) -> String {
@@ -110,7 +69,7 @@ fn i64_of(v: &Value) -> i64 {
 
 #[tokio::test(flavor = "multi_thread")]
 async fn share_creates_a_link_as_the_official_client() {
-    let ctx = Ctx::new().await;
+    let ctx = CliCtx::seeded().await;
     let r = ctx.ok(&["share", "personal-files/report.pdf"]).await;
     // The official client's line on stderr, an empty line on stdout.
     let url = created_url(&r);
@@ -138,7 +97,7 @@ async fn share_creates_a_link_as_the_official_client() {
 
 #[tokio::test(flavor = "multi_thread")]
 async fn share_options_reach_the_link() {
-    let ctx = Ctx::new().await;
+    let ctx = CliCtx::seeded().await;
     let pw = ctx.password_file("s3cret-pw");
     let before = now();
     let v = ctx
@@ -230,7 +189,7 @@ async fn share_options_reach_the_link() {
 
 #[tokio::test(flavor = "multi_thread")]
 async fn share_of_an_unknown_path_creates_nothing() {
-    let ctx = Ctx::new().await;
+    let ctx = CliCtx::seeded().await;
     let r = ctx.cec(&["share", "personal-files/nope.txt"]).await;
     assert_eq!(r.code(), 3, "{}", r.all());
     assert!(r.stderr.contains("personal-files/nope.txt"), "{}", r.stderr);
@@ -245,7 +204,7 @@ async fn share_of_an_unknown_path_creates_nothing() {
 
 #[tokio::test(flavor = "multi_thread")]
 async fn share_ls_and_show_tell_path_url_expiry_and_downloads() {
-    let ctx = Ctx::new().await;
+    let ctx = CliCtx::seeded().await;
     let a = created_url(
         &ctx.ok(&["share", "personal-files/report.pdf", "--max-downloads", "3"])
             .await,
@@ -297,7 +256,7 @@ async fn share_ls_and_show_tell_path_url_expiry_and_downloads() {
 
 #[tokio::test(flavor = "multi_thread")]
 async fn share_update_sends_the_whole_link_back() {
-    let ctx = Ctx::new().await;
+    let ctx = CliCtx::seeded().await;
     let pw = ctx.password_file("first-pw");
     let url = created_url(
         &ctx.ok(&[
@@ -386,7 +345,7 @@ async fn share_update_sends_the_whole_link_back() {
 
 #[tokio::test(flavor = "multi_thread")]
 async fn share_rm_kills_the_link_and_ambiguity_is_refused() {
-    let ctx = Ctx::new().await;
+    let ctx = CliCtx::seeded().await;
     let first = created_url(&ctx.ok(&["share", "personal-files/report.pdf"]).await);
     let second = created_url(&ctx.ok(&["share", "personal-files/report.pdf"]).await);
     assert_ne!(first, second);

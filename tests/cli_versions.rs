@@ -15,53 +15,9 @@ use common::*;
 use futures::StreamExt;
 use serde_json::Value;
 
-struct Ctx {
-    server: TestServer,
-    token: String,
-    home: tempfile::TempDir,
-}
-
 const FILE: &str = "personal-files/docs/report.txt";
 
-impl Ctx {
-    async fn new() -> Ctx {
-        let server = spawn_emulator().await;
-        let token = mint_pat(&server, "alice");
-        Ctx {
-            server,
-            token,
-            home: tempfile::tempdir().expect("home"),
-        }
-    }
-
-    async fn cec(&self, args: &[&str]) -> Run {
-        let mut c = cec_cmd(self.home.path());
-        c.env("CEC_URL", &self.server.url)
-            .env("CEC_TOKEN", &self.token)
-            .args(args);
-        run(c).await
-    }
-
-    async fn ok(&self, args: &[&str]) -> Run {
-        let r = self.cec(args).await;
-        assert_eq!(r.code(), 0, "cec {args:?} failed: {}", r.all());
-        r
-    }
-
-    fn api(&self) -> std::sync::Arc<cec::api::http::HttpCellsApi> {
-        api_with_token(&self.server, &self.token)
-    }
-
-    /// Upload `content`; returns its ETag.
-    async fn put(&self, path: &str, content: &[u8]) -> String {
-        let f = self.home.path().join("upload.tmp");
-        std::fs::write(&f, content).unwrap();
-        self.api()
-            .put_object_from_file(path, &f, content.len() as u64, &Default::default())
-            .await
-            .expect("put")
-    }
-
+impl CliCtx {
     /// Wait until `path` has `n` versions (the server records them asynchronously).
     async fn versions(&self, path: &str, n: usize) -> Vec<FileVersion> {
         let deadline = std::time::Instant::now() + Duration::from_secs(20);
@@ -98,7 +54,7 @@ impl Ctx {
 
 #[tokio::test(flavor = "multi_thread")]
 async fn versions_are_listed_newest_first_with_their_fields_and_as_json() {
-    let ctx = Ctx::new().await;
+    let ctx = CliCtx::new().await;
     let etags = ctx.three_versions().await;
     let listed = ctx.versions(FILE, 3).await;
 
@@ -147,7 +103,7 @@ async fn versions_are_listed_newest_first_with_their_fields_and_as_json() {
 
 #[tokio::test(flavor = "multi_thread")]
 async fn scp_version_downloads_one_version() {
-    let ctx = Ctx::new().await;
+    let ctx = CliCtx::new().await;
     ctx.three_versions().await;
     let listed = ctx.versions(FILE, 3).await;
     let oldest = &listed[2].id;
@@ -233,7 +189,7 @@ async fn scp_version_downloads_one_version() {
 
 #[tokio::test(flavor = "multi_thread")]
 async fn restore_version_makes_it_current_and_keeps_the_replaced_content() {
-    let ctx = Ctx::new().await;
+    let ctx = CliCtx::new().await;
     let etags = ctx.three_versions().await;
     let listed = ctx.versions(FILE, 3).await;
     let uuid = ctx.api().stat(FILE).await.unwrap().unwrap().uuid;

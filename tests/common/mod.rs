@@ -11,6 +11,10 @@ use std::time::Duration;
 
 use cells_emu::{EmuConfig, RunningEmulator};
 
+mod cli_ctx;
+#[allow(unused_imports)] // not every test crate drives the command line
+pub use cli_ctx::CliCtx;
+
 /// A running emulator with its data directory (removed on drop).
 pub struct TestServer {
     pub emu: Option<RunningEmulator>,
