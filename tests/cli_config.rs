@@ -8,7 +8,6 @@ mod common;
 
 use std::io::{Read, Write};
 use std::os::unix::fs::PermissionsExt;
-use std::sync::Arc;
 use std::time::Duration;
 
 use common::*;
@@ -368,52 +367,7 @@ async fn not_cells_server() -> (String, tokio::task::JoinHandle<()>) {
 
 /// A TLS server with a self-signed certificate (made with the openssl CLI).
 async fn self_signed_tls_server(dir: &std::path::Path) -> (String, tokio::task::JoinHandle<()>) {
-    let cert = dir.join("cert.der");
-    let key = dir.join("key.der");
-    let pem_key = dir.join("key.pem");
-    let status = std::process::Command::new("openssl")
-        .args([
-            "req",
-            "-x509",
-            "-newkey",
-            "rsa:2048",
-            "-nodes",
-            "-days",
-            "1",
-            "-subj",
-            "/CN=localhost",
-            "-outform",
-            "DER",
-            "-keyout",
-        ])
-        .arg(&pem_key)
-        .arg("-out")
-        .arg(&cert)
-        .output()
-        .expect("openssl is installed");
-    assert!(
-        status.status.success(),
-        "{}",
-        String::from_utf8_lossy(&status.stderr)
-    );
-    let status = std::process::Command::new("openssl")
-        .args(["pkcs8", "-topk8", "-nocrypt", "-outform", "DER", "-in"])
-        .arg(&pem_key)
-        .arg("-out")
-        .arg(&key)
-        .output()
-        .unwrap();
-    assert!(status.status.success());
-    use tokio_rustls::rustls;
-    let certs = vec![rustls::pki_types::CertificateDer::from(
-        std::fs::read(&cert).unwrap(),
-    )];
-    let key = rustls::pki_types::PrivateKeyDer::Pkcs8(std::fs::read(&key).unwrap().into());
-    let config = rustls::ServerConfig::builder()
-        .with_no_client_auth()
-        .with_single_cert(certs, key)
-        .unwrap();
-    let acceptor = tokio_rustls::TlsAcceptor::from(Arc::new(config));
+    let acceptor = self_signed_acceptor(dir);
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
     let url = format!(
         "https://localhost:{}",

@@ -2,11 +2,14 @@
 //! does: against a server with a self-signed certificate it completes the TLS handshake and
 //! asks for the websocket when told to skip verification, and never otherwise.
 
+mod common;
+
 use std::sync::Arc;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::Duration;
 
 use cec::api::events::{EventSink, EventsClient, EventsConfig, TreeEvent};
+use common::self_signed_acceptor;
 
 struct Quiet;
 
@@ -18,40 +21,7 @@ impl EventSink for Quiet {
 /// A TLS server with a self-signed certificate (openssl CLI) that counts the HTTP requests
 /// it receives after a handshake, and answers none.
 async fn self_signed_server(dir: &std::path::Path) -> (String, Arc<AtomicUsize>) {
-    let (cert, key, pem_key) = (dir.join("c.der"), dir.join("k.der"), dir.join("k.pem"));
-    let out = std::process::Command::new("openssl")
-        .args([
-            "req", "-x509", "-newkey", "rsa:2048", "-nodes", "-days", "1",
-        ])
-        .args(["-subj", "/CN=localhost", "-outform", "DER", "-keyout"])
-        .arg(&pem_key)
-        .arg("-out")
-        .arg(&cert)
-        .output()
-        .expect("openssl is installed");
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    let out = std::process::Command::new("openssl")
-        .args(["pkcs8", "-topk8", "-nocrypt", "-outform", "DER", "-in"])
-        .arg(&pem_key)
-        .arg("-out")
-        .arg(&key)
-        .output()
-        .unwrap();
-    assert!(out.status.success());
-    use tokio_rustls::rustls;
-    let certs = vec![rustls::pki_types::CertificateDer::from(
-        std::fs::read(&cert).unwrap(),
-    )];
-    let key = rustls::pki_types::PrivateKeyDer::Pkcs8(std::fs::read(&key).unwrap().into());
-    let config = rustls::ServerConfig::builder()
-        .with_no_client_auth()
-        .with_single_cert(certs, key)
-        .unwrap();
-    let acceptor = tokio_rustls::TlsAcceptor::from(Arc::new(config));
+    let acceptor = self_signed_acceptor(dir);
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
     let url = format!(
         "wss://localhost:{}/ws/event",

@@ -261,3 +261,46 @@ pub async fn oauth_profile(
     .unwrap();
     (store, id)
 }
+
+/// A TLS acceptor with a fresh self-signed certificate for `localhost` (made with the openssl
+/// CLI in `dir`), for tests of certificate verification.
+pub fn self_signed_acceptor(dir: &Path) -> tokio_rustls::TlsAcceptor {
+    let (cert, key, pem_key) = (dir.join("c.der"), dir.join("k.der"), dir.join("k.pem"));
+    let out = Command::new("openssl")
+        .args([
+            "req", "-x509", "-newkey", "rsa:2048", "-nodes", "-days", "1",
+        ])
+        .args(["-subj", "/CN=localhost", "-outform", "DER", "-keyout"])
+        .arg(&pem_key)
+        .arg("-out")
+        .arg(&cert)
+        .output()
+        .expect("openssl is installed");
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let out = Command::new("openssl")
+        .args(["pkcs8", "-topk8", "-nocrypt", "-outform", "DER", "-in"])
+        .arg(&pem_key)
+        .arg("-out")
+        .arg(&key)
+        .output()
+        .expect("openssl is installed");
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    use tokio_rustls::rustls;
+    let certs = vec![rustls::pki_types::CertificateDer::from(
+        std::fs::read(&cert).unwrap(),
+    )];
+    let key = rustls::pki_types::PrivateKeyDer::Pkcs8(std::fs::read(&key).unwrap().into());
+    let config = rustls::ServerConfig::builder()
+        .with_no_client_auth()
+        .with_single_cert(certs, key)
+        .unwrap();
+    tokio_rustls::TlsAcceptor::from(Arc::new(config))
+}
