@@ -3,6 +3,8 @@
 //! after a crash, the mtime overlay, upload retries and the recovery folder, dotfiles,
 //! read-only places, unlink of an open file, and concurrency.
 
+mod fs_common;
+
 use std::ffi::OsStr;
 use std::sync::Arc;
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
@@ -10,6 +12,7 @@ use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 use cec::api::memory::{MemoryCellsApi, MemoryWorkspace};
 use cec::api::{ApiError, ByteRange, CellsApi};
 use cec::fs::{CellsFs, FsOptions, ROOT_INO, RemoteChange, SetAttr, TimeOrNow};
+use fs_common::*;
 
 const WS: &str = "personal-files";
 
@@ -17,38 +20,6 @@ fn options(cache: &std::path::Path) -> FsOptions {
     let mut options = FsOptions::new(cache);
     options.upload_retry_delay = Duration::from_millis(1);
     options
-}
-
-async fn mount(api: &Arc<MemoryCellsApi>, options: FsOptions) -> CellsFs {
-    CellsFs::new(api.clone(), options).await.unwrap()
-}
-
-async fn resolve(fs: &CellsFs, path: &str) -> Result<u64, i32> {
-    let mut ino = ROOT_INO;
-    for part in path.split('/') {
-        ino = fs
-            .lookup(ino, OsStr::new(part))
-            .await
-            .map_err(|e| e.errno())?
-            .attr
-            .ino;
-    }
-    Ok(ino)
-}
-
-async fn write_new(fs: &CellsFs, dir: &str, name: &str, data: &[u8]) -> Result<u64, i32> {
-    let parent = resolve(fs, dir).await?;
-    let (entry, open) = fs
-        .create(parent, OsStr::new(name), 0o644, libc::O_WRONLY)
-        .await
-        .map_err(|e| e.errno())?;
-    let ino = entry.attr.ino;
-    fs.write(ino, open.fh, 0, data)
-        .await
-        .map_err(|e| e.errno())?;
-    fs.flush(ino, open.fh).await.map_err(|e| e.errno())?;
-    fs.release(ino, open.fh).await.map_err(|e| e.errno())?;
-    Ok(ino)
 }
 
 async fn read_all(fs: &CellsFs, path: &str, chunk: u32) -> Vec<u8> {
@@ -105,11 +76,6 @@ impl cec::fs::KernelNotifier for RecordingNotifier {
         std::thread::sleep(self.1);
         self.0.lock().unwrap().push(format!("inode {ino}"));
     }
-}
-
-/// Uploads of whole files, from memory or from a staging file.
-fn uploads(api: &MemoryCellsApi) -> u64 {
-    api.calls("put_object") + api.calls("put_object_from_file")
 }
 
 fn pattern(len: usize) -> Vec<u8> {

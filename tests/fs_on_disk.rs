@@ -3,6 +3,8 @@
 //! journal is checked before anything in it is acted on, the recovery folder holds a file
 //! whatever its path's length, and paths the server cannot store are refused.
 
+mod fs_common;
+
 use std::ffi::OsStr;
 use std::os::unix::fs::PermissionsExt;
 use std::path::{Path, PathBuf};
@@ -11,7 +13,8 @@ use std::time::{Duration, Instant, UNIX_EPOCH};
 
 use cec::api::ApiError;
 use cec::api::memory::MemoryCellsApi;
-use cec::fs::{CellsFs, FsOptions, ROOT_INO, SetAttr, TimeOrNow};
+use cec::fs::{CellsFs, FsOptions, SetAttr, TimeOrNow};
+use fs_common::*;
 
 const WS: &str = "personal-files";
 
@@ -22,44 +25,8 @@ fn options(cache: &Path) -> FsOptions {
     options
 }
 
-async fn mount(api: &Arc<MemoryCellsApi>, options: FsOptions) -> CellsFs {
-    CellsFs::new(api.clone(), options).await.unwrap()
-}
-
-async fn resolve(fs: &CellsFs, path: &str) -> Result<u64, i32> {
-    let mut ino = ROOT_INO;
-    for part in path.split('/') {
-        ino = fs
-            .lookup(ino, OsStr::new(part))
-            .await
-            .map_err(|e| e.errno())?
-            .attr
-            .ino;
-    }
-    Ok(ino)
-}
-
-async fn write_new(fs: &CellsFs, dir: &str, name: &str, data: &[u8]) -> Result<u64, i32> {
-    let parent = resolve(fs, dir).await?;
-    let (entry, open) = fs
-        .create(parent, OsStr::new(name), 0o644, libc::O_WRONLY)
-        .await
-        .map_err(|e| e.errno())?;
-    let ino = entry.attr.ino;
-    fs.write(ino, open.fh, 0, data)
-        .await
-        .map_err(|e| e.errno())?;
-    let flushed = fs.flush(ino, open.fh).await.map_err(|e| e.errno());
-    fs.release(ino, open.fh).await.map_err(|e| e.errno())?;
-    flushed.map(|()| ino)
-}
-
 fn pattern(len: usize, seed: u8) -> Vec<u8> {
     (0..len).map(|i| (i * 7 % 251) as u8 ^ seed).collect()
-}
-
-fn uploads(api: &MemoryCellsApi) -> u64 {
-    api.calls("put_object") + api.calls("put_object_from_file")
 }
 
 /// Every folder and file under `root` (itself included), with its permission bits; links

@@ -1,32 +1,17 @@
 //! Round trips the filesystem core avoids (issue 30), counted against the memory API, each
 //! quoting docs/SEMANTICS.md: a dot-folder revalidated with one request.
 
+mod fs_common;
+
 use std::ffi::OsStr;
 use std::sync::Arc;
 use std::time::Duration;
 
 use cec::api::memory::MemoryCellsApi;
 use cec::fs::{CellsFs, FsOptions, ROOT_INO};
+use fs_common::*;
 
 const WS: &str = "personal-files";
-
-async fn mount(api: &Arc<MemoryCellsApi>, options: FsOptions) -> CellsFs {
-    CellsFs::new(api.clone(), options).await.unwrap()
-}
-
-/// The inode of `path` below inode `from` (lookups, one component at a time).
-async fn resolve_from(fs: &CellsFs, from: u64, path: &str) -> Result<u64, i32> {
-    let mut ino = from;
-    for part in path.split('/') {
-        ino = fs
-            .lookup(ino, OsStr::new(part))
-            .await
-            .map_err(|e| e.errno())?
-            .attr
-            .ino;
-    }
-    Ok(ino)
-}
 
 async fn names(fs: &CellsFs, dir: u64) -> Vec<String> {
     let fh = fs.opendir(dir, 0).await.unwrap();
