@@ -13,18 +13,40 @@ const COUNTING: u64 = 1 << 40;
 
 /// Requests the emulator served since [`start_counting`].
 fn served(h: &Harness) -> u64 {
+    served_under(h, "/")
+}
+
+/// Requests under `prefix` the emulator served since [`start_counting_under`].
+fn served_under(h: &Harness, prefix: &str) -> u64 {
     let rules = h.state().faults.rules();
     let rule = rules
         .iter()
-        .find(|r| r.matcher.path_prefix == "/")
+        .find(|r| r.matcher.path_prefix == prefix)
         .expect("the counting rule");
     COUNTING - rule.remaining.expect("counted")
 }
 
 fn start_counting(h: &Harness) {
-    h.state()
-        .faults
-        .add_latency(RequestMatch::new(None, "/"), Duration::ZERO, Some(COUNTING));
+    start_counting_under(h, "/");
+}
+
+fn start_counting_under(h: &Harness, prefix: &str) {
+    h.state().faults.add_latency(
+        RequestMatch::new(None, prefix),
+        Duration::ZERO,
+        Some(COUNTING),
+    );
+}
+
+/// Issue 30: "`bootconf` is fetched twice at mount start" (once to check that the URL is a
+/// Cells server, once more for the websocket endpoint). The check's answer serves both.
+#[test]
+fn a_mount_fetches_the_bootconf_once() {
+    let h = Harness::start();
+    start_counting_under(&h, "/a/frontend/bootconf");
+    let m = h.mount("mnt", &[]);
+    assert!(h.personal(&m).is_dir());
+    assert_eq!(served_under(&h, "/a/frontend/bootconf"), 1);
 }
 
 /// SEMANTICS: "a dot-folder whose entries expired is revalidated with one request" (issue

@@ -363,6 +363,10 @@ pub struct Session {
     pub skip_verify: bool,
     /// The shared HTTP client (for the events websocket's TLS settings and the like).
     pub http: reqwest::Client,
+    /// The server's public bootconf (`GET /a/frontend/bootconf`, fetched once when
+    /// connecting, to check that the URL is a Cells server): the mount reads its websocket
+    /// endpoint here rather than asking again.
+    pub bootconf: serde_json::Value,
 }
 
 impl std::fmt::Debug for Session {
@@ -455,7 +459,7 @@ pub async fn connect_with(
             http,
         )
     };
-    probe_server(&http, &base_url).await?;
+    let bootconf = probe_server(&http, &base_url).await?;
     options.client = Some(http.clone());
     options.skip_verify = skip_verify;
     let api = Arc::new(HttpCellsApi::new(&base_url, tokens.clone(), options)?);
@@ -479,6 +483,7 @@ pub async fn connect_with(
         profile_id,
         skip_verify,
         http,
+        bootconf,
     })
 }
 

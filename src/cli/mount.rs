@@ -338,13 +338,11 @@ fn fs_name(login: &str, server: &str) -> String {
 
 async fn plan_for_profile(args: &MountArgs, global: &GlobalArgs) -> Result<MountPlan, CliError> {
     let session = super::connect_with(global, http_options(args)).await?;
-    let websocket_endpoint = match session.api.bootconf(false).await {
-        Ok(conf) => conf
-            .get("ENDPOINT_WEBSOCKET")
-            .and_then(|v| v.as_str())
-            .map(str::to_string),
-        Err(_) => None,
-    };
+    let websocket_endpoint = session
+        .bootconf
+        .get("ENDPOINT_WEBSOCKET")
+        .and_then(|v| v.as_str())
+        .map(str::to_string);
     let cache_dir = match &args.cache_dir {
         Some(dir) => dir.clone(),
         None => default_cache_dir(&session.base_url, &session.login, args.mountpoint())?,
