@@ -152,3 +152,38 @@ async fn a_write_never_waits_for_the_workspace_list() {
         "a refresh runs in the background"
     );
 }
+
+/// SEMANTICS: "while the change events are live, an event about the user's workspaces
+/// flushes the list, so writes use it for a minute without asking" (issue 30: a second `git
+/// status` sent a workspace listing for its `index.lock`).
+#[tokio::test]
+async fn while_events_are_live_writes_trust_the_workspace_list() {
+    let api = Arc::new(MemoryCellsApi::default());
+    api.put_file(&format!("{WS}/dir/seed"), b"x");
+    let cache = tempfile::tempdir().unwrap();
+    let mut options = FsOptions::new(cache.path());
+    options.dir_cache_time = Duration::from_millis(200);
+    let fs = mount(&api, options).await;
+    fs.set_events_live(true);
+    let dir = resolve_from(&fs, ROOT_INO, &format!("{WS}/dir"))
+        .await
+        .unwrap();
+    write_in(&fs, dir, "first", b"1").await;
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    api.reset_calls();
+    write_in(&fs, dir, "second", b"2").await;
+    tokio::time::sleep(Duration::from_millis(100)).await;
+    assert_eq!(
+        api.calls("list_workspaces"),
+        0,
+        "no refresh while the events are live"
+    );
+    // An event about the user's workspaces: the next write asks for the list again.
+    fs.workspaces_changed();
+    write_in(&fs, dir, "third", b"3").await;
+    assert_eq!(
+        api.calls("list_workspaces"),
+        1,
+        "a fresh list after the event"
+    );
+}

@@ -13,6 +13,9 @@
 //! - The server stays the judge: a write the stale list allows but the server refuses fails
 //!   with the server's answer, as it would have a moment later anyway.
 //! - Listings of the mount's root (`ls` of the mountpoint) keep asking for a fresh list.
+//! - While the server's change events are live, an event about the user's workspaces or
+//!   rights (an IDM frame) flushes the list at once, so writes use it without any refresh for
+//!   [`TRUSTED_WHILE_LIVE`] (a second `git status` no longer sends a workspace listing).
 
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -22,6 +25,9 @@ use super::{CellsFs, FsResult, Workspace};
 
 /// How old a list writes may use while a fresh one is fetched.
 const STALE_AT_MOST: Duration = Duration::from_secs(60);
+
+/// How long writes use the list without refreshing it while the change events are live.
+const TRUSTED_WHILE_LIVE: Duration = Duration::from_secs(60);
 
 /// Whether a background refresh is under way.
 #[derive(Default)]
@@ -33,18 +39,25 @@ impl CellsFs {
     /// The workspace list for a write: the cached one at once, refreshed in the background
     /// when it is older than the folder cache time (see the module's invariants).
     pub(super) async fn workspaces_for_write(&self) -> FsResult<Arc<Vec<Workspace>>> {
-        let stale = {
+        let live = self.inner.events_live.load(Ordering::SeqCst);
+        let (refresh_after, stale_at_most) = if live {
+            (TRUSTED_WHILE_LIVE, TRUSTED_WHILE_LIVE + STALE_AT_MOST)
+        } else {
+            (self.inner.options.dir_cache_time, STALE_AT_MOST)
+        };
+        let usable = {
             let cached = self.inner.workspaces.lock().unwrap();
             cached.as_ref().and_then(|(list, at, generation)| {
-                (*generation == self.generation()
-                    && at.elapsed() >= self.inner.options.dir_cache_time
-                    && at.elapsed() < STALE_AT_MOST)
-                    .then(|| list.clone())
+                (*generation == self.generation() && at.elapsed() < stale_at_most)
+                    .then(|| (list.clone(), at.elapsed() >= refresh_after))
             })
         };
-        let Some(list) = stale else {
+        let Some((list, refresh)) = usable else {
             return self.workspaces().await;
         };
+        if !refresh {
+            return Ok(list);
+        }
         if !self
             .inner
             .workspace_refresh
