@@ -31,11 +31,11 @@ use serde_json::{Value, json};
 
 use super::body;
 use super::deadline::{Deadlines, UploadProgress, guard_download};
+use super::token::TokenSource;
 use super::{
     ApiError, ApiResult, ByteRange, ByteStream, CellsApi, MIB, Node, NodeKind, ObjectInfo, S3Entry,
     SentCounter, UploadOptions, Workspace,
 };
-use crate::auth::TokenSource;
 
 /// The S3 gateway's fixed secret (the server re-signs requests; any secret works).
 pub const S3_SECRET: &str = "gatewaysecret";

@@ -112,7 +112,7 @@ impl Summary {
         let resumed = if self.resumed > 0 {
             format!(
                 " sent, {} resumed from an earlier run",
-                crate::cli::files::human_size(self.resumed)
+                crate::sizes::human_size(self.resumed)
             )
         } else {
             String::new()
@@ -121,9 +121,9 @@ impl Summary {
             "{} file{} transferred ({}{resumed}) in {:.2}s, {}/s; {} skipped; {} folder{} created; {} failed",
             self.files,
             if self.files == 1 { "" } else { "s" },
-            crate::cli::files::human_size(self.bytes),
+            crate::sizes::human_size(self.bytes),
             secs,
-            crate::cli::files::human_size(rate as u64),
+            crate::sizes::human_size(rate as u64),
             self.skipped,
             self.folders,
             if self.folders == 1 { "" } else { "s" },
@@ -256,7 +256,7 @@ pub async fn upload(
         }
         Some(_) => Landing::As,
         None => {
-            let parent = crate::cli::files::parent_of(&target);
+            let parent = crate::paths::parent_of(&target);
             if parent.is_empty() {
                 return Err(TransferError::NotFound(format!(
                     "workspace {target} does not exist on the server"
