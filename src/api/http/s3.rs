@@ -31,6 +31,7 @@ use crate::api::{
 pub const PART_QUANTUM: u64 = 10 * MIB;
 
 impl HttpCellsApi {
+    /// A server-side copy (S3 CopyObject) of `copy_source` (the `x-amz-copy-source` value:
     /// `/bucket/key`, maybe with `?versionId=`) onto `target`.
     pub(in crate::api) async fn copy_onto(
         &self,
