@@ -28,8 +28,8 @@ use serde_json::Value;
 use tokio_tungstenite::tungstenite::Message;
 use tokio_util::sync::CancellationToken;
 
+use super::token::TokenSource;
 use crate::api::NodeKind;
-use crate::auth::TokenSource;
 
 /// A socket closing sooner than this after a subscribe means the token was refused.
 pub const AUTH_FAILURE_WINDOW: Duration = Duration::from_secs(2);

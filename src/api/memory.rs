@@ -26,6 +26,7 @@ use super::{
     ApiError, ApiResult, ByteRange, ByteStream, CellsApi, Node, NodeKind, ObjectInfo, S3Entry,
     UploadOptions, Workspace,
 };
+use crate::paths::parent_of;
 
 /// The name of the recycle bin folder at each workspace root.
 pub const RECYCLE_BIN: &str = "recycle_bin";
@@ -97,10 +98,6 @@ impl Default for MemoryCellsApi {
 
 fn md5_hex(data: &[u8]) -> String {
     hex::encode(Md5::digest(data))
-}
-
-fn parent_of(path: &str) -> &str {
-    path.rsplit_once('/').map(|(p, _)| p).unwrap_or("")
 }
 
 fn name_of(path: &str) -> &str {

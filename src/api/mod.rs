@@ -22,6 +22,7 @@ pub mod names;
 pub mod public_link;
 pub mod shares;
 pub mod tls;
+pub mod token;
 pub mod usermeta;
 pub mod versions;
 use std::collections::BTreeMap;

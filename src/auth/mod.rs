@@ -21,30 +21,11 @@ use async_trait::async_trait;
 use tokio::sync::{Mutex, watch};
 
 use crate::api::ApiError;
+pub use crate::api::token::TokenSource;
 use crate::config::{ConfigStore, Profile};
 
 /// Refresh when fewer than this remain (the official client's rule).
 pub const REFRESH_MARGIN: Duration = Duration::from_secs(60);
-
-/// Gives a valid bearer token, refreshing it when needed.
-#[async_trait]
-pub trait TokenSource: Send + Sync {
-    /// A token valid for a while yet (refreshed first when under the margin).
-    async fn token(&self) -> Result<String, ApiError>;
-
-    /// The server refused `rejected`: refresh (once) and return the new token, or the current
-    /// one when another task already refreshed it. Errors with [`ApiError::Auth`] (and what to
-    /// run) when no new token can be had.
-    async fn refresh_after_unauthorized(&self, rejected: &str) -> Result<String, ApiError>;
-
-    /// Bumped after every refresh.
-    fn changes(&self) -> watch::Receiver<u64>;
-
-    /// The login the token belongs to, when known.
-    fn login(&self) -> Option<String> {
-        None
-    }
-}
 
 pub(crate) fn now_secs() -> i64 {
     SystemTime::now()

@@ -19,6 +19,8 @@ use serde_json::{Value, json};
 
 use super::{CliError, EXIT_NOT_FOUND, GlobalArgs, connect};
 use crate::api::{CellsApi, Node, Workspace, usermeta};
+use crate::paths::parent_of;
+use crate::sizes::human_size;
 
 /// Strip the remote prefixes and the surrounding slashes of a user path.
 pub fn remote_path(arg: &str) -> String {
@@ -27,11 +29,6 @@ pub fn remote_path(arg: &str) -> String {
         .or_else(|| arg.strip_prefix("cells//"))
         .unwrap_or(arg);
     p.trim_matches('/').to_string()
-}
-
-/// Parent of a user path (`""` for a workspace root).
-pub fn parent_of(path: &str) -> &str {
-    path.rsplit_once('/').map(|(p, _)| p).unwrap_or("")
 }
 
 /// `ls`: list a folder, the workspaces, or check existence.
@@ -168,25 +165,6 @@ fn type_label(node: &Node) -> &'static str {
         Some(_) => "Workspace",
         None if node.is_folder() => "Folder",
         None => "File",
-    }
-}
-
-/// Size in binary units (`1.3 MiB`).
-pub fn human_size(bytes: u64) -> String {
-    const UNITS: [&str; 6] = ["B", "KiB", "MiB", "GiB", "TiB", "PiB"];
-    if bytes < 1024 {
-        return format!("{bytes} B");
-    }
-    let mut v = bytes as f64;
-    let mut unit = 0;
-    while v >= 1024.0 && unit < UNITS.len() - 1 {
-        v /= 1024.0;
-        unit += 1;
-    }
-    if v < 10.0 {
-        format!("{v:.1} {}", UNITS[unit])
-    } else {
-        format!("{v:.0} {}", UNITS[unit])
     }
 }
 
@@ -745,8 +723,6 @@ mod tests {
         assert_eq!(remote_path("cells://ws/a/b/"), "ws/a/b");
         assert_eq!(remote_path("cells//ws/a"), "ws/a");
         assert_eq!(remote_path("/ws/a"), "ws/a");
-        assert_eq!(parent_of("ws/a/b"), "ws/a");
-        assert_eq!(parent_of("ws"), "");
     }
 
     #[test]
@@ -759,12 +735,5 @@ mod tests {
         assert_eq!(shown_name("\x1b[31mred", true), "$'\\E''[31mred'");
         assert_eq!(shown_name("x\0", true), "'x'$'\\000'");
         assert_eq!(shown_name("a b\x1b[2J\0", false), "a b?[2J?");
-    }
-
-    #[test]
-    fn sizes_are_binary_units() {
-        assert_eq!(human_size(0), "0 B");
-        assert_eq!(human_size(1536), "1.5 KiB");
-        assert_eq!(human_size(50 * 1024 * 1024), "50 MiB");
     }
 }

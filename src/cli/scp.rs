@@ -27,7 +27,7 @@ use clap::Args;
 
 use super::{CliError, GlobalArgs};
 use crate::api::{CellsApi, MIB, UploadOptions};
-use crate::cli::files::human_size;
+use crate::sizes::human_size;
 use crate::transfer::progress::{Leg, Progress, ProgressMode};
 use crate::transfer::{self, TransferError, TransferOptions};
 

@@ -18,10 +18,11 @@ use clap::Args;
 use futures::StreamExt;
 use serde_json::json;
 
-use super::files::{human_size, remote_path, shown_name};
+use super::files::{remote_path, shown_name};
 use super::{CliError, GlobalArgs, connect};
 use crate::api::versions::{FileVersion, valid_version_id};
 use crate::api::{ApiError, ByteRange, CellsApi, NodeKind};
+use crate::sizes::human_size;
 
 /// `versions`: list the versions of a file.
 #[derive(Debug, Args)]

@@ -25,7 +25,8 @@ use futures::StreamExt;
 use crate::api::names::check_name;
 use crate::api::{ByteRange, CellsApi, UploadOptions};
 
-use super::{Summary, TransferError, join_remote, temp_path_for};
+use super::download::temp_path_for;
+use super::{Summary, TransferError, join_remote};
 
 /// The suffix of a stored link.
 pub const SUFFIX: &str = ".rclonelink";
