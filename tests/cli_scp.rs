@@ -424,7 +424,7 @@ async fn progress_bars_only_on_a_terminal_and_mtime_preserved() {
 
 #[tokio::test(flavor = "multi_thread")]
 async fn an_interrupted_multipart_upload_is_resumed() {
-    use cec::api::http_extra::{S3Body, xml_values};
+    use cec::api::http::raw::{S3Body, xml_values};
     use reqwest::Method;
     use reqwest::header::HeaderName;
 
@@ -596,7 +596,7 @@ async fn ctrl_c_leaves_no_partial_file() {
 
 /// The unfinished multipart uploads of `key`: (upload id, number of parts on the server).
 async fn pending_parts(api: &cec::api::http::HttpCellsApi, key: &str) -> Vec<(String, usize)> {
-    use cec::api::http_extra::{S3Body, xml_values};
+    use cec::api::http::raw::{S3Body, xml_values};
     use reqwest::Method;
     let resp = api
         .s3_call(

@@ -16,7 +16,6 @@ pub mod cleartext;
 pub mod deadline;
 pub mod events;
 pub mod http;
-pub mod http_extra;
 pub mod memory;
 pub mod names;
 pub mod public_link;

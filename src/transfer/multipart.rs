@@ -19,8 +19,8 @@ use reqwest::Method;
 use reqwest::header::HeaderName;
 
 use crate::api::body::{self, read_capped_text};
+use crate::api::http::raw::{ProgressFn, S3Body, xml_blocks, xml_values};
 use crate::api::http::{HttpCellsApi, part_size_for};
-use crate::api::http_extra::{ProgressFn, S3Body, xml_blocks, xml_values};
 use crate::api::{ApiError, ApiResult, UploadOptions};
 
 use super::base::{Replace, UploadFailure};

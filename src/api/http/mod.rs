@@ -11,7 +11,9 @@
 //! - [`rest`]: REST v1 calls and the decoding of nodes and workspaces;
 //! - [`jobs`]: move, copy, delete and restore, which start a server job and wait for it;
 //! - [`s3`]: gateway transfers (HEAD, ranged GET, single and multipart PUT, copy, delete);
-//! - [`s3_listing`]: gateway listings (one level, or a whole subtree), decoded from XML.
+//! - [`s3_listing`]: gateway listings (one level, or a whole subtree), decoded from XML;
+//! - [`raw`]: requests the commands build themselves: any `/a` JSON endpoint (admin), and
+//!   signed gateway requests for `cec scp`'s resumable multipart uploads.
 //!
 //! Invariants (each file states its own in detail):
 //! - One `reqwest::Client` (rustls, certificates verified unless `skip_verify`).
@@ -26,6 +28,7 @@
 //!   sensitive and no token is ever formatted into an error or a log line.
 
 mod jobs;
+pub mod raw;
 mod rest;
 mod s3;
 mod s3_listing;

@@ -2,7 +2,7 @@
 //! fixed secret [`S3_SECRET`] (the gateway re-signs requests; any secret works), region
 //! [`S3_REGION`], service `s3`, path-style URLs and `UNSIGNED-PAYLOAD` (never aws-chunked,
 //! never flexible checksums). Used by the transport for every `/io` request and by the raw
-//! requests of `http_extra`.
+//! requests of `raw`.
 //!
 //! Invariants: only the `x-amz-*`, `content-type` and `range` headers are signed (with the
 //! host); the headers the signature adds, `Authorization` above all, are marked sensitive so

@@ -1,4 +1,4 @@
-//! Extra calls of [`HttpCellsApi`] used by the CLI: a plain authenticated JSON request to any
+//! Raw calls of [`HttpCellsApi`] used by the CLI: a plain authenticated JSON request to any
 //! `/a` endpoint of the official swagger (admin commands), and raw signed S3 gateway requests
 //! (the resumable multipart upload of `cec scp`: ListMultipartUploads, ListParts, UploadPart
 //! with progress, Complete).
@@ -18,13 +18,13 @@ use reqwest::Method;
 use reqwest::header::{AUTHORIZATION, CONTENT_TYPE, HeaderName, HeaderValue};
 use serde_json::Value;
 
-use super::body::{self, read_capped_text};
-use super::deadline::UploadProgress;
-use super::http::{
+use super::{
     HttpCellsApi, S3_BUCKET, SLOW_REQUEST_FACTOR, describe_reqwest_error, encode_path,
     read_error_body,
 };
-use super::{ApiError, ApiResult};
+use crate::api::body::{self, read_capped_text};
+use crate::api::deadline::UploadProgress;
+use crate::api::{ApiError, ApiResult};
 
 /// Called with the number of bytes just sent.
 pub type ProgressFn = Arc<dyn Fn(u64) + Send + Sync>;
@@ -230,7 +230,7 @@ impl HttpCellsApi {
                 } => {
                     use futures::StreamExt;
                     let progress = progress.clone();
-                    let stream = super::http::file_stream(path, *offset, *len)?.map(move |chunk| {
+                    let stream = super::file_stream(path, *offset, *len)?.map(move |chunk| {
                         if let (Ok(c), Some(p)) = (&chunk, &progress) {
                             p(c.len() as u64);
                         }
@@ -245,7 +245,7 @@ impl HttpCellsApi {
             let mut req = builder
                 .build()
                 .map_err(|e| ApiError::Local(format!("cannot build the request: {e}")))?;
-            super::http::sign_s3(&mut req, &token)?;
+            super::sign_s3(&mut req, &token)?;
             let retry = |attempt: u32| Duration::from_millis(200 * (1 << attempt.min(5)));
             let sent = self.http_client().execute(req);
             let outcome = match streamed {
