@@ -45,6 +45,7 @@ mod private;
 mod progress;
 mod staging_pool;
 mod stream;
+mod table;
 mod versions;
 mod workspaces;
 mod xattrs;
@@ -64,11 +65,11 @@ use serde::Serialize;
 use unicode_normalization::UnicodeNormalization;
 
 use crate::api::{
-    ApiError, ApiResult, ByteRange, CellsApi, Node, NodeKind, ObjectInfo, S3Entry, UploadOptions,
-    Workspace,
+    ApiError, ApiResult, ByteRange, CellsApi, NodeKind, S3Entry, UploadOptions, Workspace,
 };
 pub use conflict::{ConflictCopy, ConflictMode};
 pub use error::{FsError, FsResult};
+use table::{InodeData, Listing, Meta, Table};
 pub use xattrs::{XATTR_BOOKMARK, XATTR_ETAG, XATTR_SHARE, XATTR_TAGS, XATTR_UUID};
 
 /// The inode number of the mount's root (the list of workspaces).
@@ -351,95 +352,6 @@ pub struct CellsFs {
     inner: Arc<Inner>,
 }
 
-/// Server metadata of one node, as the cache keeps it.
-#[derive(Debug, Clone, PartialEq)]
-struct Meta {
-    /// Empty when only the S3 listing has been seen (dotfiles).
-    uuid: String,
-    kind: FileKind,
-    size: u64,
-    mtime: i64,
-    etag: String,
-    /// Tags, bookmark, public link (see `xattrs`); `None` when the source (the S3 gateway,
-    /// this mount) did not tell them.
-    user: Option<Arc<xattrs::UserMeta>>,
-}
-
-impl Meta {
-    fn from_node(node: &Node) -> Meta {
-        Meta {
-            user: xattrs::UserMeta::from_node(node),
-            uuid: node.uuid.clone(),
-            kind: match node.kind {
-                NodeKind::File => FileKind::File,
-                NodeKind::Folder => FileKind::Directory,
-            },
-            size: node.size,
-            mtime: node.mtime,
-            etag: node.etag.clone(),
-        }
-    }
-
-    fn from_object(object: &ObjectInfo) -> Meta {
-        Meta {
-            user: None,
-            uuid: String::new(),
-            kind: FileKind::File,
-            size: object.size,
-            mtime: object.mtime,
-            etag: object.etag.clone(),
-        }
-    }
-
-    fn local_file() -> Meta {
-        Meta {
-            user: None,
-            uuid: String::new(),
-            kind: FileKind::File,
-            size: 0,
-            mtime: unix_now(),
-            etag: String::new(),
-        }
-    }
-
-    fn folder() -> Meta {
-        Meta {
-            user: None,
-            uuid: String::new(),
-            kind: FileKind::Directory,
-            size: 0,
-            mtime: unix_now(),
-            etag: String::new(),
-        }
-    }
-
-    /// The data-cache key of this content.
-    fn content_key(&self, path: &str) -> String {
-        if self.uuid.is_empty() {
-            format!("path:{path}:{}", self.etag)
-        } else {
-            format!("{}:{}", self.uuid, self.etag)
-        }
-    }
-}
-
-/// Inode numbers derived from a Uuid are at or above this; counted ones stay below it.
-const UUID_INO_BASE: u64 = 1 << 40;
-
-/// The inode number of the node with this Uuid: the same in every mount, on every machine,
-/// and across renames of the node or of any folder above it (Cells keeps a node's Uuid when
-/// it moves), so tools that remember inode numbers (`find`, `du`, git's index, backups) see
-/// one tree. Below 2^63: some programs hold inode numbers in signed 64-bit integers.
-fn uuid_ino(uuid: &str) -> Option<u64> {
-    use sha2::Digest;
-    if uuid.is_empty() {
-        return None;
-    }
-    let digest = sha2::Sha256::digest(uuid.as_bytes());
-    let n = u64::from_be_bytes(digest[..8].try_into().expect("8 bytes"));
-    Some(UUID_INO_BASE + n % ((1 << 63) - UUID_INO_BASE))
-}
-
 /// An MD5 in hex: what a single-part upload's ETag is on Cells.
 fn is_md5_hex(etag: &str) -> bool {
     etag.len() == 32 && etag.bytes().all(|b| b.is_ascii_hexdigit())
@@ -563,13 +475,6 @@ fn checked_path(parent: &str, name: &OsStr) -> FsResult<String> {
     Ok(path)
 }
 
-/// A folder listing, complete (REST listing plus the gateway's dotfiles).
-struct Listing {
-    children: BTreeMap<String, Meta>,
-    at: Instant,
-    generation: u64,
-}
-
 /// The content of a file opened for writing (shared by all its handles).
 struct Staging {
     content: content::Content,
@@ -650,163 +555,6 @@ impl FileState {
             .unwrap()
             .as_ref()
             .and_then(|s| s.failed.clone())
-    }
-}
-
-struct InodeData {
-    /// Mount path (`""` for the root). A detached inode keeps its last path.
-    path: String,
-    kind: FileKind,
-    meta: Meta,
-    /// When `meta` was last confirmed by the server, and under which generation.
-    validated: Option<(Instant, u64)>,
-    listing: Option<Listing>,
-    nlookup: u64,
-    handles: u32,
-    file: Option<Arc<FileState>>,
-    /// Created here, not yet on the server.
-    local: bool,
-    /// When this mount created the file (kept after its first upload): a file nobody else
-    /// can have linked to yet, which a rename may copy instead of moving (see `rename`).
-    created_here: Option<Instant>,
-    /// Unlinked or replaced: no longer reachable by path.
-    detached: bool,
-    /// Etag of the content when the kernel last opened it (for keep_cache).
-    kernel_etag: Option<String>,
-    /// A folder: when the listing whose entries the kernel was last given was fetched (its
-    /// copy of them may be reused while that listing is still the trusted one).
-    kernel_listing: Option<Instant>,
-}
-
-#[derive(Default)]
-struct Table {
-    inodes: HashMap<u64, InodeData>,
-    /// Path -> inode, ordered so that a folder's subtree is one contiguous range.
-    by_path: BTreeMap<String, u64>,
-    next_ino: u64,
-    /// Bumped by every change this mount makes to a folder's cached listing: a listing
-    /// fetched from the server while one happened may predate it and is not kept.
-    listing_changes: u64,
-}
-
-impl Table {
-    fn get(&self, ino: u64) -> FsResult<&InodeData> {
-        self.inodes
-            .get(&ino)
-            .ok_or_else(|| FsError::NotFound(format!("inode {ino}")))
-    }
-
-    fn get_mut(&mut self, ino: u64) -> FsResult<&mut InodeData> {
-        self.inodes
-            .get_mut(&ino)
-            .ok_or_else(|| FsError::NotFound(format!("inode {ino}")))
-    }
-
-    /// The inode of `path`, created when unknown; server metadata refreshes a clean inode.
-    fn intern(&mut self, path: &str, meta: Meta, validated: Option<(Instant, u64)>) -> u64 {
-        if let Some(&ino) = self.by_path.get(path) {
-            let data = self.inodes.get_mut(&ino).expect("by_path is consistent");
-            if data.kind == meta.kind {
-                let busy = data.local || data.file.as_ref().is_some_and(|f| f.dirty());
-                if !busy {
-                    // The same content: its time never moves backwards (the mount showed
-                    // its own clock after uploading it; the server's may be a second behind).
-                    let mtime = if meta.etag == data.meta.etag && !meta.etag.is_empty() {
-                        meta.mtime.max(data.meta.mtime)
-                    } else {
-                        meta.mtime
-                    };
-                    data.meta = Meta { mtime, ..meta };
-                    data.validated = validated;
-                }
-                return ino;
-            }
-            // The node changed type on the server: the old inode is gone.
-            self.detach(ino);
-        }
-        let ino = match uuid_ino(&meta.uuid) {
-            Some(ino) if !self.inodes.contains_key(&ino) => ino,
-            // No Uuid known (a file created here, a dotfile seen only by the S3 listing), or
-            // another node holds that number (two Uuids hashing alike): a counted number.
-            _ => {
-                self.next_ino += 1;
-                self.next_ino
-            }
-        };
-        self.inodes.insert(
-            ino,
-            InodeData {
-                path: path.to_string(),
-                kind: meta.kind,
-                meta,
-                validated,
-                listing: None,
-                nlookup: 0,
-                handles: 0,
-                file: None,
-                local: false,
-                created_here: None,
-                detached: false,
-                kernel_etag: None,
-                kernel_listing: None,
-            },
-        );
-        self.by_path.insert(path.to_string(), ino);
-        ino
-    }
-
-    fn detach(&mut self, ino: u64) {
-        if let Some(data) = self.inodes.get_mut(&ino) {
-            data.detached = true;
-            if self.by_path.get(&data.path) == Some(&ino) {
-                self.by_path.remove(&data.path);
-            }
-        }
-        self.maybe_drop(ino);
-    }
-
-    /// Remove an inode the kernel no longer references and nothing else uses.
-    fn maybe_drop(&mut self, ino: u64) {
-        if ino == ROOT_INO {
-            return;
-        }
-        let Some(data) = self.inodes.get(&ino) else {
-            return;
-        };
-        let pending = data.file.as_ref().is_some_and(|f| f.dirty());
-        if data.nlookup == 0 && data.handles == 0 && !pending && (data.detached || !data.local) {
-            let data = self.inodes.remove(&ino).expect("present");
-            if self.by_path.get(&data.path) == Some(&ino) {
-                self.by_path.remove(&data.path);
-            }
-        }
-    }
-
-    /// `(path, ino)` of `folder` and everything below it (see [`subtree_of`]).
-    fn subtree(&self, folder: &str) -> Vec<(String, u64)> {
-        subtree_of(&self.by_path, folder)
-            .map(|(p, &i)| (p.clone(), i))
-            .collect()
-    }
-
-    /// The inodes of `folder` and everything below it.
-    fn subtree_inos(&self, folder: &str) -> Vec<u64> {
-        subtree_of(&self.by_path, folder).map(|(_, &i)| i).collect()
-    }
-
-    fn listing_mut(&mut self, dir_path: &str) -> Option<&mut Listing> {
-        self.listing_changes += 1;
-        let ino = *self.by_path.get(dir_path)?;
-        self.inodes.get_mut(&ino)?.listing.as_mut()
-    }
-
-    fn drop_listing(&mut self, dir_path: &str) {
-        self.listing_changes += 1;
-        if let Some(&ino) = self.by_path.get(dir_path)
-            && let Some(data) = self.inodes.get_mut(&ino)
-        {
-            data.listing = None;
-        }
     }
 }
 
