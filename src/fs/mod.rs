@@ -45,6 +45,7 @@ mod private;
 mod progress;
 mod remote;
 mod staging_pool;
+mod status;
 mod stream;
 mod table;
 mod versions;
@@ -691,35 +692,6 @@ fn pending_at_or_below(
         .map(|(_, receiver)| receiver.clone())
 }
 
-/// How a request is retried: transient errors only (not a timeout: the server stayed silent
-/// for a whole deadline already), `attempts` in all, the delay doubling.
-#[derive(Clone, Copy)]
-struct Retry {
-    pub attempts: u32,
-    pub delay: Duration,
-}
-
-impl Retry {
-    async fn run<T, F, Fut>(self, mut call: F) -> crate::api::ApiResult<T>
-    where
-        F: FnMut() -> Fut,
-        Fut: std::future::Future<Output = crate::api::ApiResult<T>>,
-    {
-        let mut delay = self.delay;
-        let mut attempt = 1;
-        loop {
-            match call().await {
-                Err(e) if e.retry_now() && attempt < self.attempts.max(1) => {
-                    attempt += 1;
-                    tokio::time::sleep(delay).await;
-                    delay *= 2;
-                }
-                result => return result,
-            }
-        }
-    }
-}
-
 /// Read-ahead budget unit (semaphore permits are KiB).
 const BUDGET_UNIT: u64 = 1024;
 /// A rename of a file this mount created less than `FRESH_RENAME_WINDOW` ago and at most
@@ -761,8 +733,6 @@ enum RenameCopy {
     /// Nothing is left to do.
     Nothing,
 }
-const RECENT_ERRORS: usize = 50;
-
 impl CellsFs {
     /// Build the filesystem: open (or create) the cache directory, load the data-cache index
     /// and the mtime overlay, and replay the write-back journal left by a previous mount
@@ -946,27 +916,6 @@ impl CellsFs {
                     let _ = std::fs::remove_file(entry.path());
                 }
             }
-        }
-    }
-
-    /// Retries as the options say (the upload attempts and delay).
-    fn retry(&self) -> Retry {
-        Retry {
-            attempts: self.inner.options.upload_attempts,
-            delay: self.inner.options.upload_retry_delay,
-        }
-    }
-
-    fn record_error(&self, message: String) {
-        tracing::warn!("{message}");
-        let at = SystemTime::now()
-            .duration_since(UNIX_EPOCH)
-            .map(|d| d.as_secs())
-            .unwrap_or(0);
-        let mut errors = self.inner.errors.lock().unwrap();
-        errors.push_back(RecentError { at, message });
-        while errors.len() > RECENT_ERRORS {
-            errors.pop_front();
         }
     }
 
@@ -3838,21 +3787,6 @@ impl CellsFs {
         )))
     }
 
-    pub async fn statfs(&self, _ino: u64) -> FsResult<StatFs> {
-        let bsize = cache::BLOCK_SIZE as u32;
-        let blocks = (1u64 << 50) / bsize as u64;
-        Ok(StatFs {
-            blocks,
-            bfree: blocks,
-            bavail: blocks,
-            files: 1 << 32,
-            ffree: 1 << 32,
-            bsize,
-            namelen: 255,
-            frsize: bsize,
-        })
-    }
-
     // ----- remote changes -----
 
     /// Upload every pending change now (write-back included). Used at unmount; failures are
@@ -3887,47 +3821,6 @@ impl CellsFs {
         match first_error {
             Some(e) => Err(e),
             None => Ok(()),
-        }
-    }
-
-    /// Pending uploads, cache use, recent errors.
-    pub fn status(&self) -> FsStatus {
-        let table = self.inner.table.lock().unwrap();
-        let mut pending_uploads = Vec::new();
-        for (&ino, data) in table.inodes.iter() {
-            if let Some(file) = &data.file
-                && let Some(s) = file.staging.lock().unwrap().as_ref()
-                && s.dirty()
-                && !data.detached
-            {
-                let progress = self.inner.progress.get(ino);
-                pending_uploads.push(PendingUpload {
-                    path: data.path.clone(),
-                    size: s.size,
-                    attempts: s.attempts,
-                    sent: progress.sent,
-                    rate: progress.rate,
-                    starts_in_secs: progress.starts_in.map(|d| d.as_secs_f64().ceil() as u64),
-                });
-            }
-        }
-        pending_uploads.sort_by(|a, b| a.path.cmp(&b.path));
-        let inodes = table.inodes.len();
-        drop(table);
-        let budget_total =
-            (self.inner.options.read_ahead_budget / BUDGET_UNIT).clamp(1, u32::MAX as u64 >> 3);
-        let available = self.inner.read_budget.available_permits() as u64;
-        FsStatus {
-            pending_uploads,
-            cache_bytes: self.inner.data_cache.as_ref().map_or(0, |c| c.used()),
-            cache_capacity: self.inner.data_cache.as_ref().map_or(0, |c| c.capacity()),
-            read_ahead_bytes: budget_total.saturating_sub(available) * BUDGET_UNIT,
-            recent_errors: self.inner.errors.lock().unwrap().iter().cloned().collect(),
-            recovered_files: self.inner.journal.recovered(),
-            conflict_copies: self.conflict_copies(),
-            inodes,
-            open_handles: self.inner.handles.lock().unwrap().len(),
-            generation: self.generation(),
         }
     }
 }
