@@ -9,8 +9,10 @@
 //!   in the table, and an unlinked file stays readable through its handles.
 //! - A handle keeps the file's epoch when opened (see `FileState::epoch` and `conflict`).
 //! - `flush` and `fsync` return once the data is durable: on the server or, for `flush` in
-//!   write-back, in the journal; `fsync` uploads now in every mode. `release` of the last
-//!   handle stores what is still pending and frees the staged content once clean.
+//!   write-back, in the journal; `fsync` uploads now in every mode. A file still empty,
+//!   new or just truncated, is stored by `release` rather than by an early `flush` (`cmd > f`
+//!   closes a duplicate descriptor before it writes). `release` of the last handle stores
+//!   what is still pending and frees the staged content once clean.
 
 use std::sync::Arc;
 use std::sync::atomic::Ordering;
