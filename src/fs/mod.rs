@@ -82,6 +82,7 @@ use remote::KernelInvalidation;
 use rename::{BACKGROUND_MOVES, RenameStart};
 use table::{InodeData, Listing, Meta, Table};
 use upload::{UploadMode, UploadSource, WRITE_BACK_UPLOADS};
+use workspaces::CachedWorkspaces;
 use write::{FileState, Staging};
 pub use xattrs::{XATTR_BOOKMARK, XATTR_ETAG, XATTR_SHARE, XATTR_TAGS, XATTR_UUID};
 
@@ -486,9 +487,6 @@ fn checked_path(parent: &str, name: &OsStr) -> FsResult<String> {
 /// A directory handle's listing: entries with their mount paths (empty for `.`/`..`).
 pub type DirSnapshot = Arc<Vec<(DirEntry, String)>>;
 
-/// The workspace list, when it was fetched, and under which generation.
-type CachedWorkspaces = Option<(Arc<Vec<Workspace>>, Instant, u64)>;
-
 struct Inner {
     api: Arc<dyn CellsApi>,
     options: FsOptions,
@@ -664,94 +662,6 @@ impl CellsFs {
     }
 
     // ----- workspaces and permissions -----
-
-    async fn workspaces(&self) -> FsResult<Arc<Vec<Workspace>>> {
-        {
-            let cached = self.inner.workspaces.lock().unwrap();
-            if let Some((list, at, generation)) = cached.as_ref()
-                && self.fresh(Some((*at, *generation)), self.inner.options.dir_cache_time)
-            {
-                return Ok(list.clone());
-            }
-            // The server is away: the list known, without waiting for it (see `outage`).
-            if let Some((list, _, _)) = cached.as_ref()
-                && self.inner.outage.ongoing()
-                && !self.inner.outage.probe()
-            {
-                return Ok(list.clone());
-            }
-        }
-        match self.inner.api.list_workspaces().await {
-            Ok(list) => {
-                self.inner.outage.answered();
-                let list = Arc::new(list);
-                *self.inner.workspaces.lock().unwrap() =
-                    Some((list.clone(), Instant::now(), self.generation()));
-                Ok(list)
-            }
-            Err(e) => {
-                let e = FsError::api("listing workspaces", e);
-                self.inner.outage.failed(&e);
-                if let Some((list, _, _)) = self.inner.workspaces.lock().unwrap().as_ref() {
-                    return Ok(list.clone());
-                }
-                Err(e)
-            }
-        }
-    }
-
-    async fn workspace_of(&self, path: &str) -> FsResult<Workspace> {
-        let slug = path.split('/').next().unwrap_or("");
-        self.workspaces_for_write()
-            .await?
-            .iter()
-            .find(|w| w.slug == slug)
-            .cloned()
-            .ok_or_else(|| FsError::NotFound(path.to_string()))
-    }
-
-    /// Whether `path` may be changed, as reported in mode bits (no server call when the
-    /// workspaces are cached).
-    fn writable_cached(&self, path: &str) -> bool {
-        if self.inner.options.read_only || in_recycle_bin(path) {
-            return false;
-        }
-        if path.is_empty() {
-            return false;
-        }
-        let slug = path.split('/').next().unwrap_or("");
-        let cached = self.inner.workspaces.lock().unwrap();
-        cached
-            .as_ref()
-            .and_then(|(list, _, _)| list.iter().find(|w| w.slug == slug).map(|w| w.can_write))
-            .unwrap_or(true)
-    }
-
-    /// Refuse changes to `path` (an entry being created, changed or removed) where the mount,
-    /// the workspace or the recycle bin is read-only.
-    async fn check_writable(&self, path: &str) -> FsResult<()> {
-        if self.inner.options.read_only {
-            return Err(FsError::ReadOnly(format!("{path} (read-only mount)")));
-        }
-        if !path.contains('/') {
-            return Err(FsError::PermissionDenied(format!(
-                "{path}: the mount root only lists workspaces"
-            )));
-        }
-        if in_recycle_bin(path) {
-            return Err(FsError::ReadOnly(format!(
-                "{path} (the recycle bin is read-only; restore with `cec`)"
-            )));
-        }
-        let ws = self.workspace_of(path).await?;
-        if !ws.can_write {
-            return Err(FsError::ReadOnly(format!(
-                "{path} (workspace {} is read-only)",
-                ws.slug
-            )));
-        }
-        Ok(())
-    }
 
     // ----- metadata -----
 
