@@ -27,6 +27,45 @@
 //!   a path below the folder past it is refused too (`key_limit`).
 //! - What the core writes in the cache directory is 0700 / 0600 (`private`), and the
 //!   write-back journal is validated before it is replayed (`journal`).
+//!
+//! # The rooms
+//!
+//! `impl CellsFs` is split by concern, one file each; every room opens with its own essay.
+//! All rooms see [`CellsFs`]'s shared state (`Inner`, here); the lists below say what each
+//! one owns, which is what it alone changes. A room calls another's methods only where they
+//! are `pub(super)`.
+//!
+//! The kernel's operations:
+//! - `table`: the inode table (`Meta`, `InodeData`, `Listing`, `Table`) and
+//!   inode numbering; plain data, no I/O. Everyone reads and changes it under `Inner::table`.
+//! - `attr`: `lookup`, `forget`, `getattr`, `setattr`; the attributes an inode shows.
+//! - `folders`: the listing cache and one path's metadata (`negative`, `lookups`,
+//!   `dir_handles`), `opendir`/`readdir`/`releasedir`.
+//! - `handles`: file handles (`handles`, `next_fh`): `open`, `flush`, `fsync`, `fsyncdir`,
+//!   `release`.
+//! - `read`: reading (`read_budget`, the data cache's reads, the handles' read-ahead).
+//! - `write`: the staged content of files open for writing (`Staging`, `FileState`,
+//!   `memory_budget`, the staging pool), `write` and truncation.
+//! - `upload`: storing staged content (`upload_slots`, `progress`, the journal's upload
+//!   records, the recovery folder), its replay at start, `sync_all`.
+//! - `namespace`: `create`, `mknod`, `mkdir`, `link`, `unlink`, `rmdir`.
+//! - `rename`: renames, and the background copy and delete of fresh files
+//!   (`pending_copies`, `pending_deletes`, `move_slots`, the journal's move records).
+//! - `remote`: cache trust (`generation`, `events_live`, the TTLs), remote changes, and the
+//!   kernel invalidation thread (`notifier`).
+//! - `workspaces`: the workspace list (`workspaces`, `workspace_refresh`) and the
+//!   permission check every change passes.
+//! - `status`: `status`, `statfs`, recent errors (`errors`) and the retry policy.
+//!
+//! Helpers each room uses, which keep their own state:
+//! `cache` (on-disk data cache), `content` (staged bytes in memory or in a file),
+//! `staging_pool`, `prefetch` (sequential read-ahead), `stream` (parts sent while a file is
+//! written), `journal` (write-back journal and recovery folder), `overlay` (times Cells does
+//! not keep), `conflict` (uploads based on an old version), `order` (the order of changes of
+//! one name), `outage` (serving the cache while the server is away), `lookups` and
+//! `dotfolders` (when to list instead of stat), `key_limit`, `links` (`--links`), `versions`
+//! (the `.versions` view), `xattrs`, `progress`, `private` (0700/0600 files) and `error`
+//! (the one errno mapping).
 
 mod attr;
 mod cache;
@@ -660,20 +699,6 @@ impl CellsFs {
         fs.clean_orphan_staging();
         Ok(fs)
     }
-
-    // ----- workspaces and permissions -----
-
-    // ----- metadata -----
-
-    // ----- directories -----
-
-    // ----- files: open, read -----
-
-    // ----- files: write, flush, release -----
-
-    // ----- namespace -----
-
-    // ----- remote changes -----
 }
 
 /// `rename` flag: fail with EEXIST when the target exists (Linux's `RENAME_NOREPLACE` value,
