@@ -31,13 +31,14 @@
 //! # The rooms
 //!
 //! `impl CellsFs` is split by concern, one file each; every room opens with its own essay.
-//! All rooms see [`CellsFs`]'s shared state (`Inner`, here); the lists below say what each
-//! one owns, which is what it alone changes. A room calls another's methods only where they
-//! are `pub(super)`.
+//! All rooms see [`CellsFs`]'s shared state (`Inner`, here); the list below says which of
+//! its fields each room keeps: the room that fills them and decides how far they are
+//! trusted. Other rooms read them and make the updates their own operation implies (a
+//! `create` forgets the name's negative entry, say). A room calls another's methods only
+//! where they are `pub(super)`.
 //!
-//! The kernel's operations:
-//! - `table`: the inode table (`Meta`, `InodeData`, `Listing`, `Table`) and
-//!   inode numbering; plain data, no I/O. Everyone reads and changes it under `Inner::table`.
+//! - `table`: the inode table (`Meta`, `InodeData`, `Listing`, `Table`) and inode numbering;
+//!   plain data, no I/O. Every room reads and changes it under `Inner::table`.
 //! - `attr`: `lookup`, `forget`, `getattr`, `setattr`; the attributes an inode shows.
 //! - `folders`: the listing cache and one path's metadata (`negative`, `lookups`,
 //!   `dir_handles`), `opendir`/`readdir`/`releasedir`.
