@@ -48,11 +48,9 @@
 //! - The journal's folder, the recovery folder and every file written in them are private to
 //!   the user (0700 / 0600, see `private`).
 //!
-//! When an upload fails for good, the staging file is copied to `<cache>/recovery/` and the
-//! failure is reported; data is never dropped. A copy has its own flat name,
-//! `<unix time>-<hash of the path>_<file name, shortened>` (always under 255 bytes, whatever
-//! the path's length), and the server path it was meant for is written beside it, in the
-//! same name plus `.path`.
+//! The recovery folder, where data that could not be uploaded is kept, is `recovery`'s.
+
+mod recovery;
 
 use std::collections::{HashMap, HashSet};
 use std::io::{Read, Write};
@@ -64,10 +62,10 @@ use base64::Engine;
 use base64::engine::general_purpose::STANDARD as BASE64;
 use bytes::Bytes;
 use serde::{Deserialize, Serialize};
-use sha2::{Digest, Sha256};
 
 use super::conflict::Base;
 use super::private;
+use recovery::{Source, keep_in_recovery};
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct Record {
@@ -809,64 +807,7 @@ impl Journal {
     pub fn pending(&self) -> Vec<(String, Record)> {
         sorted(&self.log.lock().unwrap().live.pending)
     }
-
-    /// Keep a copy of `staging` for `path` in the recovery folder; returns where.
-    pub fn keep_for_recovery(&self, path: &str, staging: &Path) -> std::io::Result<PathBuf> {
-        keep_in_recovery(&self.recovery, path, Source::File(staging))
-    }
-
-    /// Move `staging` itself to the recovery folder for `path` (a rename: it needs no disk
-    /// space, for when the disk is full); returns where.
-    pub fn move_to_recovery(&self, path: &str, staging: &Path) -> std::io::Result<PathBuf> {
-        let (target, _reserved) = reserve_recovery_name(&self.recovery, path)?;
-        if let Err(e) = std::fs::rename(staging, &target) {
-            let _ = std::fs::remove_file(&target);
-            return Err(e);
-        }
-        // The label takes a few bytes: on a disk still full the copy stays without it (the
-        // error reported for the file names its path).
-        if let Err(e) = write_recovery_label(&target, path) {
-            tracing::warn!(
-                "{}: could not write {PATH_SUFFIX} beside it: {e}",
-                target.display()
-            );
-        }
-        let _ = sync_dir(&self.recovery);
-        Ok(target)
-    }
-
-    /// Keep `bytes` (content that had no staging file) for `path` in the recovery folder.
-    pub fn keep_bytes_for_recovery(&self, path: &str, bytes: &[u8]) -> std::io::Result<PathBuf> {
-        keep_in_recovery(&self.recovery, path, Source::Bytes(bytes))
-    }
-
-    /// Files in the recovery folder (not the `.path` files beside them).
-    pub fn recovered(&self) -> Vec<PathBuf> {
-        let mut out: Vec<PathBuf> = std::fs::read_dir(&self.recovery)
-            .map(|entries| entries.flatten().map(|e| e.path()).collect())
-            .unwrap_or_default();
-        let names: HashSet<PathBuf> = out.iter().cloned().collect();
-        out.retain(|file| {
-            let name = file.file_name().unwrap_or_default().to_string_lossy();
-            !name
-                .strip_suffix(PATH_SUFFIX)
-                .is_some_and(|data| names.contains(&file.with_file_name(data)))
-        });
-        out.sort();
-        out
-    }
 }
-
-/// Where the bytes to keep in the recovery folder are.
-enum Source<'a> {
-    File(&'a Path),
-    /// A staging file named in a record: `(staging folder, name)`.
-    Staging(&'a Path, &'a str),
-    Bytes(&'a [u8]),
-}
-
-/// The suffix of the file beside a recovery copy that holds its server path.
-const PATH_SUFFIX: &str = ".path";
 
 /// Open the staging file `name` of `staging_dir` (a plain name, see [`valid_staging_name`]),
 /// never through a symbolic link; `create`: create or empty it for writing (0600).
@@ -884,94 +825,6 @@ fn open_staging(staging_dir: &Path, name: &str, create: bool) -> std::io::Result
         private::tighten_file(&file)?;
     }
     Ok(file)
-}
-
-/// The flat name of a recovery copy of `path` (see the module documentation); `n` tells
-/// apart copies of one path kept within the same second.
-fn recovery_name(path: &str, stamp: u64, n: u32) -> String {
-    /// Bytes of the file name kept: the whole name stays far below 255 bytes.
-    const BASE_MAX: usize = 160;
-    let digest = Sha256::digest(path.as_bytes());
-    let hash: String = digest[..4].iter().map(|b| format!("{b:02x}")).collect();
-    let base = path.rsplit('/').next().unwrap_or(path);
-    let mut end = base.len().min(BASE_MAX);
-    while !base.is_char_boundary(end) {
-        end -= 1;
-    }
-    let base: String = base[..end]
-        .chars()
-        .map(|c| if c == '\0' || c == '/' { '_' } else { c })
-        .collect();
-    if n == 0 {
-        format!("{stamp}-{hash}_{base}")
-    } else {
-        format!("{stamp}-{hash}-{n}_{base}")
-    }
-}
-
-/// A new, empty file of `recovery` with its own flat name for `path` (0600).
-fn reserve_recovery_name(recovery: &Path, path: &str) -> std::io::Result<(PathBuf, std::fs::File)> {
-    let stamp = std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .map(|d| d.as_secs())
-        .unwrap_or(0);
-    let mut n = 0;
-    loop {
-        let target = recovery.join(recovery_name(path, stamp, n));
-        match private::options()
-            .write(true)
-            .create_new(true)
-            .open(&target)
-        {
-            Ok(file) => return Ok((target, file)),
-            Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => n += 1,
-            Err(e) => return Err(e),
-        }
-    }
-}
-
-/// The file beside a recovery copy that names its server path.
-fn label_of(copy: &Path) -> PathBuf {
-    let mut beside = copy.to_path_buf().into_os_string();
-    beside.push(PATH_SUFFIX);
-    PathBuf::from(beside)
-}
-
-/// Write `path` (and a newline) into the label beside `copy`, synced.
-fn write_recovery_label(copy: &Path, path: &str) -> std::io::Result<()> {
-    let mut label = private::create(&label_of(copy))?;
-    label.write_all(path.as_bytes())?;
-    label.write_all(b"\n")?;
-    label.sync_all()
-}
-
-/// Copy `source` into a new file of `recovery` with its own flat name, the server path `path`
-/// written beside it; both synced and 0600. Returns the copy's path.
-fn keep_in_recovery(recovery: &Path, path: &str, source: Source) -> std::io::Result<PathBuf> {
-    let (target, mut file) = reserve_recovery_name(recovery, path)?;
-    let beside = label_of(&target);
-    let stored = (|| -> std::io::Result<()> {
-        match source {
-            Source::File(from) => {
-                std::io::copy(&mut std::fs::File::open(from)?, &mut file)?;
-            }
-            Source::Staging(dir, name) => {
-                std::io::copy(&mut open_staging(dir, name, false)?, &mut file)?;
-            }
-            Source::Bytes(bytes) => file.write_all(bytes)?,
-        }
-        file.sync_all()?;
-        write_recovery_label(&target, path)?;
-        sync_dir(recovery)
-    })();
-    match stored {
-        Ok(()) => Ok(target),
-        Err(e) => {
-            let _ = std::fs::remove_file(&target);
-            let _ = std::fs::remove_file(&beside);
-            Err(e)
-        }
-    }
 }
 
 #[cfg(test)]
@@ -1351,32 +1204,6 @@ mod tests {
         let journal = Journal::open(&cache).unwrap();
         assert!(journal.rejected().is_empty(), "set aside once");
         assert_eq!(journal.pending().len(), 1);
-    }
-
-    #[test]
-    fn recovery_copies_have_short_flat_names_and_their_path_beside() {
-        let cache = tempfile::tempdir().unwrap();
-        let journal = Journal::open(cache.path()).unwrap();
-        let long = format!("ws/{}/{}", "d".repeat(700), "é".repeat(150));
-        let paths = [long.clone(), long, "ws/a.path".to_string()];
-        for path in &paths {
-            journal
-                .keep_bytes_for_recovery(path, path.as_bytes())
-                .unwrap();
-        }
-        let kept = journal.recovered();
-        assert_eq!(kept.len(), 3, "{kept:?}");
-        for file in &kept {
-            let name = file.file_name().unwrap().to_str().unwrap();
-            assert!(name.len() + PATH_SUFFIX.len() < 255, "{}", name.len());
-            let path = std::fs::read_to_string(file).unwrap();
-            let mut beside = file.clone().into_os_string();
-            beside.push(PATH_SUFFIX);
-            assert_eq!(
-                std::fs::read_to_string(beside).unwrap(),
-                format!("{path}\n")
-            );
-        }
     }
 
     #[test]
