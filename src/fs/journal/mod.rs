@@ -38,19 +38,17 @@
 //!   and so does a rewrite). A staging file whose record was removed is reused for another
 //!   file only once its `done` line is durable (see `staging_pool`).
 //!
-//! - The log is input like any other file: a record is acted on only if it names its staging
-//!   file by a plain name (see [`valid_staging_name`]: no `/`, no `..`, nothing absolute) and
-//!   its destination by a mount path the server can store (see [`valid_mount_path`]); a move
-//!   or stream line only with such paths. Any other line is set aside when the journal is
-//!   opened: appended to `<cache>/journal/rejected`, its data (if its staging name is plain)
-//!   copied to the recovery folder, reported by [`Journal::rejected`], never replayed. A
-//!   staging file is never followed through a symbolic link.
+//! - The log is input like any other file: a line is acted on only once `validate` found it
+//!   sound; any other is set aside when the journal is opened, reported by
+//!   [`Journal::rejected`], never replayed. A staging file is never followed through a
+//!   symbolic link.
 //! - The journal's folder, the recovery folder and every file written in them are private to
 //!   the user (0700 / 0600, see `private`).
 //!
 //! The recovery folder, where data that could not be uploaded is kept, is `recovery`'s.
 
 mod recovery;
+mod validate;
 
 use std::collections::{HashMap, HashSet};
 use std::io::{Read, Write};
@@ -66,6 +64,7 @@ use serde::{Deserialize, Serialize};
 use super::conflict::Base;
 use super::private;
 use recovery::{Source, keep_in_recovery};
+use validate::{REJECTED, valid_staging_name};
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct Record {
@@ -141,70 +140,6 @@ pub struct Journal {
     log: Mutex<Log>,
     /// Why each line set aside at open was (see the module documentation).
     rejected: Vec<String>,
-}
-
-/// The file, in the journal's folder, that keeps the lines set aside.
-const REJECTED: &str = "rejected";
-
-/// Whether `name` may name a staging file: a plain file name inside `<cache>/staging`, as the
-/// mount makes them (a Uuid): ASCII letters, digits, `-`, `_` and `.`, not starting with `.`,
-/// at most 255 bytes. Anything else (`/etc/passwd`, `../x`, `..`) is refused with the reason.
-pub(crate) fn valid_staging_name(name: &str) -> Result<(), String> {
-    let plain = !name.is_empty()
-        && name.len() <= 255
-        && !name.starts_with('.')
-        && name
-            .bytes()
-            .all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_' || b == b'.');
-    if plain {
-        Ok(())
-    } else {
-        Err(format!(
-            "staging file {:?} is not a plain file name inside the cache directory",
-            shorten(name)
-        ))
-    }
-}
-
-/// Whether `path` is a mount path a record may write to: `<workspace>/<path>`, with no empty,
-/// `.` or `..` component, no NUL, no component over 255 bytes, and no longer than the server
-/// can store ([`super::MAX_KEY_BYTES`]).
-pub(crate) fn valid_mount_path(path: &str) -> Result<(), String> {
-    let why = if path.len() > super::MAX_KEY_BYTES {
-        Some(format!(
-            "is {} bytes long, more than the server stores ({})",
-            path.len(),
-            super::MAX_KEY_BYTES
-        ))
-    } else if path.contains('\0') {
-        Some("contains a NUL byte".to_string())
-    } else if !path.contains('/') {
-        Some("names no file inside a workspace".to_string())
-    } else if path
-        .split('/')
-        .any(|part| part.is_empty() || part == "." || part == ".." || part.len() > 255)
-    {
-        Some("has an empty, `.`, `..` or over-long component".to_string())
-    } else {
-        None
-    };
-    match why {
-        Some(why) => Err(format!("destination {:?} {why}", shorten(path))),
-        None => Ok(()),
-    }
-}
-
-/// `text` cut to a length fit for a message.
-fn shorten(text: &str) -> String {
-    const SHOWN: usize = 120;
-    if text.len() <= SHOWN {
-        return text.to_string();
-    }
-    let mut end = SHOWN;
-    while !text.is_char_boundary(end) {
-        end -= 1;
-    }
-    format!("{}...", &text[..end])
 }
 
 struct Log {
@@ -433,108 +368,6 @@ impl Journal {
             log: Mutex::new(log),
             rejected,
         })
-    }
-
-    /// Take the lines that fail validation out of what was read (see the module
-    /// documentation): append them to the `rejected` file, keep their data in the recovery
-    /// folder when their staging name is plain, and return why each was set aside.
-    fn set_aside(
-        dir: &Path,
-        recovery: &Path,
-        staging_dir: &Path,
-        pending: &mut HashMap<String, Record>,
-        inline_data: &mut HashMap<String, Vec<u8>>,
-        streams: &mut HashMap<String, String>,
-        moves: &mut HashMap<String, MoveRecord>,
-    ) -> Vec<String> {
-        let mut lines = Vec::new();
-        let mut out = Vec::new();
-        for (id, record) in sorted(pending) {
-            let staging_ok = valid_staging_name(&record.staging);
-            let Err(why) = staging_ok
-                .clone()
-                .and_then(|()| valid_mount_path(&record.path))
-            else {
-                continue;
-            };
-            pending.remove(&id);
-            let data = inline_data.remove(&id);
-            let kept = if staging_ok.is_err() {
-                // The file it names is not ours: never read it.
-                "its data is not read".to_string()
-            } else {
-                let kept = match &data {
-                    Some(bytes) => keep_in_recovery(recovery, &record.path, Source::Bytes(bytes)),
-                    None => keep_in_recovery(
-                        recovery,
-                        &record.path,
-                        Source::Staging(staging_dir, &record.staging),
-                    ),
-                };
-                match kept {
-                    Ok(at) => format!("its data is kept in {}", at.display()),
-                    Err(e) => format!("its data could not be kept ({e})"),
-                }
-            };
-            out.push(format!(
-                "write-back journal: upload record {id} set aside, never replayed: {why}; {kept}"
-            ));
-            lines.push(Line::Put {
-                id,
-                record,
-                data: data.map(|bytes| BASE64.encode(bytes)),
-            });
-        }
-        for (id, record) in sorted(moves) {
-            let Err(why) =
-                valid_mount_path(&record.from).and_then(|()| valid_mount_path(&record.to))
-            else {
-                continue;
-            };
-            moves.remove(&id);
-            out.push(format!(
-                "write-back journal: rename record {id} set aside, never replayed: {why}"
-            ));
-            lines.push(Line::Move { id, record });
-        }
-        for (id, path) in sorted(streams) {
-            let Err(why) = valid_mount_path(&path) else {
-                continue;
-            };
-            streams.remove(&id);
-            out.push(format!(
-                "write-back journal: upload stream record set aside, never replayed: {why}"
-            ));
-            lines.push(Line::Stream { id, path });
-        }
-        if lines.is_empty() {
-            return out;
-        }
-        let target = dir.join(REJECTED);
-        let appended = private::options()
-            .append(true)
-            .create(true)
-            .custom_flags(libc::O_NOFOLLOW)
-            .open(&target)
-            .and_then(|mut file| {
-                private::tighten_file(&file)?;
-                for line in &lines {
-                    file.write_all(&line_bytes(line)?)?;
-                }
-                file.sync_data()
-            });
-        let kept = match appended {
-            Ok(()) => format!("the lines set aside are in {}", target.display()),
-            Err(e) => format!(
-                "the lines set aside could not be kept in {} ({e})",
-                target.display()
-            ),
-        };
-        for message in &mut out {
-            message.push_str("; ");
-            message.push_str(&kept);
-        }
-        out
     }
 
     /// Why each line set aside when the journal was opened was (empty: none was).
@@ -862,7 +695,7 @@ mod tests {
         assert!(Journal::open(cache.path()).unwrap().pending().is_empty());
     }
 
-    fn staged(path: &str, staging: &str) -> Record {
+    pub(super) fn staged(path: &str, staging: &str) -> Record {
         Record {
             path: path.into(),
             staging: staging.into(),
@@ -1148,62 +981,6 @@ mod tests {
         journal.move_ended("m1");
         drop(journal);
         assert!(Journal::open(cache.path()).unwrap().open_moves().is_empty());
-    }
-
-    #[test]
-    fn records_naming_files_outside_the_cache_or_bad_paths_are_set_aside() {
-        let top = tempfile::tempdir().unwrap();
-        let cache = top.path().join("cache");
-        let journal = Journal::open(&cache).unwrap();
-        std::fs::write(cache.join("staging/sgood"), b"good").unwrap();
-        std::fs::write(cache.join("staging/sdots"), b"dots").unwrap();
-        journal.record("good", &staged("ws/good", "sgood")).unwrap();
-        for (id, record) in [
-            ("abs", staged("ws/abs", "/etc/passwd")),
-            ("up", staged("ws/up", "../../planted")),
-            ("dot", staged("ws/dot", "..")),
-            ("empty", staged("ws/empty", "")),
-            ("dots", staged("ws/../../x", "sdots")),
-            ("root", staged("ws", "sroot")),
-            ("long", staged(&format!("ws/{}", "x".repeat(1100)), "slong")),
-        ] {
-            journal
-                .record_inline(id, &record, Bytes::from_static(b"planted"), false)
-                .unwrap();
-        }
-        journal
-            .move_started(
-                "m",
-                &MoveRecord {
-                    from: "ws/a".into(),
-                    to: "/ws/b".into(),
-                },
-            )
-            .unwrap();
-        journal.stream_started("u", "ws//x");
-        drop(journal);
-        let journal = Journal::open(&cache).unwrap();
-        assert_eq!(
-            journal.pending(),
-            vec![("good".to_string(), staged("ws/good", "sgood"))]
-        );
-        assert!(journal.open_moves().is_empty() && journal.open_streams().is_empty());
-        assert!(!top.path().join("planted").exists());
-        assert_eq!(journal.rejected().len(), 9, "{:#?}", journal.rejected());
-        let rejected = std::fs::read_to_string(cache.join("journal/rejected")).unwrap();
-        assert_eq!(rejected.lines().count(), 9, "{rejected}");
-        // A record naming the mount's own staging file keeps its data (here, its bytes).
-        let kept: Vec<Vec<u8>> = journal
-            .recovered()
-            .iter()
-            .map(|f| std::fs::read(f).unwrap())
-            .collect();
-        assert_eq!(kept.len(), 3, "dots, root and long");
-        assert!(kept.iter().all(|k| k == b"planted"));
-        drop(journal);
-        let journal = Journal::open(&cache).unwrap();
-        assert!(journal.rejected().is_empty(), "set aside once");
-        assert_eq!(journal.pending().len(), 1);
     }
 
     #[test]
