@@ -129,7 +129,7 @@ impl CellsFs {
 
     /// The workspace list for a write: the cached one at once, refreshed in the background
     /// when it is older than the folder cache time (see the module's invariants).
-    pub(super) async fn workspaces_for_write(&self) -> FsResult<Arc<Vec<Workspace>>> {
+    async fn workspaces_for_write(&self) -> FsResult<Arc<Vec<Workspace>>> {
         let stale = {
             let cached = self.inner.workspaces.lock().unwrap();
             cached.as_ref().and_then(|(list, at, generation)| {
