@@ -25,8 +25,8 @@ use futures::{StreamExt, TryStreamExt};
 use tokio::sync::mpsc;
 use tokio::task::JoinHandle;
 
-use super::Retry;
 use super::journal::Journal;
+use super::status::Retry;
 use crate::api::{ApiError, ApiResult, CellsApi, UploadOptions};
 
 /// One part: number (from 1), offset, length.
