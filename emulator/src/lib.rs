@@ -149,6 +149,11 @@ impl AppState {
     /// Build the state from a configuration, opening the on-disk store.
     pub fn open(config: EmuConfig) -> anyhow::Result<AppState> {
         let store = Arc::new(store::Store::open(&config)?);
+        // Before the modules' tables are set up, as when the store seeded itself (each
+        // module's `init` is idempotent).
+        if config.sample && store.is_fresh() {
+            sample::seed(&store)?;
+        }
         versions::init(&store)?;
         shares::init(&store)?;
         usermeta::init(&store)?;

@@ -80,6 +80,8 @@ pub struct Store {
     idm: Idm,
     db: Mutex<rusqlite::Connection>,
     changes: tokio::sync::broadcast::Sender<TreeChange>,
+    /// This open found a data directory never opened before.
+    fresh: bool,
 }
 
 /// An edit applied to a node's metadata as part of a move.
@@ -341,6 +343,12 @@ impl Store {
     /// The identity and workspace definitions.
     pub fn idm(&self) -> &Idm {
         &self.idm
+    }
+
+    /// Whether this open found a data directory never opened before (where the sample
+    /// content, when asked for, is seeded).
+    pub fn is_fresh(&self) -> bool {
+        self.fresh
     }
 
     /// The data directory.

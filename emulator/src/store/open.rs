@@ -15,7 +15,9 @@ use std::sync::Mutex;
 
 impl Store {
     /// Open (or create) the store under `config.data_dir`, create the users of the config and
-    /// their workspace roots, and seed sample content if `config.sample` and the store is new.
+    /// their workspace roots. Seeding sample content is the caller's ([`crate::AppState::open`]
+    /// does it when `config.sample` and [`Store::is_fresh`]), so that the store never depends on
+    /// the modules built on it.
     pub fn open(config: &EmuConfig) -> anyhow::Result<Store> {
         use anyhow::Context;
         let data_dir = config.data_dir.clone();
@@ -93,6 +95,7 @@ impl Store {
             idm,
             db: Mutex::new(db),
             changes,
+            fresh,
         };
         // Workspace roots.
         {
@@ -117,9 +120,6 @@ impl Store {
             )?;
         }
         store.collect_orphan_blobs();
-        if fresh && config.sample {
-            crate::sample::seed(&store)?;
-        }
         Ok(store)
     }
 
