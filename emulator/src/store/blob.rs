@@ -8,9 +8,9 @@
 //! - Hashes are trusted only while they describe every byte: content appended without its
 //!   digests, or written behind the blob's back, is re-hashed from disk at seal.
 
-use super::{CELLS_HASH_BLOCK, StoreError};
-
 use std::path::{Path, PathBuf};
+
+use super::{CELLS_HASH_BLOCK, StoreError};
 
 /// An upload in flight: a file in the store's `tmp/` directory. Write the content with
 /// [`std::io::Write`] (MD5 and `x-cells-hash` are computed as the bytes go through), or append

@@ -7,15 +7,17 @@
 //!   is never modified: an overwrite indexes a new blob, then unlinks the old one.
 //! - An overwrite keeps the node's Uuid; every commit is announced on the change channel.
 
+use std::collections::BTreeMap;
+use std::path::PathBuf;
+
+use md5::Digest as _;
+use serde_json::Value;
+
 use super::{
     CellsHasher, ChangeKind, NodeKind, NodeRecord, Resolved, Store, StoreError, TEMPORARY_ETAG,
     TempBlob, ensure_folders_internal, get_node, guess_mime, hash_file, insert_node, internal_err,
     merge_meta, new_folder, now_secs, parent_of, update_node,
 };
-use md5::Digest as _;
-use serde_json::Value;
-use std::collections::BTreeMap;
-use std::path::PathBuf;
 
 impl Store {
     /// A new temp file for an upload.

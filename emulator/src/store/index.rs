@@ -7,8 +7,9 @@
 //!   `path + "/"`: one index range scan, no LIKE.
 //! - A folder's size is the sum of the files it holds, computed when asked (never stored).
 
-use super::{NodeKind, NodeRecord, StoreError, internal_err, now_secs, parent_of};
 use std::collections::BTreeMap;
+
+use super::{NodeKind, NodeRecord, StoreError, internal_err, now_secs, parent_of};
 
 pub(super) const NODE_COLS: &str =
     "uuid, ipath, kind, size, mtime, etag, mime, cells_hash, meta, content_id";

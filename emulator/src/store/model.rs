@@ -8,11 +8,11 @@
 //! - A change names its nodes by their internal paths; mapping them to a user's paths is
 //!   [`super::Store::visible_paths`]'s work.
 
-use crate::idm::Permission;
-
 use std::collections::BTreeMap;
 
 use serde_json::Value;
+
+use crate::idm::Permission;
 
 /// File or folder.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]

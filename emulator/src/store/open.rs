@@ -7,11 +7,13 @@
 //! - Opening is safe after any crash: what was committed is kept, the rest is removed.
 //! - The configuration's users are (re)created with its passwords at every open.
 
-use super::{Store, ensure_folders_internal, normalize_path, now_secs};
-use crate::EmuConfig;
-use crate::idm::Idm;
 use std::path::Path;
 use std::sync::Mutex;
+
+use crate::EmuConfig;
+use crate::idm::Idm;
+
+use super::{Store, ensure_folders_internal, normalize_path, now_secs};
 
 impl Store {
     /// Open (or create) the store under `config.data_dir`, create the users of the config and

@@ -1,11 +1,13 @@
 //! Unit tests of the store: the `x-cells-hash` computation, content written behind a blob's
 //! back, and overwrites (Uuid kept, old blob unlinked, conflicts refused).
 
+use std::io::Write;
+
+use md5::Digest as _;
+
 use crate::EmuConfig;
 
 use super::*;
-use md5::Digest as _;
-use std::io::Write;
 
 fn md5_raw(b: &[u8]) -> Vec<u8> {
     md5::Md5::digest(b).to_vec()

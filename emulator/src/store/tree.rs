@@ -7,13 +7,15 @@
 //! - Writes need the workspace's write right (403 otherwise); a folder is never moved into
 //!   itself; every mutation is announced on the change channel.
 
+use std::collections::BTreeMap;
+
+use serde_json::Value;
+
 use super::{
     ChangeKind, MetaEdit, NodeKind, NodeRecord, RECYCLE_BIN, RECYCLE_RESTORE_META, Resolved, Store,
     StoreError, desc_bounds, descendants, ensure_folders_internal, get_node, insert_node,
     internal_err, is_within, merge_meta, now_secs, parent_of, update_node,
 };
-use serde_json::Value;
-use std::collections::BTreeMap;
 
 impl Store {
     /// Rewrite the internal path of a node and its subtree (under the lock).
