@@ -3,6 +3,11 @@
 //! (on the runtime's context), reply (or map the core's error with [`FsError::errno`], the
 //! mount's single errno policy).
 //!
+//! This file holds the translation itself, one method per request. Around it: `dispatch`
+//! (where a request's work runs: the dispatch thread, a tokio task, interruptible or not),
+//! `convert` (the core's types and errors as fuser's), `session` (mount options and the
+//! fuser session) and `notifier` (the core's kernel cache invalidations).
+//!
 //! Invariants:
 //! - No request waits on fuser's dispatch thread: the core's method runs there up to its
 //!   first wait (most requests never wait, and a hop to a runtime worker costs two thread
@@ -23,16 +28,29 @@ use std::sync::Arc;
 use std::time::SystemTime;
 
 use fuser::{
-    AccessFlags, BsdFileFlags, Config, CopyFileRangeFlags, Errno, FileAttr, FileHandle, FileType,
-    Filesystem, FopenFlags, Generation, INodeNo, InitFlags, IoctlFlags, KernelConfig, LockOwner,
-    MountOption, OpenFlags, RenameFlags, ReplyAttr, ReplyBmap, ReplyCreate, ReplyData,
-    ReplyDirectory, ReplyDirectoryPlus, ReplyEmpty, ReplyEntry, ReplyIoctl, ReplyLock, ReplyLseek,
-    ReplyOpen, ReplyStatfs, ReplyWrite, ReplyXattr, Request, SessionACL, WriteFlags,
+    AccessFlags, BsdFileFlags, CopyFileRangeFlags, Errno, FileHandle, Filesystem, FopenFlags,
+    Generation, INodeNo, InitFlags, IoctlFlags, KernelConfig, LockOwner, OpenFlags, RenameFlags,
+    ReplyAttr, ReplyBmap, ReplyCreate, ReplyData, ReplyDirectory, ReplyDirectoryPlus, ReplyEmpty,
+    ReplyEntry, ReplyIoctl, ReplyLock, ReplyLseek, ReplyOpen, ReplyStatfs, ReplyWrite, ReplyXattr,
+    Request, WriteFlags,
 };
-use tracing::Instrument;
 
-use crate::fs::{self, CellsFs, FsError, KernelNotifier};
-use crate::interrupts::{ErrorReply, Interrupts, ReplySlot};
+mod convert;
+mod dispatch;
+mod notifier;
+mod session;
+
+pub use notifier::FuseNotifier;
+pub use session::{FuseMountOptions, MountedSession, mount};
+
+use convert::{
+    core_rename_flags, errno, file_attr, file_type, open_flags, reply_attr, reply_entry,
+    time_or_now, xattr_reply,
+};
+use dispatch::open_only_reads;
+
+use crate::fs::{self, CellsFs};
+use crate::interrupts::{Interrupts, ReplySlot};
 
 /// Largest request asked of the kernel: writes (the kernel caps them at 1 MiB here) and the
 /// read-ahead (see [`crate::mount::raise_kernel_read_ahead`]).
@@ -67,170 +85,6 @@ impl CellsFuse {
             _session_alive: session_alive,
         };
         (adapter, ended)
-    }
-
-    /// Run `work` on the runtime inside `span`.
-    fn spawn_on_runtime<F>(&self, span: tracing::Span, work: F)
-    where
-        F: std::future::Future<Output = ()> + Send + 'static,
-    {
-        self.runtime.spawn(work.instrument(span));
-    }
-
-    /// For requests that may sync the disk before their first wait (`flush`, `release` and
-    /// `rename` journal in write-back, a truncate by path): as [`CellsFuse::spawn`] when
-    /// another dispatch thread serves the requests meanwhile (the hop to a worker would cost
-    /// more than the sync: measured, 3,000 `printf > f` in write-back took 17% less time),
-    /// else on the runtime, so that a lone dispatch thread never waits for the disk while
-    /// requests answered from memory queue behind it.
-    fn spawn_may_sync<F>(&self, span: tracing::Span, work: F)
-    where
-        F: std::future::Future<Output = ()> + Send + 'static,
-    {
-        if self.dispatch_threads > 1 {
-            self.spawn(span, work);
-        } else {
-            self.spawn_on_runtime(span, work);
-        }
-    }
-
-    /// Run `work` inside `span`: first on this dispatch thread, up to its first wait; only
-    /// work that has to wait moves to the runtime. Most requests (a write into the staged
-    /// content, a setattr, an xattr, a read the read-ahead has in memory) finish in that step.
-    fn spawn<F>(&self, span: tracing::Span, work: F)
-    where
-        F: std::future::Future<Output = ()> + Send + 'static,
-    {
-        let mut work = Box::pin(work.instrument(span));
-        let _runtime = self.runtime.enter();
-        // A future may be polled with one waker and then another: the runtime's first poll
-        // of the task registers the waker that counts.
-        let mut first_step = std::task::Context::from_waker(std::task::Waker::noop());
-        if work.as_mut().poll(&mut first_step).is_pending() {
-            self.runtime.spawn(work);
-        }
-    }
-}
-
-impl CellsFuse {
-    /// As [`CellsFuse::spawn`], for a request that only reads: once it has to wait, the
-    /// kernel's interrupt answers it `EINTR` through `slot` (see [`crate::interrupts`]); the
-    /// work goes on to its end and answers only if `slot` still holds the reply.
-    fn spawn_interruptible<R, F>(
-        &self,
-        req: &Request,
-        span: tracing::Span,
-        slot: &ReplySlot<R>,
-        work: F,
-    ) where
-        R: ErrorReply,
-        F: std::future::Future<Output = ()> + Send + 'static,
-    {
-        let mut work = Box::pin(work.instrument(span));
-        let _runtime = self.runtime.enter();
-        let mut first_step = std::task::Context::from_waker(std::task::Waker::noop());
-        if work.as_mut().poll(&mut first_step).is_pending() {
-            let unique = req.unique().0;
-            self.interrupts.register(unique, slot);
-            let interrupts = self.interrupts.clone();
-            self.runtime.spawn(async move {
-                work.await;
-                interrupts.finished(unique);
-            });
-        }
-    }
-}
-
-/// Whether an `open` with `flags` only reads (no write access, no truncation): only such an
-/// open may be interrupted, since its handle is released unseen if it was.
-fn open_only_reads(flags: i32) -> bool {
-    flags & libc::O_ACCMODE == libc::O_RDONLY && flags & libc::O_TRUNC == 0
-}
-
-/// Reply to a request answered with an entry (lookup, create, mkdir, ...).
-fn reply_entry(reply: ReplyEntry, op: &str, result: fs::FsResult<fs::Entry>) {
-    match result {
-        Ok(e) => reply.entry(&e.ttl, &file_attr(&e.attr), Generation(e.generation)),
-        Err(err) => reply.error(errno(op, &err)),
-    }
-}
-
-/// Reply to a request answered with attributes (getattr, setattr).
-fn reply_attr(reply: ReplyAttr, op: &str, result: fs::FsResult<fs::AttrReply>) {
-    match result {
-        Ok(a) => reply.attr(&a.ttl, &file_attr(&a.attr)),
-        Err(err) => reply.error(errno(op, &err)),
-    }
-}
-
-/// Map a core error to the kernel's errno, logging it once (expected outcomes quietly: a
-/// refusal by design, such as the hard link or symbolic link `git` probes with, is ordinary
-/// traffic, not a warning).
-fn errno(op: &str, err: &FsError) -> Errno {
-    let code = err.errno();
-    if matches!(err, FsError::NotSupported(_)) {
-        tracing::debug!(op, errno = code, "{err}");
-        return Errno::from_i32(code);
-    }
-    match code {
-        libc::ENOENT
-        | libc::EEXIST
-        | libc::ENOTEMPTY
-        | crate::fs::error::ENOATTR
-        | libc::ENOTDIR
-        | libc::EISDIR
-        | libc::ENAMETOOLONG
-        | libc::EOPNOTSUPP => {
-            tracing::debug!(op, errno = code, "{err}")
-        }
-        _ => tracing::warn!(op, errno = code, "{err}"),
-    }
-    Errno::from_i32(code)
-}
-
-fn file_type(kind: fs::FileKind) -> FileType {
-    match kind {
-        fs::FileKind::File => FileType::RegularFile,
-        fs::FileKind::Directory => FileType::Directory,
-        fs::FileKind::Symlink => FileType::Symlink,
-    }
-}
-
-fn file_attr(attr: &fs::Attr) -> FileAttr {
-    FileAttr {
-        ino: INodeNo(attr.ino),
-        size: attr.size,
-        blocks: attr.blocks,
-        atime: attr.atime,
-        mtime: attr.mtime,
-        ctime: attr.ctime,
-        crtime: attr.mtime,
-        kind: file_type(attr.kind),
-        perm: attr.perm,
-        nlink: attr.nlink,
-        uid: attr.uid,
-        gid: attr.gid,
-        rdev: 0,
-        blksize: attr.blksize,
-        flags: 0,
-    }
-}
-
-fn open_flags(reply: &fs::OpenReply) -> FopenFlags {
-    let mut flags = FopenFlags::empty();
-    if reply.keep_cache {
-        flags |= FopenFlags::FOPEN_KEEP_CACHE;
-    }
-    if reply.direct_io {
-        flags |= FopenFlags::FOPEN_DIRECT_IO;
-    }
-    flags
-}
-
-fn time_or_now(t: fuser::TimeOrNow) -> fs::TimeOrNow {
-    match t {
-        fuser::TimeOrNow::Now => fs::TimeOrNow::Now,
-        fuser::TimeOrNow::SpecificTime(at) => fs::TimeOrNow::At(at),
     }
 }
 
@@ -978,215 +832,5 @@ impl Filesystem for CellsFuse {
     ) {
         // ENOSYS: the kernel falls back to read + write.
         reply.error(Errno::ENOSYS);
-    }
-}
-
-/// Answer a getxattr/listxattr: the size when asked (`size == 0`), ERANGE when too small.
-fn xattr_reply(reply: ReplyXattr, value: &[u8], size: u32) {
-    if size == 0 {
-        reply.size(value.len() as u32);
-    } else if value.len() > size as usize {
-        reply.error(Errno::from_i32(libc::ERANGE));
-    } else {
-        reply.data(value);
-    }
-}
-
-/// The core's window on the kernel caches.
-pub struct FuseNotifier {
-    notifier: fuser::Notifier,
-}
-
-impl KernelNotifier for FuseNotifier {
-    fn invalidate_entry(&self, parent: u64, name: &OsStr) {
-        if let Err(err) = self.notifier.inval_entry(INodeNo(parent), name) {
-            tracing::debug!(parent, ?name, error = %err, "kernel entry invalidation failed");
-        }
-    }
-
-    fn invalidate_inode(&self, ino: u64) {
-        if let Err(err) = self.notifier.inval_inode(INodeNo(ino), 0, 0) {
-            tracing::debug!(ino, error = %err, "kernel inode invalidation failed");
-        }
-    }
-}
-
-/// How to mount (the kernel-facing part of the mount options).
-#[derive(Debug, Clone)]
-pub struct FuseMountOptions {
-    pub read_only: bool,
-    /// Let other users use the mount (`allow_other`; needs `user_allow_other` unless root).
-    pub allow_other: bool,
-    /// Ask fusermount3 to unmount when this process dies, however it dies.
-    pub auto_unmount: bool,
-    /// Source name shown in `mount`/`df` (e.g. `cells:alice@host`).
-    pub fs_name: String,
-    /// fuser dispatch threads (requests are served concurrently on tokio regardless).
-    pub threads: usize,
-}
-
-/// A live mount: the fuser session running on its own threads.
-pub struct MountedSession {
-    session: fuser::BackgroundSession,
-    ended: tokio::sync::watch::Receiver<()>,
-}
-
-impl MountedSession {
-    /// Resolves once the session ended (unmounted from outside, or the kernel connection
-    /// broke), without polling: fuser drops the adapter then.
-    pub async fn ended(&mut self) {
-        while self.ended.changed().await.is_ok() {}
-    }
-
-    /// Wait for the session to end (after the filesystem was unmounted). fuser's own
-    /// unmount is not used: with `auto_unmount` it leaves a live mount in place.
-    pub fn join(self) -> io::Result<()> {
-        self.session.join()
-    }
-}
-
-/// macOS volume name: the mountpoint's last component (e.g. "Cells"), without the characters
-/// that would break the mount option list.
-#[cfg(target_os = "macos")]
-fn volume_name(mountpoint: &Path) -> String {
-    let name: String = mountpoint
-        .file_name()
-        .map(|n| n.to_string_lossy().into_owned())
-        .unwrap_or_default()
-        .chars()
-        .filter(|c| *c != ',' && *c != '=' && !c.is_control())
-        .collect();
-    if name.is_empty() { "cec".into() } else { name }
-}
-
-/// Mount `fs` at `mountpoint`, give the core its kernel notifier and start serving.
-pub fn mount(
-    fs: CellsFs,
-    runtime: tokio::runtime::Handle,
-    mountpoint: &Path,
-    options: &FuseMountOptions,
-) -> io::Result<MountedSession> {
-    let mut config = Config::default();
-    config.mount_options = vec![
-        MountOption::FSName(options.fs_name.clone()),
-        MountOption::Subtype("cec".into()),
-        MountOption::DefaultPermissions,
-        MountOption::NoDev,
-        MountOption::NoSuid,
-        MountOption::NoAtime,
-        if options.read_only {
-            MountOption::RO
-        } else {
-            MountOption::RW
-        },
-    ];
-    config.acl = if options.allow_other {
-        SessionACL::All
-    } else if options.auto_unmount {
-        // auto_unmount needs allow_other or allow_root; allow_root keeps others out.
-        SessionACL::RootAndOwner
-    } else {
-        SessionACL::Owner
-    };
-    if options.auto_unmount {
-        config.mount_options.push(MountOption::AutoUnmount);
-    }
-    // macFUSE: the name Finder shows (else "macFUSE Volume 0"), and no `._*` AppleDouble
-    // files written to the server.
-    #[cfg(target_os = "macos")]
-    {
-        // `subtype=` is Linux's: macFUSE's `fssubtype` is a number, not a name.
-        config
-            .mount_options
-            .retain(|o| !matches!(o, MountOption::Subtype(_)));
-        config.mount_options.push(MountOption::CUSTOM(format!(
-            "volname={}",
-            volume_name(mountpoint)
-        )));
-        config
-            .mount_options
-            .push(MountOption::CUSTOM("noappledouble".into()));
-    }
-    // fuser serves a session with more than one thread (and clone_fd) only on Linux.
-    let threads = if cfg!(target_os = "linux") {
-        options.threads.max(1)
-    } else {
-        1
-    };
-    config.n_threads = Some(threads);
-    config.clone_fd = threads > 1;
-    let (adapter, ended) = CellsFuse::new(fs.clone(), runtime, threads);
-    let session = fuser::Session::new(adapter, mountpoint, &config)?;
-    fs.set_notifier(Arc::new(FuseNotifier {
-        notifier: session.notifier(),
-    }));
-    let session = session.spawn()?;
-    Ok(MountedSession { session, ended })
-}
-
-/// The kernel's rename flags in the core's (Linux) values.
-#[cfg(target_os = "linux")]
-fn core_rename_flags(bits: u32) -> u32 {
-    bits
-}
-
-/// The kernel's rename flags in the core's (Linux) values: macOS has `RENAME_EXCL` and
-/// `RENAME_SWAP` where Linux has `RENAME_NOREPLACE` and `RENAME_EXCHANGE`.
-#[cfg(not(target_os = "linux"))]
-fn core_rename_flags(bits: u32) -> u32 {
-    let mut core = bits & !(libc::RENAME_EXCL | libc::RENAME_SWAP);
-    if bits & libc::RENAME_EXCL != 0 {
-        core |= crate::fs::RENAME_NOREPLACE;
-    }
-    if bits & libc::RENAME_SWAP != 0 {
-        core |= crate::fs::RENAME_EXCHANGE;
-    }
-    core
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    /// What `errno` logs at `info` and above, as the foreground terminal shows it.
-    fn logged(op: &str, err: &FsError) -> String {
-        let buf = Arc::new(std::sync::Mutex::new(Vec::<u8>::new()));
-        let writer = {
-            let buf = buf.clone();
-            move || Sink(buf.clone())
-        };
-        let subscriber = tracing_subscriber::fmt()
-            .with_max_level(tracing::Level::INFO)
-            .with_writer(writer)
-            .with_ansi(false)
-            .finish();
-        tracing::subscriber::with_default(subscriber, || {
-            errno(op, err);
-        });
-        String::from_utf8(buf.lock().unwrap().clone()).unwrap()
-    }
-
-    struct Sink(Arc<std::sync::Mutex<Vec<u8>>>);
-
-    impl io::Write for Sink {
-        fn write(&mut self, b: &[u8]) -> io::Result<usize> {
-            self.0.lock().unwrap().extend_from_slice(b);
-            Ok(b.len())
-        }
-        fn flush(&mut self) -> io::Result<()> {
-            Ok(())
-        }
-    }
-
-    #[test]
-    fn refusals_by_design_are_not_warnings() {
-        for op in ["link", "symlink"] {
-            let err = FsError::NotSupported(format!("{op}: not supported on Cells"));
-            assert_eq!(errno(op, &err), Errno::from_i32(libc::EPERM));
-            assert!(logged(op, &err).is_empty(), "{}", logged(op, &err));
-        }
-        // A real failure still is one.
-        let err = FsError::Local("disk gone".into());
-        assert!(logged("write", &err).contains("WARN"));
     }
 }

@@ -33,7 +33,7 @@ use serde_json::{Value, json};
 use crate::SharedState;
 use crate::auth::Principal;
 use crate::idm::{WorkspaceRoot, derived_uuid};
-use crate::rest::RestError;
+use crate::rest::wire::RestError;
 
 /// Routes, relative to `/a`.
 pub fn router() -> Router<SharedState> {

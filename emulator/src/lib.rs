@@ -53,7 +53,7 @@ pub fn router(state: SharedState) -> Router {
     let mut app = Router::new()
         .nest(
             "/a",
-            rest::router().layer(axum::middleware::from_fn(reqlog::log_request)),
+            rest_api().layer(axum::middleware::from_fn(reqlog::log_request)),
         )
         .merge(oidc::router())
         .merge(events::router())
@@ -63,6 +63,17 @@ pub fn router(state: SharedState) -> Router {
         app = app.merge(faults::control_router());
     }
     faults::layer(app, state.clone()).with_state(state)
+}
+
+/// The REST API under `/a`: REST v1's own families, the admin, share and user-metadata
+/// endpoints, and the `restError` 404 for anything else. Composed here so that `rest`, which
+/// they all use for its vocabulary ([`rest::wire`]), imports none of them.
+fn rest_api() -> Router<SharedState> {
+    rest::router()
+        .merge(admin::router())
+        .merge(shares::router())
+        .merge(usermeta::router())
+        .fallback(rest::not_found)
 }
 
 /// A running emulator: its base URL (`http://127.0.0.1:PORT`, no trailing slash) and state.
@@ -149,6 +160,11 @@ impl AppState {
     /// Build the state from a configuration, opening the on-disk store.
     pub fn open(config: EmuConfig) -> anyhow::Result<AppState> {
         let store = Arc::new(store::Store::open(&config)?);
+        // Before the modules' tables are set up, as when the store seeded itself (each
+        // module's `init` is idempotent).
+        if config.sample && store.is_fresh() {
+            sample::seed(&store)?;
+        }
         versions::init(&store)?;
         shares::init(&store)?;
         usermeta::init(&store)?;

@@ -19,7 +19,7 @@ const TINY_PNG: &[u8] = &[
 ];
 
 /// Seed the sample content (idempotent only in the sense that existing paths are
-/// overwritten; [`Store::open`] calls it on a fresh data directory only).
+/// overwritten; [`crate::AppState::open`] calls it on a fresh data directory only).
 pub fn seed(store: &Store) -> anyhow::Result<()> {
     let users: Vec<(String, bool)> = store
         .idm()

@@ -29,7 +29,8 @@ use serde_json::{Value, json};
 use sha2::Digest as _;
 
 use crate::SharedState;
-use crate::rest::{RestError, RestResult, authenticate, node_json, ok, parse_body};
+use crate::rest::node_json;
+use crate::rest::wire::{RestError, RestResult, authenticate, int32_of, ok, parse_body};
 use crate::store::{NodeRecord, Store, StoreError};
 
 /// Length of generated link hashes (`HASH_MIN_LENGTH`).
@@ -738,8 +739,8 @@ async fn list_resources(
     let p = authenticate(&state, &headers)?;
     let req: ListSharedResourcesRequest = parse_body(&body, "rest.ListSharedResourcesRequest")?;
     let _ = (
-        crate::rest::int32_of(&req.offset)?,
-        crate::rest::int32_of(&req.limit)?,
+        int32_of(&req.offset)?,
+        int32_of(&req.limit)?,
         req.owned_by_subject,
     );
     let share_type = req.share_type.clone().unwrap_or_else(|| "ANY".to_string());

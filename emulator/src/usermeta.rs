@@ -27,7 +27,8 @@ use serde::Deserialize;
 use serde_json::{Value, json};
 
 use crate::SharedState;
-use crate::rest::{RestError, RestResult, authenticate, node_json, ok, parse_body};
+use crate::rest::node_json;
+use crate::rest::wire::{RestError, RestResult, authenticate, ok, parse_body};
 use crate::store::{Store, StoreError};
 
 pub const BOOKMARK: &str = "bookmark";

@@ -17,6 +17,7 @@ use std::fs::File;
 use std::io::Read;
 use std::os::fd::{AsRawFd, FromRawFd, RawFd};
 
+use anyhow::Context;
 use serde::{Deserialize, Serialize};
 
 /// Names the readiness pipe (`FD:INODE`).
@@ -134,7 +135,7 @@ pub fn secrets_pipe(secrets: &Secrets) -> anyhow::Result<std::os::fd::OwnedFd> {
         "the token or password is too large ({} bytes)",
         json.len()
     );
-    let (read_end, write_end) = super::cloexec_pipe()?;
+    let (read_end, write_end) = cloexec_pipe()?;
     // Fits in the pipe's buffer (64 KiB on Linux, 16 KiB at least elsewhere... checked).
     let mut writer = File::from(write_end);
     writer.write_all(&json)?;
@@ -177,6 +178,25 @@ pub fn daemon_args(
         }
     }
     Ok(out)
+}
+
+/// A pipe whose both ends are closed on exec: `(read end, write end)`.
+pub(crate) fn cloexec_pipe() -> anyhow::Result<(std::os::fd::OwnedFd, std::os::fd::OwnedFd)> {
+    #[cfg(not(target_os = "macos"))]
+    let pair = nix::unistd::pipe2(nix::fcntl::OFlag::O_CLOEXEC).context("creating a pipe")?;
+    // macOS has no pipe2: set close-on-exec right after creating the pipe.
+    #[cfg(target_os = "macos")]
+    let pair = {
+        let (read_end, write_end) = nix::unistd::pipe().context("creating a pipe")?;
+        for fd in [read_end.as_raw_fd(), write_end.as_raw_fd()] {
+            // SAFETY: fcntl on a descriptor we own.
+            if unsafe { libc::fcntl(fd, libc::F_SETFD, libc::FD_CLOEXEC) } < 0 {
+                return Err(std::io::Error::last_os_error()).context("creating a pipe");
+            }
+        }
+        (read_end, write_end)
+    };
+    Ok(pair)
 }
 
 #[cfg(test)]
@@ -229,7 +249,7 @@ mod tests {
         // The file is still open: it was not taken.
         assert!(fifo_inode(fd).is_none() && file.metadata().is_ok());
 
-        let (read_end, _write_end) = crate::mount::cloexec_pipe().unwrap();
+        let (read_end, _write_end) = super::cloexec_pipe().unwrap();
         let good = describe(&read_end).unwrap();
         let (fd, ino) = good.split_once(':').unwrap();
         unsafe {
