@@ -351,7 +351,7 @@ impl EventHub {
                 if change.kind == ChangeKind::UpdateUserMeta {
                     // The re-read node carries the user metadata its reader sees.
                     for (namespace, value) in
-                        crate::usermeta::node_meta(&self.store, login, &node.uuid)
+                        crate::node_meta::node_meta(&self.store, login, &node.uuid)
                     {
                         json["MetaStore"][namespace] = Value::String(value.to_string());
                     }

@@ -19,6 +19,7 @@ pub mod events;
 pub mod faults;
 pub mod idm;
 pub mod jobs;
+pub mod node_meta;
 pub mod oidc;
 pub mod public;
 pub mod reqlog;

@@ -268,33 +268,6 @@ pub fn count_download(store: &Store, uuid: &str) -> Result<(), StoreError> {
     Ok(())
 }
 
-/// The `workspaces_shares` metadata of a node shared by `login`: the share workspaces on it
-/// owned by the caller (`[{"UUID","Label","Description","Scope":3}]`, Scope 3 = LINK).
-pub fn shares_meta(store: &Store, login: &str, node_uuid: &str) -> Option<Value> {
-    let db = store.lock();
-    let mut stmt = db
-        .prepare_cached(
-            "SELECT l.doc FROM share_roots r JOIN share_links l ON l.uuid = r.link_uuid
-             WHERE r.node_uuid = ?1 AND l.owner = ?2 ORDER BY l.rowid",
-        )
-        .ok()?;
-    let rows = stmt
-        .query_map([node_uuid, login], |r| r.get::<_, String>(0))
-        .ok()?;
-    let shares: Vec<Value> = rows
-        .flatten()
-        .filter_map(decode)
-        .map(|l| {
-            let mut o = json!({"UUID": l.uuid, "Label": l.label, "Scope": 3});
-            if !l.description.is_empty() {
-                o["Description"] = json!(l.description);
-            }
-            o
-        })
-        .collect();
-    (!shares.is_empty()).then_some(Value::Array(shares))
-}
-
 /// The root nodes of a link as its owner sees them now (`None` for a root that is gone).
 pub fn root_nodes(store: &Store, link: &Link) -> Vec<Option<NodeRecord>> {
     link.roots

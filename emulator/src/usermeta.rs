@@ -27,11 +27,12 @@ use serde::Deserialize;
 use serde_json::{Value, json};
 
 use crate::SharedState;
+use crate::node_meta::{COLS, Meta, metas_of_node, row};
 use crate::rest::node_json;
 use crate::rest::wire::{RestError, RestResult, authenticate, ok, parse_body};
 use crate::store::{Store, StoreError};
 
-pub const BOOKMARK: &str = "bookmark";
+pub use crate::node_meta::BOOKMARK;
 pub const TAGS: &str = "usermeta-tags";
 
 /// Routes, relative to `/a`.
@@ -60,15 +61,6 @@ pub fn init(store: &Store) -> Result<(), StoreError> {
     Ok(())
 }
 
-#[derive(Debug, Clone)]
-struct Meta {
-    uuid: String,
-    owner: String,
-    node_uuid: String,
-    namespace: String,
-    json_value: String,
-}
-
 fn policies(m: &Meta) -> Value {
     let p = |subject: String, action: &str| json!({"Resource": m.node_uuid, "Subject": subject, "Action": action, "Effect": "allow"});
     if m.namespace == BOOKMARK {
@@ -95,44 +87,6 @@ fn to_json(m: &Meta) -> Value {
         "Policies": policies(m),
         "PoliciesContextEditable": true,
     })
-}
-
-fn row(r: &rusqlite::Row<'_>) -> rusqlite::Result<Meta> {
-    Ok(Meta {
-        uuid: r.get(0)?,
-        owner: r.get(1)?,
-        node_uuid: r.get(2)?,
-        namespace: r.get(3)?,
-        json_value: r.get(4)?,
-    })
-}
-
-const COLS: &str = "uuid, owner, node_uuid, namespace, json_value";
-
-/// The metas on a node visible to `login` (their bookmarks, everybody's other values).
-fn metas_of_node(store: &Store, login: &str, node_uuid: &str) -> Vec<Meta> {
-    let db = store.lock();
-    let Ok(mut stmt) = db.prepare_cached(&format!(
-        "SELECT {COLS} FROM user_meta WHERE node_uuid = ?1 AND (namespace != ?2 OR owner = ?3)"
-    )) else {
-        return Vec::new();
-    };
-    stmt.query_map([node_uuid, BOOKMARK, login], row)
-        .map(|rows| rows.flatten().collect())
-        .unwrap_or_default()
-}
-
-/// The `MetaStore` entries user metadata adds to a node seen by `login` (`namespace` →
-/// the JSON value, as a JSON value that the REST layer encodes back to the same string).
-pub fn node_meta(store: &Store, login: &str, node_uuid: &str) -> Vec<(String, Value)> {
-    metas_of_node(store, login, node_uuid)
-        .into_iter()
-        .filter_map(|m| {
-            serde_json::from_str(&m.json_value)
-                .ok()
-                .map(|v| (m.namespace, v))
-        })
-        .collect()
 }
 
 fn save(store: &Store, meta: &Meta) -> rusqlite::Result<()> {

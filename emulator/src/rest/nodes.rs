@@ -34,10 +34,10 @@ pub(crate) fn node_json(state: &SharedState, login: &str, n: &NodeRecord, counts
     {
         extra = ws.root_meta();
     }
-    for (namespace, value) in crate::usermeta::node_meta(&state.store, login, &n.uuid) {
+    for (namespace, value) in crate::node_meta::node_meta(&state.store, login, &n.uuid) {
         extra.insert(namespace, value);
     }
-    if let Some(shares) = crate::shares::shares_meta(&state.store, login, &n.uuid) {
+    if let Some(shares) = crate::node_meta::shares_meta(&state.store, login, &n.uuid) {
         extra.insert("workspaces_shares".into(), shares);
     }
     if counts
