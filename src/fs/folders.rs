@@ -601,24 +601,9 @@ impl CellsFs {
                         if !table.by_path.contains_key(path) {
                             table.by_path.insert(path.clone(), entry.ino);
                         }
-                        table.inodes.insert(
-                            entry.ino,
-                            InodeData {
-                                path: path.clone(),
-                                kind: entry.kind,
-                                meta,
-                                validated: None,
-                                listing: None,
-                                nlookup: 1,
-                                handles: 0,
-                                file: None,
-                                local: false,
-                                created_here: None,
-                                detached: false,
-                                kernel_etag: None,
-                                kernel_listing: None,
-                            },
-                        );
+                        table
+                            .inodes
+                            .insert(entry.ino, InodeData::new(path.clone(), meta, 1));
                     }
                 }
             }

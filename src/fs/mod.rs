@@ -619,24 +619,9 @@ impl CellsFs {
             next_ino: ROOT_INO,
             ..Table::default()
         };
-        table.inodes.insert(
-            ROOT_INO,
-            InodeData {
-                path: String::new(),
-                kind: FileKind::Directory,
-                meta: Meta::folder(),
-                validated: None,
-                listing: None,
-                nlookup: 1,
-                handles: 0,
-                file: None,
-                local: false,
-                created_here: None,
-                detached: false,
-                kernel_etag: None,
-                kernel_listing: None,
-            },
-        );
+        table
+            .inodes
+            .insert(ROOT_INO, InodeData::new(String::new(), Meta::folder(), 1));
         table.by_path.insert(String::new(), ROOT_INO);
         let permits = (options.read_ahead_budget / BUDGET_UNIT).clamp(1, u32::MAX as u64 >> 3);
         let negative_size =

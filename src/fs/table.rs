@@ -147,6 +147,28 @@ pub(super) struct InodeData {
     pub(super) kernel_listing: Option<Instant>,
 }
 
+impl InodeData {
+    /// A node as first seen: known by `path` with the server's `meta` (kind included), no
+    /// listing, handle or staged content yet, `nlookup` lookups held by the kernel.
+    pub(super) fn new(path: String, meta: Meta, nlookup: u64) -> InodeData {
+        InodeData {
+            path,
+            kind: meta.kind,
+            meta,
+            validated: None,
+            listing: None,
+            nlookup,
+            handles: 0,
+            file: None,
+            local: false,
+            created_here: None,
+            detached: false,
+            kernel_etag: None,
+            kernel_listing: None,
+        }
+    }
+}
+
 #[derive(Default)]
 pub(super) struct Table {
     pub(super) inodes: HashMap<u64, InodeData>,
@@ -210,19 +232,8 @@ impl Table {
         self.inodes.insert(
             ino,
             InodeData {
-                path: path.to_string(),
-                kind: meta.kind,
-                meta,
                 validated,
-                listing: None,
-                nlookup: 0,
-                handles: 0,
-                file: None,
-                local: false,
-                created_here: None,
-                detached: false,
-                kernel_etag: None,
-                kernel_listing: None,
+                ..InodeData::new(path.to_string(), meta, 0)
             },
         );
         self.by_path.insert(path.to_string(), ino);
