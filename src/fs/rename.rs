@@ -146,6 +146,10 @@ impl CellsFs {
                     to: from.clone(),
                 });
             }
+            // A listing fetched while the delete was under way may still hold the old name,
+            // which stops being hidden now: count this as a change of the cached listings, so
+            // that such a listing is not kept but fetched again (see `folders`).
+            fs.inner.table.lock().unwrap().listing_changes += 1;
             fs.inner.pending_deletes.lock().unwrap().remove(&from);
             let _ = deleted.send(true);
         });
