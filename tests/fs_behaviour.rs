@@ -40,20 +40,6 @@ async fn read_all(fs: &CellsFs, path: &str, chunk: u32) -> Vec<u8> {
     out
 }
 
-/// The names `readdir` gives for the folder `dir` ("." and ".." included).
-async fn list_names(fs: &CellsFs, dir: u64) -> Vec<String> {
-    let fh = fs.opendir(dir, 0).await.unwrap();
-    let mut names = Vec::new();
-    fs.readdir(dir, fh, 0, false, |e| {
-        names.push(e.name.to_string_lossy().into_owned());
-        false
-    })
-    .await
-    .unwrap();
-    fs.releasedir(dir, fh).await.unwrap();
-    names
-}
-
 /// A kernel notifier that records what it is asked (`"inode N"`, `"PARENT/name"`), each
 /// after `delay` (the kernel may block a notification while a request is pending).
 struct RecordingNotifier(std::sync::Mutex<Vec<String>>, Duration);

@@ -13,19 +13,6 @@ use fs_common::*;
 
 const WS: &str = "personal-files";
 
-async fn names(fs: &CellsFs, dir: u64) -> Vec<String> {
-    let fh = fs.opendir(dir, 0).await.unwrap();
-    let mut names = Vec::new();
-    fs.readdir(dir, fh, 0, false, |e| {
-        names.push(e.name.to_string_lossy().into_owned());
-        false
-    })
-    .await
-    .unwrap();
-    fs.releasedir(dir, fh).await.unwrap();
-    names
-}
-
 /// Every metadata request: stats, listings (REST, gateway, recursive gateway) and HEADs.
 fn metadata_requests(api: &MemoryCellsApi) -> u64 {
     api.calls("stat")
@@ -100,7 +87,7 @@ async fn a_dot_folder_is_revalidated_with_one_request() {
     fs.flush(entry.attr.ino, open.fh).await.unwrap();
     fs.release(entry.attr.ino, open.fh).await.unwrap();
     tokio::time::sleep(Duration::from_millis(400)).await;
-    let listed = names(&fs, heads).await;
+    let listed = list_names(&fs, heads).await;
     for name in ["main", "other", "feature"] {
         assert!(listed.contains(&name.to_string()), "{name} in {listed:?}");
     }

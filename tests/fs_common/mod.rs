@@ -50,6 +50,20 @@ pub async fn write_new(fs: &CellsFs, dir: &str, name: &str, data: &[u8]) -> Resu
     flushed.map(|()| ino)
 }
 
+/// The names `readdir` gives for the folder `dir` ("." and ".." included).
+pub async fn list_names(fs: &CellsFs, dir: u64) -> Vec<String> {
+    let fh = fs.opendir(dir, 0).await.unwrap();
+    let mut names = Vec::new();
+    fs.readdir(dir, fh, 0, false, |e| {
+        names.push(e.name.to_string_lossy().into_owned());
+        false
+    })
+    .await
+    .unwrap();
+    fs.releasedir(dir, fh).await.unwrap();
+    names
+}
+
 /// Uploads of whole files, from memory or from a staging file.
 pub fn uploads(api: &MemoryCellsApi) -> u64 {
     api.calls("put_object") + api.calls("put_object_from_file")
