@@ -524,6 +524,21 @@ fn checked_path(parent: &str, name: &OsStr) -> FsResult<String> {
     Ok(path)
 }
 
+/// Forget the absences known at `path` and below it (a folder moved or appeared there:
+/// names under it may exist now).
+fn forget_absences_under(negative: &mut LruCache<String, (Instant, u64)>, path: &str) {
+    negative.pop(path);
+    let prefix = format!("{path}/");
+    let below: Vec<String> = negative
+        .iter()
+        .filter(|(p, _)| p.starts_with(&prefix))
+        .map(|(p, _)| p.clone())
+        .collect();
+    for p in below {
+        negative.pop(&p);
+    }
+}
+
 /// A directory handle's listing: entries with their mount paths (empty for `.`/`..`).
 pub type DirSnapshot = Arc<Vec<(DirEntry, String)>>;
 

@@ -126,7 +126,11 @@ impl CellsFs {
                                    subtree: bool,
                                    name_changed: bool,
                                    inodes: &mut Vec<u64>| {
-                negative.pop(path);
+                if subtree {
+                    super::forget_absences_under(&mut negative, path);
+                } else {
+                    negative.pop(path);
+                }
                 table.drop_listing(parent_path(path));
                 if name_changed && let Some(&parent) = table.by_path.get(parent_path(path)) {
                     entries.push((parent, base_name(path).to_string()));

@@ -468,7 +468,8 @@ impl CellsFs {
         }
         self.inner.overlay.rename(from, to);
         let mut negative = self.inner.negative.lock().unwrap();
-        negative.pop(to);
+        // A folder moved here brings its names: absences seen under `to` before are void.
+        super::forget_absences_under(&mut negative, to);
         negative.put(from.to_string(), (Instant::now(), self.generation()));
     }
 }
