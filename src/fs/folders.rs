@@ -29,6 +29,7 @@ use super::{
     CellsFs, DirCaching, DirEntry, DirSnapshot, Entry, FileKind, FsError, FsResult, InodeData,
     Listing, Meta, ROOT_INO, base_name, join_path, parent_path, subtree_of, to_stamp, versions,
 };
+use super::outage::Outage;
 use crate::api::S3Entry;
 
 pub(super) struct DirHandle {
@@ -64,10 +65,21 @@ impl CellsFs {
         if !force
             && self.inner.outage.ongoing()
             && let Some(stale) = self.stale_listing(path)
-            && !self.inner.outage.probe()
         {
-            return Ok(stale);
+            if !self.inner.outage.probe() {
+                return Ok(stale);
+            }
+            return Outage::probing(self.listing_from_server(path, force)).await;
         }
+        self.listing_from_server(path, force).await
+    }
+
+    /// [`CellsFs::listing`] asked of the server (the last listing known when it is away).
+    async fn listing_from_server(
+        &self,
+        path: &str,
+        force: bool,
+    ) -> FsResult<BTreeMap<String, Meta>> {
         // A listing that raced with this mount's own changes (a create, rename or delete
         // answered while the server was listing) is fetched again, then returned uncached.
         for attempt in 1..=LISTING_ATTEMPTS {
@@ -331,16 +343,23 @@ impl CellsFs {
     }
 
     async fn fetch_meta_from_server(&self, path: &str, use_cache: bool) -> FsResult<Option<Meta>> {
-        let name = base_name(path);
-        let parent = parent_path(path);
         // The server is away: what the cache knows, without waiting for it (see `outage`).
         if use_cache
             && self.inner.outage.ongoing()
             && let Some(stale) = self.stale_meta(path)
-            && !self.inner.outage.probe()
         {
-            return Ok(stale);
+            if !self.inner.outage.probe() {
+                return Ok(stale);
+            }
+            return Outage::probing(self.ask_meta(path, use_cache)).await;
         }
+        self.ask_meta(path, use_cache).await
+    }
+
+    /// [`CellsFs::fetch_meta_from_server`] past the outage's shortcut.
+    async fn ask_meta(&self, path: &str, use_cache: bool) -> FsResult<Option<Meta>> {
+        let name = base_name(path);
+        let parent = parent_path(path);
         // A folder listed before and not too big is listed again rather than asked about one
         // name: `rsync`, `ls -l` and `find` go through every sibling (one request for all).
         let known_listing = {

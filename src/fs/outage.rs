@@ -8,6 +8,8 @@
 //!   the first that succeeds; each is logged once (a warning, then a notice), never per request.
 //! - While it lasts, at most one request per [`RECHECK`] asks the server (the probe) among
 //!   those that could be answered from the cache; the others are answered from it at once.
+//!   Everything the probe does on its way asks the server too ([`Outage::probing`]): a lookup
+//!   that needs its folder's listing, a listing that needs the workspaces.
 //!   A request that has nothing cached asks the server, bounded by the request deadline.
 //! - A stale answer is what the cache last knew; once given, it is trusted for one TTL as if
 //!   the server had just said it, and the first answer of the server replaces it.
@@ -20,6 +22,11 @@ use super::error::FsError;
 /// While the server is away, how often a request that could be answered from the cache asks
 /// the server instead (to learn that it is back).
 pub(crate) const RECHECK: Duration = Duration::from_secs(5);
+
+tokio::task_local! {
+    /// Set while a request that was granted the probe runs.
+    static PROBING: ();
+}
 
 #[derive(Default)]
 pub(crate) struct Outage {
@@ -42,6 +49,9 @@ impl Outage {
     /// During an outage, whether the caller, which could answer from the cache, should ask the
     /// server instead: once per [`RECHECK`].
     pub fn probe(&self) -> bool {
+        if PROBING.try_with(|_| ()).is_ok() {
+            return true;
+        }
         let mut last = self.last.lock().unwrap();
         match *last {
             Some(at) if at.elapsed() < RECHECK => false,
@@ -51,6 +61,13 @@ impl Outage {
             }
             None => true,
         }
+    }
+
+    /// Run `request`, which was granted the probe: the checks it passes through again ask the
+    /// server as well, instead of answering from the cache (the probe would be spent on the
+    /// first check and the request answered from the cache by the next).
+    pub async fn probing<F: std::future::Future>(request: F) -> F::Output {
+        PROBING.scope((), request).await
     }
 
     /// A request failed with `error`: an outage starts (or goes on) if it means the server is
@@ -98,5 +115,16 @@ mod tests {
         outage.answered();
         assert!(!outage.ongoing());
         assert!(outage.probe());
+    }
+
+    #[tokio::test]
+    async fn what_a_probe_does_on_its_way_asks_the_server_too() {
+        let outage = Outage::default();
+        outage.failed(&FsError::api("p", ApiError::Timeout("p".into())));
+        *outage.last.lock().unwrap() = Some(Instant::now() - RECHECK);
+        assert!(outage.probe());
+        let nested = Outage::probing(async { (outage.probe(), outage.probe()) }).await;
+        assert_eq!(nested, (true, true), "inside the probe");
+        assert!(!outage.probe(), "outside it: answered from the cache");
     }
 }
