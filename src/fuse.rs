@@ -44,7 +44,7 @@ pub use notifier::FuseNotifier;
 pub use session::{FuseMountOptions, MountedSession, mount};
 
 use convert::{
-    core_rename_flags, errno, file_attr, file_type, open_flags, reply_attr, reply_entry,
+    core_rename_flags, errno, file_attr, file_type, open_flags, reply_attr, reply_entry, reply_lookup,
     time_or_now, xattr_reply,
 };
 use dispatch::open_only_reads;
@@ -114,7 +114,7 @@ impl Filesystem for CellsFuse {
     fn lookup(&self, req: &Request, parent: INodeNo, name: &OsStr, reply: ReplyEntry) {
         // Answered from memory when it can be, without a trip through the runtime.
         if let Some(result) = self.fs.lookup_cached(parent.0, name) {
-            return reply_entry(reply, "lookup", result);
+            return reply_lookup(reply, result, || self.fs.negative_ttl(parent.0, name));
         }
         let fs = self.fs.clone();
         let name = name.to_owned();
@@ -124,7 +124,9 @@ impl Filesystem for CellsFuse {
         self.spawn_interruptible(req, span, &slot, async move {
             let result = fs.lookup(parent.0, &name).await;
             match answer.take() {
-                Some(reply) => reply_entry(reply, "lookup", result),
+                Some(reply) => {
+                    reply_lookup(reply, result, || fs.negative_ttl(parent.0, &name))
+                }
                 // Interrupted: the kernel never saw the entry, so it will never forget it.
                 None => {
                     if let Ok(entry) = result {

@@ -105,3 +105,59 @@ fn a_second_git_status_within_seconds_costs_a_handful_of_requests() {
         sent - lock_churn
     );
 }
+
+/// Waits until the mount says its change events are connected.
+fn wait_events_connected(h: &Harness, m: &Mounted) {
+    eventually(Duration::from_secs(30), "events connected", || {
+        let out = h.cec().args(["mount", "--status"]).arg(&m.path).output();
+        out.is_ok_and(|o| String::from_utf8_lossy(&o.stdout).contains("events:          connected"))
+    });
+}
+
+/// Issue 30: "Negative answers are cached like positive ones (the kernel's negative entries
+/// with a timeout, invalidated by change events and by the mount's own creates)". Probing
+/// one missing name five times reaches the daemon once; a creation elsewhere shows at once
+/// all the same (its event withdraws the kernel's entry); so does the mount's own creation.
+#[test]
+fn the_kernel_keeps_a_missing_name_until_it_appears() {
+    let h = Harness::start();
+    let m = h.mount_with_env(
+        &h.new_dir("mnt"),
+        &[],
+        &[("CEC_LOG", "debug")],
+    );
+    wait_events_connected(&h, &m);
+    let dir = h.personal(&m).join("probe");
+    std::fs::create_dir(&dir).unwrap();
+    // Every lookup answer the daemon gives for the name is logged (at debug level).
+    let negatives = |m: &Mounted| {
+        m.log_text()
+            .matches("no such file or directory: personal-files/probe/missing")
+            .count()
+    };
+    for _ in 0..5 {
+        assert!(!dir.join("missing").exists());
+    }
+    assert_eq!(negatives(&m), 1, "{}", m.log_text());
+
+    // Made elsewhere: its event withdraws the negative entry.
+    let src = h.dir.path().join("elsewhere");
+    std::fs::write(&src, b"made elsewhere").unwrap();
+    h.block_on(h.api.put_object_from_file(
+        "personal-files/probe/missing",
+        &src,
+        14,
+        &cec::api::UploadOptions::default(),
+    ))
+    .unwrap();
+    eventually(Duration::from_secs(5), "the remote file shows", || {
+        dir.join("missing").exists()
+    });
+
+    // Made here, after a negative answer: seen at once.
+    assert!(!dir.join("mine").exists());
+    std::fs::write(dir.join("mine"), b"mine").unwrap();
+    assert_eq!(std::fs::read(dir.join("mine")).unwrap(), b"mine");
+    std::fs::create_dir(dir.join("sub")).unwrap();
+    assert!(dir.join("sub").is_dir());
+}

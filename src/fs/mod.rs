@@ -81,6 +81,7 @@ mod key_limit;
 mod links;
 mod lookups;
 mod namespace;
+mod negatives;
 mod order;
 mod outage;
 mod overlay;
@@ -553,6 +554,8 @@ struct Inner {
     handles: Mutex<HashMap<u64, Arc<Handle>>>,
     dir_handles: Mutex<HashMap<u64, Arc<DirHandle>>>,
     negative: Mutex<LruCache<String, (Instant, u64)>>,
+    /// Negative entries the kernel was given for longer than `--attr-timeout`.
+    kernel_negatives: negatives::KernelNegatives,
     /// Lookups asked of the server per folder not listed yet (see `lookups`).
     lookups: lookups::LookupTally,
     /// Recent recursive listings of dot-folders (see `dotfolders`).
@@ -651,6 +654,7 @@ impl CellsFs {
                 handles: Mutex::new(HashMap::new()),
                 dir_handles: Mutex::new(HashMap::new()),
                 negative: Mutex::new(LruCache::new(negative_size)),
+                kernel_negatives: negatives::KernelNegatives::default(),
                 lookups: lookups::LookupTally::default(),
                 dot_trees: dotfolders::DotTrees::default(),
                 workspaces: Mutex::new(None),

@@ -225,6 +225,7 @@ impl CellsFs {
         self.bump_generation();
         if was_live {
             self.invalidate_kernel_cache(false);
+            self.withdraw_negatives();
         }
     }
 
@@ -233,6 +234,7 @@ impl CellsFs {
     pub fn workspaces_changed(&self) {
         self.bump_generation();
         self.invalidate_kernel_cache(true);
+        self.withdraw_negatives();
     }
 
     /// Ask the kernel to forget the entries and attributes of the inodes this mount knows:

@@ -23,6 +23,47 @@ pub(super) fn reply_entry(reply: ReplyEntry, op: &str, result: fs::FsResult<fs::
     }
 }
 
+/// Reply to a lookup: a missing name becomes a negative entry (node 0) that the kernel keeps
+/// for `negative_ttl` (asked of the core only then), or a plain ENOENT when that is zero.
+pub(super) fn reply_lookup(
+    reply: ReplyEntry,
+    result: fs::FsResult<fs::Entry>,
+    negative_ttl: impl FnOnce() -> std::time::Duration,
+) {
+    match result {
+        Err(err) if err.errno() == libc::ENOENT => {
+            let ttl = negative_ttl();
+            if ttl.is_zero() {
+                return reply.error(errno("lookup", &err));
+            }
+            tracing::debug!(ttl = ?ttl, "{err}: negative entry");
+            reply.entry(&ttl, &negative_attr(), Generation(0))
+        }
+        other => reply_entry(reply, "lookup", other),
+    }
+}
+
+/// The attributes of a negative entry: only its node number (0) means anything.
+fn negative_attr() -> FileAttr {
+    FileAttr {
+        ino: INodeNo(0),
+        size: 0,
+        blocks: 0,
+        atime: std::time::UNIX_EPOCH,
+        mtime: std::time::UNIX_EPOCH,
+        ctime: std::time::UNIX_EPOCH,
+        crtime: std::time::UNIX_EPOCH,
+        kind: FileType::RegularFile,
+        perm: 0,
+        nlink: 0,
+        uid: 0,
+        gid: 0,
+        rdev: 0,
+        blksize: 0,
+        flags: 0,
+    }
+}
+
 /// Reply to a request answered with attributes (getattr, setattr).
 pub(super) fn reply_attr(reply: ReplyAttr, op: &str, result: fs::FsResult<fs::AttrReply>) {
     match result {
