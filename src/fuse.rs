@@ -44,8 +44,8 @@ pub use notifier::FuseNotifier;
 pub use session::{FuseMountOptions, MountedSession, mount};
 
 use convert::{
-    core_rename_flags, errno, file_attr, file_type, open_flags, reply_attr, reply_entry, reply_lookup,
-    time_or_now, xattr_reply,
+    core_rename_flags, errno, file_attr, file_type, open_flags, reply_attr, reply_entry,
+    reply_lookup, time_or_now, xattr_reply,
 };
 use dispatch::open_only_reads;
 
@@ -124,9 +124,7 @@ impl Filesystem for CellsFuse {
         self.spawn_interruptible(req, span, &slot, async move {
             let result = fs.lookup(parent.0, &name).await;
             match answer.take() {
-                Some(reply) => {
-                    reply_lookup(reply, result, || fs.negative_ttl(parent.0, &name))
-                }
+                Some(reply) => reply_lookup(reply, result, || fs.negative_ttl(parent.0, &name)),
                 // Interrupted: the kernel never saw the entry, so it will never forget it.
                 None => {
                     if let Ok(entry) = result {

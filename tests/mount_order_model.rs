@@ -357,12 +357,7 @@ fn describe(tree: &BTreeMap<String, Option<Vec<u8>>>) -> Vec<String> {
 
 /// Run `ops` in a fresh folder `name` of the mount, then compare the mount's and the server's
 /// trees with the model's.
-fn check_case(
-    h: &Harness,
-    personal: &Path,
-    name: &str,
-    ops: &[Op],
-) -> Result<(), TestCaseError> {
+fn check_case(h: &Harness, personal: &Path, name: &str, ops: &[Op]) -> Result<(), TestCaseError> {
     let root: PathBuf = personal.join(name);
     std::fs::create_dir(&root).unwrap();
     let mut model = Model::default();
@@ -370,7 +365,14 @@ fn check_case(
     for (i, op) in ops.iter().enumerate() {
         let expected = model.apply(op);
         let got = run(&root, &mut handles, op);
-        prop_assert_eq!(got.is_ok(), expected, "step {} {:?}: {:?}", i, op, got.err());
+        prop_assert_eq!(
+            got.is_ok(),
+            expected,
+            "step {} {:?}: {:?}",
+            i,
+            op,
+            got.err()
+        );
     }
     drop(handles);
     let want = model.tree();

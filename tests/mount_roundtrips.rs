@@ -121,11 +121,7 @@ fn wait_events_connected(h: &Harness, m: &Mounted) {
 #[test]
 fn the_kernel_keeps_a_missing_name_until_it_appears() {
     let h = Harness::start();
-    let m = h.mount_with_env(
-        &h.new_dir("mnt"),
-        &[],
-        &[("CEC_LOG", "debug")],
-    );
+    let m = h.mount_with_env(&h.new_dir("mnt"), &[], &[("CEC_LOG", "debug")]);
     wait_events_connected(&h, &m);
     let dir = h.personal(&m).join("probe");
     std::fs::create_dir(&dir).unwrap();
@@ -160,4 +156,34 @@ fn the_kernel_keeps_a_missing_name_until_it_appears() {
     assert_eq!(std::fs::read(dir.join("mine")).unwrap(), b"mine");
     std::fs::create_dir(dir.join("sub")).unwrap();
     assert!(dir.join("sub").is_dir());
+}
+
+/// Issue 30: "After `index.lock` is renamed onto `index`, the next read fetched `index`
+/// again although this mount had just uploaded that content: keep content the mount wrote,
+/// across its renames." Written, closed (uploaded), renamed, read back by a new open: no
+/// GET, for a plain name and under a dot-folder (whose entries carry no Uuid).
+#[test]
+fn content_this_mount_wrote_is_read_back_without_a_download_after_its_rename() {
+    let h = Harness::start();
+    let m = h.mount("mnt", &[]);
+    let repo = h.personal(&m).join("repo");
+    std::fs::create_dir_all(repo.join(".git")).unwrap();
+    let body: Vec<u8> = (0..40_000u32).map(|i| (i % 251) as u8).collect();
+    for (lock, name) in [(".git/index.lock", ".git/index"), ("notes.tmp", "notes")] {
+        std::fs::write(repo.join(lock), &body).unwrap();
+        std::fs::rename(repo.join(lock), repo.join(name)).unwrap();
+        h.state().faults.clear();
+        h.state().faults.add_latency(
+            RequestMatch::new(Some("GET"), "/io/"),
+            Duration::ZERO,
+            Some(COUNTING),
+        );
+        assert_eq!(std::fs::read(repo.join(name)).unwrap(), body, "{name}");
+        let rules = h.state().faults.rules();
+        let gets = COUNTING - rules[0].remaining.unwrap();
+        assert_eq!(
+            gets, 0,
+            "{name}: downloads of content this mount just wrote"
+        );
+    }
 }

@@ -333,7 +333,6 @@ impl DataCache {
 
     /// Store `data`, the blocks of content `key` from block `first` on (whole blocks but at
     /// the end of the content), as one extent; makes room first so the cap always holds.
-    #[cfg(test)]
     pub fn insert(&self, key: &str, first: u64, data: &[u8]) {
         self.insert_parts(key, first, &[data]);
     }

@@ -25,11 +25,11 @@ use std::time::Instant;
 
 use unicode_normalization::UnicodeNormalization;
 
+use super::outage::Outage;
 use super::{
     CellsFs, DirCaching, DirEntry, DirSnapshot, Entry, FileKind, FsError, FsResult, InodeData,
     Listing, Meta, ROOT_INO, base_name, join_path, parent_path, subtree_of, to_stamp, versions,
 };
-use super::outage::Outage;
 use crate::api::S3Entry;
 
 pub(super) struct DirHandle {

@@ -51,7 +51,10 @@ impl KernelNegatives {
     fn take_live(&self) -> Vec<String> {
         let now = Instant::now();
         let mut map = self.until.lock().unwrap();
-        map.drain().filter(|(_, t)| *t > now).map(|(p, _)| p).collect()
+        map.drain()
+            .filter(|(_, t)| *t > now)
+            .map(|(p, _)| p)
+            .collect()
     }
 
     #[cfg(test)]
@@ -128,7 +131,10 @@ mod tests {
         for i in 0..LONG_NEGATIVES {
             assert!(negatives.remember(format!("ws/n{i}"), past));
         }
-        assert!(negatives.remember("ws/one-more".into(), later), "expired make room");
+        assert!(
+            negatives.remember("ws/one-more".into(), later),
+            "expired make room"
+        );
         assert_eq!(negatives.take_live(), vec!["ws/one-more".to_string()]);
     }
 }

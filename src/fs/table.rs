@@ -88,14 +88,24 @@ impl Meta {
         }
     }
 
-    /// The data-cache key of this content.
+    /// The data-cache key of this content. An Etag that is an MD5 names the bytes
+    /// themselves (a single-part upload's, cells-api.md §6.8), whatever the node or its
+    /// path: content this mount wrote is found again after any rename (see
+    /// `CellsFs::keep_written`). Otherwise the node's Uuid, or its path when no Uuid is known.
     pub(super) fn content_key(&self, path: &str) -> String {
-        if self.uuid.is_empty() {
+        if is_md5_hex(&self.etag) {
+            format!("md5:{}", self.etag)
+        } else if self.uuid.is_empty() {
             format!("path:{path}:{}", self.etag)
         } else {
             format!("{}:{}", self.uuid, self.etag)
         }
     }
+}
+
+/// An MD5 in hex: what a single-part upload's ETag is on Cells.
+pub(super) fn is_md5_hex(etag: &str) -> bool {
+    etag.len() == 32 && etag.bytes().all(|b| b.is_ascii_hexdigit())
 }
 
 /// Inode numbers derived from a Uuid are at or above this; counted ones stay below it.

@@ -25,14 +25,12 @@ use bytes::Bytes;
 
 use super::{
     CellsFs, ConflictMode, FileKind, FileState, FsError, FsResult, Meta, Staging, base_name,
-    conflict, content, journal, parent_path, progress, unix_now,
+    conflict, content, journal, parent_path, progress, table::is_md5_hex, unix_now,
 };
 use crate::api::{ApiError, NodeKind, UploadOptions};
 
-/// An MD5 in hex: what a single-part upload's ETag is on Cells.
-fn is_md5_hex(etag: &str) -> bool {
-    etag.len() == 32 && etag.bytes().all(|b| b.is_ascii_hexdigit())
-}
+/// Uploaded contents up to this size are kept in the data cache (see `keep_written`).
+const KEEP_WRITTEN_MAX: u64 = 4 << 20;
 
 /// What an upload sends: a staging file, or the content held in memory.
 pub(super) enum UploadSource {
@@ -404,6 +402,7 @@ impl CellsFs {
             };
             match result {
                 Ok(etag) => {
+                    self.keep_written(&source, size, &etag).await;
                     self.after_upload(ino, file, &path, etag, size, version)
                         .await;
                     if !file.dirty() {
@@ -477,6 +476,34 @@ impl CellsFs {
         };
         self.record_error(failure.to_string());
         failure
+    }
+
+    /// Content just uploaded stays readable from the data cache under its MD5 (see
+    /// `Meta::content_key`), so that reading it back (after a rename, a new open) costs no
+    /// download: `git` renames `index.lock` onto `index`, then reads `index`. Only small
+    /// contents ([`KEEP_WRITTEN_MAX`]), only when the bytes at hand are the ones the server
+    /// acknowledged (their MD5 is its Etag: a staging file written again meanwhile is not).
+    async fn keep_written(&self, source: &UploadSource, size: u64, etag: &str) {
+        let Some(cache) = self.inner.data_cache.clone() else {
+            return;
+        };
+        if size == 0 || size > KEEP_WRITTEN_MAX || !is_md5_hex(etag) {
+            return;
+        }
+        let bytes = match source {
+            UploadSource::Memory(bytes) => bytes.clone(),
+            UploadSource::File(path) => match tokio::fs::read(path).await {
+                Ok(bytes) => Bytes::from(bytes),
+                Err(_) => return,
+            },
+        };
+        use md5::Digest;
+        if bytes.len() as u64 != size || hex::encode(md5::Md5::digest(&bytes)) != etag {
+            return;
+        }
+        // Stored before `close` returns: the next open reads it.
+        let key = format!("md5:{etag}");
+        let _ = tokio::task::spawn_blocking(move || cache.insert(&key, 0, &bytes)).await;
     }
 
     pub(super) fn forget_journal(&self, file: &FileState) {
