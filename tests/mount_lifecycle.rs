@@ -497,3 +497,36 @@ fn a_daemon_mount_goes_over_an_automount_trigger() {
         nix::sys::signal::kill(daemon, None).is_err()
     });
 }
+
+/// systemd stops a mount unit with `umount` and then SIGTERM to the daemon: that SIGTERM is
+/// the first request to stop, not a second one, so the uploads pending at the unmount are
+/// still finished (they were abandoned as after a second signal, and a rename's pending
+/// delete brought the old name back: git's `index.lock` stayed on the server).
+#[test]
+fn a_sigterm_after_an_external_umount_still_finishes_the_pending_uploads() {
+    let h = Harness::start();
+    let mut m = h.mount("mnt", &["--write-back", "30"]);
+    std::fs::write(h.personal(&m).join("pending.txt"), b"not yet uploaded").unwrap();
+    // The upload, once started by the unmount, takes a while.
+    h.state().faults.add_latency(
+        cells_emu::faults::RequestMatch::new(Some("PUT"), "/io/"),
+        Duration::from_millis(1500),
+        None,
+    );
+    let umount = std::process::Command::new("umount")
+        .arg(&m.path)
+        .status()
+        .unwrap();
+    assert!(umount.success());
+    std::thread::sleep(Duration::from_millis(300));
+    let status = m.stop_with(nix::sys::signal::Signal::SIGTERM, Duration::from_secs(60));
+    assert!(status.success(), "{status}: {}", m.log_text());
+    let node = h
+        .block_on(h.api.stat("personal-files/pending.txt"))
+        .unwrap();
+    assert!(
+        node.is_some_and(|n| n.size == 16),
+        "the pending upload was abandoned:\n{}",
+        m.log_text()
+    );
+}

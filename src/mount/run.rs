@@ -232,11 +232,28 @@ async fn mount_and_serve(plan: MountPlan, readiness: &mut Readiness) -> anyhow::
         events.stop().await;
     }
 
-    // Finish (or journal, with write-back) what is pending; a second signal skips the wait.
-    let synced = tokio::select! {
-        r = fs.sync_all() => r.map_err(|e| e.to_string()),
-        _ = sigint.recv() => Err("interrupted by a second SIGINT".to_string()),
-        _ = sigterm.recv() => Err("interrupted by a second SIGTERM".to_string()),
+    // Finish (or journal, with write-back) what is pending; a second request to stop skips
+    // the wait. A stop that came from an unmount (`umount`, `cec unmount`) was the first
+    // request: a signal after it is the second one only if another follows (systemd stops a
+    // mount unit with `umount`, then SIGTERM to the daemon).
+    let mut first_signal_pending = !matches!(reason, StopReason::Signal(_));
+    let sync = fs.sync_all();
+    tokio::pin!(sync);
+    let synced = loop {
+        let signal = tokio::select! {
+            r = &mut sync => break r.map_err(|e| e.to_string()),
+            _ = sigint.recv() => "SIGINT",
+            _ = sigterm.recv() => "SIGTERM",
+        };
+        if first_signal_pending {
+            first_signal_pending = false;
+            tracing::info!(
+                signal,
+                "stopping: finishing the pending uploads first (a second signal abandons them)"
+            );
+            continue;
+        }
+        break Err(format!("interrupted by a second {signal}"));
     };
     if let Err(err) = &synced {
         eprintln!(
