@@ -126,11 +126,14 @@ log "creating the data"
 L="$WORK/local"
 mkdir -p "$L/lat/lsdir" "$L/lat/missdir" "$L/lat/catdir" "$L/lat/findtree" "$L/cpsrc" "$L/rsyncsrc"
 KIB=$(head -c 768 /dev/urandom | base64 -w0 | head -c 1024)
-for i in $(seq 1 1000); do printf '%s' "$KIB" >"$L/lat/lsdir/f$i"; done
-for i in $(seq 1 5); do printf '%s' "$KIB" >"$L/lat/missdir/f$i"; done
-for i in $(seq 1 200); do printf '%s' "$KIB" >"$L/lat/catdir/f$i"; printf '%s' "$KIB" >"$L/cpsrc/f$i"; done
-for d in $(seq 1 50); do mkdir -p "$L/lat/findtree/d$d"; for i in $(seq 1 20); do printf '%s' "$KIB" >"$L/lat/findtree/d$d/f$i"; done; done
-for d in $(seq 1 10); do mkdir -p "$L/rsyncsrc/d$d"; for i in $(seq 1 20); do printf '%s' "$KIB" >"$L/rsyncsrc/d$d/f$i"; done; done
+# Every file its own 1 KiB (its name, then random bytes): identical files would be one
+# content for a cache keyed by content (cec keys by MD5), which real trees are not.
+kib() { printf '%-16.16s%s' "$1" "${KIB:16}"; }
+for i in $(seq 1 1000); do kib "l$i" >"$L/lat/lsdir/f$i"; done
+for i in $(seq 1 5); do kib "m$i" >"$L/lat/missdir/f$i"; done
+for i in $(seq 1 200); do kib "c$i" >"$L/lat/catdir/f$i"; kib "p$i" >"$L/cpsrc/f$i"; done
+for d in $(seq 1 50); do mkdir -p "$L/lat/findtree/d$d"; for i in $(seq 1 20); do kib "f$d/$i" >"$L/lat/findtree/d$d/f$i"; done; done
+for d in $(seq 1 10); do mkdir -p "$L/rsyncsrc/d$d"; for i in $(seq 1 20); do kib "r$d/$i" >"$L/rsyncsrc/d$d/f$i"; done; done
 head -c $((64 * 1024 * 1024)) /dev/urandom >"$L/lat/big.bin"
 # The repository: 300 tracked files in 30 folders, one commit.
 mkdir -p "$L/lat/repo"
