@@ -160,7 +160,7 @@ pub fn shown_name(name: &str, terminal: bool) -> String {
 
 /// Kind label as the official client prints it.
 fn type_label(node: &Node) -> &'static str {
-    match node.meta.get("ws_scope").and_then(|v| v.as_str()) {
+    match node.meta.ws_scope() {
         Some("ROOM") => "Cell",
         Some(_) => "Workspace",
         None if node.is_folder() => "Folder",
