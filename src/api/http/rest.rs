@@ -15,7 +15,7 @@
 //!
 //! [`HttpOptions::max_folder_entries`]: super::HttpOptions::max_folder_entries
 
-use std::collections::HashSet;
+use std::hash::BuildHasher;
 use std::time::Duration;
 
 use futures::StreamExt;
@@ -341,11 +341,14 @@ pub fn workspace_from_node(node: Node) -> Workspace {
     }
 }
 
-/// A folder listing being paged in: its nodes without duplicates, bounded by a count.
+/// A folder listing being paged in: its nodes without duplicates, bounded by a count. The
+/// paths already listed are found through a table of indices into `nodes` (hashed by path),
+/// not a second copy of every path.
 struct Listing<'a> {
     folder: &'a str,
     max: usize,
-    seen: HashSet<String>,
+    hasher: std::hash::RandomState,
+    seen: hashbrown::HashTable<u32>,
     nodes: Vec<Node>,
 }
 
@@ -353,8 +356,10 @@ impl<'a> Listing<'a> {
     fn new(folder: &'a str, max: usize) -> Self {
         Listing {
             folder,
-            max,
-            seen: HashSet::new(),
+            // (indices are u32)
+            max: max.min(u32::MAX as usize),
+            hasher: Default::default(),
+            seen: hashbrown::HashTable::new(),
             nodes: Vec::new(),
         }
     }
@@ -367,11 +372,18 @@ impl<'a> Listing<'a> {
     }
 
     /// The server's child count, refused when over the cap (a server announcing 10^18
-    /// children is not believed).
-    fn check_total(&self, total: usize) -> ApiResult<()> {
+    /// children is not believed); room for that many entries is made at once (address space
+    /// until filled: a count that lies costs no resident memory, and the pages asked for
+    /// follow the same count).
+    fn check_total(&mut self, total: usize) -> ApiResult<()> {
         if total > self.max {
             return Err(self.too_many(format!("announces {total} entries")));
         }
+        let more = total.saturating_sub(self.nodes.len());
+        self.nodes.reserve_exact(more);
+        self.seen.reserve(more, |&i| {
+            self.hasher.hash_one(self.nodes[i as usize].path.as_str())
+        });
         Ok(())
     }
 
@@ -382,8 +394,18 @@ impl<'a> Listing<'a> {
             if node.path == self.folder || node.path.is_empty() {
                 continue;
             }
-            if self.seen.insert(node.path.clone()) {
-                self.nodes.push(node);
+            let hash = self.hasher.hash_one(node.path.as_str());
+            let nodes = &self.nodes;
+            match self.seen.entry(
+                hash,
+                |&i| nodes[i as usize].path == node.path,
+                |&i| self.hasher.hash_one(nodes[i as usize].path.as_str()),
+            ) {
+                hashbrown::hash_table::Entry::Occupied(_) => {}
+                hashbrown::hash_table::Entry::Vacant(slot) => {
+                    slot.insert(self.nodes.len() as u32);
+                    self.nodes.push(node);
+                }
             }
         }
         if self.nodes.len() > self.max {
