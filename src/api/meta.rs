@@ -29,11 +29,20 @@ use serde_json::Value;
 use super::{Node, NodeKind, usermeta};
 
 /// The metadata of a node that cec reads (see the module's list); the rest is dropped when
-/// the node is decoded.
+/// the node is decoded. What most nodes lack is boxed: 32 bytes a node.
 #[derive(Debug, Clone, Default, PartialEq)]
 pub struct NodeMeta {
     /// `x-cells-hash`: Cells' own content hash, when it is a string.
     pub cells_hash: Option<Box<str>>,
+    /// Tags, bookmark, public link; `None` when the node has none of them.
+    pub user: Option<Box<UserFields>>,
+    /// The `ws_*` keys, on a workspace root only.
+    pub workspace: Option<Box<WorkspaceMeta>>,
+}
+
+/// The user metadata a node carries (see [`super::usermeta`]).
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct UserFields {
     /// `usermeta-tags`, comma-separated (an array of strings is joined); never empty, over
     /// the size bound or holding NUL.
     pub tags: Option<Box<str>>,
@@ -41,8 +50,6 @@ pub struct NodeMeta {
     pub bookmark: bool,
     /// The Uuid of the node's first public link (`workspaces_shares`, scope 3 or `LINK`).
     pub public_link: Option<Box<str>>,
-    /// The `ws_*` keys, on a workspace root only.
-    pub workspace: Option<Box<WorkspaceMeta>>,
 }
 
 /// The `ws_*` keys of a workspace root, each as text (`""` when absent; a value that is not
@@ -126,17 +133,17 @@ impl NodeMeta {
                     ),
                     _ => None,
                 };
-                self.tags = tags.map(String::into_boxed_str);
+                self.user().tags = tags.map(String::into_boxed_str);
             }
             MetaKey::Bookmark => {
-                self.bookmark = match v {
+                self.user().bookmark = match v {
                     Value::Null | Value::Bool(false) => false,
                     Value::String(s) => !s.is_empty() && s != "false",
                     _ => true,
                 };
             }
             MetaKey::Shares => {
-                self.public_link = first_public_link(&v).map(Into::into);
+                self.user().public_link = first_public_link(&v).map(Into::into);
             }
             MetaKey::WsSlug => self.ws().slug = meta_text(v),
             MetaKey::WsUuid => self.ws().uuid = meta_text(v),
@@ -153,6 +160,11 @@ impl NodeMeta {
             }
             MetaKey::Other => {}
         }
+    }
+
+    /// The user metadata, created at its first key (see [`TreeNode::into_node`]).
+    fn user(&mut self) -> &mut UserFields {
+        self.user.get_or_insert_with(Default::default)
     }
 
     /// The `ws_*` keys, created at the first one.
@@ -314,10 +326,17 @@ impl TreeNode {
             path.to_string()
         };
         let mut meta = self.meta;
-        meta.tags = meta
-            .tags
-            .and_then(|t| usermeta::checked_tags(&path, t.into()))
-            .map(String::into_boxed_str);
+        if let Some(user) = meta.user.as_deref_mut() {
+            user.tags = user
+                .tags
+                .take()
+                .and_then(|t| usermeta::checked_tags(&path, t.into()))
+                .map(String::into_boxed_str);
+        }
+        // Keys that all said "nothing" leave no box behind.
+        if meta.user.as_deref() == Some(&UserFields::default()) {
+            meta.user = None;
+        }
         let kind = match self.kind {
             Some(kind) => kind,
             None if meta.ws_scope().is_some() => NodeKind::Folder,
@@ -466,9 +485,11 @@ mod tests {
                     etag: "e1".into(),
                     meta: NodeMeta {
                         cells_hash: Some("h1".into()),
-                        tags: Some("red,blue".into()),
-                        bookmark: true,
-                        public_link: Some("l-1".into()),
+                        user: Some(Box::new(UserFields {
+                            tags: Some("red,blue".into()),
+                            bookmark: true,
+                            public_link: Some("l-1".into()),
+                        })),
                         workspace: None,
                     },
                 },
@@ -480,7 +501,10 @@ mod tests {
                     mtime: 0,
                     etag: String::new(),
                     meta: NodeMeta {
-                        tags: Some("x,y".into()),
+                        user: Some(Box::new(UserFields {
+                            tags: Some("x,y".into()),
+                            ..Default::default()
+                        })),
                         ..Default::default()
                     },
                 },
@@ -514,12 +538,12 @@ mod tests {
         assert_eq!(got[5].size, 1500);
         assert_eq!(got[5].mtime, i64::MAX);
         assert!(
-            got[5].meta.bookmark,
+            usermeta::is_bookmarked(&got[5]),
             "a bookmark that is not false/empty counts"
         );
         assert_eq!(got[5].meta.cells_hash, None);
-        assert_eq!(got[5].meta.tags, None);
-        assert_eq!(got[5].meta.public_link.as_deref(), Some("l-2"));
+        assert_eq!(usermeta::tags_of(&got[5]), None);
+        assert_eq!(usermeta::public_link_of(&got[5]).as_deref(), Some("l-2"));
         assert!(nodes(json!({"Nodes": {"a": 1}})).is_empty());
         assert!(nodes(json!([1, 2])).is_empty());
         assert_eq!(page(json!({"Pagination": "x"})).total, 0);

@@ -32,7 +32,7 @@ use async_trait::async_trait;
 use bytes::Bytes;
 use futures::Stream;
 
-pub use meta::{NodeMeta, WorkspaceMeta};
+pub use meta::{NodeMeta, UserFields, WorkspaceMeta};
 
 /// What a node is.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]

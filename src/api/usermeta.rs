@@ -36,7 +36,7 @@ pub const MAX_TAGS_BYTES: usize = 4096;
 /// joined when the node was decoded, and tags over the bound or holding NUL dropped then, see
 /// [`checked_tags`]).
 pub fn tags_of(node: &Node) -> Option<String> {
-    node.meta.tags.as_deref().map(str::to_string)
+    Some(node.meta.user.as_deref()?.tags.as_deref()?.to_string())
 }
 
 /// Tags the server sent for `path`, kept when they are not empty, at most [`MAX_TAGS_BYTES`]
@@ -54,14 +54,21 @@ pub fn checked_tags(path: &str, tags: String) -> Option<String> {
 
 /// Whether the caller bookmarked the node (`MetaStore["bookmark"]`, `"true"` once decoded).
 pub fn is_bookmarked(node: &Node) -> bool {
-    node.meta.bookmark
+    node.meta.user.as_deref().is_some_and(|u| u.bookmark)
 }
 
 /// The Uuid of the node's first public link: `MetaStore["workspaces_shares"]` lists the
 /// caller's share workspaces on the node, scope 3 (`LINK`) being a public link (read when the
 /// node was decoded, see [`super::meta`]).
 pub fn public_link_of(node: &Node) -> Option<String> {
-    node.meta.public_link.as_deref().map(str::to_string)
+    Some(
+        node.meta
+            .user
+            .as_deref()?
+            .public_link
+            .as_deref()?
+            .to_string(),
+    )
 }
 
 /// A public link id as cec accepts it from the server: short, alphanumeric and dashes.

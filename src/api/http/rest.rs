@@ -435,7 +435,10 @@ mod tests {
             n.meta,
             crate::api::NodeMeta {
                 cells_hash: Some("h".into()),
-                tags: Some("not json, kept".into()),
+                user: Some(Box::new(crate::api::meta::UserFields {
+                    tags: Some("not json, kept".into()),
+                    ..Default::default()
+                })),
                 ..Default::default()
             }
         );
