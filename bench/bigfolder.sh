@@ -202,5 +202,6 @@ EOF
   echo "| mount: daemon after start | | VmHWM ${HWM_START} MiB |"
   echo "| mount: \`ls -l\` cold | ${COLD} s | VmHWM ${HWM_COLD} MiB |"
   echo "| mount: \`ls -l\` warm | ${WARM} s | VmHWM ${HWM_WARM} MiB |"
-  echo "| \`cec ls\` ($LS_LINES lines) | ${LS_TIME} s | max RSS ${LS_RSS} MiB |"
+  if [ "$LS_TIME" = - ]; then echo "| \`cec ls\` | not run (BIGFOLDER_SKIP_LS) | |"
+  else echo "| \`cec ls\` ($LS_LINES lines) | ${LS_TIME} s | max RSS ${LS_RSS} MiB |"; fi
 } | tee -a "$RESULTS"
