@@ -74,13 +74,29 @@ fn dump(p: &Path) -> String {
     )
 }
 
-/// The node's `MetaStore` as the server's REST API gives it to another client.
+/// The node's `MetaStore` as the server's REST API gives it to another client, each value
+/// JSON-decoded (read raw: cec's own nodes keep only the keys it reads, already typed).
 fn server_meta(h: &Harness, path: &str) -> serde_json::Map<String, Value> {
-    let node = h
-        .block_on(h.api.stat(path))
-        .unwrap()
-        .expect("on the server");
-    node.meta.into_iter().collect()
+    let stat = rest(
+        h,
+        reqwest::Method::GET,
+        &format!("/tree/stat/{path}"),
+        &h.token,
+        Value::Null,
+    );
+    assert!(
+        stat["Node"].is_object(),
+        "{path} is not on the server: {stat}"
+    );
+    let store = stat["Node"]["MetaStore"].as_object().cloned();
+    store
+        .unwrap_or_default()
+        .into_iter()
+        .map(|(k, raw)| match &raw {
+            Value::String(text) => (k, serde_json::from_str(text).unwrap_or(raw)),
+            _ => (k, raw),
+        })
+        .collect()
 }
 
 fn uuid_of(h: &Harness, path: &str) -> String {

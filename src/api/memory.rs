@@ -143,13 +143,6 @@ impl State {
     }
 
     fn to_node(&self, path: &str, node: &MemNode) -> Node {
-        let mut meta = BTreeMap::new();
-        if node.kind == NodeKind::File {
-            meta.insert("name".to_string(), serde_json::json!(name_of(path)));
-        }
-        if path.ends_with(RECYCLE_BIN) && path.matches('/').count() == 1 {
-            meta.insert("recycle_bin".to_string(), serde_json::json!(true));
-        }
         let size = match node.kind {
             NodeKind::File => node.content.len() as u64,
             NodeKind::Folder => self
@@ -166,7 +159,7 @@ impl State {
             size,
             mtime: node.mtime,
             etag: node.etag.clone(),
-            meta,
+            meta: Default::default(),
         }
     }
 

@@ -17,6 +17,7 @@ pub mod deadline;
 pub mod events;
 pub mod http;
 pub mod memory;
+pub mod meta;
 pub mod names;
 pub mod public_link;
 pub mod shares;
@@ -24,13 +25,14 @@ pub mod tls;
 pub mod token;
 pub mod usermeta;
 pub mod versions;
-use std::collections::BTreeMap;
 use std::path::Path;
 use std::pin::Pin;
 
 use async_trait::async_trait;
 use bytes::Bytes;
 use futures::Stream;
+
+pub use meta::{NodeMeta, UserFields, WorkspaceMeta};
 
 /// What a node is.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
@@ -53,8 +55,9 @@ pub struct Node {
     pub mtime: i64,
     /// Content hash for files; `"temporary"` while an upload is in flight.
     pub etag: String,
-    /// `MetaStore`, each value already JSON-decoded (`"\"a.txt\""` becomes `"a.txt"`).
-    pub meta: BTreeMap<String, serde_json::Value>,
+    /// What cec reads of the server's `MetaStore` (hash, tags, bookmark, public link, the
+    /// `ws_*` keys of a workspace root); every other key was dropped when the node was decoded.
+    pub meta: NodeMeta,
 }
 
 impl Node {
@@ -69,7 +72,7 @@ impl Node {
 
     /// Cells' own content hash (`x-cells-hash`), when the server gave it.
     pub fn cells_hash(&self) -> Option<&str> {
-        self.meta.get("x-cells-hash").and_then(|v| v.as_str())
+        self.meta.cells_hash.as_deref()
     }
 
     /// True while an upload is in flight on this node.

@@ -3,8 +3,8 @@
 //! `PUT /a/user-meta/update`, `GET /a/share/link/{Uuid}`.
 //!
 //! Reading needs no call here: listings and stats carry the values in the node's `MetaStore`
-//! (`usermeta-tags`, `bookmark`, `workspaces_shares`), decoded by the REST client into
-//! [`super::Node::meta`]. Writing follows the web UI: look the node's value up first (its meta
+//! (`usermeta-tags`, `bookmark`, `workspaces_shares`), decoded and checked once into the
+//! typed [`super::Node::meta`] when the node is parsed ([`super::meta`]). Writing follows the web UI: look the node's value up first (its meta
 //! `Uuid`), then `PUT` it (updating that meta when there is one) or `DELETE` what the search
 //! found. A bookmark carries the caller's own policies (OWNER/READ/WRITE for `user:<login>`,
 //! the web UI's `toggleBookmarkNode`); other namespaces are owned by the caller and readable
@@ -32,22 +32,19 @@ pub const MAX_URL_BYTES: usize = 2048;
 /// The longest tags value accepted, from the user or from the server.
 pub const MAX_TAGS_BYTES: usize = 4096;
 
-/// The node's tags (`MetaStore["usermeta-tags"]`, comma-separated): a string or, leniently,
-/// an array of strings; a value too long or holding a NUL is ignored (with a warning).
+/// The node's tags (`MetaStore["usermeta-tags"]`, comma-separated; an array of strings was
+/// joined when the node was decoded, and tags over the bound or holding NUL dropped then, see
+/// [`checked_tags`]).
 pub fn tags_of(node: &Node) -> Option<String> {
-    let tags = match node.meta.get(TAGS_NAMESPACE)? {
-        Value::String(s) => s.clone(),
-        Value::Array(items) => items
-            .iter()
-            .filter_map(Value::as_str)
-            .collect::<Vec<_>>()
-            .join(","),
-        _ => return None,
-    };
+    Some(node.meta.user.as_deref()?.tags.as_deref()?.to_string())
+}
+
+/// Tags the server sent for `path`, kept when they are not empty, at most [`MAX_TAGS_BYTES`]
+/// long and free of NUL; otherwise ignored (with a warning when not empty).
+pub fn checked_tags(path: &str, tags: String) -> Option<String> {
     if tags.len() > MAX_TAGS_BYTES || tags.contains('\0') {
         tracing::warn!(
-            "{}: ignoring the server's tags ({} bytes, at most {MAX_TAGS_BYTES} without NUL)",
-            node.path,
+            "{path}: ignoring the server's tags ({} bytes, at most {MAX_TAGS_BYTES} without NUL)",
             tags.len()
         );
         return None;
@@ -57,29 +54,25 @@ pub fn tags_of(node: &Node) -> Option<String> {
 
 /// Whether the caller bookmarked the node (`MetaStore["bookmark"]`, `"true"` once decoded).
 pub fn is_bookmarked(node: &Node) -> bool {
-    node.meta.get(BOOKMARK_NAMESPACE).is_some_and(|v| match v {
-        Value::Null | Value::Bool(false) => false,
-        Value::String(s) => !s.is_empty() && s != "false",
-        _ => true,
-    })
+    node.meta.user.as_deref().is_some_and(|u| u.bookmark)
 }
 
 /// The Uuid of the node's first public link: `MetaStore["workspaces_shares"]` lists the
-/// caller's share workspaces on the node, scope 3 (`LINK`) being a public link.
+/// caller's share workspaces on the node, scope 3 (`LINK`) being a public link (read when the
+/// node was decoded, see [`super::meta`]).
 pub fn public_link_of(node: &Node) -> Option<String> {
-    node.meta
-        .get("workspaces_shares")?
-        .as_array()?
-        .iter()
-        .find_map(|share| {
-            let scope = share.get("Scope")?;
-            let is_link = scope.as_i64() == Some(3) || scope.as_str() == Some("LINK");
-            let uuid = share.get("UUID")?.as_str()?;
-            (is_link && valid_link_id(uuid)).then(|| uuid.to_string())
-        })
+    Some(
+        node.meta
+            .user
+            .as_deref()?
+            .public_link
+            .as_deref()?
+            .to_string(),
+    )
 }
 
-fn valid_link_id(id: &str) -> bool {
+/// A public link id as cec accepts it from the server: short, alphanumeric and dashes.
+pub(super) fn valid_link_id(id: &str) -> bool {
     !id.is_empty() && id.len() <= 64 && id.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'-')
 }
 

@@ -160,7 +160,7 @@ pub fn shown_name(name: &str, terminal: bool) -> String {
 
 /// Kind label as the official client prints it.
 fn type_label(node: &Node) -> &'static str {
-    match node.meta.get("ws_scope").and_then(|v| v.as_str()) {
+    match node.meta.ws_scope() {
         Some("ROOM") => "Cell",
         Some(_) => "Workspace",
         None if node.is_folder() => "Folder",
@@ -251,35 +251,37 @@ fn render_template(template: &str, node: &Node, name: &str) -> String {
 }
 
 /// Print rows as aligned columns under a header.
-pub fn print_table(header: &[&str], rows: &[Vec<String>]) {
+pub fn print_table<R, S>(header: &[&str], rows: &[R])
+where
+    R: AsRef<[S]>,
+    S: AsRef<str>,
+{
     let mut widths: Vec<usize> = header.iter().map(|h| h.chars().count()).collect();
     for row in rows {
-        for (i, cell) in row.iter().enumerate() {
-            widths[i] = widths[i].max(cell.chars().count());
+        for (i, cell) in row.as_ref().iter().enumerate() {
+            widths[i] = widths[i].max(cell.as_ref().chars().count());
         }
     }
-    let line = |cells: Vec<String>| {
-        let mut s = String::new();
-        for (i, c) in cells.iter().enumerate() {
-            if i + 1 == cells.len() {
-                s.push_str(c);
-            } else {
-                let pad = widths[i] - c.chars().count();
-                s.push_str(c);
-                s.push_str(&" ".repeat(pad + 2));
-            }
-        }
-        s.trim_end().to_string()
-    };
     let mut out = std::io::stdout().lock();
-    let _ = writeln!(
-        out,
-        "{}",
-        line(header.iter().map(|h| h.to_uppercase()).collect())
-    );
+    let header: Vec<String> = header.iter().map(|h| h.to_uppercase()).collect();
+    let _ = writeln!(out, "{}", table_line(&widths, &header));
     for row in rows {
-        let _ = writeln!(out, "{}", line(row.clone()));
+        let _ = writeln!(out, "{}", table_line(&widths, row.as_ref()));
     }
+}
+
+/// One line of [`print_table`]: each cell but the last padded to its column's width plus two.
+fn table_line<S: AsRef<str>>(widths: &[usize], cells: &[S]) -> String {
+    let mut s = String::new();
+    for (i, c) in cells.iter().enumerate() {
+        let c = c.as_ref();
+        s.push_str(c);
+        if i + 1 < cells.len() {
+            let pad = widths[i] - c.chars().count();
+            s.push_str(&" ".repeat(pad + 2));
+        }
+    }
+    s.trim_end().to_string()
 }
 
 pub async fn run_ls(args: LsArgs, global: &GlobalArgs) -> Result<(), CliError> {
@@ -417,9 +419,10 @@ pub async fn run_ls(args: LsArgs, global: &GlobalArgs) -> Result<(), CliError> {
             .collect();
         print_table(&["Type", "Size", "Modified", "Link", "Tags", "Name"], &rows);
     } else {
-        let rows: Vec<Vec<String>> = entries
+        // Cells borrowed from the entries: a 100,000-entry folder copies no name (issue 27).
+        let rows: Vec<[&str; 2]> = entries
             .iter()
-            .map(|(n, name)| vec![type_label(n).to_string(), name.clone()])
+            .map(|(n, name)| [type_label(n), name.as_str()])
             .collect();
         print_table(&["Type", "Name"], &rows);
     }

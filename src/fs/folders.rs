@@ -221,7 +221,6 @@ impl CellsFs {
         let raced = table.listing_changes != changes_before;
         let at = listed_at.unwrap_or_else(Instant::now);
         let stamp = Some((at, generation));
-        let mut result = children.clone();
         for (name, meta) in children.iter().filter(|_| !raced) {
             let child = join_path(path, name);
             if let Some(&ino) = table.by_path.get(&child) {
@@ -241,6 +240,7 @@ impl CellsFs {
             }
         }
         // Files created here and not uploaded yet belong to the listing too.
+        let mut result = children;
         let prefix_len = if path.is_empty() { 0 } else { path.len() + 1 };
         let known = &*table;
         for (_, ino) in subtree_of(&known.by_path, path) {
@@ -622,7 +622,7 @@ impl CellsFs {
                         }
                         table
                             .inodes
-                            .insert(entry.ino, InodeData::new(path.clone(), meta, 1));
+                            .insert(entry.ino, Box::new(InodeData::new(path.clone(), meta, 1)));
                     }
                 }
             }

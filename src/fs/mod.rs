@@ -637,9 +637,10 @@ impl CellsFs {
             next_ino: ROOT_INO,
             ..Table::default()
         };
-        table
-            .inodes
-            .insert(ROOT_INO, InodeData::new(String::new(), Meta::folder(), 1));
+        table.inodes.insert(
+            ROOT_INO,
+            Box::new(InodeData::new(String::new(), Meta::folder(), 1)),
+        );
         table.by_path.insert(String::new(), ROOT_INO);
         let permits = (options.read_ahead_budget / BUDGET_UNIT).clamp(1, u32::MAX as u64 >> 3);
         let negative_size =

@@ -181,7 +181,8 @@ impl InodeData {
 
 #[derive(Default)]
 pub(super) struct Table {
-    pub(super) inodes: HashMap<u64, InodeData>,
+    /// Boxed: the map's slots stay small (a folder of 100,000 entries grows it by doubling).
+    pub(super) inodes: HashMap<u64, Box<InodeData>>,
     /// Path -> inode, ordered so that a folder's subtree is one contiguous range.
     pub(super) by_path: BTreeMap<String, u64>,
     pub(super) next_ino: u64,
@@ -194,12 +195,14 @@ impl Table {
     pub(super) fn get(&self, ino: u64) -> FsResult<&InodeData> {
         self.inodes
             .get(&ino)
+            .map(|data| &**data)
             .ok_or_else(|| FsError::NotFound(format!("inode {ino}")))
     }
 
     pub(super) fn get_mut(&mut self, ino: u64) -> FsResult<&mut InodeData> {
         self.inodes
             .get_mut(&ino)
+            .map(|data| &mut **data)
             .ok_or_else(|| FsError::NotFound(format!("inode {ino}")))
     }
 
@@ -241,10 +244,10 @@ impl Table {
         };
         self.inodes.insert(
             ino,
-            InodeData {
+            Box::new(InodeData {
                 validated,
                 ..InodeData::new(path.to_string(), meta, 0)
-            },
+            }),
         );
         self.by_path.insert(path.to_string(), ino);
         ino

@@ -438,16 +438,9 @@ mod tests {
     use super::*;
     use serde_json::json;
 
+    /// A node as a REST listing sends it, with this `MetaStore`.
     fn node(meta: Value) -> Node {
-        Node {
-            uuid: "u".into(),
-            path: "ws/a".into(),
-            kind: crate::api::NodeKind::File,
-            size: 0,
-            mtime: 0,
-            etag: String::new(),
-            meta: serde_json::from_value(meta).unwrap(),
-        }
+        crate::api::http::parse_node(&json!({"Uuid": "u", "Path": "ws/a", "MetaStore": meta}))
     }
 
     #[test]

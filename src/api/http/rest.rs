@@ -15,7 +15,7 @@
 //!
 //! [`HttpOptions::max_folder_entries`]: super::HttpOptions::max_folder_entries
 
-use std::collections::{BTreeMap, HashSet};
+use std::hash::BuildHasher;
 use std::time::Duration;
 
 use futures::StreamExt;
@@ -24,6 +24,7 @@ use serde_json::{Value, json};
 
 use super::{HttpCellsApi, clean_path, describe_reqwest_error, encode_path};
 use crate::api::body;
+use crate::api::meta::{BulkAnswer, TreeNode};
 use crate::api::{ApiError, ApiResult, Node, NodeKind, Workspace};
 
 /// The page size of REST folder listings (the official client uses 100; `Limit` has no
@@ -78,7 +79,7 @@ impl HttpCellsApi {
         limit: usize,
         offset: usize,
         subject: &str,
-    ) -> ApiResult<Vec<Value>> {
+    ) -> ApiResult<Vec<TreeNode>> {
         Ok(self.bulk_meta_page(paths, limit, offset, subject).await?.0)
     }
 
@@ -90,7 +91,7 @@ impl HttpCellsApi {
         limit: usize,
         offset: usize,
         subject: &str,
-    ) -> ApiResult<(Vec<Value>, Option<usize>)> {
+    ) -> ApiResult<(Vec<TreeNode>, Option<usize>)> {
         let mut body = json!({"NodePaths": paths});
         if limit > 0 {
             body["Limit"] = json!(limit);
@@ -101,19 +102,12 @@ impl HttpCellsApi {
         } else {
             body::WORKSPACES
         };
-        let mut v = self
-            .rest_json_capped(Method::POST, "/meta/bulk/get", Some(body), subject, cap)
+        // Decoded straight into typed nodes: no JSON value per node (issue 27).
+        let answer: BulkAnswer = self
+            .rest_decoded_capped(Method::POST, "/meta/bulk/get", Some(body), subject, cap)
             .await?;
-        let total = v
-            .get("Pagination")
-            .map(|p| json_i64(p.get("Total")))
-            .filter(|t| *t > 0)
-            .map(|t| t as usize);
-        let nodes = match v.get_mut("Nodes").map(Value::take) {
-            Some(Value::Array(nodes)) => nodes,
-            _ => Vec::new(),
-        };
-        Ok((nodes, total))
+        let total = (answer.total > 0).then_some(answer.total as usize);
+        Ok((answer.nodes, total))
     }
 
     pub(super) async fn rest_list_workspaces(&self) -> ApiResult<Vec<Workspace>> {
@@ -121,8 +115,8 @@ impl HttpCellsApi {
             .bulk_meta(vec!["".into(), "/*".into()], 0, 0, "workspaces")
             .await?;
         Ok(nodes
-            .iter()
-            .map(parse_node)
+            .into_iter()
+            .map(TreeNode::into_node)
             .filter(|n| !n.path.is_empty() && !n.path.contains('/'))
             .map(workspace_from_node)
             .collect())
@@ -196,7 +190,7 @@ impl HttpCellsApi {
                 size: 0,
                 mtime: 0,
                 etag: String::new(),
-                meta: BTreeMap::new(),
+                meta: Default::default(),
             }));
         }
         match self
@@ -305,100 +299,56 @@ pub fn parse_state_login(xml: &str) -> Option<String> {
     }
 }
 
-/// The part size for an upload of `size` bytes: `requested` rounded up to a multiple of
 /// An int64 that the server may send as a string or a number (or omit: 0).
 pub fn json_i64(v: Option<&Value>) -> i64 {
-    match v {
-        Some(Value::Number(n)) => n
-            .as_i64()
-            .or_else(|| n.as_f64().map(|f| f as i64))
-            .unwrap_or(0),
-        Some(Value::String(s)) => s.trim().parse().unwrap_or(0),
-        _ => 0,
-    }
+    v.map(crate::api::meta::int64).unwrap_or(0)
 }
 
-/// Decode a `treeNode`.
+/// Decode a `treeNode` (as a listing page is decoded, see [`crate::api::meta`]).
 pub fn parse_node(v: &Value) -> Node {
-    let s = |k: &str| v.get(k).and_then(|x| x.as_str()).unwrap_or("").to_string();
-    let mut meta = BTreeMap::new();
-    if let Some(store) = v.get("MetaStore").and_then(|m| m.as_object()) {
-        for (k, raw) in store {
-            let decoded = match raw {
-                Value::String(text) => {
-                    serde_json::from_str(text).unwrap_or_else(|_| Value::String(text.clone()))
-                }
-                other => other.clone(),
-            };
-            meta.insert(k.clone(), decoded);
-        }
-    }
-    let kind = match v.get("Type").and_then(|t| t.as_str()) {
-        Some("COLLECTION") => NodeKind::Folder,
-        Some("LEAF") => NodeKind::File,
-        _ if meta.contains_key("ws_scope") => NodeKind::Folder,
-        _ => NodeKind::File,
-    };
-    Node {
-        uuid: s("Uuid"),
-        path: s("Path").trim_matches('/').to_string(),
-        kind,
-        size: json_i64(v.get("Size")).max(0) as u64,
-        mtime: json_i64(v.get("MTime")),
-        etag: s("Etag"),
-        meta,
-    }
-}
-
-fn meta_str(node: &Node, key: &str) -> String {
-    match node.meta.get(key) {
-        Some(Value::String(s)) => s.clone(),
-        Some(Value::Null) | None => String::new(),
-        Some(other) => other.to_string(),
-    }
-}
-
-fn meta_bool(node: &Node, key: &str) -> bool {
-    match node.meta.get(key) {
-        Some(Value::Bool(b)) => *b,
-        Some(Value::String(s)) => s == "true",
-        _ => false,
-    }
+    use serde::Deserialize;
+    TreeNode::deserialize(v).unwrap_or_default().into_node()
 }
 
 /// A workspace root node as a [`Workspace`].
 pub fn workspace_from_node(node: Node) -> Workspace {
-    let slug = {
-        let s = meta_str(&node, "ws_slug");
-        if s.is_empty() { node.path.clone() } else { s }
+    let ws = node.meta.workspace.as_deref().cloned().unwrap_or_default();
+    let slug = if ws.slug.is_empty() {
+        node.path.clone()
+    } else {
+        ws.slug
     };
-    let perms = meta_str(&node, "ws_permissions");
-    let (can_read, can_write) = if perms.is_empty() {
+    let (can_read, can_write) = if ws.permissions.is_empty() {
         (true, true)
     } else {
-        (perms.contains('r'), perms.contains('w'))
+        (ws.permissions.contains('r'), ws.permissions.contains('w'))
     };
-    let uuid = {
-        let u = meta_str(&node, "ws_uuid");
-        if u.is_empty() { node.uuid.clone() } else { u }
+    let uuid = if ws.uuid.is_empty() {
+        node.uuid.clone()
+    } else {
+        ws.uuid
     };
     Workspace {
         slug,
         uuid,
-        label: meta_str(&node, "ws_label"),
-        description: meta_str(&node, "ws_description"),
-        scope: meta_str(&node, "ws_scope"),
+        label: ws.label,
+        description: ws.description,
+        scope: ws.scope.unwrap_or_default(),
         can_read,
         can_write,
-        skip_recycle: meta_bool(&node, "ws_skip_recycle"),
+        skip_recycle: ws.skip_recycle,
         root: node,
     }
 }
-/// A folder listing being paged in: its nodes without duplicates, bounded by a count.
+
+/// A folder listing being paged in: its nodes without duplicates, bounded by a count. The
+/// paths already listed are found through a table of indices into `nodes` (hashed by path),
+/// not a second copy of every path.
 struct Listing<'a> {
     folder: &'a str,
     max: usize,
-    seen: HashSet<String>,
+    hasher: std::hash::RandomState,
+    seen: hashbrown::HashTable<u32>,
     nodes: Vec<Node>,
 }
 
@@ -406,8 +356,10 @@ impl<'a> Listing<'a> {
     fn new(folder: &'a str, max: usize) -> Self {
         Listing {
             folder,
-            max,
-            seen: HashSet::new(),
+            // (indices are u32)
+            max: max.min(u32::MAX as usize),
+            hasher: Default::default(),
+            seen: hashbrown::HashTable::new(),
             nodes: Vec::new(),
         }
     }
@@ -420,23 +372,40 @@ impl<'a> Listing<'a> {
     }
 
     /// The server's child count, refused when over the cap (a server announcing 10^18
-    /// children is not believed).
-    fn check_total(&self, total: usize) -> ApiResult<()> {
+    /// children is not believed); room for that many entries is made at once (address space
+    /// until filled: a count that lies costs no resident memory, and the pages asked for
+    /// follow the same count).
+    fn check_total(&mut self, total: usize) -> ApiResult<()> {
         if total > self.max {
             return Err(self.too_many(format!("announces {total} entries")));
         }
+        let more = total.saturating_sub(self.nodes.len());
+        self.nodes.reserve_exact(more);
+        self.seen.reserve(more, |&i| {
+            self.hasher.hash_one(self.nodes[i as usize].path.as_str())
+        });
         Ok(())
     }
 
     /// Add a page's nodes; returns how many were new.
-    fn add(&mut self, page: Vec<Value>) -> ApiResult<usize> {
+    fn add(&mut self, page: Vec<TreeNode>) -> ApiResult<usize> {
         let before = self.nodes.len();
-        for node in page.iter().map(parse_node) {
+        for node in page.into_iter().map(TreeNode::into_node) {
             if node.path == self.folder || node.path.is_empty() {
                 continue;
             }
-            if self.seen.insert(node.path.clone()) {
-                self.nodes.push(node);
+            let hash = self.hasher.hash_one(node.path.as_str());
+            let nodes = &self.nodes;
+            match self.seen.entry(
+                hash,
+                |&i| nodes[i as usize].path == node.path,
+                |&i| self.hasher.hash_one(nodes[i as usize].path.as_str()),
+            ) {
+                hashbrown::hash_table::Entry::Occupied(_) => {}
+                hashbrown::hash_table::Entry::Vacant(slot) => {
+                    slot.insert(self.nodes.len() as u32);
+                    self.nodes.push(node);
+                }
             }
         }
         if self.nodes.len() > self.max {
@@ -454,15 +423,25 @@ mod tests {
     fn nodes_decode_int64_strings_numbers_and_meta() {
         let v = json!({"Uuid": "u1", "Path": "/personal-files/a.txt/", "Type": "LEAF",
             "Size": "1234", "MTime": 1700000000, "Etag": "abc",
-            "MetaStore": {"name": "\"a.txt\"", "ChildrenCount": "3", "weird": "not json"}});
+            "MetaStore": {"name": "\"a.txt\"", "ChildrenCount": "3", "weird": "not json",
+                "x-cells-hash": "\"h\"", "usermeta-tags": "not json, kept"}});
         let n = parse_node(&v);
         assert_eq!(n.path, "personal-files/a.txt");
         assert_eq!(n.size, 1234);
         assert_eq!(n.mtime, 1_700_000_000);
         assert_eq!(n.kind, NodeKind::File);
-        assert_eq!(n.meta["name"], json!("a.txt"));
-        assert_eq!(n.meta["ChildrenCount"], json!(3));
-        assert_eq!(n.meta["weird"], json!("not json"));
+        // Only the keys cec reads are kept (issue 27): the hash decoded, tags kept as sent.
+        assert_eq!(
+            n.meta,
+            crate::api::NodeMeta {
+                cells_hash: Some("h".into()),
+                user: Some(Box::new(crate::api::meta::UserFields {
+                    tags: Some("not json, kept".into()),
+                    ..Default::default()
+                })),
+                ..Default::default()
+            }
+        );
         let empty = parse_node(&json!({"Path": "ws/empty"}));
         assert_eq!(empty.size, 0);
     }

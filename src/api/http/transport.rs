@@ -479,20 +479,48 @@ impl HttpCellsApi {
         subject: &str,
         cap: body::Cap,
     ) -> ApiResult<Value> {
-        let resp = self
-            .execute(self.rest_spec(method, path, body, subject))
-            .await?;
-        let bytes = body::read_capped(resp, cap)
-            .await
-            .map_err(|e| ApiError::from(e).with_context(subject))?;
+        let bytes = self.rest_capped(method, path, body, subject, cap).await?;
         if bytes.is_empty() {
             return Ok(Value::Object(Default::default()));
         }
-        serde_json::from_slice(&bytes).map_err(|_| {
-            ApiError::InvalidResponse(format!(
-                "{path} did not answer JSON (is this a Pydio Cells server?)"
-            ))
-        })
+        serde_json::from_slice(&bytes).map_err(|_| not_json(path))
+    }
+
+    /// As [`Self::rest_json_capped`], decoded straight into `T` (an empty answer is
+    /// `T::default()`), without a JSON value tree in between.
+    pub(in crate::api) async fn rest_decoded_capped<T>(
+        &self,
+        method: Method,
+        path: &str,
+        body: Option<Value>,
+        subject: &str,
+        cap: body::Cap,
+    ) -> ApiResult<T>
+    where
+        T: serde::de::DeserializeOwned + Default,
+    {
+        let bytes = self.rest_capped(method, path, body, subject, cap).await?;
+        if bytes.is_empty() {
+            return Ok(T::default());
+        }
+        serde_json::from_slice(&bytes).map_err(|_| not_json(path))
+    }
+
+    /// The body of a REST answer, read through `cap`.
+    async fn rest_capped(
+        &self,
+        method: Method,
+        path: &str,
+        body: Option<Value>,
+        subject: &str,
+        cap: body::Cap,
+    ) -> ApiResult<bytes::Bytes> {
+        let resp = self
+            .execute(self.rest_spec(method, path, body, subject))
+            .await?;
+        body::read_capped(resp, cap)
+            .await
+            .map_err(|e| ApiError::from(e).with_context(subject))
     }
 
     pub(in crate::api) fn s3_spec(
@@ -711,6 +739,13 @@ pub(super) fn xml_field(xml: &str, name: &str) -> Option<String> {
             _ => {}
         }
     }
+}
+
+/// The error of a REST answer that is not the JSON expected.
+fn not_json(path: &str) -> ApiError {
+    ApiError::InvalidResponse(format!(
+        "{path} did not answer JSON (is this a Pydio Cells server?)"
+    ))
 }
 
 #[cfg(test)]
