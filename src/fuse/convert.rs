@@ -31,7 +31,8 @@ pub(super) fn reply_lookup(
     negative_ttl: impl FnOnce() -> std::time::Duration,
 ) {
     match result {
-        Err(err) if err.errno() == libc::ENOENT => {
+        // Linux only: negative entries (node 0) are unverified on macOS's FUSE.
+        Err(err) if err.errno() == libc::ENOENT && cfg!(target_os = "linux") => {
             let ttl = negative_ttl();
             if ttl.is_zero() {
                 return reply.error(errno("lookup", &err));
