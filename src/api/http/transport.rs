@@ -479,11 +479,15 @@ impl HttpCellsApi {
         subject: &str,
         cap: body::Cap,
     ) -> ApiResult<Value> {
-        let bytes = self.rest_capped(method, path, body, subject, cap).await?;
-        if bytes.is_empty() {
-            return Ok(Value::Object(Default::default()));
-        }
-        serde_json::from_slice(&bytes).map_err(|_| not_json(path))
+        // An empty answer is an empty object (`Value`'s default is null).
+        let value: Value = self
+            .rest_decoded_capped(method, path, body, subject, cap)
+            .await?;
+        Ok(if value.is_null() {
+            Value::Object(Default::default())
+        } else {
+            value
+        })
     }
 
     /// As [`Self::rest_json_capped`], decoded straight into `T` (an empty answer is
