@@ -121,6 +121,11 @@ impl CellsFs {
         Ok((data.path.clone(), data.kind))
     }
 
+    /// The mount path of `name` (checked) in the live folder `parent`.
+    pub(super) fn child_path(&self, parent: u64, name: &OsStr) -> FsResult<String> {
+        Ok(join_path(&self.dir_path(parent)?, &valid_name(name)?))
+    }
+
     pub(super) fn dir_path(&self, ino: u64) -> FsResult<String> {
         let table = self.inner.table.lock().unwrap();
         let data = table.get(ino)?;
@@ -152,10 +157,7 @@ impl CellsFs {
         if versions::hooked(parent, name) {
             return None;
         }
-        let path = match self
-            .dir_path(parent)
-            .and_then(|p| Ok(join_path(&p, &valid_name(name)?)))
-        {
+        let path = match self.child_path(parent, name) {
             Ok(path) => path,
             Err(e) => return Some(Err(e)),
         };

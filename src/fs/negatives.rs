@@ -20,10 +20,10 @@ use std::ffi::OsStr;
 use std::sync::Mutex;
 use std::time::{Duration, Instant};
 
-use super::{CellsFs, KernelInvalidation, base_name, join_path, parent_path, valid_name, versions};
+use super::{CellsFs, KernelInvalidation, base_name, parent_path, versions};
 
 /// Negative entries with a long timeout remembered at most (a path each).
-pub(super) const LONG_NEGATIVES: usize = 20_000;
+const LONG_NEGATIVES: usize = 20_000;
 
 /// Paths the kernel was told are absent, each with when the kernel stops trusting that.
 #[derive(Default)]
@@ -70,10 +70,7 @@ impl CellsFs {
         if versions::hooked(parent, name) || versions::is_virtual(parent) {
             return Duration::ZERO;
         }
-        let Ok(path) = self
-            .dir_path(parent)
-            .and_then(|p| Ok(join_path(&p, &valid_name(name)?)))
-        else {
+        let Ok(path) = self.child_path(parent, name) else {
             return Duration::ZERO;
         };
         let base = self.inner.options.attr_timeout;
