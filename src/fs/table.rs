@@ -94,13 +94,18 @@ impl Meta {
     /// `CellsFs::keep_written`). Otherwise the node's Uuid, or its path when no Uuid is known.
     pub(super) fn content_key(&self, path: &str) -> String {
         if is_md5_hex(&self.etag) {
-            format!("md5:{}", self.etag)
+            md5_content_key(&self.etag)
         } else if self.uuid.is_empty() {
             format!("path:{path}:{}", self.etag)
         } else {
             format!("{}:{}", self.uuid, self.etag)
         }
     }
+}
+
+/// The data-cache key of the content whose MD5 (hex) is `md5`.
+pub(super) fn md5_content_key(md5: &str) -> String {
+    format!("md5:{md5}")
 }
 
 /// An MD5 in hex: what a single-part upload's ETag is on Cells.

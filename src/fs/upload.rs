@@ -25,7 +25,7 @@ use bytes::Bytes;
 
 use super::{
     CellsFs, ConflictMode, FileKind, FileState, FsError, FsResult, Meta, Staging, base_name,
-    conflict, content, journal, parent_path, progress, table::is_md5_hex, unix_now,
+    conflict, content, journal, parent_path, progress, table, table::is_md5_hex, unix_now,
 };
 use crate::api::{ApiError, NodeKind, UploadOptions};
 
@@ -490,20 +490,27 @@ impl CellsFs {
         if size == 0 || size > KEEP_WRITTEN_MAX || !is_md5_hex(etag) {
             return;
         }
-        let bytes = match source {
-            UploadSource::Memory(bytes) => bytes.clone(),
-            UploadSource::File(path) => match tokio::fs::read(path).await {
-                Ok(bytes) => Bytes::from(bytes),
-                Err(_) => return,
-            },
+        let source = match source {
+            UploadSource::Memory(bytes) => Ok(bytes.clone()),
+            UploadSource::File(path) => Err(path.clone()),
         };
-        use md5::Digest;
-        if bytes.len() as u64 != size || hex::encode(md5::Md5::digest(&bytes)) != etag {
-            return;
-        }
-        // Stored before `close` returns: the next open reads it.
-        let key = format!("md5:{etag}");
-        let _ = tokio::task::spawn_blocking(move || cache.insert(&key, 0, &bytes)).await;
+        let etag = etag.to_string();
+        // Read, checked and stored off the runtime, before `close` returns: the next open
+        // reads it.
+        let _ = tokio::task::spawn_blocking(move || {
+            use md5::Digest;
+            let bytes = match source {
+                Ok(bytes) => bytes,
+                Err(path) => match std::fs::read(path) {
+                    Ok(bytes) => Bytes::from(bytes),
+                    Err(_) => return,
+                },
+            };
+            if bytes.len() as u64 == size && hex::encode(md5::Md5::digest(&bytes)) == etag {
+                cache.insert(&table::md5_content_key(&etag), 0, &bytes);
+            }
+        })
+        .await;
     }
 
     pub(super) fn forget_journal(&self, file: &FileState) {
