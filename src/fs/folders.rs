@@ -25,7 +25,6 @@ use std::time::Instant;
 
 use unicode_normalization::UnicodeNormalization;
 
-use super::outage::Outage;
 use super::{
     CellsFs, DirCaching, DirEntry, DirSnapshot, Entry, FileKind, FsError, FsResult, InodeData,
     Listing, Meta, ROOT_INO, base_name, join_path, parent_path, subtree_of, to_stamp, versions,
@@ -62,16 +61,16 @@ impl CellsFs {
                 return Ok(listing.children.clone());
             }
         }
-        if !force
-            && self.inner.outage.ongoing()
-            && let Some(stale) = self.stale_listing(path)
-        {
-            if !self.inner.outage.probe() {
-                return Ok(stale);
-            }
-            return Outage::probing(self.listing_from_server(path, force)).await;
+        if force {
+            return self.listing_from_server(path, force).await;
         }
-        self.listing_from_server(path, force).await
+        self.inner
+            .outage
+            .cached_or_ask(
+                || self.stale_listing(path).map(Ok),
+                self.listing_from_server(path, force),
+            )
+            .await
     }
 
     /// [`CellsFs::listing`] asked of the server (the last listing known when it is away).
@@ -343,17 +342,17 @@ impl CellsFs {
     }
 
     async fn fetch_meta_from_server(&self, path: &str, use_cache: bool) -> FsResult<Option<Meta>> {
-        // The server is away: what the cache knows, without waiting for it (see `outage`).
-        if use_cache
-            && self.inner.outage.ongoing()
-            && let Some(stale) = self.stale_meta(path)
-        {
-            if !self.inner.outage.probe() {
-                return Ok(stale);
-            }
-            return Outage::probing(self.ask_meta(path, use_cache)).await;
+        if !use_cache {
+            return self.ask_meta(path, use_cache).await;
         }
-        self.ask_meta(path, use_cache).await
+        // The server is away: what the cache knows, without waiting for it (see `outage`).
+        self.inner
+            .outage
+            .cached_or_ask(
+                || self.stale_meta(path).map(Ok),
+                self.ask_meta(path, use_cache),
+            )
+            .await
     }
 
     /// [`CellsFs::fetch_meta_from_server`] past the outage's shortcut.

@@ -70,6 +70,24 @@ impl Outage {
         PROBING.scope((), request).await
     }
 
+    /// What a request answers: during an outage, what the cache knows (`cached`), at once,
+    /// unless this request is the probe; otherwise (or as the probe) the server's answer
+    /// (`ask`).
+    pub async fn cached_or_ask<T, F>(&self, cached: impl FnOnce() -> Option<T>, ask: F) -> T
+    where
+        F: std::future::Future<Output = T>,
+    {
+        if self.ongoing()
+            && let Some(known) = cached()
+        {
+            if !self.probe() {
+                return known;
+            }
+            return Outage::probing(ask).await;
+        }
+        ask.await
+    }
+
     /// A request failed with `error`: an outage starts (or goes on) if it means the server is
     /// away. Returns whether it does.
     pub fn failed(&self, error: &FsError) -> bool {

@@ -46,21 +46,26 @@ pub(super) type CachedWorkspaces = Option<(Arc<Vec<Workspace>>, Instant, u64)>;
 
 impl CellsFs {
     pub(super) async fn workspaces(&self) -> FsResult<Arc<Vec<Workspace>>> {
+        if let Some((list, at, generation)) = self.inner.workspaces.lock().unwrap().as_ref()
+            && self.fresh(Some((*at, *generation)), self.inner.options.dir_cache_time)
         {
-            let cached = self.inner.workspaces.lock().unwrap();
-            if let Some((list, at, generation)) = cached.as_ref()
-                && self.fresh(Some((*at, *generation)), self.inner.options.dir_cache_time)
-            {
-                return Ok(list.clone());
-            }
-            // The server is away: the list known, without waiting for it (see `outage`).
-            if let Some((list, _, _)) = cached.as_ref()
-                && self.inner.outage.ongoing()
-                && !self.inner.outage.probe()
-            {
-                return Ok(list.clone());
-            }
+            return Ok(list.clone());
         }
+        // The server is away: the list known, without waiting for it (see `outage`).
+        self.inner
+            .outage
+            .cached_or_ask(|| self.known_workspaces().map(Ok), self.fetch_workspaces())
+            .await
+    }
+
+    /// The workspace list last fetched, however old.
+    fn known_workspaces(&self) -> Option<Arc<Vec<Workspace>>> {
+        let cached = self.inner.workspaces.lock().unwrap();
+        cached.as_ref().map(|(list, _, _)| list.clone())
+    }
+
+    /// The workspace list from the server (the one known when it is away).
+    async fn fetch_workspaces(&self) -> FsResult<Arc<Vec<Workspace>>> {
         match self.inner.api.list_workspaces().await {
             Ok(list) => {
                 self.inner.outage.answered();
@@ -72,10 +77,7 @@ impl CellsFs {
             Err(e) => {
                 let e = FsError::api("listing workspaces", e);
                 self.inner.outage.failed(&e);
-                if let Some((list, _, _)) = self.inner.workspaces.lock().unwrap().as_ref() {
-                    return Ok(list.clone());
-                }
-                Err(e)
+                self.known_workspaces().ok_or(e)
             }
         }
     }
