@@ -129,13 +129,7 @@ fn status_json(h: &Harness, m: &Mounted) -> serde_json::Value {
 }
 
 fn status_text(h: &Harness, m: &Mounted) -> String {
-    let out = h
-        .cec()
-        .args(["mount", "--status"])
-        .arg(&m.path)
-        .output()
-        .unwrap();
-    String::from_utf8_lossy(&out.stdout).into_owned()
+    String::from_utf8_lossy(&h.mount_status(&m.path).stdout).into_owned()
 }
 
 /// The scenario: both mounts see "original"; an editor on A holds the file open;

@@ -57,12 +57,7 @@ fn cp(src: &Path, dst: &Path) -> (bool, String) {
 }
 
 fn status_text(h: &Harness, m: &Mounted) -> String {
-    let out = h
-        .cec()
-        .args(["mount", "--status"])
-        .arg(&m.path)
-        .output()
-        .unwrap();
+    let out = h.mount_status(&m.path);
     assert!(
         out.status.success(),
         "{}",

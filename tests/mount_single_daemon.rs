@@ -100,12 +100,7 @@ fn mode(path: &Path) -> u32 {
 }
 
 fn status_text(h: &Harness, mountpoint: &Path) -> String {
-    let out = h
-        .cec()
-        .args(["mount", "--status"])
-        .arg(mountpoint)
-        .output()
-        .unwrap();
+    let out = h.mount_status(mountpoint);
     format!(
         "{}{}",
         String::from_utf8_lossy(&out.stdout),

@@ -185,6 +185,15 @@ impl Harness {
         p
     }
 
+    /// `cec mount --status MOUNTPOINT`, run to its end.
+    pub fn mount_status(&self, mountpoint: &Path) -> std::process::Output {
+        self.cec()
+            .args(["mount", "--status"])
+            .arg(mountpoint)
+            .output()
+            .unwrap()
+    }
+
     /// The `cec` command with the emulator as non-persistent server.
     pub fn cec(&self) -> Command {
         let mut cmd = Command::new(env!("CARGO_BIN_EXE_cec"));
